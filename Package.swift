@@ -1,0 +1,109 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+/// Settings every Eddy target shares: Swift 6 language mode (complete concurrency checking) and
+/// warnings treated as errors, so CI fails on the first warning.
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .treatAllWarnings(as: .error),
+]
+
+let package = Package(
+    name: "Eddy",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "eddy", targets: ["eddy"]),
+        .library(name: "StreamModel", targets: ["StreamModel"]),
+        .library(name: "SegmentStore", targets: ["SegmentStore"]),
+        .library(name: "WireProtocol", targets: ["WireProtocol"]),
+        .library(name: "StoreServer", targets: ["StoreServer"]),
+        .library(name: "StoreClient", targets: ["StoreClient"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C libraries named by the mission, found through pkg-config (Debian's -dev packages).
+        .systemLibrary(name: "CIOUring", pkgConfig: "liburing", providers: [.apt(["liburing-dev"])]),
+        .systemLibrary(name: "CNUMA", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+
+        .target(name: "StreamModel", swiftSettings: strict),
+        .target(
+            name: "SegmentStore",
+            dependencies: [
+                "StreamModel", "CIOUring",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "WireProtocol",
+            dependencies: ["StreamModel", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "StoreServer",
+            dependencies: [
+                "SegmentStore", "WireProtocol", "StreamModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "StoreClient",
+            dependencies: [
+                "WireProtocol", "StreamModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "eddy",
+            dependencies: [
+                "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CNUMA", "CZstd",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+
+        .testTarget(name: "StreamModelTests", dependencies: ["StreamModel"], swiftSettings: strict),
+        .testTarget(
+            name: "SegmentStoreTests",
+            dependencies: ["SegmentStore", "StreamModel"],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "WireProtocolTests",
+            dependencies: [
+                "WireProtocol", "StreamModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "StoreServerTests",
+            dependencies: [
+                "StoreServer", "StoreClient", "SegmentStore", "WireProtocol", "StreamModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "EddyCLITests",
+            dependencies: ["StreamModel", "SegmentStore"],
+            swiftSettings: strict
+        ),
+    ]
+)

@@ -1,0 +1,59 @@
+import StreamModel
+
+/// SegmentFileSet carries out what journal records mean for the segment files: create, write, delete,
+/// punch. The journal thread and recovery both apply records through it, and it remembers what the next
+/// checkpoint must fsync.
+struct SegmentFileSet {
+    let data: String
+    var files: [SegmentID: SegmentFile] = [:]
+    /// Files written since the last checkpoint.
+    var dirty: Set<SegmentID> = []
+    /// Directories whose entries changed since the last checkpoint.
+    var changedDirectories: Set<String> = []
+
+    init(data: String) { self.data = data }
+
+    mutating func apply(_ record: JournalRecord) throws(EddyError) {
+        switch record {
+        case .createStream(let name, let count):
+            let directory = SegmentFile.directory(data: data, stream: name)
+            try FileSystem.makeDirectories(directory)
+            changedDirectories.formUnion([directory, "\(data)/segments/\(name.scope)", "\(data)/segments"])
+            for n in 0..<count {
+                let id = SegmentID(stream: name, number: n)
+                files[id] = try SegmentFile(path: SegmentFile.path(data: data, segment: id), truncate: true)
+                dirty.insert(id)
+            }
+        case .deleteStream(let name):
+            for id in files.keys where id.stream == name {
+                files.removeValue(forKey: id)
+                dirty.remove(id)
+                FileSystem.remove(SegmentFile.path(data: data, segment: id))
+            }
+            let directory = SegmentFile.directory(data: data, stream: name)
+            FileSystem.remove(directory)
+            changedDirectories.remove(directory)
+            changedDirectories.insert("\(data)/segments/\(name.scope)")
+        case .append(let a):
+            guard let file = files[a.segment] else {
+                throw EddyError(.internalError, "no open file for \(a.segment)")
+            }
+            try file.write(a.frames, at: a.offset)
+            dirty.insert(a.segment)
+        case .seal:
+            break
+        case .truncate(let id, let offset):
+            files[id]?.punchHole(below: offset)
+        }
+    }
+
+    /// Makes every write and directory change since the last call durable.
+    mutating func sync() throws(EddyError) {
+        for id in dirty { try files[id]?.sync() }
+        for directory in changedDirectories.sorted(by: { $0.count > $1.count }) where FileSystem.exists(directory) {
+            try FileSystem.syncDirectory(directory)
+        }
+        dirty.removeAll()
+        changedDirectories.removeAll()
+    }
+}
