@@ -1,0 +1,33 @@
+# Eddy: the two commands of the README, and a few helpers.
+SWIFT ?= swift
+DATA ?= ./data
+
+.PHONY: run test deps build release bench-append format clean
+
+## make run: install what is missing, build a release, start the embedded default until Ctrl-C.
+run: deps release
+	.build/release/eddy up --data $(DATA)
+
+## make test: the same set-up, then every test.
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build
+
+release: deps
+	$(SWIFT) build -c release --product eddy
+
+## make bench-append: the append benchmark against a fresh release store (see docs/benchmarks.md).
+bench-append: release
+	scripts/bench-append.sh
+
+format:
+	$(SWIFT) format --in-place --recursive Sources Tests
+
+clean:
+	rm -rf .build

@@ -1,0 +1,214 @@
+import NIOCore
+import NIOPosix
+import StreamModel
+import WireProtocol
+
+/// StoreClient speaks the store protocol over one TCP connection. Requests from many tasks share the
+/// connection; each gets its answer by request ID, in whatever order the server finishes them.
+public final class StoreClient: Sendable {
+    /// The server this client is connected to.
+    public let address: ServerAddress
+    /// The largest frame the server accepts, from its hello.
+    public let maxFrameSize: Int
+    private let channel: Channel
+
+    private init(address: ServerAddress, channel: Channel, maxFrameSize: Int) {
+        self.address = address
+        self.channel = channel
+        self.maxFrameSize = maxFrameSize
+    }
+
+    /// Connects and performs the hello.
+    /// - Throws: ``EddyError/Code/connectionFailed`` naming the address when it cannot connect,
+    ///   ``EddyError/Code/unsupportedVersion`` when the server speaks another protocol version.
+    public static func connect(
+        to address: ServerAddress, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        timeout: Duration = .seconds(5)
+    ) async throws(EddyError) -> StoreClient {
+        let channel: Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(.milliseconds(timeout.components.seconds * 1000))
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelOption(
+                    .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 1 << 20)
+                )
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
+                        try channel.pipeline.syncOperations.addHandler(ClientHandler())
+                    }
+                }
+                .connect(host: address.host, port: address.port).get()
+        } catch {
+            throw EddyError(.connectionFailed, "cannot connect to \(address): \(error)")
+        }
+        let client = StoreClient(address: address, channel: channel, maxFrameSize: Frame.defaultMaxFrameSize)
+        do throws(EddyError) {
+            guard case .helloOK(_, let maxFrameSize) = try await client.send(.hello(version: protocolVersion)) else {
+                throw EddyError(.malformedFrame, "\(address) answered the hello with something else")
+            }
+            return StoreClient(address: address, channel: channel, maxFrameSize: Int(maxFrameSize))
+        } catch {
+            try? await channel.close()
+            throw error
+        }
+    }
+
+    /// Sends a request and waits for its answer. An error answer is thrown.
+    public func send(_ request: Request) async throws(EddyError) -> Response {
+        let promise = channel.eventLoop.makePromise(of: Response.self)
+        channel.writeAndFlush(ClientHandler.Outgoing(request: request, promise: promise), promise: nil)
+        let response: Response
+        do {
+            response = try await promise.futureResult.get()
+        } catch let error as EddyError {
+            throw error
+        } catch {
+            throw EddyError(.connectionFailed, "request to \(address) failed: \(error)")
+        }
+        if case .error(let error) = response { throw error }
+        return response
+    }
+
+    /// Closes the connection; requests in progress fail with ``EddyError/Code/connectionFailed``.
+    public func close() async {
+        try? await channel.close()
+    }
+
+    private func unexpected(_ response: Response, for what: String) -> EddyError {
+        EddyError(.malformedFrame, "\(address) answered \(what) with \(response)")
+    }
+
+    // MARK: - Typed calls
+
+    /// Creates a stream.
+    public func createStream(_ name: StreamName, segments: UInt32) async throws(EddyError) {
+        _ = try await send(.createStream(name, segments: segments))
+    }
+
+    /// Deletes a stream.
+    public func deleteStream(_ name: StreamName) async throws(EddyError) {
+        _ = try await send(.deleteStream(name))
+    }
+
+    /// Every stream on the server.
+    public func listStreams() async throws(EddyError) -> [StreamInfo] {
+        let r = try await send(.listStreams)
+        guard case .streamList(let streams) = r else { throw unexpected(r, for: "list") }
+        return streams
+    }
+
+    /// One stream's segments.
+    public func info(_ name: StreamName) async throws(EddyError) -> StreamInfo {
+        let r = try await send(.streamInfo(name))
+        guard case .streamInfo(let info) = r else { throw unexpected(r, for: "stream info") }
+        return info
+    }
+
+    /// One segment's state.
+    public func info(_ segment: SegmentID) async throws(EddyError) -> SegmentInfo {
+        let r = try await send(.segmentInfo(segment))
+        guard case .segmentInfo(let info) = r else { throw unexpected(r, for: "segment info") }
+        return info
+    }
+
+    /// Appends whole event frames to a segment; returns once they are durable.
+    public func append(_ segment: SegmentID, frames: ByteBuffer, writerID: String = "", firstEventNumber: Int64 = 0)
+        async throws(EddyError) -> AppendAck
+    {
+        let r = try await send(.append(segment: segment, writerID: writerID, firstEventNumber: firstEventNumber, frames: frames))
+        guard case .appendAck(let ack) = r else { throw unexpected(r, for: "append") }
+        return ack
+    }
+
+    /// Reads bytes of a segment; `wait` > 0 waits at the tail for bytes to arrive.
+    public func read(_ segment: SegmentID, from offset: UInt64, maxBytes: Int = 1 << 20, wait: Duration = .zero)
+        async throws(EddyError) -> (info: SegmentInfo, data: ByteBuffer)
+    {
+        let ms = UInt32(clamping: wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)
+        let r = try await send(.read(segment: segment, offset: offset, maxBytes: UInt32(clamping: maxBytes), waitMilliseconds: ms))
+        guard case .readResult(_, let info, let data) = r else { throw unexpected(r, for: "read") }
+        return (info, data)
+    }
+
+    /// Seals a segment.
+    @discardableResult
+    public func seal(_ segment: SegmentID) async throws(EddyError) -> SegmentInfo {
+        let r = try await send(.seal(segment))
+        guard case .segmentInfo(let info) = r else { throw unexpected(r, for: "seal") }
+        return info
+    }
+
+    /// Truncates a segment at an event boundary.
+    @discardableResult
+    public func truncate(_ segment: SegmentID, at offset: UInt64) async throws(EddyError) -> SegmentInfo {
+        let r = try await send(.truncate(segment, offset: offset))
+        guard case .segmentInfo(let info) = r else { throw unexpected(r, for: "truncate") }
+        return info
+    }
+
+    /// The highest event number `writerID` wrote to `segment`, or nil.
+    public func lastEventNumber(_ segment: SegmentID, writerID: String) async throws(EddyError) -> Int64? {
+        let r = try await send(.writerState(segment, writerID: writerID))
+        guard case .writerState(let last) = r else { throw unexpected(r, for: "writer state") }
+        return last
+    }
+}
+
+/// ClientHandler numbers outgoing requests and completes each one's promise when its answer arrives.
+final class ClientHandler: ChannelDuplexHandler {
+    typealias InboundIn = Frame
+    typealias OutboundIn = Outgoing
+    typealias OutboundOut = Frame
+
+    struct Outgoing {
+        let request: Request
+        let promise: EventLoopPromise<Response>
+    }
+
+    private var nextID: UInt32 = 1
+    private var pending: [UInt32: EventLoopPromise<Response>] = [:]
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let outgoing = unwrapOutboundIn(data)
+        let id = nextID
+        nextID = nextID == UInt32.max ? 1 : nextID + 1
+        pending[id] = outgoing.promise
+        let frame = MessageCodec.frame(outgoing.request, id: id, allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(frame), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        do throws(EddyError) {
+            let response = try MessageCodec.response(frame)
+            if let promise = pending.removeValue(forKey: frame.requestID) {
+                promise.succeed(response)
+            } else if case .error(let error) = response {
+                // An error for no request (ID 0): the server is closing the connection because of it.
+                failAll(error)
+            }
+        } catch {
+            failAll(error)
+            context.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        failAll(EddyError(.connectionFailed, "connection error: \(error)"))
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        failAll(EddyError(.connectionFailed, "the server closed the connection"))
+        context.fireChannelInactive()
+    }
+
+    private func failAll(_ error: EddyError) {
+        let promises = pending
+        pending.removeAll()
+        for (_, p) in promises { p.fail(error) }
+    }
+}

@@ -1,0 +1,201 @@
+import Logging
+import NIOCore
+import NIOPosix
+import SegmentStore
+import StreamModel
+import WireProtocol
+
+/// StoreConnectionHandler serves one client connection: handshake, then requests dispatched to the store,
+/// answers written back as they complete. Event-loop confined; completions from the journal thread or the
+/// read pool hop back onto the loop. It stops reading from a client with too many requests in progress
+/// (backpressure) and starts again as answers go out.
+final class StoreConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = Frame
+    typealias OutboundIn = Frame
+    typealias OutboundOut = Frame
+
+    enum State {
+        case awaitingHello
+        case ready
+        case closed
+    }
+
+    private let store: SegmentStore
+    private let configuration: StoreServerConfiguration
+    private let threadPool: NIOThreadPool
+    private var state = State.awaitingHello
+    private var inFlight = 0
+    private var readHeld = false
+    private var flushScheduled = false
+
+    init(store: SegmentStore, configuration: StoreServerConfiguration, threadPool: NIOThreadPool) {
+        self.store = store
+        self.configuration = configuration
+        self.threadPool = threadPool
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch state {
+        case .closed:
+            return
+        case .awaitingHello:
+            do throws(EddyError) {
+                guard case .hello(let version) = try MessageCodec.request(frame) else {
+                    throw EddyError(.malformedFrame, "the first frame must be a hello")
+                }
+                guard version == protocolVersion else {
+                    throw EddyError(
+                        .unsupportedVersion,
+                        "protocol version \(version) is not supported; this server speaks \(protocolVersion)")
+                }
+                state = .ready
+                send(context, frame.requestID, .helloOK(version: protocolVersion, maxFrameSize: UInt32(configuration.maxFrameSize)))
+            } catch {
+                fail(context, id: frame.requestID, error)
+            }
+        case .ready:
+            let request: Request
+            do throws(EddyError) {
+                request = try MessageCodec.request(frame)
+            } catch {
+                return send(context, frame.requestID, .error(error))
+            }
+            inFlight += 1
+            dispatch(context, frame.requestID, request)
+        }
+    }
+
+    private func dispatch(_ context: ChannelHandlerContext, _ id: UInt32, _ request: Request) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let respond: @Sendable (Response) -> Void = { response in
+            if bound.eventLoop.inEventLoop {
+                bound.value.0.finish(bound.value.1, id, response)
+            } else {
+                bound.eventLoop.execute { bound.value.0.finish(bound.value.1, id, response) }
+            }
+        }
+        let store = self.store
+        switch request {
+        case .hello:
+            respond(.error(EddyError(.malformedFrame, "hello sent twice")))
+        case .listStreams:
+            respond(.streamList(store.listStreams()))
+        case .streamInfo(let name):
+            respond(Self.answer { () throws(EddyError) in .streamInfo(try store.info(name)) })
+        case .segmentInfo(let segment):
+            respond(Self.answer { () throws(EddyError) in .segmentInfo(try store.info(segment)) })
+        case .writerState(let segment, let writerID):
+            respond(Self.answer { () throws(EddyError) in
+                .writerState(try store.lastEventNumber(segment, writerID: writerID))
+            })
+        case .append(let segment, let writerID, let first, let frames):
+            store.append(segment, frames: Array(frames.readableBytesView), writerID: writerID, firstEventNumber: first) {
+                result in
+                switch result {
+                case .success(let ack): respond(.appendAck(ack))
+                case .failure(let error): respond(.error(error))
+                }
+            }
+        case .read(let segment, let offset, let maxBytes, let waitMilliseconds):
+            let wait = min(Duration.milliseconds(Int64(waitMilliseconds)), configuration.maxWait)
+            threadPool.submit { _ in
+                store.read(segment, from: offset, maxBytes: Int(maxBytes), wait: wait) { result in
+                    switch result {
+                    case .success(let r):
+                        respond(.readResult(offset: r.offset, info: r.info, data: ByteBuffer(bytes: r.data)))
+                    case .failure(let error):
+                        respond(.error(error))
+                    }
+                }
+            }
+        case .createStream(let name, let segments):
+            Task {
+                do throws(EddyError) {
+                    try await store.createStream(name, segments: segments)
+                    respond(.ok)
+                } catch { respond(.error(error)) }
+            }
+        case .deleteStream(let name):
+            Task {
+                do throws(EddyError) {
+                    try await store.deleteStream(name)
+                    respond(.ok)
+                } catch { respond(.error(error)) }
+            }
+        case .seal(let segment):
+            Task {
+                do throws(EddyError) { respond(.segmentInfo(try await store.seal(segment))) } catch {
+                    respond(.error(error))
+                }
+            }
+        case .truncate(let segment, let offset):
+            Task {
+                do throws(EddyError) { respond(.segmentInfo(try await store.truncate(segment, at: offset))) } catch {
+                    respond(.error(error))
+                }
+            }
+        }
+    }
+
+    private static func answer(_ body: () throws(EddyError) -> Response) -> Response {
+        do throws(EddyError) { return try body() } catch { return .error(error) }
+    }
+
+    /// Writes an answer, schedules one flush for all answers ready now, and resumes reading when the client
+    /// is back under its limit.
+    private func finish(_ context: ChannelHandlerContext, _ id: UInt32, _ response: Response) {
+        inFlight -= 1
+        guard state == .ready else { return }
+        send(context, id, response)
+        if readHeld && inFlight < configuration.maxInFlightPerConnection {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    private func send(_ context: ChannelHandlerContext, _ id: UInt32, _ response: Response) {
+        context.write(wrapOutboundOut(MessageCodec.frame(response, id: id, allocator: context.channel.allocator)), promise: nil)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            context.flush()
+        }
+    }
+
+    /// Answers with an error frame and closes: used when the stream of frames cannot be trusted.
+    private func fail(_ context: ChannelHandlerContext, id: UInt32, _ error: EddyError) {
+        configuration.logger.info(
+            "closing connection after a protocol error",
+            metadata: ["peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)"])
+        state = .closed
+        let frame = MessageCodec.frame(.error(error), id: id, allocator: context.channel.allocator)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard state != .closed else { return }
+        if let error = error as? EddyError {
+            fail(context, id: 0, error)
+        } else {
+            configuration.logger.debug("connection error", metadata: ["error": "\(error)"])
+            state = .closed
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        state = .closed
+        context.fireChannelInactive()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if inFlight >= configuration.maxInFlightPerConnection {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+}

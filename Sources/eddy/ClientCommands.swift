@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import NIOCore
+import StoreClient
+import StreamModel
+import WireProtocol
+
+func connect(_ server: ServerOption) async throws -> StoreClient {
+    try await StoreClient.connect(to: try ServerAddress(parsing: server.server))
+}
+
+func parseStream(_ text: String) throws -> StreamName { try StreamName(parsing: text) }
+
+func describe(_ info: SegmentInfo) -> String {
+    "\(info.segment) start=\(info.startOffset) length=\(info.length) sealed=\(info.sealed)"
+}
+
+struct Create: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Create a stream.")
+    @Argument(help: "SCOPE/STREAM") var stream: String
+    @Option(name: .long, help: "Number of segments (fixed at creation).") var segments: UInt32 = 1
+    @OptionGroup var server: ServerOption
+
+    func run() async throws {
+        try await reportingErrors {
+            let client = try await connect(server)
+            defer { Task { await client.close() } }
+            try await client.createStream(try parseStream(stream), segments: segments)
+            print("created \(stream) with \(segments) segment\(segments == 1 ? "" : "s")")
+        }
+    }
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete a stream and all its data.")
+    @Argument(help: "SCOPE/STREAM") var stream: String
+    @OptionGroup var server: ServerOption
+
+    func run() async throws {
+        try await reportingErrors {
+            let client = try await connect(server)
+            try await client.deleteStream(try parseStream(stream))
+            await client.close()
+            print("deleted \(stream)")
+        }
+    }
+}
+
+struct List: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List streams.")
+    @OptionGroup var server: ServerOption
+
+    func run() async throws {
+        try await reportingErrors {
+            let client = try await connect(server)
+            for s in try await client.listStreams() {
+                let bytes = s.segments.reduce(UInt64(0)) { $0 + $1.length - $1.startOffset }
+                print("\(s.name) segments=\(s.segments.count) bytes=\(bytes)")
+            }
+            await client.close()
+        }
+    }
+}
+
+struct Info: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a stream's segments: start, length, sealed.")
+    @Argument(help: "SCOPE/STREAM") var stream: String
+    @OptionGroup var server: ServerOption
+
+    func run() async throws {
+        try await reportingErrors {
+            let client = try await connect(server)
+            for s in try await client.info(try parseStream(stream)).segments { print(describe(s)) }
+            await client.close()
+        }
+    }
+}
+
+struct Seal: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Seal every segment of a stream: no more appends.")
+    @Argument(help: "SCOPE/STREAM") var stream: String
+    @OptionGroup var server: ServerOption
+
+    func run() async throws {
+        try await reportingErrors {
+            let client = try await connect(server)
+            for s in try await client.info(try parseStream(stream)).segments {
+                print(describe(try await client.seal(s.segment)))
+            }
+            await client.close()
+        }
+    }
+}
+
+struct Truncate: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Drop the bytes of a segment below an offset.",
+        discussion: "Give --segment and --offset, or --before POINTER to drop everything before that event.")
+    @Argument(help: "SCOPE/STREAM") var stream: String
+    @Option(name: .long, help: "Segment number.") var segment: UInt32?
+    @Option(name: .long, help: "New start offset: an event boundary.") var offset: UInt64?
+    @Option(name: .long, help: "Truncate before this event pointer.") var before: String?
+    @OptionGroup var server: ServerOption
+
+    func run() async throws {
+        try await reportingErrors {
+            let name = try parseStream(stream)
+            let target: SegmentID
+            let at: UInt64
+            if let before {
+                let pointer = try EventPointer(parsing: before)
+                guard pointer.segment.stream == name else {
+                    throw EddyError(.invalidArgument, "pointer \(before) is not in \(name)")
+                }
+                (target, at) = (pointer.segment, pointer.offset)
+            } else if let segment, let offset {
+                (target, at) = (SegmentID(stream: name, number: segment), offset)
+            } else {
+                throw EddyError(.invalidArgument, "give --segment and --offset, or --before POINTER")
+            }
+            let client = try await connect(server)
+            print(describe(try await client.truncate(target, at: at)))
+            await client.close()
+        }
+    }
+}

@@ -1,0 +1,51 @@
+import ArgumentParser
+import Foundation
+import Logging
+import StreamModel
+
+/// The one executable: `eddy store`, `eddy up`, the kcat-like client commands and `eddy bench`.
+@main
+struct Eddy: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eddy",
+        abstract: "Eddy: a distributed cache tier for stream readers, with its bundled segment store.",
+        discussion: """
+            Start the embedded default with `eddy up`, then from another terminal:
+              eddy create demo/events --segments 4
+              printf 'hello\\nworld\\n' | eddy append demo/events
+              eddy read demo/events
+            Client commands talk to --server (default 127.0.0.1:9090).
+            """,
+        subcommands: [
+            Up.self, Store.self, Create.self, Delete.self, List.self, Info.self, Append.self, Read.self, Tail.self,
+            Seal.self, Truncate.self, Bench.self, CrashWriter.self,
+        ]
+    )
+}
+
+/// Runs a command body and turns an ``EddyError`` into one line on stderr and exit status 1.
+func reportingErrors(_ body: () async throws -> Void) async throws {
+    do {
+        try await body()
+    } catch let error as EddyError {
+        FileHandle.standardError.write(Data("eddy: \(error.message)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+/// Sets up logging to stderr once, at `level`.
+func bootstrapLogging(level: Logger.Level) {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = level
+        return handler
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// The `--server` option every client command shares.
+struct ServerOption: ParsableArguments {
+    @Option(name: .long, help: "The store's address, HOST:PORT.")
+    var server: String = "127.0.0.1:9090"
+}

@@ -1,0 +1,62 @@
+import Foundation
+import StreamModel
+import Synchronization
+
+/// Output writes whole lines to stdout from any task, buffered, one lock for all writers.
+final class Output: Sendable {
+    static let shared = Output()
+
+    private let buffer = Mutex<[UInt8]>([])
+
+    func line(_ text: String) {
+        buffer.withLock {
+            $0.append(contentsOf: text.utf8)
+            $0.append(UInt8(ascii: "\n"))
+        }
+    }
+
+    func line(bytes: [UInt8]) {
+        buffer.withLock {
+            $0.append(contentsOf: bytes)
+            $0.append(UInt8(ascii: "\n"))
+        }
+    }
+
+    /// Writes what is buffered.
+    func flush() {
+        let bytes = buffer.withLock { b -> [UInt8] in
+            defer { b.removeAll(keepingCapacity: true) }
+            return b
+        }
+        guard !bytes.isEmpty else { return }
+        FileHandle.standardOutput.write(Data(bytes))
+    }
+}
+
+/// How `read` and `tail` print events.
+enum EventFormat: String, CaseIterable, Sendable {
+    /// The payload, one event per line.
+    case text
+    /// One JSON object per line: pointer, key, timestamp, payload.
+    case json
+
+    func render(_ event: Event, pointer: EventPointer) -> [UInt8] {
+        switch self {
+        case .text:
+            return event.payload
+        case .json:
+            var object: [String: Any] = [
+                "pointer": pointer.description,
+                "timestamp": event.timestamp,
+                "key": event.routingKey.map { $0 as Any } ?? NSNull(),
+            ]
+            if let text = String(validating: event.payload, as: UTF8.self) {
+                object["payload"] = text
+            } else {
+                object["payload_base64"] = Data(event.payload).base64EncodedString()
+            }
+            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+            return Array(data)
+        }
+    }
+}

@@ -1,0 +1,111 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The `eddy` executable built beside this test bundle (or `EDDY_BINARY`).
+let eddyBinary: String = {
+    if let path = ProcessInfo.processInfo.environment["EDDY_BINARY"] { return path }
+    let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    for candidate in [here, here.deletingLastPathComponent()] {
+        let path = candidate.appendingPathComponent("eddy").path
+        if FileManager.default.isExecutableFile(atPath: path) { return path }
+    }
+    return ".build/debug/eddy"
+}()
+
+/// What a finished command printed.
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+}
+
+/// Runs `eddy ARGS` with `input` on stdin and waits for it.
+func eddy(_ arguments: [String], input: String = "") throws -> CommandResult {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: eddyBinary)
+    process.arguments = arguments
+    let stdin = Pipe()
+    let stdout = Pipe()
+    let stderr = Pipe()
+    process.standardInput = stdin
+    process.standardOutput = stdout
+    process.standardError = stderr
+    try process.run()
+    // Feed stdin and drain the outputs concurrently so no pipe fills up.
+    let writer = Thread {
+        stdin.fileHandleForWriting.write(Data(input.utf8))
+        try? stdin.fileHandleForWriting.close()
+    }
+    writer.start()
+    let errorData = Locked(Data())
+    let errorReader = Thread { errorData.set(stderr.fileHandleForReading.readDataToEndOfFile()) }
+    errorReader.start()
+    let out = stdout.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    while errorReader.isExecuting || !errorReader.isFinished { usleep(1000) }
+    return CommandResult(
+        status: process.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
+        stderr: String(decoding: errorData.get(), as: UTF8.self))
+}
+
+final class Locked<T>: @unchecked Sendable {
+    private var value: T
+    private let lock = NSLock()
+    init(_ value: T) { self.value = value }
+    func get() -> T { lock.withLock { value } }
+    func set(_ v: T) { lock.withLock { value = v } }
+}
+
+/// A running `eddy store` on a free loopback port.
+final class StoreProcess {
+    let process = Process()
+    let data: String
+    let logPath: String
+    private(set) var address = ""
+
+    init(data: String) throws {
+        self.data = data
+        logPath = data + ".log"
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: eddyBinary)
+        process.arguments = ["store", "--data", data, "--listen", "127.0.0.1:0"]
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
+            if let line = log.split(separator: "\n").first(where: { $0.contains("eddy store ready") }),
+                let range = line.range(of: #"listen=\S+"#, options: .regularExpression)
+            {
+                address = String(line[range].dropFirst("listen=".count))
+                return
+            }
+            if !process.isRunning { break }
+            usleep(20_000)
+        }
+        throw CLIError("eddy store did not start: \((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")")
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status.
+    func stop() -> Int32 {
+        process.terminate()
+        process.waitUntilExit()
+        return process.terminationStatus
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ d: String) { description = d }
+}
+
+func temporaryPath(_ tag: String) -> String {
+    NSTemporaryDirectory() + "eddy-\(tag)-" + UUID().uuidString
+}

@@ -1,0 +1,260 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SegmentStore
+import StoreClient
+import StoreServer
+import Testing
+import WireProtocol
+
+@testable import StreamModel
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A store and its server on a free loopback port, in a fresh directory.
+final class Harness {
+    let directory: String
+    let store: SegmentStore
+    let server: StoreServer
+
+    init() async throws {
+        directory = NSTemporaryDirectory() + "eddy-server-" + UUID().uuidString
+        var configuration = StoreConfiguration(dataDirectory: directory)
+        configuration.logger.logLevel = .warning
+        store = try SegmentStore(configuration: configuration)
+        var serverConfiguration = StoreServerConfiguration(address: ServerAddress(host: "127.0.0.1", port: 0))
+        serverConfiguration.logger.logLevel = .warning
+        serverConfiguration.maxFrameSize = 1 << 20
+        server = try await StoreServer.start(store: store, configuration: serverConfiguration)
+    }
+
+    var address: ServerAddress { ServerAddress(host: "127.0.0.1", port: server.port) }
+
+    func client() async throws -> StoreClient { try await StoreClient.connect(to: address) }
+
+    func shutdown() async {
+        await server.close()
+        store.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// A plain blocking TCP socket that sends hand-made bytes, for the bad-input tests.
+struct RawConnection {
+    let fd: Int32
+
+    init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else { throw EddyError(.connectionFailed, "connect failed") }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) } }
+
+    func send(_ frame: Frame) {
+        var out = ByteBuffer()
+        try! FrameEncoder().encode(data: frame, out: &out)
+        send(Array(out.readableBytesView))
+    }
+
+    /// Reads one whole frame, or nil when the server closed the connection.
+    func receive() -> Frame? {
+        func exactly(_ n: Int) -> [UInt8]? {
+            var bytes = [UInt8](repeating: 0, count: n)
+            var got = 0
+            while got < n {
+                let r = bytes.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, n - got, 0) }
+                if r <= 0 { return nil }
+                got += r
+            }
+            return bytes
+        }
+        guard let head = exactly(9) else { return nil }
+        let length = Int(UInt32(head[0]) << 24 | UInt32(head[1]) << 16 | UInt32(head[2]) << 8 | UInt32(head[3]))
+        let id = UInt32(head[5]) << 24 | UInt32(head[6]) << 16 | UInt32(head[7]) << 8 | UInt32(head[8])
+        guard let body = exactly(length - 5) else { return nil }
+        return Frame(type: head[4], requestID: id, body: ByteBuffer(bytes: body))
+    }
+
+    func response() throws -> Response? { try receive().map { try MessageCodec.response($0) } }
+
+    func close() { Glibc.close(fd) }
+}
+
+func frames(_ payloads: [String]) throws -> ByteBuffer {
+    var out: [UInt8] = []
+    for p in payloads { try EventFrame.encode(Event(timestamp: 1, payload: Array(p.utf8)), into: &out) }
+    return ByteBuffer(bytes: out)
+}
+
+@Suite("StoreServer over TCP", .serialized)
+struct StoreServerTests {
+    let name = try! StreamName(parsing: "net/events")
+
+    @Test("a client creates, appends, reads, seals, truncates and deletes over a real socket")
+    func roundTrip() async throws {
+        let h = try await Harness()
+        let client = try await h.client()
+        try await client.createStream(name, segments: 2)
+        let segment = SegmentID(stream: name, number: 1)
+        let ack = try await client.append(segment, frames: try frames(["one", "two"]), writerID: "w", firstEventNumber: 0)
+        #expect(ack.firstOffset == 0 && ack.eventCount == 2 && !ack.duplicate)
+        let again = try await client.append(segment, frames: try frames(["one", "two"]), writerID: "w", firstEventNumber: 0)
+        #expect(again.duplicate && again.firstOffset == 0)
+        #expect(try await client.lastEventNumber(segment, writerID: "w") == 1)
+        let (info, data) = try await client.read(segment, from: 0)
+        let events = try Array(data.readableBytesView).withBytes { (b) throws(EddyError) in try EventFrame.decodeAll(b) }
+        #expect(events.map { String(decoding: $0.payload, as: UTF8.self) } == ["one", "two"])
+        #expect(info.length == UInt64(data.readableBytes))
+        #expect(try await client.listStreams().map(\.name) == [name])
+        let truncated = try await client.truncate(segment, at: UInt64(EventFrame.frameSize(keyLength: 0, payloadLength: 3)))
+        #expect(truncated.startOffset == 21)
+        do {
+            _ = try await client.read(segment, from: 0)
+            Issue.record("a read below the truncation point succeeded")
+        } catch {
+            #expect(error.code == .truncated)
+        }
+        let sealed = try await client.seal(segment)
+        #expect(sealed.sealed)
+        let three = try frames(["three"])
+        do {
+            _ = try await client.append(segment, frames: three)
+            Issue.record("append to a sealed segment succeeded")
+        } catch {
+            #expect(error.code == .segmentSealed)
+        }
+        do {
+            _ = try await client.read(segment, from: info.length + 10)
+            Issue.record("a read past the end succeeded")
+        } catch {
+            #expect(error.code == .offsetOutOfRange)
+        }
+        try await client.deleteStream(name)
+        do {
+            _ = try await client.info(name)
+            Issue.record("info of a deleted stream succeeded")
+        } catch {
+            #expect(error.code == .streamNotFound)
+        }
+        await client.close()
+        await h.shutdown()
+    }
+
+    @Test("one connection pipelines many appends; every ack is distinct and the bytes are contiguous")
+    func pipelining() async throws {
+        let h = try await Harness()
+        let client = try await h.client()
+        try await client.createStream(name, segments: 1)
+        let segment = SegmentID(stream: name, number: 0)
+        let batch = try frames(["0123456789"])
+        let acks = try await withThrowingTaskGroup(of: AppendAck.self) { group in
+            for _ in 0..<500 { group.addTask { try await client.append(segment, frames: batch) } }
+            var all: [AppendAck] = []
+            for try await a in group { all.append(a) }
+            return all
+        }
+        let offsets = acks.map(\.firstOffset).sorted()
+        let size = UInt64(batch.readableBytes)
+        #expect(offsets == (0..<500).map { UInt64($0) * size })
+        #expect(h.store.stats.syncs < 500)
+        await client.close()
+        await h.shutdown()
+    }
+
+    @Test("a tail read over the network answers as soon as an append arrives")
+    func tail() async throws {
+        let h = try await Harness()
+        let reader = try await h.client()
+        let writer = try await h.client()
+        try await writer.createStream(name, segments: 1)
+        let segment = SegmentID(stream: name, number: 0)
+        let start = ContinuousClock.now
+        async let waited = reader.read(segment, from: 0, wait: .seconds(20))
+        try await Task.sleep(for: .milliseconds(200))
+        _ = try await writer.append(segment, frames: try frames(["tick"]))
+        let (_, data) = try await waited
+        #expect(data.readableBytes > 0)
+        #expect(ContinuousClock.now - start < .seconds(10))
+        await reader.close()
+        await writer.close()
+        await h.shutdown()
+    }
+
+    @Test("bad input gets typed errors; the server keeps serving everyone else")
+    func badInput() async throws {
+        let h = try await Harness()
+        let good = try await h.client()
+        try await good.createStream(name, segments: 1)
+        let segment = SegmentID(stream: name, number: 0)
+
+        // No hello: an error, then the connection closes.
+        let noHello = try RawConnection(port: h.server.port)
+        noHello.send(MessageCodec.frame(.listStreams, id: 9))
+        guard case .error(let e1)? = try noHello.response() else { Issue.record("no error for a missing hello"); return }
+        #expect(e1.code == .malformedFrame)
+        #expect(noHello.receive() == nil)
+        noHello.close()
+
+        // A version this server does not speak.
+        let oldVersion = try RawConnection(port: h.server.port)
+        oldVersion.send(MessageCodec.frame(.hello(version: 99), id: 1))
+        guard case .error(let e2)? = try oldVersion.response() else { Issue.record("no error for version 99"); return }
+        #expect(e2.code == .unsupportedVersion)
+        oldVersion.close()
+
+        // After a good hello: bad requests get errors and the connection goes on.
+        let raw = try RawConnection(port: h.server.port)
+        raw.send(MessageCodec.frame(.hello(version: protocolVersion), id: 1))
+        guard case .helloOK? = try raw.response() else { Issue.record("hello refused"); return }
+        raw.send(Frame(type: 0x55, requestID: 2, body: ByteBuffer()))
+        let unknown = try #require(raw.receive())
+        #expect(unknown.requestID == 2)
+        guard case .error(let e3) = try MessageCodec.response(unknown) else { Issue.record("no error"); return }
+        #expect(e3.code == .unknownMessageType)
+        raw.send(Frame(type: MessageType.createStream.rawValue, requestID: 3, body: ByteBuffer(bytes: [0, 50, 1])))
+        guard case .error(let e4)? = try raw.response() else { Issue.record("no error for a short body"); return }
+        #expect(e4.code == .malformedFrame)
+        raw.send(MessageCodec.frame(.streamInfo(try StreamName(parsing: "no/such")), id: 4))
+        guard case .error(let e5)? = try raw.response() else { Issue.record("no error for an unknown stream"); return }
+        #expect(e5.code == .streamNotFound)
+        var corrupt = Array(try frames(["payload"]).readableBytesView)
+        corrupt[corrupt.count - 1] ^= 1
+        raw.send(MessageCodec.frame(.append(segment: segment, writerID: "", firstEventNumber: 0, frames: ByteBuffer(bytes: corrupt)), id: 5))
+        guard case .error(let e6)? = try raw.response() else { Issue.record("no error for a corrupt event"); return }
+        #expect(e6.code == .malformedEvent)
+        raw.send(MessageCodec.frame(.listStreams, id: 6))
+        guard case .streamList(let streams)? = try raw.response() else { Issue.record("connection did not go on"); return }
+        #expect(streams.count == 1)
+
+        // An oversized frame: an error, then the connection closes.
+        raw.send([0x7F, 0xFF, 0xFF, 0xFF, 1, 0, 0, 0, 7])
+        guard case .error(let e7)? = try raw.response() else { Issue.record("no error for an oversized frame"); return }
+        #expect(e7.code == .frameTooLarge)
+        #expect(raw.receive() == nil)
+        raw.close()
+
+        // Garbage bytes on another connection.
+        let garbage = try RawConnection(port: h.server.port)
+        garbage.send(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n".utf8))
+        _ = garbage.receive()
+        garbage.close()
+
+        // Everyone else was served throughout.
+        let ack = try await good.append(segment, frames: try frames(["still here"]))
+        #expect(ack.firstOffset == 0)
+        #expect(try await good.info(segment).length > 0)
+        await good.close()
+        await h.shutdown()
+    }
+}
