@@ -32,7 +32,9 @@ final class JournalThread: @unchecked Sendable {
 
     func start() {
         let thread = Thread { [self] in
-            while case let ops = core.queue.takeAll(), !ops.isEmpty { process(ops) }
+            while case let ops = core.queue.takeBatch(maxBytes: configuration.maxBatchBytes), !ops.isEmpty {
+                process(ops)
+            }
             if failure == nil && configuration.checkpointOnClose {
                 do throws(EddyError) { try checkpoint() } catch {
                     configuration.logger.error("checkpoint at close failed", metadata: ["error": "\(error)"])

@@ -19,6 +19,8 @@ public struct StoreConfiguration: Sendable {
     public var maxSegments: UInt32 = 4096
     /// The most bytes one read returns.
     public var maxReadBytes: Int = 16 << 20
+    /// The most appended bytes one group commit takes; later requests wait for the next turn.
+    public var maxBatchBytes: Int = 32 << 20
     /// Where the store logs.
     public var logger: Logger
     /// Whether ``SegmentStore/close()`` takes a checkpoint. Tests turn it off to leave a journal to replay,
@@ -124,7 +126,7 @@ public final class SegmentStore: Sendable {
     public func close() {
         guard core.queue.stop() else { return }
         journalThread.join()
-        core.failAllWaiters(EddyError(.shuttingDown, "the store is closing"))
+        core.wakeAllWaiters()
         Glibc.close(lockFD)
     }
 
@@ -353,13 +355,21 @@ final class OperationQueue: @unchecked Sendable {
         condition.unlock()
     }
 
-    /// Waits for requests and takes them all; returns an empty array once stopped and drained.
-    func takeAll() -> [Operation] {
+    /// Waits for requests and takes those that arrived, in order, up to `maxBytes` of appended frames
+    /// (at least one request); returns an empty array once stopped and drained.
+    func takeBatch(maxBytes: Int) -> [Operation] {
         condition.lock()
         defer { condition.unlock() }
         while pending.isEmpty && !stopped { condition.wait() }
-        let ops = pending
-        pending.removeAll(keepingCapacity: true)
+        var bytes = 0
+        var count = 0
+        for op in pending {
+            if case .append(let record, _) = op { bytes += record.frames.count }
+            count += 1
+            if bytes >= maxBytes { break }
+        }
+        let ops = Array(pending[..<count])
+        pending.removeFirst(count)
         return ops
     }
 
@@ -442,7 +452,8 @@ final class StoreCore: Sendable {
         return woken
     }
 
-    func failAllWaiters(_ error: EddyError) {
+    /// Wakes every tail waiter (at close): each answers with what there is now.
+    func wakeAllWaiters() {
         let all = shared.withLock { s in
             defer { s.waiters = [:] }
             return s.waiters.values.flatMap { $0.values }
