@@ -13,8 +13,7 @@ enum JournalFiles {
     static let headerSize = 24
 
     static func path(directory: String, sequence: UInt64) -> String {
-        let digits = String(sequence)
-        return "\(directory)/\(String(repeating: "0", count: max(0, 20 - digits.count)))\(digits).log"
+        "\(directory)/\(Decimal.padded(sequence, width: 20)).log"
     }
 
     /// The sequences of the journal files present, in order.

@@ -30,9 +30,7 @@ final class SegmentFile: Sendable {
     }
 
     static func path(data: String, segment: SegmentID) -> String {
-        let digits = String(segment.number)
-        return directory(data: data, stream: segment.stream) + "/"
-            + String(repeating: "0", count: max(0, 8 - digits.count)) + digits + ".seg"
+        directory(data: data, stream: segment.stream) + "/" + Decimal.padded(UInt64(segment.number), width: 8) + ".seg"
     }
 
     func write(_ bytes: [UInt8], at offset: UInt64) throws(EddyError) {

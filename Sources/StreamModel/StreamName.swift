@@ -102,9 +102,10 @@ public struct SegmentID: Hashable, Sendable, Comparable, CustomStringConvertible
     }
 }
 
-/// Zero-padded decimal formatting shared by the sortable text forms.
-enum Decimal {
-    static func padded(_ value: UInt64, width: Int) -> String {
+/// Zero-padded decimal formatting shared by the sortable text forms (pointers, segment and journal file names).
+public enum Decimal {
+    /// `value` in decimal, left-padded with zeros to `width` digits, so string order is numeric order.
+    public static func padded(_ value: UInt64, width: Int) -> String {
         let digits = String(value)
         return digits.count >= width ? digits : String(repeating: "0", count: width - digits.count) + digits
     }

@@ -21,10 +21,9 @@ struct Append: AsyncParsableCommand {
     @OptionGroup var server: ServerOption
 
     func run() async throws {
-        try await reportingErrors {
-            guard batch > 0, inflight > 0 else { throw EddyError(.invalidArgument, "--batch and --inflight must be positive") }
+        guard batch > 0, inflight > 0 else { throw ValidationError("--batch and --inflight must be positive") }
+        try await withClient(server) { client in
             let name = try parseStream(stream)
-            let client = try await connect(server)
             let info = try await client.info(name)
             let segmentCount = UInt32(info.segments.count)
             var nextNumber: [UInt32: Int64] = [:]
@@ -69,7 +68,6 @@ struct Append: AsyncParsableCommand {
                 if window.count >= inflight { try await drainFirst() }
             }
             while !window.isEmpty { try await drainFirst() }
-            await client.close()
         }
     }
 }

@@ -9,6 +9,20 @@ func connect(_ server: ServerOption) async throws -> StoreClient {
     try await StoreClient.connect(to: try ServerAddress(parsing: server.server))
 }
 
+/// Connects, runs `body`, closes the connection (also when `body` throws), and reports errors as one line.
+func withClient(_ server: ServerOption, _ body: (StoreClient) async throws -> Void) async throws {
+    try await reportingErrors {
+        let client = try await connect(server)
+        do {
+            try await body(client)
+        } catch {
+            await client.close()
+            throw error
+        }
+        await client.close()
+    }
+}
+
 func parseStream(_ text: String) throws -> StreamName { try StreamName(parsing: text) }
 
 func describe(_ info: SegmentInfo) -> String {
@@ -22,9 +36,7 @@ struct Create: AsyncParsableCommand {
     @OptionGroup var server: ServerOption
 
     func run() async throws {
-        try await reportingErrors {
-            let client = try await connect(server)
-            defer { Task { await client.close() } }
+        try await withClient(server) { client in
             try await client.createStream(try parseStream(stream), segments: segments)
             print("created \(stream) with \(segments) segment\(segments == 1 ? "" : "s")")
         }
@@ -37,10 +49,8 @@ struct Delete: AsyncParsableCommand {
     @OptionGroup var server: ServerOption
 
     func run() async throws {
-        try await reportingErrors {
-            let client = try await connect(server)
+        try await withClient(server) { client in
             try await client.deleteStream(try parseStream(stream))
-            await client.close()
             print("deleted \(stream)")
         }
     }
@@ -51,13 +61,11 @@ struct List: AsyncParsableCommand {
     @OptionGroup var server: ServerOption
 
     func run() async throws {
-        try await reportingErrors {
-            let client = try await connect(server)
+        try await withClient(server) { client in
             for s in try await client.listStreams() {
                 let bytes = s.segments.reduce(UInt64(0)) { $0 + $1.length - $1.startOffset }
                 print("\(s.name) segments=\(s.segments.count) bytes=\(bytes)")
             }
-            await client.close()
         }
     }
 }
@@ -68,10 +76,8 @@ struct Info: AsyncParsableCommand {
     @OptionGroup var server: ServerOption
 
     func run() async throws {
-        try await reportingErrors {
-            let client = try await connect(server)
+        try await withClient(server) { client in
             for s in try await client.info(try parseStream(stream)).segments { print(describe(s)) }
-            await client.close()
         }
     }
 }
@@ -82,12 +88,10 @@ struct Seal: AsyncParsableCommand {
     @OptionGroup var server: ServerOption
 
     func run() async throws {
-        try await reportingErrors {
-            let client = try await connect(server)
+        try await withClient(server) { client in
             for s in try await client.info(try parseStream(stream)).segments {
                 print(describe(try await client.seal(s.segment)))
             }
-            await client.close()
         }
     }
 }
@@ -103,7 +107,7 @@ struct Truncate: AsyncParsableCommand {
     @OptionGroup var server: ServerOption
 
     func run() async throws {
-        try await reportingErrors {
+        try await withClient(server) { client in
             let name = try parseStream(stream)
             let target: SegmentID
             let at: UInt64
@@ -118,9 +122,7 @@ struct Truncate: AsyncParsableCommand {
             } else {
                 throw EddyError(.invalidArgument, "give --segment and --offset, or --before POINTER")
             }
-            let client = try await connect(server)
             print(describe(try await client.truncate(target, at: at)))
-            await client.close()
         }
     }
 }

@@ -57,7 +57,7 @@ struct ReadOptions: ParsableArguments {
 
     func eventFormat() throws -> EventFormat {
         guard let f = EventFormat(rawValue: format) else {
-            throw EddyError(.invalidArgument, "unknown --format '\(format)': use text or json")
+            throw ValidationError("unknown --format '\(format)': use text or json")
         }
         return f
     }
@@ -96,14 +96,12 @@ struct Read: AsyncParsableCommand {
     @OptionGroup var options: ReadOptions
 
     func run() async throws {
-        try await reportingErrors {
-            let format = try options.eventFormat()
-            let client = try await connect(options.server)
+        let format = try options.eventFormat()
+        try await withClient(options.server) { client in
             for var cursor in try await options.cursors(client) {
                 let end = try await client.info(cursor.segment).length
                 while cursor.offset < end { _ = try await cursor.step(client, wait: .zero, format: format) }
             }
-            await client.close()
         }
     }
 }
@@ -115,10 +113,9 @@ struct Tail: AsyncParsableCommand {
     @Option(name: .long, help: "Longest wait of one tail request, in seconds.") var poll: Int = 30
 
     func run() async throws {
-        try await reportingErrors {
-            let format = try options.eventFormat()
-            let client = try await connect(options.server)
-            let wait = Duration.seconds(poll)
+        let format = try options.eventFormat()
+        let wait = Duration.seconds(poll)
+        try await withClient(options.server) { client in
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for cursor in try await options.cursors(client) {
                     group.addTask {
@@ -131,7 +128,6 @@ struct Tail: AsyncParsableCommand {
                 }
                 try await group.waitForAll()
             }
-            await client.close()
         }
     }
 }

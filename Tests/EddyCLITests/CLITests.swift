@@ -8,7 +8,10 @@ struct CLITests {
     @Test("create, append, read (text, json, --from), info, seal; errors are one line and a non-zero exit")
     func roundTrip() throws {
         let data = temporaryPath("cli")
-        defer { try? FileManager.default.removeItem(atPath: data) }
+        defer {
+            try? FileManager.default.removeItem(atPath: data)
+            try? FileManager.default.removeItem(atPath: data + ".log")
+        }
         let store = try StoreProcess(data: data)
         let server = ["--server", store.address]
 
@@ -67,7 +70,10 @@ struct CLITests {
     @Test("tail follows new events and stops when the stream is sealed")
     func tail() throws {
         let data = temporaryPath("tail")
-        defer { try? FileManager.default.removeItem(atPath: data) }
+        defer {
+            try? FileManager.default.removeItem(atPath: data)
+            try? FileManager.default.removeItem(atPath: data + ".log")
+        }
         let store = try StoreProcess(data: data)
         defer { _ = store.stop() }
         let server = ["--server", store.address]
