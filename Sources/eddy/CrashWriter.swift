@@ -20,6 +20,9 @@ struct CrashWriter: AsyncParsableCommand {
     @Option(name: .long) var data: String
     @Option(name: .long) var writers: Int = 4
     @Option(name: .long) var io: String = "auto"
+    /// Written into every payload (`w<writer>-<number>-<tag>`), so the test can tell which run wrote an event:
+    /// an acknowledged event lost and rewritten by a later run carries the later tag.
+    @Option(name: .long) var tag: String = ""
 
     static let stream = try! StreamName(parsing: "crash/test")
 
@@ -33,14 +36,14 @@ struct CrashWriter: AsyncParsableCommand {
             if (try? store.info(Self.stream)) == nil { try await store.createStream(Self.stream, segments: 2) }
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for w in 0..<writers {
-                    group.addTask { try await Self.write(store: store, writer: w) }
+                    group.addTask { try await Self.write(store: store, writer: w, tag: tag) }
                 }
                 try await group.waitForAll()
             }
         }
     }
 
-    static func write(store: SegmentStore, writer w: Int) async throws {
+    static func write(store: SegmentStore, writer w: Int, tag: String) async throws {
         let segment = SegmentID(stream: stream, number: UInt32(w % 2))
         let writerID = "w\(w)"
         var next = (try store.lastEventNumber(segment, writerID: writerID) ?? -1) + 1
@@ -49,7 +52,7 @@ struct CrashWriter: AsyncParsableCommand {
             let count = Int(next % 4) + 1
             var frames: [UInt8] = []
             for i in 0..<count {
-                let payload = Array("\(writerID)-\(next + Int64(i))".utf8)
+                let payload = Array("\(writerID)-\(next + Int64(i))-\(tag)".utf8)
                 try EventFrame.encode(Event(routingKey: writerID, timestamp: next, payload: payload), into: &frames)
             }
             let ack = try await store.append(segment, frames: frames, writerID: writerID, firstEventNumber: next)

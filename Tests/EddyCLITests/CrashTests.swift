@@ -10,11 +10,13 @@ import Glibc
 
 /// The crash test: `eddy crash-writer` appends from four writers and logs every acknowledgement; it is
 /// SIGKILLed at random moments, restarted on the same data, again and again. Afterwards every acknowledged
-/// event must be in the store exactly once, at its acknowledged offset, and each writer's events must be
-/// its event numbers 0, 1, 2, ... in order, with no duplicate and no gap.
+/// event must be in the store exactly once, at its acknowledged offset, written by the run that acknowledged
+/// it (each run tags its payloads, so an acknowledged event that was lost and written again by a later run is
+/// caught), and each writer's events must be its event numbers 0, 1, 2, ... in order, with no duplicate and no gap.
 @Suite("crash recovery under SIGKILL", .serialized)
 struct CrashTests {
     struct Ack: Hashable {
+        var round: Int
         var writer: Int
         var first: Int64
         var count: Int
@@ -34,7 +36,10 @@ struct CrashTests {
             defer { try? FileManager.default.removeItem(atPath: ackPath) }
             let child = Process()
             child.executableURL = URL(fileURLWithPath: eddyBinary)
-            child.arguments = ["crash-writer", "--data", data, "--writers", "4", "--io", round % 3 == 2 ? "posix" : "auto"]
+            child.arguments = [
+                "crash-writer", "--data", data, "--writers", "4", "--io", round % 3 == 2 ? "posix" : "auto", "--tag",
+                "r\(round)",
+            ]
             child.standardOutput = FileHandle(forWritingAtPath: ackPath)
             let errors = Pipe()
             child.standardError = errors
@@ -54,7 +59,7 @@ struct CrashTests {
                     Issue.record("bad ack line '\(line)'")
                     continue
                 }
-                acks.append(Ack(writer: w, first: n, count: c, offset: o))
+                acks.append(Ack(round: round, writer: w, first: n, count: c, offset: o))
             }
         }
         #expect(acks.count > 200, "too few acknowledgements (\(acks.count)) for the test to mean anything")
@@ -65,7 +70,7 @@ struct CrashTests {
         defer { store.close() }
         let stream = try StreamName(parsing: "crash/test")
         // Every event by (writer, event number) with its offset.
-        var found: [Int: [(number: Int64, offset: UInt64)]] = [:]
+        var found: [Int: [(number: Int64, offset: UInt64, tag: String)]] = [:]
         for s in try store.info(stream).segments {
             let bytes = try store.read(s.segment, from: 0, maxBytes: Int(s.length)).data
             #expect(bytes.count == Int(s.length))
@@ -77,7 +82,7 @@ struct CrashTests {
                     let parts = text.dropFirst().split(separator: "-")
                     let w = Int(parts[0])!
                     #expect(Int(s.segment.number) == w % 2)
-                    found[w, default: []].append((Int64(parts[1])!, UInt64(at)))
+                    found[w, default: []].append((Int64(parts[1])!, UInt64(at), String(parts[2])))
                     at += size
                 }
             }
@@ -93,6 +98,7 @@ struct CrashTests {
                     Issue.record("acknowledged event w\(ack.writer)-\(n) is missing")
                     break
                 }
+                #expect(events[n].tag == "r\(ack.round)", "w\(ack.writer)-\(n), acknowledged in round \(ack.round), was lost and rewritten in \(events[n].tag)")
                 if i == 0 { #expect(events[n].offset == ack.offset, "w\(ack.writer)-\(n) moved") }
             }
         }
