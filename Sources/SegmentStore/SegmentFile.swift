@@ -37,6 +37,12 @@ final class SegmentFile: Sendable {
         try bytes.withBytes { (b) throws(EddyError) in try FileSystem.pwrite(fd, path: path, b, at: offset) }
     }
 
+    /// Starts writeback of `range` without waiting for it, so the checkpoint's fdatasync of this file has
+    /// little left to do (it would otherwise stall the journal thread for tens of milliseconds).
+    func startWriteback(_ range: Range<UInt64>) {
+        _ = eddy_start_writeback(fd, off_t(range.lowerBound), off_t(range.count))
+    }
+
     func sync() throws(EddyError) {
         guard fdatasync(fd) == 0 else { throw FileSystem.ioError("cannot fdatasync", path) }
     }

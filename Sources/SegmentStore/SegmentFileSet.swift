@@ -10,6 +10,10 @@ struct SegmentFileSet {
     var dirty: Set<SegmentID> = []
     /// Directories whose entries changed since the last checkpoint.
     var changedDirectories: Set<String> = []
+    /// Bytes written per segment whose writeback has not been started yet.
+    var unstarted: [SegmentID: Range<UInt64>] = [:]
+    /// Writeback is started once this many bytes of a segment are waiting.
+    static let writebackChunk: UInt64 = 1 << 20
 
     init(data: String) { self.data = data }
 
@@ -27,6 +31,7 @@ struct SegmentFileSet {
         case .deleteStream(let name):
             for id in files.keys where id.stream == name {
                 files.removeValue(forKey: id)
+                unstarted.removeValue(forKey: id)
                 dirty.remove(id)
                 FileSystem.remove(SegmentFile.path(data: data, segment: id))
             }
@@ -40,6 +45,14 @@ struct SegmentFileSet {
             }
             try file.write(a.frames, at: a.offset)
             dirty.insert(a.segment)
+            let end = a.offset + UInt64(a.frames.count)
+            let waiting = (unstarted[a.segment]?.lowerBound ?? a.offset)..<end
+            if waiting.count >= Self.writebackChunk {
+                file.startWriteback(waiting)
+                unstarted[a.segment] = nil
+            } else {
+                unstarted[a.segment] = waiting
+            }
         case .seal:
             break
         case .truncate(let id, let offset):
@@ -55,5 +68,6 @@ struct SegmentFileSet {
         }
         dirty.removeAll()
         changedDirectories.removeAll()
+        unstarted.removeAll()
     }
 }
