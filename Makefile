@@ -2,16 +2,20 @@
 SWIFT ?= swift
 DATA ?= ./data
 
-.PHONY: run test deps build release bench-append format clean
+.PHONY: run test lint deps build release bench-append format clean
 
 ## make run: install what is missing, build a release, start the embedded default until Ctrl-C.
 run: deps release
 	.build/release/eddy up --data $(DATA)
 
-## make test: the same set-up, then every test.
-test: deps
+## make test: the same set-up, then the format check and every test.
+test: deps lint
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+
+## make lint: swift format's check against .swift-format (make format fixes what it reports).
+lint:
+	$(SWIFT) format lint --strict --recursive Sources Tests Benchmarks/Benchmarks
 
 deps:
 	@scripts/install-deps.sh
@@ -27,7 +31,7 @@ bench-append: release
 	scripts/bench-append.sh
 
 format:
-	$(SWIFT) format --in-place --recursive Sources Tests
+	$(SWIFT) format --in-place --recursive Sources Tests Benchmarks/Benchmarks
 
 clean:
 	rm -rf .build

@@ -130,7 +130,8 @@ struct Catalog: Hashable {
         case .truncate(let id, let offset):
             try update(id) { (s) throws(EddyError) in
                 guard offset >= s.start, offset <= s.length else {
-                    throw EddyError(.corruptData, "journal truncates \(id) at \(offset), outside \(s.start)..<\(s.length)")
+                    throw EddyError(
+                        .corruptData, "journal truncates \(id) at \(offset), outside \(s.start)..<\(s.length)")
                 }
                 s.truncate(to: offset)
             }

@@ -57,7 +57,9 @@ struct Checkpoint: Hashable {
             EddyError(.corruptData, "checkpoint \(path) is corrupt: \(why)")
         }
         guard bytes.count >= 32, Array(bytes[0..<8]) == magic else { throw corrupt("bad header") }
-        let stored = bytes.withUnsafeBytes { UInt32(bigEndian: $0.loadUnaligned(fromByteOffset: bytes.count - 4, as: UInt32.self)) }
+        let stored = bytes.withUnsafeBytes {
+            UInt32(bigEndian: $0.loadUnaligned(fromByteOffset: bytes.count - 4, as: UInt32.self))
+        }
         guard CRC32C.checksum(bytes[0..<(bytes.count - 4)]) == stored else { throw corrupt("CRC32C mismatch") }
         return try bytes.withBytes { (b) throws(EddyError) -> Checkpoint in
             var r = ByteReader(UnsafeRawBufferPointer(rebasing: b[8..<(b.count - 4)]))

@@ -2,7 +2,7 @@ import CIOUring
 import StreamModel
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Which I/O path the journal uses; chosen at start-up and reported in the start-up log line.

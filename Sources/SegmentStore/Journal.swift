@@ -1,7 +1,7 @@
 import StreamModel
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Journal files: `DATA/journal/<sequence:020>.log`, each a 24-byte header (`EDDYJRNL`, u32 version,
@@ -136,7 +136,11 @@ enum JournalScanner {
                     at += size
                 case .incomplete, .corrupt:
                     let why: String
-                    if case .corrupt(let text) = JournalRecord.decode(b, at: at) { why = text } else { why = "cut short" }
+                    if case .corrupt(let text) = JournalRecord.decode(b, at: at) {
+                        why = text
+                    } else {
+                        why = "cut short"
+                    }
                     if isLast, !hasValidRecord(b, after: at, lsnAbove: next) {
                         return Scan(records: records, validLength: at, tornBytes: b.count - at)
                     }

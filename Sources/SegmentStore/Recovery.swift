@@ -2,7 +2,7 @@ import Logging
 import StreamModel
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Recovery rebuilds the store's state at open: the last checkpoint, then every journal record after it.
@@ -33,14 +33,16 @@ enum Recovery {
                 let id = SegmentID(stream: name, number: UInt32(i))
                 let path = SegmentFile.path(data: data, segment: id)
                 if !FileSystem.exists(path) && state.length > 0 {
-                    throw EddyError(.corruptData, "segment file \(path) is missing; the checkpoint says \(state.length) bytes")
+                    throw EddyError(
+                        .corruptData, "segment file \(path) is missing; the checkpoint says \(state.length) bytes")
                 }
                 let file = try SegmentFile(path: path, truncate: false)
                 let size = try file.size()
                 guard size >= state.length else {
                     throw EddyError(
                         .corruptData,
-                        "segment file \(path) is \(size) bytes, but the checkpoint says \(state.length): bytes are lost")
+                        "segment file \(path) is \(size) bytes, but the checkpoint says \(state.length): bytes are lost"
+                    )
                 }
                 if size > state.length { try file.truncate(to: state.length) }
                 files.files[id] = file
@@ -57,7 +59,8 @@ enum Recovery {
         if let first = live.first, first != checkpoint.journalSequence {
             throw EddyError(
                 .corruptData,
-                "journal file \(JournalFiles.path(directory: directory, sequence: checkpoint.journalSequence)) is missing")
+                "journal file \(JournalFiles.path(directory: directory, sequence: checkpoint.journalSequence)) is missing"
+            )
         }
         for (a, b) in zip(live, live.dropFirst()) where b != a + 1 {
             throw EddyError(

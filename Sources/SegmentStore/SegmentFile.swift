@@ -2,7 +2,7 @@ import CIOUring
 import StreamModel
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// SegmentFile is one open segment data file, `DATA/segments/<scope>/<stream>/<number:08>.seg`.

@@ -4,7 +4,7 @@ import StreamModel
 import Synchronization
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Settings of a ``SegmentStore``.

@@ -31,7 +31,8 @@ public final class StoreClient: Sendable {
                 .connectTimeout(.milliseconds(timeout.components.seconds * 1000))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelOption(
-                    .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 1 << 20)
+                    .recvAllocator,
+                    value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 1 << 20)
                 )
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
@@ -118,7 +119,8 @@ public final class StoreClient: Sendable {
     public func append(_ segment: SegmentID, frames: ByteBuffer, writerID: String = "", firstEventNumber: Int64 = 0)
         async throws(EddyError) -> AppendAck
     {
-        let r = try await send(.append(segment: segment, writerID: writerID, firstEventNumber: firstEventNumber, frames: frames))
+        let r = try await send(
+            .append(segment: segment, writerID: writerID, firstEventNumber: firstEventNumber, frames: frames))
         guard case .appendAck(let ack) = r else { throw unexpected(r, for: "append") }
         return ack
     }
@@ -128,7 +130,8 @@ public final class StoreClient: Sendable {
         async throws(EddyError) -> (info: SegmentInfo, data: ByteBuffer)
     {
         let ms = UInt32(clamping: wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)
-        let r = try await send(.read(segment: segment, offset: offset, maxBytes: UInt32(clamping: maxBytes), waitMilliseconds: ms))
+        let r = try await send(
+            .read(segment: segment, offset: offset, maxBytes: UInt32(clamping: maxBytes), waitMilliseconds: ms))
         guard case .readResult(_, let info, let data) = r else { throw unexpected(r, for: "read") }
         return (info, data)
     }

@@ -50,7 +50,9 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
                         "protocol version \(version) is not supported; this server speaks \(protocolVersion)")
                 }
                 state = .ready
-                send(context, frame.requestID, .helloOK(version: protocolVersion, maxFrameSize: UInt32(configuration.maxFrameSize)))
+                send(
+                    context, frame.requestID,
+                    .helloOK(version: protocolVersion, maxFrameSize: UInt32(configuration.maxFrameSize)))
             } catch {
                 fail(context, id: frame.requestID, error)
             }
@@ -86,11 +88,13 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
         case .segmentInfo(let segment):
             respond(Self.answer { () throws(EddyError) in .segmentInfo(try store.info(segment)) })
         case .writerState(let segment, let writerID):
-            respond(Self.answer { () throws(EddyError) in
-                .writerState(try store.lastEventNumber(segment, writerID: writerID))
-            })
+            respond(
+                Self.answer { () throws(EddyError) in
+                    .writerState(try store.lastEventNumber(segment, writerID: writerID))
+                })
         case .append(let segment, let writerID, let first, let frames):
-            store.append(segment, frames: Array(frames.readableBytesView), writerID: writerID, firstEventNumber: first) {
+            store.append(segment, frames: Array(frames.readableBytesView), writerID: writerID, firstEventNumber: first)
+            {
                 result in
                 switch result {
                 case .success(let ack): respond(.appendAck(ack))
@@ -155,7 +159,8 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
     }
 
     private func send(_ context: ChannelHandlerContext, _ id: UInt32, _ response: Response) {
-        context.write(wrapOutboundOut(MessageCodec.frame(response, id: id, allocator: context.channel.allocator)), promise: nil)
+        context.write(
+            wrapOutboundOut(MessageCodec.frame(response, id: id, allocator: context.channel.allocator)), promise: nil)
         guard !flushScheduled else { return }
         flushScheduled = true
         context.eventLoop.assumeIsolated().execute {

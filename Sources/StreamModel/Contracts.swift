@@ -63,4 +63,3 @@ public struct StreamInfo: Hashable, Sendable {
         self.segments = segments
     }
 }
-

@@ -238,12 +238,14 @@ public enum MessageCodec {
             let segment = try b.readSegment()
             let writer = try b.readShortString()
             let first = try b.read(Int64.self)
-            request = .append(segment: segment, writerID: writer, firstEventNumber: first, frames: try b.readSizedBuffer())
+            request = .append(
+                segment: segment, writerID: writer, firstEventNumber: first, frames: try b.readSizedBuffer())
         case .read:
             let segment = try b.readSegment()
             let offset = try b.read(UInt64.self)
             let maxBytes = try b.read(UInt32.self)
-            request = .read(segment: segment, offset: offset, maxBytes: maxBytes, waitMilliseconds: try b.read(UInt32.self))
+            request = .read(
+                segment: segment, offset: offset, maxBytes: maxBytes, waitMilliseconds: try b.read(UInt32.self))
         case .seal:
             request = .seal(try b.readSegment())
         case .truncate:
@@ -331,7 +333,8 @@ public enum MessageCodec {
             let offset = try b.read(UInt64.self)
             let count = try b.read(UInt32.self)
             let duplicate = try b.read(UInt8.self) != 0
-            response = .appendAck(AppendAck(segment: segment, firstOffset: offset, eventCount: count, duplicate: duplicate))
+            response = .appendAck(
+                AppendAck(segment: segment, firstOffset: offset, eventCount: count, duplicate: duplicate))
         case .readResult:
             let segment = try b.readSegment()
             let info = try b.readSegmentState(segment)

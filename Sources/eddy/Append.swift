@@ -29,7 +29,8 @@ struct Append: AsyncParsableCommand {
             var nextNumber: [UInt32: Int64] = [:]
             if let writer {
                 for s in info.segments {
-                    nextNumber[s.segment.number] = (try await client.lastEventNumber(s.segment, writerID: writer) ?? -1) + 1
+                    nextNumber[s.segment.number] =
+                        (try await client.lastEventNumber(s.segment, writerID: writer) ?? -1) + 1
                 }
             }
             var roundRobin = UInt32.random(in: 0..<segmentCount)
@@ -64,7 +65,13 @@ struct Append: AsyncParsableCommand {
                 nextNumber[number] = first + Int64(lines.count)
                 let buffer = ByteBuffer(bytes: frames)
                 let writerID = writer ?? ""
-                window.append((Task { try await client.append(segment, frames: buffer, writerID: writerID, firstEventNumber: first) }, sizes))
+                window.append(
+                    (
+                        Task {
+                            try await client.append(
+                                segment, frames: buffer, writerID: writerID, firstEventNumber: first)
+                        }, sizes
+                    ))
                 if window.count >= inflight { try await drainFirst() }
             }
             while !window.isEmpty { try await drainFirst() }

@@ -93,13 +93,20 @@ struct BenchAppend: AsyncParsableCommand {
 
             let total = Double(requests * batch)
             let framedBytes = Double(requests) * Double(frames.count)
-            func percentile(_ p: Double) -> Double { latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))] }
+            func percentile(_ p: Double) -> Double {
+                latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]
+            }
             print("appended \(requests * batch) events of \(size) bytes in \(String(format: "%.2f", elapsed)) s")
             print("  \(writers) writers x \(inflight) in flight, \(batch) events per request, \(segmentCount) segments")
             print(String(format: "  events/s: %.0f", total / elapsed))
-            print(String(format: "  MB/s: %.1f payload, %.1f framed", total * Double(size) / elapsed / 1e6, framedBytes / elapsed / 1e6))
-            print(String(format: "  append latency per request: p50 %.3f ms, p99 %.3f ms, max %.3f ms",
-                         percentile(0.50) * 1000, percentile(0.99) * 1000, (latencies.last ?? 0) * 1000))
+            print(
+                String(
+                    format: "  MB/s: %.1f payload, %.1f framed", total * Double(size) / elapsed / 1e6,
+                    framedBytes / elapsed / 1e6))
+            print(
+                String(
+                    format: "  append latency per request: p50 %.3f ms, p99 %.3f ms, max %.3f ms",
+                    percentile(0.50) * 1000, percentile(0.99) * 1000, (latencies.last ?? 0) * 1000))
         }
     }
 

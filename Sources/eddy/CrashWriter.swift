@@ -5,7 +5,7 @@ import SegmentStore
 import StreamModel
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The child of the crash test (`Tests/EddyCLITests/CrashTests.swift`): it opens the store embedded, appends

@@ -1,7 +1,7 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// LineReader reads standard input in chunks and hands out the complete lines of each chunk together, so

@@ -55,7 +55,9 @@ enum EventFormat: String, CaseIterable, Sendable {
             } else {
                 object["payload_base64"] = Data(event.payload).base64EncodedString()
             }
-            let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+            let data =
+                (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+                ?? Data()
             return Array(data)
         }
     }

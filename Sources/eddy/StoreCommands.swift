@@ -9,7 +9,7 @@ import StreamModel
 import WireProtocol
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Options of a store process, shared by `eddy store` and `eddy up`.

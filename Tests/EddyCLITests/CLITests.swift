@@ -18,7 +18,8 @@ struct CLITests {
         let created = try eddy(["create", "cli/lines", "--segments", "1"] + server)
         #expect(created.status == 0, "\(created.stderr)")
         let lines = (0..<2000).map { "line \($0) " + String(repeating: "z", count: $0 % 37) }
-        let appended = try eddy(["append", "cli/lines", "--writer", "cli-test"] + server, input: lines.joined(separator: "\n") + "\n")
+        let appended = try eddy(
+            ["append", "cli/lines", "--writer", "cli-test"] + server, input: lines.joined(separator: "\n") + "\n")
         #expect(appended.status == 0, "\(appended.stderr)")
         let pointers = appended.stdout.split(separator: "\n").map(String.init)
         #expect(pointers.count == lines.count)
@@ -28,7 +29,8 @@ struct CLITests {
 
         let read = try eddy(["read", "cli/lines"] + server)
         #expect(read.status == 0)
-        #expect(read.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init) == lines)
+        #expect(
+            read.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init) == lines)
 
         let json = try eddy(["read", "cli/lines", "--format", "json"] + server)
         let objects = try json.stdout.split(separator: "\n").map {
@@ -38,7 +40,9 @@ struct CLITests {
         #expect(objects.map { $0["payload"] as! String } == lines)
 
         let resumed = try eddy(["read", "cli/lines", "--from", pointers[1499]] + server)
-        #expect(resumed.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init) == Array(lines[1500...]))
+        #expect(
+            resumed.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init)
+                == Array(lines[1500...]))
 
         // The same writer continues its event numbers: a second run appends, it is not taken for a retry.
         let more = try eddy(["append", "cli/lines", "--writer", "cli-test"] + server, input: "tail 1\ntail 2\n")

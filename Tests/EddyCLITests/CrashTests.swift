@@ -5,7 +5,7 @@ import Testing
 @testable import StreamModel
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// The crash test: `eddy crash-writer` appends from four writers and logs every acknowledgement; it is
@@ -98,7 +98,10 @@ struct CrashTests {
                     Issue.record("acknowledged event w\(ack.writer)-\(n) is missing")
                     break
                 }
-                #expect(events[n].tag == "r\(ack.round)", "w\(ack.writer)-\(n), acknowledged in round \(ack.round), was lost and rewritten in \(events[n].tag)")
+                #expect(
+                    events[n].tag == "r\(ack.round)",
+                    "w\(ack.writer)-\(n), acknowledged in round \(ack.round), was lost and rewritten in \(events[n].tag)"
+                )
                 if i == 0 { #expect(events[n].offset == ack.offset, "w\(ack.writer)-\(n) moved") }
             }
         }

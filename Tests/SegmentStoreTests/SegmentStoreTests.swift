@@ -24,7 +24,9 @@ struct SegmentStoreContractTests {
         await #expect(throws: EddyError(.streamExists, "stream 'tests/orders' already exists")) {
             try await store.createStream(name, segments: 3)
         }
-        await #expect(throws: EddyError.self) { try await store.createStream(try StreamName(parsing: "a/b"), segments: 0) }
+        await #expect(throws: EddyError.self) {
+            try await store.createStream(try StreamName(parsing: "a/b"), segments: 0)
+        }
         try await store.deleteStream(name)
         #expect(store.listStreams().isEmpty)
         #expect(!FileManager.default.fileExists(atPath: dir.path + "/segments/tests/orders/00000000.seg"))

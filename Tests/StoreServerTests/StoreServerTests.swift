@@ -10,7 +10,7 @@ import WireProtocol
 @testable import StreamModel
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// A store and its server on a free loopback port, in a fresh directory.
@@ -52,7 +52,9 @@ struct RawConnection {
         address.sin_port = UInt16(port).bigEndian
         address.sin_addr.s_addr = inet_addr("127.0.0.1")
         let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
         guard rc == 0 else { throw EddyError(.connectionFailed, "connect failed") }
         var timeout = timeval(tv_sec: 5, tv_usec: 0)
@@ -107,17 +109,21 @@ struct StoreServerTests {
         let client = try await h.client()
         try await client.createStream(name, segments: 2)
         let segment = SegmentID(stream: name, number: 1)
-        let ack = try await client.append(segment, frames: try frames(["one", "two"]), writerID: "w", firstEventNumber: 0)
+        let ack = try await client.append(
+            segment, frames: try frames(["one", "two"]), writerID: "w", firstEventNumber: 0)
         #expect(ack.firstOffset == 0 && ack.eventCount == 2 && !ack.duplicate)
-        let again = try await client.append(segment, frames: try frames(["one", "two"]), writerID: "w", firstEventNumber: 0)
+        let again = try await client.append(
+            segment, frames: try frames(["one", "two"]), writerID: "w", firstEventNumber: 0)
         #expect(again.duplicate && again.firstOffset == 0)
         #expect(try await client.lastEventNumber(segment, writerID: "w") == 1)
         let (info, data) = try await client.read(segment, from: 0)
-        let events = try Array(data.readableBytesView).withBytes { (b) throws(EddyError) in try EventFrame.decodeAll(b) }
+        let events = try Array(data.readableBytesView).withBytes { (b) throws(EddyError) in try EventFrame.decodeAll(b)
+        }
         #expect(events.map { String(decoding: $0.payload, as: UTF8.self) } == ["one", "two"])
         #expect(info.length == UInt64(data.readableBytes))
         #expect(try await client.listStreams().map(\.name) == [name])
-        let truncated = try await client.truncate(segment, at: UInt64(EventFrame.frameSize(keyLength: 0, payloadLength: 3)))
+        let truncated = try await client.truncate(
+            segment, at: UInt64(EventFrame.frameSize(keyLength: 0, payloadLength: 3)))
         #expect(truncated.startOffset == 21)
         do {
             _ = try await client.read(segment, from: 0)
@@ -201,7 +207,9 @@ struct StoreServerTests {
         // No hello: an error, then the connection closes.
         let noHello = try RawConnection(port: h.server.port)
         noHello.send(MessageCodec.frame(.listStreams, id: 9))
-        guard case .error(let e1)? = try noHello.response() else { Issue.record("no error for a missing hello"); return }
+        guard case .error(let e1)? = try noHello.response() else {
+            Issue.record("no error for a missing hello"); return
+        }
         #expect(e1.code == .malformedFrame)
         #expect(noHello.receive() == nil)
         noHello.close()
@@ -230,11 +238,16 @@ struct StoreServerTests {
         #expect(e5.code == .streamNotFound)
         var corrupt = Array(try frames(["payload"]).readableBytesView)
         corrupt[corrupt.count - 1] ^= 1
-        raw.send(MessageCodec.frame(.append(segment: segment, writerID: "", firstEventNumber: 0, frames: ByteBuffer(bytes: corrupt)), id: 5))
+        raw.send(
+            MessageCodec.frame(
+                .append(segment: segment, writerID: "", firstEventNumber: 0, frames: ByteBuffer(bytes: corrupt)), id: 5)
+        )
         guard case .error(let e6)? = try raw.response() else { Issue.record("no error for a corrupt event"); return }
         #expect(e6.code == .malformedEvent)
         raw.send(MessageCodec.frame(.listStreams, id: 6))
-        guard case .streamList(let streams)? = try raw.response() else { Issue.record("connection did not go on"); return }
+        guard case .streamList(let streams)? = try raw.response() else {
+            Issue.record("connection did not go on"); return
+        }
         #expect(streams.count == 1)
 
         // An oversized frame: an error, then the connection closes.

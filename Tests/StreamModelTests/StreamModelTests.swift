@@ -13,7 +13,9 @@ struct StreamModelTests {
         // Continuing over pieces equals the whole, at every split.
         let bytes = (0..<100).map { UInt8(truncatingIfNeeded: $0 &* 37) }
         for split in 0...bytes.count {
-            #expect(CRC32C.checksum(bytes[split...], continuing: CRC32C.checksum(bytes[..<split])) == CRC32C.checksum(bytes))
+            #expect(
+                CRC32C.checksum(bytes[split...], continuing: CRC32C.checksum(bytes[..<split])) == CRC32C.checksum(bytes)
+            )
         }
     }
 
@@ -67,7 +69,9 @@ struct StreamModelTests {
         #expect(decoded == event)
         #expect(size == bytes.count)
         let noKey = Event(timestamp: -5, payload: [])
-        #expect(try EventFrame.encode(noKey).withBytes { (b) throws(EddyError) in try EventFrame.decode(b, at: 0).0 } == noKey)
+        #expect(
+            try EventFrame.encode(noKey).withBytes { (b) throws(EddyError) in try EventFrame.decode(b, at: 0).0 }
+                == noKey)
         for i in 0..<bytes.count {
             var bad = bytes
             bad[i] ^= 0x10
@@ -79,7 +83,8 @@ struct StreamModelTests {
             if case .frame = result { Issue.record("a frame cut at \(cut) passed") }
         }
         #expect(throws: EddyError.self) {
-            try EventFrame.encode(Event(timestamp: 0, payload: [UInt8](repeating: 0, count: EventFrame.maxPayloadSize + 1)))
+            try EventFrame.encode(
+                Event(timestamp: 0, payload: [UInt8](repeating: 0, count: EventFrame.maxPayloadSize + 1)))
         }
     }
 

@@ -78,7 +78,13 @@ struct WireProtocolTests {
     static let responses: [Response] = [
         .helloOK(version: 1, maxFrameSize: 1 << 24),
         .ok,
-        .streamList([StreamInfo(name: name, segments: [SegmentInfo(segment: SegmentID(stream: name, number: 0), startOffset: 0, length: 5, sealed: false)])]),
+        .streamList([
+            StreamInfo(
+                name: name,
+                segments: [
+                    SegmentInfo(segment: SegmentID(stream: name, number: 0), startOffset: 0, length: 5, sealed: false)
+                ])
+        ]),
         .streamList([]),
         .appendAck(AppendAck(segment: segment, firstOffset: 1234, eventCount: 10, duplicate: true)),
         .readResult(offset: 15, info: info, data: ByteBuffer(string: "bytes")),
@@ -96,8 +102,12 @@ struct WireProtocolTests {
 
     @Test("unknown types and bad names are typed errors")
     func unknown() {
-        #expect(throws: EddyError.self) { try MessageCodec.request(Frame(type: 0x55, requestID: 1, body: ByteBuffer())) }
-        #expect(throws: EddyError.self) { try MessageCodec.response(Frame(type: 0x02, requestID: 1, body: ByteBuffer())) }
+        #expect(throws: EddyError.self) {
+            try MessageCodec.request(Frame(type: 0x55, requestID: 1, body: ByteBuffer()))
+        }
+        #expect(throws: EddyError.self) {
+            try MessageCodec.response(Frame(type: 0x02, requestID: 1, body: ByteBuffer()))
+        }
         var body = ByteBuffer()
         body.writeShortString("bad name/x")
         body.writeInteger(UInt32(1))

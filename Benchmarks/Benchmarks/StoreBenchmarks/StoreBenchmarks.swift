@@ -5,7 +5,8 @@ import StreamModel
 
 /// Micro-benchmarks of the store's hot paths. Figures are recorded in docs/benchmarks.md.
 let benchmarks: @Sendable () -> Void = {
-    Benchmark.defaultConfiguration = .init(metrics: [.throughput, .wallClock, .mallocCountTotal], maxDuration: .seconds(3))
+    Benchmark.defaultConfiguration = .init(
+        metrics: [.throughput, .wallClock, .mallocCountTotal], maxDuration: .seconds(3))
 
     let oneMiB = [UInt8](repeating: 0xA5, count: 1 << 20)
     Benchmark("CRC32C 1 MiB", configuration: .init(scalingFactor: .one)) { benchmark in
@@ -35,8 +36,9 @@ let benchmarks: @Sendable () -> Void = {
     }
 
     // Durable appends of 1000-event batches from 8 concurrent appenders into an embedded store.
-    Benchmark("SegmentStore durable append, 1000 x 100 B per batch, 8 appenders", configuration: .init(scalingFactor: .one))
-    { benchmark in
+    Benchmark(
+        "SegmentStore durable append, 1000 x 100 B per batch, 8 appenders", configuration: .init(scalingFactor: .one)
+    ) { benchmark in
         let dir = NSTemporaryDirectory() + "eddy-bench-" + UUID().uuidString
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var configuration = StoreConfiguration(dataDirectory: dir)
@@ -49,7 +51,9 @@ let benchmarks: @Sendable () -> Void = {
         for _ in benchmark.scaledIterations {
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for s in 0..<8 {
-                    group.addTask { _ = try await store.append(SegmentID(stream: name, number: UInt32(s)), frames: batch) }
+                    group.addTask {
+                        _ = try await store.append(SegmentID(stream: name, number: UInt32(s)), frames: batch)
+                    }
                 }
                 try await group.waitForAll()
             }
