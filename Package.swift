@@ -18,6 +18,8 @@ let package = Package(
         .library(name: "WireProtocol", targets: ["WireProtocol"]),
         .library(name: "StoreServer", targets: ["StoreServer"]),
         .library(name: "StoreClient", targets: ["StoreClient"]),
+        .library(name: "CacheCore", targets: ["CacheCore"]),
+        .library(name: "Workloads", targets: ["Workloads"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
@@ -29,6 +31,7 @@ let package = Package(
         .systemLibrary(name: "CIOUring", pkgConfig: "liburing", providers: [.apt(["liburing-dev"])]),
         .systemLibrary(name: "CNUMA", pkgConfig: "numa", providers: [.apt(["libnuma-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
         .target(name: "StreamModel", swiftSettings: strict),
         .target(
@@ -39,6 +42,8 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(name: "CacheCore", dependencies: ["StreamModel", "CNUMA", "CZstd"], swiftSettings: strict),
+        .target(name: "Workloads", dependencies: ["CacheCore", "StreamModel", "CZlib", "CZstd"], swiftSettings: strict),
         .target(
             name: "WireProtocol",
             dependencies: ["StreamModel", .product(name: "NIOCore", package: "swift-nio")],
@@ -66,7 +71,8 @@ let package = Package(
         .executableTarget(
             name: "eddy",
             dependencies: [
-                "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CNUMA", "CZstd",
+                "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CacheCore", "Workloads",
+                "CNUMA", "CZstd",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -76,6 +82,7 @@ let package = Package(
         ),
 
         .testTarget(name: "StreamModelTests", dependencies: ["StreamModel"], swiftSettings: strict),
+        .testTarget(name: "CacheCoreTests", dependencies: ["CacheCore", "Workloads"], swiftSettings: strict),
         .testTarget(
             name: "SegmentStoreTests",
             dependencies: ["SegmentStore", "StreamModel"],

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the C libraries Eddy links (Debian packages) when they are missing. Idempotent.
 set -euo pipefail
-packages=(liburing-dev libnuma-dev libzstd-dev pkg-config)
+packages=(liburing-dev libnuma-dev libzstd-dev zlib1g-dev pkg-config)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

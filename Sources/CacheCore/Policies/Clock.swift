@@ -1,0 +1,91 @@
+/// CLOCK: FIFO with reinsertion (second chance).
+///
+/// Corbató, "A paging experiment with the Multics system", 1968. A hit raises the object's counter (one bit by
+/// default, `maxFrequency` = 1). At eviction the oldest object is examined: with a non-zero counter it is
+/// decremented and reinserted at the head; the first object found at zero is evicted. Matches libCacheSim's
+/// `Clock`. Pick it for LRU-like hit ratios with FIFO-cheap hits.
+public final class Clock: PolicyBase, EvictionPolicy {
+    /// The counter's ceiling: 1 for the one-bit CLOCK, 3 for a two-bit counter.
+    public let maxFrequency: Int32
+
+    /// Creates a CLOCK of `capacity` with counters up to `maxFrequency`.
+    public init(capacity: Int64, maxFrequency: Int32 = 1) {
+        self.maxFrequency = maxFrequency
+        super.init(capacity: capacity)
+    }
+
+    public var name: String { "clock" }
+
+    public func lookup(_ request: CacheRequest) -> Bool {
+        guard let n = index.get(request.id) else { return false }
+        if nodes.a[Int(n)] < maxFrequency { nodes.a[Int(n)] += 1 }
+        return true
+    }
+
+    public func admit(_ request: CacheRequest) {
+        guard request.size <= capacity else { return }
+        while used + request.size > capacity {
+            var victim = nodes.tail[0]
+            while nodes.a[Int(victim)] >= 1 {
+                nodes.a[Int(victim)] -= 1
+                nodes.moveToHead(victim, 0)
+                victim = nodes.tail[0]
+            }
+            nodes.unlink(victim)
+            dropResident(victim)
+        }
+        nodes.pushHead(newResident(request), 0)
+    }
+
+    public func remove(_ id: UInt64) -> Bool {
+        guard let n = index.get(id) else { return false }
+        nodes.unlink(n)
+        dropResident(n, report: false)
+        return true
+    }
+}
+
+/// SIEVE: FIFO order, one visited bit, and a hand that keeps its place.
+///
+/// Zhang et al., "SIEVE is Simpler than LRU: an Efficient Turn-Key Eviction Algorithm for Web Caches",
+/// NSDI 2024. New objects enter at the head. A hit sets the visited bit. To evict, the hand starts where it
+/// last stopped (at first the oldest object) and moves toward newer objects, clearing visited bits, wrapping to
+/// the oldest; it evicts the first unvisited object and stays just newer than it. Objects never move, so hits
+/// are lock-free in a real cache. Pick it for web-like skewed workloads.
+public final class Sieve: PolicyBase, EvictionPolicy {
+    private var hand: Int32 = NodeStore.none
+
+    public var name: String { "sieve" }
+
+    public func lookup(_ request: CacheRequest) -> Bool {
+        guard let n = index.get(request.id) else { return false }
+        nodes.a[Int(n)] = 1
+        return true
+    }
+
+    public func admit(_ request: CacheRequest) {
+        guard request.size <= capacity else { return }
+        while used + request.size > capacity { evictOne() }
+        nodes.pushHead(newResident(request), 0)
+    }
+
+    private func evictOne() {
+        var n = hand != NodeStore.none ? hand : nodes.tail[0]
+        while nodes.a[Int(n)] != 0 {
+            nodes.a[Int(n)] = 0
+            let newer = nodes.prev[Int(n)]
+            n = newer != NodeStore.none ? newer : nodes.tail[0]
+        }
+        hand = nodes.prev[Int(n)]
+        nodes.unlink(n)
+        dropResident(n)
+    }
+
+    public func remove(_ id: UInt64) -> Bool {
+        guard let n = index.get(id) else { return false }
+        if hand == n { hand = nodes.prev[Int(n)] }
+        nodes.unlink(n)
+        dropResident(n, report: false)
+        return true
+    }
+}
