@@ -11,7 +11,8 @@ public final class ARC: PolicyBase, EvictionPolicy {
     static let b1 = 2
     static let b2 = 3
 
-    private var p: Int64 = 0
+    /// The target size of T1; fractional, as in the paper's reference implementations.
+    private var p: Double = 0
 
     public var name: String { "arc" }
 
@@ -24,33 +25,38 @@ public final class ARC: PolicyBase, EvictionPolicy {
     }
 
     public func admit(_ request: CacheRequest) {
-        var inB2 = false
-        var ghostHit = false
+        var ghost: Int? = nil
         if let n = index.get(request.id) {
-            ghostHit = true
-            let b1 = nodes.bytes[Self.b1]
-            let b2 = nodes.bytes[Self.b2]
-            if Int(nodes.list[Int(n)]) == Self.b1 {
-                p = min(p + max(b2 / b1, 1), capacity)
+            let b1 = Double(nodes.bytes[Self.b1])
+            let b2 = Double(nodes.bytes[Self.b2])
+            let l = Int(nodes.list[Int(n)])
+            if l == Self.b1 {
+                p = min(p + max(b2 / b1, 1), Double(capacity))  // case II: grow T1's target
             } else {
-                inB2 = true
-                p = max(p - max(b1 / b2, 1), 0)
+                p = max(p - max(b1 / b2, 1), 0)  // case III: shrink it
             }
-            replace(inB2: inB2)
+            ghost = l
             nodes.unlink(n)
             index.remove(request.id)
             nodes.free(n)
         }
         guard request.size <= capacity else { return }
-        while used + request.size > capacity { evict(incoming: request.size, inB2: inB2) }
-        nodes.pushHead(newResident(request), ghostHit ? Self.t2 : Self.t1)
+        while used + request.size > capacity {
+            if let ghost {
+                replace(inB2: ghost == Self.b2)
+            } else {
+                evictOnCompleteMiss(incoming: request.size)
+            }
+        }
+        nodes.pushHead(newResident(request), ghost != nil ? Self.t2 : Self.t1)
     }
 
-    /// REPLACE from the paper: demote the LRU end of T1 or of T2 to its ghost list.
+    /// REPLACE from the paper: demote the LRU end of T1 (when it is over its target, or T2 is empty) or of T2
+    /// to its ghost list.
     private func replace(inB2: Bool) {
         let t1 = nodes.bytes[Self.t1]
-        let fromT1 = t1 > 0 && (t1 > p || (t1 == p && inB2))
-        let from = fromT1 || nodes.count[Self.t2] == 0 ? Self.t1 : Self.t2
+        let overTarget = Double(t1) > p || (Double(t1) == p && inB2)
+        let from = (t1 > 0 && overTarget) || nodes.bytes[Self.t2] == 0 ? Self.t1 : Self.t2
         let victim = nodes.tail[from]
         guard victim != NodeStore.none else { return }
         nodes.unlink(victim)
@@ -68,21 +74,24 @@ public final class ARC: PolicyBase, EvictionPolicy {
         nodes.free(g)
     }
 
-    private func evict(incoming: Int64, inB2: Bool) {
+    /// Case IV of the paper: a miss in all four lists.
+    private func evictOnCompleteMiss(incoming: Int64) {
         let t1 = nodes.bytes[Self.t1]
         let b1 = nodes.bytes[Self.b1]
         if t1 + b1 + incoming > capacity {
-            if t1 < capacity {
+            if b1 > 0 {
                 dropGhostTail(Self.b1)
-                replace(inB2: inB2)
+                replace(inB2: false)
             } else {
                 let victim = nodes.tail[Self.t1]
                 nodes.unlink(victim)
                 dropResident(victim)
             }
         } else {
-            if t1 + b1 + nodes.bytes[Self.t2] + nodes.bytes[Self.b2] >= 2 * capacity { dropGhostTail(Self.b2) }
-            replace(inB2: inB2)
+            if t1 + b1 + nodes.bytes[Self.t2] + nodes.bytes[Self.b2] >= 2 * capacity && nodes.bytes[Self.b2] > 0 {
+                dropGhostTail(Self.b2)
+            }
+            replace(inB2: false)
         }
     }
 
