@@ -2,7 +2,8 @@ import StreamModel
 
 /// PolicyKind is the one visible registry of eviction policies: each case is a name users type (in config and
 /// on the command line) and a factory. Parameters default to the literature's values and can be overridden as
-/// `name:key=value,key=value`, e.g. `s3fifo:small=0.2,threshold=1` or `wtinylfu:window=0.02`.
+/// `name:key=value:key=value`, e.g. `s3fifo:small=0.2:threshold=1` or `wtinylfu:window=0.02` (colons, so a
+/// comma-separated list of policies stays unambiguous).
 public enum PolicyKind: String, CaseIterable, Sendable {
     case lru
     case fifo
@@ -14,6 +15,8 @@ public enum PolicyKind: String, CaseIterable, Sendable {
     case s3fifo
     case sieve
     case wtinylfu
+    /// Eddy's stream-aware policy (``StreamAware``).
+    case stream
     /// The offline optimum; needs next-access times, so only the simulator offers it.
     case belady
 
@@ -29,14 +32,20 @@ public enum PolicyKind: String, CaseIterable, Sendable {
                 ("threshold", "2", "hits to move from small to main"),
             ]
         case .wtinylfu: return [("window", "0.01", "window LRU share")]
+        case .stream:
+            return [
+                ("tail", "2", "blocks behind the head that count as tail"), ("cursors", "16", "scans tracked per segment"),
+                ("sample", "16", "history blocks examined per eviction"),
+            ]
         default: return []
         }
     }
 
-    /// Parses `name` or `name:key=value,...`.
+    /// Parses `name` or `name:key=value:...`.
     /// - Throws: ``EddyError/Code/invalidArgument`` naming the unknown policy or parameter.
     public static func parse(_ text: String) throws(EddyError) -> (PolicyKind, [String: Double]) {
         let parts = text.split(separator: ":", maxSplits: 1)
+        let items = parts.count == 2 ? parts[1].split(separator: ":") : []
         let name = parts.first.map(String.init)?.lowercased() ?? ""
         guard let kind = PolicyKind(rawValue: name) else {
             throw EddyError(
@@ -46,7 +55,7 @@ public enum PolicyKind: String, CaseIterable, Sendable {
         var values: [String: Double] = [:]
         if parts.count == 2 {
             let known = Set(kind.parameters.map(\.name))
-            for item in parts[1].split(separator: ",") {
+            for item in items {
                 let kv = item.split(separator: "=")
                 guard kv.count == 2, let v = Double(kv[1]) else {
                     throw EddyError(.invalidArgument, "bad parameter '\(item)' for \(name): expected key=number")
@@ -81,6 +90,10 @@ public enum PolicyKind: String, CaseIterable, Sendable {
         case .twoQ: return TwoQ(capacity: capacity, inRatio: p("in", 0.25), outRatio: p("out", 0.5))
         case .lirs: return LIRS(capacity: capacity, hirRatio: p("hir", 0.01))
         case .wtinylfu: return WTinyLFU(capacity: capacity, windowRatio: p("window", 0.01))
+        case .stream:
+            return StreamAware(
+                capacity: capacity, tailWindow: UInt64(p("tail", 2)), maxCursors: Int(p("cursors", 16)),
+                sample: Int(p("sample", 16)))
         }
     }
 }

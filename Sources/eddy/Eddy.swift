@@ -18,7 +18,7 @@ struct Eddy: AsyncParsableCommand {
             """,
         subcommands: [
             Up.self, Store.self, Create.self, Delete.self, List.self, Info.self, Append.self, Read.self, Tail.self,
-            Seal.self, Truncate.self, Bench.self, CrashWriter.self,
+            Seal.self, Truncate.self, Bench.self, Sim.self, CrashWriter.self,
         ]
     )
 }

@@ -20,7 +20,8 @@ public final class NodeStore {
     /// A policy's second field (next access time, frequency...).
     public private(set) var b: UnsafeMutablePointer<Int64>
     private var capacity: Int
-    private var used: Int = 0
+    /// Nodes ever handed out (free or not): valid indices are `0..<allocated`.
+    public private(set) var allocated: Int = 0
     private var freeHead: Int32 = none
 
     /// The newest node of each list.
@@ -70,9 +71,9 @@ public final class NodeStore {
             n = freeHead
             freeHead = next[Int(n)]
         } else {
-            if used == capacity { grow() }
-            n = Int32(used)
-            used += 1
+            if allocated == capacity { grow() }
+            n = Int32(allocated)
+            allocated += 1
         }
         let i = Int(n)
         id[i] = objectID

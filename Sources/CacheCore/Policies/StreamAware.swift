@@ -1,0 +1,260 @@
+/// StreamAware: Eddy's own policy, built on what only a stream cache knows.
+///
+/// Blocks are (segment, index) pairs of append-only segments (``BlockKey``), and readers come in two kinds:
+/// tail readers that follow a segment's head, and catch-up readers that start somewhere behind the head and
+/// scan block by block up to it. From the block keys alone the policy keeps a model of each segment: its head
+/// (the highest block seen), the cursors of the scans in progress (a read of block b right after b-1 moves a
+/// cursor; a read deep in history that continues no cursor starts one), how often scans start in it, and,
+/// across segments, how deep behind the head scans start.
+///
+/// With that model it estimates, Belady-style, how long until each block is read again:
+/// - **tail blocks** (within `tailWindow` of the head) are read by every tail reader right away: they live in a
+///   protected LRU list and go last, so a catch-up scan never flushes the hot tail;
+/// - a history block **ahead of a scan in progress** is read when that cursor gets there: (b - c) x the time a
+///   cursor takes per block;
+/// - a history block **no scan is heading for** is read when a new scan starts in its segment deep enough to
+///   cover it: 1 / (scan start rate of the segment x P(start depth >= head - b));
+/// - a block deeper than any scan starts, with no cursor behind it, is never read again.
+/// Eviction samples `sample` history blocks at random (as Redis samples keys) and evicts the one whose next read
+/// is furthest away (a dead block at once); ties go to the least recently read. On traces without segment
+/// structure it degrades to random sampling among blocks with no predicted reuse.
+public final class StreamAware: PolicyBase, EvictionPolicy {
+    static let tail = 0
+    static let history = 1
+
+    /// Blocks at most this far behind the head count as tail blocks.
+    public let tailWindow: UInt64
+    /// Cursors remembered per segment (the most recently moved are kept).
+    public let maxCursors: Int
+    /// History blocks examined per eviction.
+    public let sample: Int
+    /// Requests after which a cursor that has not moved is forgotten.
+    public let cursorIdleLimit: Int64
+    /// Requests between halvings of the scan-start statistics, so the model follows a changing workload.
+    public let agingPeriod: Int64
+    /// The most of the capacity the protected tail list may hold; least recently read tail blocks beyond it
+    /// are demoted to history (a segment whose tail nobody rereads has no tail readers).
+    public let tailShare: Double
+
+    final class SegmentModel {
+        var head: UInt64 = 0
+        var cursors: [UInt64] = []
+        var lastMoved: [Int64] = []
+        /// Scans started here since the last aging (halved each period).
+        var starts: Double = 0
+    }
+
+    private var segments: [UInt32: SegmentModel] = [:]
+    private var clock: Int64 = 0
+    private var random = SplitMix(seed: 0x5EED)
+    private var periodStart: Int64 = 0
+    /// Mean requests between two moves of one cursor (exponential average).
+    private var stepInterval: Double = 100
+    /// Start depths in buckets of `depthBucket` blocks; `depthTail[i]` = share of starts at depth >= bucket i.
+    private static let depthBucket: UInt64 = 8
+    private var depthCounts = [Double](repeating: 0, count: 2048)
+    private var depthTail = [Double](repeating: 0, count: 2048)
+    private var startsSinceRefresh = 0
+    private var totalStarts: Double = 0
+
+    /// Creates the policy; the defaults suit 1 MiB blocks.
+    public init(
+        capacity: Int64, tailWindow: UInt64 = 2, maxCursors: Int = 16, sample: Int = 16,
+        cursorIdleLimit: Int64 = 200_000, agingPeriod: Int64 = 1_000_000, tailShare: Double = 0.25
+    ) {
+        self.tailShare = tailShare
+        self.tailWindow = tailWindow
+        self.maxCursors = maxCursors
+        self.sample = sample
+        self.cursorIdleLimit = cursorIdleLimit
+        self.agingPeriod = agingPeriod
+        super.init(capacity: capacity)
+    }
+
+    public var name: String { "stream" }
+
+    // MARK: - The segment model
+
+    @inline(__always)
+    private func model(_ segment: UInt32) -> SegmentModel {
+        if let m = segments[segment] { return m }
+        let m = SegmentModel()
+        segments[segment] = m
+        return m
+    }
+
+    /// Updates the model with one read of `key`.
+    private func observe(_ key: BlockKey) {
+        clock += 1
+        if clock - periodStart >= agingPeriod { age() }
+        let m = model(key.segment)
+        let b = key.block
+        if b > m.head {
+            demoteAgedTail(segment: key.segment, from: m.head, to: b)
+            m.head = b
+        }
+        if let i = m.cursors.firstIndex(where: { $0 + 1 == b || $0 == b }) {
+            if m.cursors[i] + 1 == b {
+                stepInterval = 0.99 * stepInterval + 0.01 * Double(clock - m.lastMoved[i])
+            }
+            m.cursors[i] = b
+            m.lastMoved[i] = clock
+        } else if b + tailWindow < m.head {
+            // A read into history that continues no scan: a scan starts here.
+            m.starts += 1
+            recordDepth(m.head - b)
+            if m.cursors.count < maxCursors {
+                m.cursors.append(b)
+                m.lastMoved.append(clock)
+            } else if let oldest = m.lastMoved.indices.min(by: { m.lastMoved[$0] < m.lastMoved[$1] }) {
+                m.cursors[oldest] = b
+                m.lastMoved[oldest] = clock
+            }
+        }
+        // A cursor that reached the tail became a tail reader; one that stopped moving is gone.
+        var i = 0
+        while i < m.cursors.count {
+            if m.cursors[i] + tailWindow >= m.head || clock - m.lastMoved[i] > cursorIdleLimit {
+                m.cursors.swapAt(i, m.cursors.count - 1)
+                m.lastMoved.swapAt(i, m.lastMoved.count - 1)
+                m.cursors.removeLast()
+                m.lastMoved.removeLast()
+            } else {
+                i += 1
+            }
+        }
+    }
+
+    /// The head of `segment` moved from `old` to `new`: its blocks that fell out of the tail window move to the
+    /// head of the history list.
+    private func demoteAgedTail(segment: UInt32, from old: UInt64, to new: UInt64) {
+        let first = old > tailWindow ? old - tailWindow : 0
+        let end = new > tailWindow ? new - tailWindow : 0
+        guard first < end else { return }
+        for b in first..<min(end, first + 64) {
+            let id = BlockKey(segment: segment, block: b).rawValue
+            if let n = index.get(id), Int(nodes.list[Int(n)]) == Self.tail { nodes.moveToHead(n, Self.history) }
+        }
+    }
+
+    private func recordDepth(_ depth: UInt64) {
+        let bucket = Int(min(depth / Self.depthBucket, UInt64(depthCounts.count - 1)))
+        depthCounts[bucket] += 1
+        totalStarts += 1
+        startsSinceRefresh += 1
+        if startsSinceRefresh >= 64 || totalStarts < 64 { refreshDepthTail() }
+    }
+
+    private func refreshDepthTail() {
+        startsSinceRefresh = 0
+        guard totalStarts > 0 else { return }
+        var acc = 0.0
+        for i in stride(from: depthCounts.count - 1, through: 0, by: -1) {
+            acc += depthCounts[i]
+            depthTail[i] = acc / totalStarts
+        }
+    }
+
+    private func age() {
+        periodStart = clock
+        for m in segments.values { m.starts /= 2 }
+        for i in depthCounts.indices { depthCounts[i] /= 2 }
+        totalStarts /= 2
+        refreshDepthTail()
+    }
+
+    @inline(__always)
+    private func isTail(_ key: BlockKey) -> Bool {
+        guard let m = segments[key.segment] else { return true }
+        return key.block + tailWindow >= m.head
+    }
+
+    /// Estimated requests until `key` is read again (`.infinity` for never).
+    private func timeToNextRead(_ key: BlockKey) -> Double {
+        guard let m = segments[key.segment] else { return .infinity }
+        let b = key.block
+        var nearest = UInt64.max
+        for (i, c) in m.cursors.enumerated() where c < b && clock - m.lastMoved[i] <= cursorIdleLimit {
+            nearest = min(nearest, b - c)
+        }
+        let byCursor = nearest == .max ? Double.infinity : Double(nearest) * stepInterval
+        let depth = m.head > b ? m.head - b : 0
+        let bucket = Int(min(depth / Self.depthBucket, UInt64(depthTail.count - 1)))
+        let startRate = m.starts / Double(max(1, clock - periodStart + agingPeriod))
+        let coverage = startRate * depthTail[bucket]
+        let byNewScan = coverage > 0 ? 1 / coverage : Double.infinity
+        return min(byCursor, byNewScan)
+    }
+
+    // MARK: - EvictionPolicy
+
+    public func lookup(_ request: CacheRequest) -> Bool {
+        let key = BlockKey(rawValue: request.id)
+        observe(key)
+        guard let n = index.get(request.id) else { return false }
+        nodes.moveToHead(n, isTail(key) ? Self.tail : Self.history)
+        return true
+    }
+
+    public func admit(_ request: CacheRequest) {
+        guard request.size <= capacity else { return }
+        while used + request.size > capacity { evictOne() }
+        let n = newResident(request)
+        nodes.pushHead(n, isTail(BlockKey(rawValue: request.id)) ? Self.tail : Self.history)
+    }
+
+    private func evictOne() {
+        // Tail blocks nobody rereads lose their protection once the tail list is over its share.
+        let tailLimit = Int64(tailShare * Double(capacity))
+        while nodes.count[Self.tail] > 0 && nodes.bytes[Self.tail] > tailLimit {
+            nodes.moveToHead(nodes.tail[Self.tail], Self.history)
+        }
+        if nodes.count[Self.history] > 0 {
+            // The least recently read history block is the first candidate; random ones follow.
+            var victim = nodes.tail[Self.history]
+            var worst = timeToNextRead(BlockKey(rawValue: nodes.id[Int(victim)]))
+            var tries = 0
+            var examined = 1
+            let slots = UInt64(nodes.allocated)
+            while worst != .infinity && examined < sample && tries < sample * 8 {
+                tries += 1
+                let n = Int32(truncatingIfNeeded: random.next() % slots)
+                guard Int(nodes.list[Int(n)]) == Self.history else { continue }
+                examined += 1
+                let t = timeToNextRead(BlockKey(rawValue: nodes.id[Int(n)]))
+                if t > worst {
+                    worst = t
+                    victim = n
+                }
+            }
+            nodes.unlink(victim)
+            dropResident(victim)
+            return
+        }
+        let n = nodes.tail[Self.tail]
+        nodes.unlink(n)
+        dropResident(n)
+    }
+
+    public func remove(_ id: UInt64) -> Bool {
+        guard let n = index.get(id) else { return false }
+        nodes.unlink(n)
+        dropResident(n, report: false)
+        return true
+    }
+}
+
+/// SplitMix64, for the policy's sampling (deterministic, so simulations repeat exactly).
+struct SplitMix {
+    var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
