@@ -82,7 +82,7 @@ let package = Package(
         ),
 
         .testTarget(name: "StreamModelTests", dependencies: ["StreamModel"], swiftSettings: strict),
-        .testTarget(name: "CacheCoreTests", dependencies: ["CacheCore", "Workloads"], swiftSettings: strict),
+        .testTarget(name: "CacheCoreTests", dependencies: ["CacheCore", "Workloads", "CZstd"], swiftSettings: strict),
         .testTarget(
             name: "SegmentStoreTests",
             dependencies: ["SegmentStore", "StreamModel"],

@@ -32,9 +32,6 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
     public let cursorIdleLimit: Int64
     /// Requests between halvings of the scan-start statistics, so the model follows a changing workload.
     public let agingPeriod: Int64
-    /// The most of the capacity the protected tail list may hold; least recently read tail blocks beyond it
-    /// are demoted to history (a segment whose tail nobody rereads has no tail readers).
-    public let tailShare: Double
 
     final class SegmentModel {
         var head: UInt64 = 0
@@ -42,6 +39,8 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
         var lastMoved: [Int64] = []
         /// Scans started here since the last aging (halved each period).
         var starts: Double = 0
+        /// Reads within the tail window since the last aging (halved each period): the tail readers' demand.
+        var tailReads: Double = 0
     }
 
     private var segments: [UInt32: SegmentModel] = [:]
@@ -53,16 +52,15 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
     /// Start depths in buckets of `depthBucket` blocks; `depthTail[i]` = share of starts at depth >= bucket i.
     private static let depthBucket: UInt64 = 8
     private var depthCounts = [Double](repeating: 0, count: 2048)
-    private var depthTail = [Double](repeating: 0, count: 2048)
+    private var depthTail = [Double](repeating: 0.5, count: 2048)
     private var startsSinceRefresh = 0
     private var totalStarts: Double = 0
 
     /// Creates the policy; the defaults suit 1 MiB blocks.
     public init(
         capacity: Int64, tailWindow: UInt64 = 2, maxCursors: Int = 16, sample: Int = 16,
-        cursorIdleLimit: Int64 = 200_000, agingPeriod: Int64 = 1_000_000, tailShare: Double = 0.25
+        cursorIdleLimit: Int64 = 200_000, agingPeriod: Int64 = 1_000_000
     ) {
-        self.tailShare = tailShare
         self.tailWindow = tailWindow
         self.maxCursors = maxCursors
         self.sample = sample
@@ -93,6 +91,7 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
             demoteAgedTail(segment: key.segment, from: m.head, to: b)
             m.head = b
         }
+        if b + tailWindow >= m.head { m.tailReads += 1 }
         if let i = m.cursors.firstIndex(where: { $0 + 1 == b || $0 == b }) {
             if m.cursors[i] + 1 == b {
                 stepInterval = 0.99 * stepInterval + 0.01 * Double(clock - m.lastMoved[i])
@@ -148,16 +147,20 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
     private func refreshDepthTail() {
         startsSinceRefresh = 0
         guard totalStarts > 0 else { return }
+        // Smoothed with half a pseudo-start, so depths never seen yet are unlikely, not impossible.
         var acc = 0.0
         for i in stride(from: depthCounts.count - 1, through: 0, by: -1) {
             acc += depthCounts[i]
-            depthTail[i] = acc / totalStarts
+            depthTail[i] = (acc + 0.5) / (totalStarts + 1)
         }
     }
 
     private func age() {
         periodStart = clock
-        for m in segments.values { m.starts /= 2 }
+        for m in segments.values {
+            m.starts /= 2
+            m.tailReads /= 2
+        }
         for i in depthCounts.indices { depthCounts[i] /= 2 }
         totalStarts /= 2
         refreshDepthTail()
@@ -173,6 +176,9 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
     private func timeToNextRead(_ key: BlockKey) -> Double {
         guard let m = segments[key.segment] else { return .infinity }
         let b = key.block
+        // Counts are halved every period, so they cover the current period plus about one period of the past.
+        let window = Double(max(1, clock - periodStart + (periodStart > 0 ? agingPeriod : 0)))
+        if b + tailWindow >= m.head { return window / (m.tailReads + 0.1) }
         var nearest = UInt64.max
         for (i, c) in m.cursors.enumerated() where c < b && clock - m.lastMoved[i] <= cursorIdleLimit {
             nearest = min(nearest, b - c)
@@ -180,7 +186,7 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
         let byCursor = nearest == .max ? Double.infinity : Double(nearest) * stepInterval
         let depth = m.head > b ? m.head - b : 0
         let bucket = Int(min(depth / Self.depthBucket, UInt64(depthTail.count - 1)))
-        let startRate = m.starts / Double(max(1, clock - periodStart + agingPeriod))
+        let startRate = (m.starts + 0.1) / window
         let coverage = startRate * depthTail[bucket]
         let byNewScan = coverage > 0 ? 1 / coverage : Double.infinity
         return min(byCursor, byNewScan)
@@ -204,15 +210,24 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
     }
 
     private func evictOne() {
-        // Tail blocks nobody rereads lose their protection once the tail list is over its share.
-        let tailLimit = Int64(tailShare * Double(capacity))
-        while nodes.count[Self.tail] > 0 && nodes.bytes[Self.tail] > tailLimit {
-            nodes.moveToHead(nodes.tail[Self.tail], Self.history)
+        // Candidates: the least recently read tail blocks, the least recently read history block, and random
+        // history blocks; the one whose next read is furthest away goes.
+        var victim = NodeStore.none
+        var worst = -1.0
+        func consider(_ n: Int32) {
+            let t = timeToNextRead(BlockKey(rawValue: nodes.id[Int(n)]))
+            if t > worst {
+                worst = t
+                victim = n
+            }
+        }
+        var t = nodes.tail[Self.tail]
+        for _ in 0..<4 where t != NodeStore.none {
+            consider(t)
+            t = nodes.prev[Int(t)]
         }
         if nodes.count[Self.history] > 0 {
-            // The least recently read history block is the first candidate; random ones follow.
-            var victim = nodes.tail[Self.history]
-            var worst = timeToNextRead(BlockKey(rawValue: nodes.id[Int(victim)]))
+            consider(nodes.tail[Self.history])
             var tries = 0
             var examined = 1
             let slots = UInt64(nodes.allocated)
@@ -221,19 +236,11 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
                 let n = Int32(truncatingIfNeeded: random.next() % slots)
                 guard Int(nodes.list[Int(n)]) == Self.history else { continue }
                 examined += 1
-                let t = timeToNextRead(BlockKey(rawValue: nodes.id[Int(n)]))
-                if t > worst {
-                    worst = t
-                    victim = n
-                }
+                consider(n)
             }
-            nodes.unlink(victim)
-            dropResident(victim)
-            return
         }
-        let n = nodes.tail[Self.tail]
-        nodes.unlink(n)
-        dropResident(n)
+        nodes.unlink(victim)
+        dropResident(victim)
     }
 
     public func remove(_ id: UInt64) -> Bool {
