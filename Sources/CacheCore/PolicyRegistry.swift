@@ -34,7 +34,8 @@ public enum PolicyKind: String, CaseIterable, Sendable {
         case .wtinylfu: return [("window", "0.01", "window LRU share")]
         case .stream:
             return [
-                ("tail", "2", "blocks behind the head that count as tail"), ("cursors", "16", "scans tracked per segment"),
+                ("tail", "2", "blocks behind the head that count as tail"),
+                ("cursors", "16", "scans tracked per segment"),
                 ("sample", "16", "history blocks examined per eviction"),
             ]
         default: return []

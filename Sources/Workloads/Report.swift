@@ -30,7 +30,8 @@ public enum Report {
         let widths = (0..<header.count).map { c in rows.map { $0[c].count }.max() ?? 0 }
         return rows.map { row in
             row.enumerated().map { c, cell in
-                c == 0 ? cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
+                c == 0
+                    ? cell.padding(toLength: widths[c], withPad: " ", startingAt: 0)
                     : String(repeating: " ", count: widths[c] - cell.count) + cell
             }.joined(separator: "  ")
         }.joined(separator: "\n") + "\n"
@@ -54,7 +55,9 @@ public enum Report {
         let plotH = height - top - bottom
         let sizes = Set(results.map(\.cacheSize)).sorted()
         let policies = results.reduce(into: [String]()) { if !$0.contains($1.policy) { $0.append($1.policy) } }
-        guard let minSize = sizes.first, let maxSize = sizes.last else { return "<svg xmlns=\"http://www.w3.org/2000/svg\"/>" }
+        guard let minSize = sizes.first, let maxSize = sizes.last else {
+            return "<svg xmlns=\"http://www.w3.org/2000/svg\"/>"
+        }
         let logScale = Double(maxSize) / Double(max(1, minSize)) > 10
         func x(_ size: Int64) -> Double {
             guard maxSize > minSize else { return left + plotW / 2 }
@@ -86,12 +89,15 @@ public enum Report {
         for size in sizes {
             let xx = x(size)
             s += "<line x1=\"\(xx)\" y1=\"\(top)\" x2=\"\(xx)\" y2=\"\(top + plotH)\" stroke=\"#f0f0f0\"/>\n"
-            s += "<text x=\"\(xx)\" y=\"\(top + plotH + 18)\" text-anchor=\"middle\">\(humanSize(size, bytes: results.first?.sizeMode == .bytes))</text>\n"
+            s +=
+                "<text x=\"\(xx)\" y=\"\(top + plotH + 18)\" text-anchor=\"middle\">\(humanSize(size, bytes: results.first?.sizeMode == .bytes))</text>\n"
         }
         s += "<rect x=\"\(left)\" y=\"\(top)\" width=\"\(plotW)\" height=\"\(plotH)\" fill=\"none\" stroke=\"#333\"/>\n"
         let unit = results.first?.sizeMode == .bytes ? "bytes" : "objects"
-        s += "<text x=\"\(left + plotW / 2)\" y=\"\(height - 22)\" text-anchor=\"middle\">cache size (\(unit)\(logScale ? ", log scale" : ""))</text>\n"
-        s += "<text transform=\"translate(22,\(top + plotH / 2)) rotate(-90)\" text-anchor=\"middle\">miss ratio</text>\n"
+        s +=
+            "<text x=\"\(left + plotW / 2)\" y=\"\(height - 22)\" text-anchor=\"middle\">cache size (\(unit)\(logScale ? ", log scale" : ""))</text>\n"
+        s +=
+            "<text transform=\"translate(22,\(top + plotH / 2)) rotate(-90)\" text-anchor=\"middle\">miss ratio</text>\n"
         for (i, policy) in policies.enumerated() {
             let color = palette[i % palette.count]
             let points = results.filter { $0.policy == policy }.sorted { $0.cacheSize < $1.cacheSize }
@@ -103,7 +109,8 @@ public enum Report {
             }
             let ly = top + 14 + Double(i) * 22
             let lx = left + plotW + 20
-            s += "<line x1=\"\(lx)\" y1=\"\(ly)\" x2=\"\(lx + 28)\" y2=\"\(ly)\" stroke=\"\(color)\" stroke-width=\"3\"/>\n"
+            s +=
+                "<line x1=\"\(lx)\" y1=\"\(ly)\" x2=\"\(lx + 28)\" y2=\"\(ly)\" stroke=\"\(color)\" stroke-width=\"3\"/>\n"
             s += "<text x=\"\(lx + 36)\" y=\"\(ly + 4)\">\(escape(policy))</text>\n"
         }
         s += "</svg>\n"
@@ -119,7 +126,8 @@ public enum Report {
             value /= 1024
             u += 1
         }
-        return value >= 100 || value == value.rounded() ? String(format: "%.0f%@", value, units[u]) : String(format: "%.1f%@", value, units[u])
+        return value >= 100 || value == value.rounded()
+            ? String(format: "%.0f%@", value, units[u]) : String(format: "%.1f%@", value, units[u])
     }
 
     static func escape(_ text: String) -> String {

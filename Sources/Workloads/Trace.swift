@@ -1,6 +1,6 @@
-import CacheCore
 import CZlib
 import CZstd
+import CacheCore
 import Foundation
 import StreamModel
 
@@ -128,7 +128,8 @@ public enum TraceReader {
     static func parseOracleGeneral(_ bytes: [UInt8], name: String) throws(EddyError) -> Trace {
         guard bytes.count % 24 == 0 else {
             throw EddyError(
-                .invalidArgument, "\(name): \(bytes.count) bytes is not a whole number of 24-byte oracleGeneral records")
+                .invalidArgument, "\(name): \(bytes.count) bytes is not a whole number of 24-byte oracleGeneral records"
+            )
         }
         let n = bytes.count / 24
         var ids = [UInt64](repeating: 0, count: n)
@@ -220,7 +221,8 @@ public enum TraceReader {
         try forEachLine(bytes) { (line, number) throws(EddyError) in
             if number == 1 {
                 guard String(decoding: line, as: UTF8.self) == "time,segment,block,size" else {
-                    throw EddyError(.invalidArgument, "\(name): a block trace starts with the header time,segment,block,size")
+                    throw EddyError(
+                        .invalidArgument, "\(name): a block trace starts with the header time,segment,block,size")
                 }
                 return
             }

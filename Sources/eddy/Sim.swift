@@ -66,7 +66,8 @@ struct Sim: AsyncParsableCommand {
             t = TraceGenerator.stream(w)
         case "zipf":
             guard objects > 0 else { throw EddyError(.invalidArgument, "--objects must be positive") }
-            t = TraceGenerator.zipf(objects: objects, alpha: alpha, requests: requests, blockSize: blockSize, seed: seed)
+            t = TraceGenerator.zipf(
+                objects: objects, alpha: alpha, requests: requests, blockSize: blockSize, seed: seed)
         default:
             throw EddyError(.invalidArgument, "unknown generator '\(kind)': use stream or zipf")
         }
@@ -151,7 +152,10 @@ struct Sim: AsyncParsableCommand {
         let elapsed = ContinuousClock.now - started
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let total = ordered.reduce(0) { $0 + $1.requests }
-        print(String(format: "%d simulations, %d requests in %.2f s: %.1f M requests/s overall", ordered.count, total, seconds, Double(total) / seconds / 1e6))
+        print(
+            String(
+                format: "%d simulations, %d requests in %.2f s: %.1f M requests/s overall", ordered.count, total,
+                seconds, Double(total) / seconds / 1e6))
         if let out { try Report.write(Report.csv(ordered), to: out) }
         if let plot {
             try Report.write(Report.svg(ordered, title: "Miss ratio: \(t.name) (\(mode.rawValue))"), to: plot)

@@ -17,9 +17,11 @@ struct PolicyTests {
             // A mix of hot objects, a scan and noise, over a few segments (so the stream policy has structure).
             let r = rng.next() % 10
             let id: UInt64 =
-                r < 5 ? BlockKey(segment: 1, block: rng.next() % 20).rawValue
-                : r < 8 ? BlockKey(segment: 2, block: UInt64(ids.count)).rawValue
-                : BlockKey(segment: 3, block: rng.next() % 500).rawValue
+                r < 5
+                ? BlockKey(segment: 1, block: rng.next() % 20).rawValue
+                : r < 8
+                    ? BlockKey(segment: 2, block: UInt64(ids.count)).rawValue
+                    : BlockKey(segment: 3, block: rng.next() % 500).rawValue
             ids.append(id)
         }
         let sizes: [Int64] = ids.map { bytes ? Int64($0 % 97) * 3 + 20 : 1 }

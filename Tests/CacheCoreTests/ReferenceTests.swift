@@ -64,9 +64,11 @@ struct ReferenceTests {
                 if let t = loaded[row.trace] { return t }
                 let t: Trace
                 if row.trace.hasPrefix("caffeine-lirs/") {
-                    t = try TraceReader.load(path: ReferenceTests.shared + "/traces/" + row.trace + ".trace.gz", format: .txt)
+                    t = try TraceReader.load(
+                        path: ReferenceTests.shared + "/traces/" + row.trace + ".trace.gz", format: .txt)
                 } else {
-                    t = try TraceReader.load(path: ReferenceTests.shared + "/traces/" + row.trace, format: .oracleGeneral)
+                    t = try TraceReader.load(
+                        path: ReferenceTests.shared + "/traces/" + row.trace, format: .oracleGeneral)
                 }
                 loaded[row.trace] = t
                 return t

@@ -73,9 +73,15 @@ struct TraceTests {
     @Test("reports: CSV columns, a table, and an SVG curve with one line per policy")
     func reports() {
         let results = [
-            SimulationResult(policy: "lru", cacheSize: 10, sizeMode: .objects, requests: 100, misses: 50, requestedBytes: 100, missedBytes: 50, seconds: 0.1),
-            SimulationResult(policy: "lru", cacheSize: 1000, sizeMode: .objects, requests: 100, misses: 20, requestedBytes: 100, missedBytes: 20, seconds: 0.1),
-            SimulationResult(policy: "stream", cacheSize: 10, sizeMode: .objects, requests: 100, misses: 40, requestedBytes: 100, missedBytes: 40, seconds: 0.1),
+            SimulationResult(
+                policy: "lru", cacheSize: 10, sizeMode: .objects, requests: 100, misses: 50, requestedBytes: 100,
+                missedBytes: 50, seconds: 0.1),
+            SimulationResult(
+                policy: "lru", cacheSize: 1000, sizeMode: .objects, requests: 100, misses: 20, requestedBytes: 100,
+                missedBytes: 20, seconds: 0.1),
+            SimulationResult(
+                policy: "stream", cacheSize: 10, sizeMode: .objects, requests: 100, misses: 40, requestedBytes: 100,
+                missedBytes: 40, seconds: 0.1),
         ]
         let csv = Report.csv(results).split(separator: "\n")
         #expect(csv[0] == "policy,cache_size,size_mode,requests,misses,miss_ratio,byte_miss_ratio")

@@ -23,8 +23,7 @@ public final class S3FIFO: PolicyBase, EvictionPolicy {
     let ghostCapacity: Int64
 
     /// Creates an S3-FIFO of `capacity` with the paper's defaults (10 % small, 90 % ghost, threshold 2).
-    public init(capacity: Int64, smallRatio: Double = 0.10, ghostRatio: Double = 0.90, moveToMainThreshold: Int32 = 2)
-    {
+    public init(capacity: Int64, smallRatio: Double = 0.10, ghostRatio: Double = 0.90, moveToMainThreshold: Int32 = 2) {
         self.smallRatio = smallRatio
         self.ghostRatio = ghostRatio
         self.moveToMainThreshold = moveToMainThreshold

@@ -1,0 +1,319 @@
+import StreamModel
+import Synchronization
+
+/// Settings of a ``BlockCache``.
+public struct BlockCacheConfiguration: Sendable {
+    /// The byte budget: block bytes as stored plus `entryOverhead` per block never exceed it.
+    public var capacity: Int64
+    /// The eviction policy, by registry name.
+    public var policy: PolicyKind = .s3fifo
+    /// Overrides of the policy's parameters.
+    public var policyParameters: [String: Double] = [:]
+    /// Independent shards, each with its own lock, policy and a share of the budget. Blocks of one segment
+    /// share a shard, so a policy sees each segment's reads in order.
+    public var shards: Int = 16
+    /// Plain or zstd-compressed residency.
+    public var residency: Residency = .plain
+    /// Bytes of metadata charged per cached block (index entry, policy node, storage header).
+    public var entryOverhead: Int64 = 256
+
+    /// Creates a configuration.
+    public init(capacity: Int64) { self.capacity = capacity }
+}
+
+/// Counters of a ``BlockCache``.
+public struct CacheStats: Sendable, Hashable {
+    /// Lookups that found the block.
+    public var hits: Int = 0
+    /// Lookups that did not.
+    public var misses: Int = 0
+    /// Block bytes served from the cache.
+    public var byteHits: Int64 = 0
+    /// Blocks stored.
+    public var inserts: Int = 0
+    /// Blocks the policy evicted.
+    public var evictions: Int = 0
+    /// Inserts refused (bigger than a shard, or the arena was full).
+    public var rejected: Int = 0
+    /// Loads started by ``BlockCache/getOrLoad(_:load:)``.
+    public var loads: Int = 0
+    /// Requests that joined a load already in progress instead of starting one.
+    public var coalesced: Int = 0
+    /// Blocks resident now.
+    public var entries: Int = 0
+    /// Bytes the resident blocks take in the arena (compressed size when compressed).
+    public var storedBytes: Int64 = 0
+    /// Bytes the resident blocks hold (before compression).
+    public var logicalBytes: Int64 = 0
+
+    /// logical / stored: what compression gains.
+    public var compressionRatio: Double { storedBytes == 0 ? 1 : Double(logicalBytes) / Double(storedBytes) }
+}
+
+/// BlockCache is the node's block cache: blocks of segments, a byte budget, a pluggable ``EvictionPolicy``
+/// (the same objects `eddy sim` drives), and load coalescing.
+///
+/// Thread-safe: the cache is split into shards by segment, each guarded by a `Mutex` held only for the
+/// policy's bookkeeping, the index and the copy into the arena; decompression and copies out happen outside
+/// the lock, on a reference that keeps the bytes alive even if the block is evicted meanwhile.
+public final class BlockCache: Sendable {
+    /// The configuration in use.
+    public let configuration: BlockCacheConfiguration
+    /// The arena the block bytes live in (its budget is ``BlockCacheConfiguration/capacity``).
+    public let arena: BlockArena
+    private let shards: [ShardBox]
+    private let ordinals = Mutex<[SegmentID: UInt32]>([:])
+
+    final class ShardBox: Sendable {
+        let state: Mutex<Shard>
+        init(_ shard: sending Shard) { state = Mutex(shard) }
+    }
+
+    /// Collects the IDs a policy evicts during one call.
+    final class EvictionSink {
+        var ids: [UInt64] = []
+    }
+
+    struct Shard {
+        let policy: any EvictionPolicy
+        let sink: EvictionSink
+        var entries: [UInt64: BlockStorage] = [:]
+        var loads: [UInt64: Load] = [:]
+        var stats = CacheStats()
+    }
+
+    /// Creates a cache.
+    /// - Throws: ``EddyError/Code/invalidArgument`` for a budget or shard count that cannot work.
+    public init(configuration: BlockCacheConfiguration) throws(EddyError) {
+        guard configuration.shards >= 1, configuration.shards <= 4096 else {
+            throw EddyError(.invalidArgument, "shard count \(configuration.shards) is out of range 1...4096")
+        }
+        guard configuration.capacity >= Int64(configuration.shards) * (configuration.entryOverhead + 1) else {
+            throw EddyError(
+                .invalidArgument,
+                "a cache of \(configuration.capacity) bytes is too small for \(configuration.shards) shards")
+        }
+        self.configuration = configuration
+        arena = BlockArena(budget: configuration.capacity)
+        let perShard = configuration.capacity / Int64(configuration.shards)
+        shards = (0..<configuration.shards).map { _ in
+            let sink = EvictionSink()
+            let policy = configuration.policy.make(capacity: perShard, parameters: configuration.policyParameters)
+            policy.evictionHandler = { sink.ids.append($0) }
+            return ShardBox(Shard(policy: policy, sink: sink))
+        }
+    }
+
+    /// The policy key of a block: its segment's ordinal and its index (``BlockKey``).
+    func key(_ block: BlockID) -> BlockKey {
+        let ordinal = ordinals.withLock { map in
+            if let o = map[block.segment] { return o }
+            let o = UInt32(map.count) & BlockKey.maxSegment
+            map[block.segment] = o
+            return o
+        }
+        return BlockKey(segment: ordinal, block: block.index & BlockKey.maxBlock)
+    }
+
+    private func shard(_ key: BlockKey) -> ShardBox {
+        shards[Int((UInt64(key.segment) &* 0x9E37_79B9_7F4A_7C15) >> 40) % shards.count]
+    }
+
+    /// The cached bytes of `block`, or nil on a miss. A hit updates the policy.
+    /// - Throws: ``EddyError/Code/corruptData`` if a compressed block fails to decompress.
+    public func get(_ block: BlockID) throws(EddyError) -> [UInt8]? {
+        let k = key(block)
+        let storage = shard(k).state.withLock { s -> BlockStorage? in
+            guard s.policy.lookup(CacheRequest(id: k.rawValue)), let st = s.entries[k.rawValue] else {
+                s.stats.misses += 1
+                return nil
+            }
+            s.stats.hits += 1
+            s.stats.byteHits += Int64(st.length)
+            return st
+        }
+        return try storage?.bytes()
+    }
+
+    /// Stores `bytes` as the content of `block`. A shorter copy of the block (a tail block that grew) is
+    /// replaced; a longer or equal one is kept. May evict other blocks; may refuse the block.
+    /// - Returns: whether the block is cached now.
+    @discardableResult
+    public func insert(_ block: BlockID, bytes: [UInt8]) -> Bool {
+        let k = key(block)
+        let payload = BlockStorage.prepare(bytes, residency: configuration.residency)
+        return shard(k).state.withLock { s in Self.store(&s, k, payload, self) }
+    }
+
+    private static func store(_ s: inout Shard, _ k: BlockKey, _ payload: BlockStorage.Payload, _ cache: BlockCache)
+        -> Bool
+    {
+        if let existing = s.entries[k.rawValue] {
+            if existing.length >= payload.length { return true }
+            s.policy.remove(k.rawValue)
+            s.entries.removeValue(forKey: k.rawValue)
+            s.stats.entries -= 1
+            s.stats.storedBytes -= Int64(existing.buffer.count)
+            s.stats.logicalBytes -= Int64(existing.length)
+        }
+        // The charge is the stored size (compressed, if it is) plus the per-entry metadata.
+        let before = s.policy.residentCount
+        s.sink.ids.removeAll(keepingCapacity: true)
+        s.policy.admit(
+            CacheRequest(id: k.rawValue, size: Int64(payload.bytes.count) + cache.configuration.entryOverhead))
+        for id in s.sink.ids {
+            if let gone = s.entries.removeValue(forKey: id) {
+                s.stats.evictions += 1
+                s.stats.entries -= 1
+                s.stats.storedBytes -= Int64(gone.buffer.count)
+                s.stats.logicalBytes -= Int64(gone.length)
+            }
+        }
+        let admitted = s.policy.residentCount == before - s.sink.ids.count + 1
+        guard admitted else {
+            s.stats.rejected += 1
+            return false
+        }
+        guard let storage = BlockStorage.make(payload, arena: cache.arena) else {
+            // The arena is full of evicted blocks that readers still hold: give the slot back.
+            s.policy.remove(k.rawValue)
+            s.stats.rejected += 1
+            return false
+        }
+        s.entries[k.rawValue] = storage
+        s.stats.inserts += 1
+        s.stats.entries += 1
+        s.stats.storedBytes += Int64(storage.buffer.count)
+        s.stats.logicalBytes += Int64(storage.length)
+        return true
+    }
+
+    /// Drops `block` from the cache.
+    public func remove(_ block: BlockID) {
+        let k = key(block)
+        shard(k).state.withLock { s in
+            s.policy.remove(k.rawValue)
+            if let gone = s.entries.removeValue(forKey: k.rawValue) {
+                s.stats.entries -= 1
+                s.stats.storedBytes -= Int64(gone.buffer.count)
+                s.stats.logicalBytes -= Int64(gone.length)
+            }
+        }
+    }
+
+    /// Returns `block` from the cache or loads it, once, however many callers miss on it at the same time.
+    ///
+    /// The first caller to miss starts `load` in a task of its own; later callers wait for that load. Every
+    /// waiter gets the bytes or the load's error; a waiter that is cancelled stops waiting (with
+    /// `CancellationError`) without cancelling the load for the others. Loaded bytes are inserted before the
+    /// load is finished, so a request that arrives after the load sees a hit.
+    public func getOrLoad(_ block: BlockID, load: @escaping @Sendable () async throws -> [UInt8]) async throws
+        -> [UInt8]
+    {
+        if let bytes = try get(block) { return bytes }
+        let k = key(block)
+        let box = shard(k)
+        enum Next {
+            case cached(BlockStorage)
+            case wait(Load, start: Bool)
+        }
+        let next = box.state.withLock { s -> Next in
+            if let st = s.entries[k.rawValue] { return .cached(st) }
+            if let running = s.loads[k.rawValue] {
+                s.stats.coalesced += 1
+                return .wait(running, start: false)
+            }
+            let l = Load()
+            s.loads[k.rawValue] = l
+            s.stats.loads += 1
+            return .wait(l, start: true)
+        }
+        switch next {
+        case .cached(let st):
+            return try st.bytes()
+        case .wait(let l, let start):
+            if start {
+                Task {
+                    let result: Result<[UInt8], any Error>
+                    do {
+                        let bytes = try await load()
+                        _ = self.insert(block, bytes: bytes)
+                        result = .success(bytes)
+                    } catch {
+                        result = .failure(error)
+                    }
+                    box.state.withLock { s in _ = s.loads.removeValue(forKey: k.rawValue) }
+                    l.finish(result)
+                }
+            }
+            return try await l.wait()
+        }
+    }
+
+    /// Counters summed over the shards.
+    public var stats: CacheStats {
+        shards.reduce(into: CacheStats()) { total, box in
+            let s = box.state.withLock { $0.stats }
+            total.hits += s.hits
+            total.misses += s.misses
+            total.byteHits += s.byteHits
+            total.inserts += s.inserts
+            total.evictions += s.evictions
+            total.rejected += s.rejected
+            total.loads += s.loads
+            total.coalesced += s.coalesced
+            total.entries += s.entries
+            total.storedBytes += s.storedBytes
+            total.logicalBytes += s.logicalBytes
+        }
+    }
+
+    /// The bytes the policies account for (stored bytes plus per-entry overhead), summed over the shards;
+    /// never above ``BlockCacheConfiguration/capacity``.
+    public var chargedBytes: Int64 {
+        shards.reduce(0) { $0 + $1.state.withLock { $0.policy.occupied } }
+    }
+}
+
+/// Load is one block load in progress and the callers waiting for it.
+final class Load: Sendable {
+    private struct State {
+        var result: Result<[UInt8], any Error>?
+        var waiters: [Int: CheckedContinuation<[UInt8], any Error>] = [:]
+        var nextID = 0
+    }
+
+    private let state = Mutex(State())
+
+    /// Waits for the load; a cancelled waiter gets `CancellationError` and the load goes on.
+    func wait() async throws -> [UInt8] {
+        let id = state.withLock { s in
+            defer { s.nextID += 1 }
+            return s.nextID
+        }
+        return try await withTaskCancellationHandler {
+            try await withCheckedThrowingContinuation { (c: CheckedContinuation<[UInt8], any Error>) in
+                let ready: Result<[UInt8], any Error>? = state.withLock { s in
+                    if let r = s.result { return r }
+                    if Task.isCancelled { return .failure(CancellationError()) }
+                    s.waiters[id] = c
+                    return nil
+                }
+                if let ready { c.resume(with: ready) }
+            }
+        } onCancel: {
+            let c = state.withLock { s in s.waiters.removeValue(forKey: id) }
+            c?.resume(throwing: CancellationError())
+        }
+    }
+
+    /// Completes the load: every waiter gets `result`.
+    func finish(_ result: Result<[UInt8], any Error>) {
+        let waiters = state.withLock { s in
+            s.result = result
+            defer { s.waiters.removeAll() }
+            return Array(s.waiters.values)
+        }
+        for w in waiters { w.resume(with: result) }
+    }
+}
