@@ -70,6 +70,7 @@ public enum Report {
         let maxRatio = min(1.0, (results.map(\.missRatio).max() ?? 1) * 1.05 + 0.01)
         let yTop = (maxRatio * 10).rounded(.up) / 10
         func y(_ ratio: Double) -> Double { top + (1 - ratio / yTop) * plotH }
+        func f(_ v: Double) -> String { String(format: "%.1f", v) }
         var s = """
             <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" \
             font-family="Helvetica, Arial, sans-serif" font-size="13">
@@ -81,13 +82,13 @@ public enum Report {
         let step = yTop <= 0.3 ? 0.05 : 0.1
         var r = 0.0
         while r <= yTop + 1e-9 {
-            let yy = y(r)
+            let yy = f(y(r))
             s += "<line x1=\"\(left)\" y1=\"\(yy)\" x2=\"\(left + plotW)\" y2=\"\(yy)\" stroke=\"#e0e0e0\"/>\n"
-            s += "<text x=\"\(left - 8)\" y=\"\(yy + 4)\" text-anchor=\"end\">\(String(format: "%.2f", r))</text>\n"
+            s += "<text x=\"\(left - 8)\" y=\"\(f(y(r) + 4))\" text-anchor=\"end\">\(String(format: "%.2f", r))</text>\n"
             r += step
         }
         for size in sizes {
-            let xx = x(size)
+            let xx = f(x(size))
             s += "<line x1=\"\(xx)\" y1=\"\(top)\" x2=\"\(xx)\" y2=\"\(top + plotH)\" stroke=\"#f0f0f0\"/>\n"
             s +=
                 "<text x=\"\(xx)\" y=\"\(top + plotH + 18)\" text-anchor=\"middle\">\(humanSize(size, bytes: results.first?.sizeMode == .bytes))</text>\n"
@@ -101,11 +102,11 @@ public enum Report {
         for (i, policy) in policies.enumerated() {
             let color = palette[i % palette.count]
             let points = results.filter { $0.policy == policy }.sorted { $0.cacheSize < $1.cacheSize }
-            let path = points.map { "\(x($0.cacheSize)),\(y($0.missRatio))" }.joined(separator: " ")
+            let path = points.map { "\(f(x($0.cacheSize))),\(f(y($0.missRatio)))" }.joined(separator: " ")
             let dash = i >= palette.count ? " stroke-dasharray=\"6,3\"" : ""
             s += "<polyline points=\"\(path)\" fill=\"none\" stroke=\"\(color)\" stroke-width=\"2\"\(dash)/>\n"
             for p in points {
-                s += "<circle cx=\"\(x(p.cacheSize))\" cy=\"\(y(p.missRatio))\" r=\"3.5\" fill=\"\(color)\"/>\n"
+                s += "<circle cx=\"\(f(x(p.cacheSize)))\" cy=\"\(f(y(p.missRatio)))\" r=\"3.5\" fill=\"\(color)\"/>\n"
             }
             let ly = top + 14 + Double(i) * 22
             let lx = left + plotW + 20

@@ -16,8 +16,9 @@
 ///   cover it: 1 / (scan start rate of the segment x P(start depth >= head - b));
 /// - a block deeper than any scan starts, with no cursor behind it, is never read again.
 /// Eviction samples `sample` history blocks at random (as Redis samples keys) and evicts the one whose next read
-/// is furthest away (a dead block at once); ties go to the least recently read. On traces without segment
-/// structure it degrades to random sampling among blocks with no predicted reuse.
+/// is furthest away (a dead block at once); the least recently read history block and the least recently read
+/// tail blocks are always among the candidates. When fewer than half of the reads fit the model (tail reads and
+/// scan steps), the trace is not a stream workload and history is evicted in LRU order.
 public final class StreamAware: PolicyBase, EvictionPolicy {
     static let tail = 0
     static let history = 1
@@ -55,6 +56,10 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
     private var depthTail = [Double](repeating: 0.5, count: 2048)
     private var startsSinceRefresh = 0
     private var totalStarts: Double = 0
+    /// Reads that fit the stream model (tail reads and scan steps) and all reads, halved each period: when
+    /// few reads fit, the workload is not a stream workload and eviction falls back to LRU.
+    private var structuredReads: Double = 0
+    private var allReads: Double = 0
 
     /// Creates the policy; the defaults suit 1 MiB blocks.
     public init(
@@ -91,8 +96,13 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
             demoteAgedTail(segment: key.segment, from: m.head, to: b)
             m.head = b
         }
-        if b + tailWindow >= m.head { m.tailReads += 1 }
+        allReads += 1
+        if b + tailWindow >= m.head {
+            m.tailReads += 1
+            structuredReads += 1
+        }
         if let i = m.cursors.firstIndex(where: { $0 + 1 == b || $0 == b }) {
+            if b + tailWindow < m.head { structuredReads += 1 }
             if m.cursors[i] + 1 == b {
                 stepInterval = 0.99 * stepInterval + 0.01 * Double(clock - m.lastMoved[i])
             }
@@ -163,6 +173,8 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
         }
         for i in depthCounts.indices { depthCounts[i] /= 2 }
         totalStarts /= 2
+        structuredReads /= 2
+        allReads /= 2
         refreshDepthTail()
     }
 
@@ -225,6 +237,13 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
         for _ in 0..<4 where t != NodeStore.none {
             consider(t)
             t = nodes.prev[Int(t)]
+        }
+        if nodes.count[Self.history] > 0 && structuredReads < 0.5 * allReads {
+            // Not a stream workload: plain LRU over the history list.
+            let n = nodes.tail[Self.history]
+            nodes.unlink(n)
+            dropResident(n)
+            return
         }
         if nodes.count[Self.history] > 0 {
             consider(nodes.tail[Self.history])
