@@ -53,8 +53,8 @@ public struct CacheStats: Sendable, Hashable {
 /// BlockCache is the node's block cache: blocks of segments, a byte budget, a pluggable ``EvictionPolicy``
 /// (the same objects `eddy sim` drives), and load coalescing.
 ///
-/// Thread-safe: the cache is split into shards by segment, each guarded by a `Mutex` held only for the
-/// policy's bookkeeping, the index and the copy into the arena; decompression and copies out happen outside
+/// Thread-safe: the cache is split into shards by segment (each with its own segment ordinals), each guarded by
+/// a `Mutex` held only for the policy's bookkeeping, the index and the copy into the arena; decompression and copies out happen outside
 /// the lock, on a reference that keeps the bytes alive even if the block is evicted meanwhile.
 public final class BlockCache: Sendable {
     /// The configuration in use.
@@ -62,7 +62,6 @@ public final class BlockCache: Sendable {
     /// The arena the block bytes live in (its budget is ``BlockCacheConfiguration/capacity``).
     public let arena: BlockArena
     private let shards: [ShardBox]
-    private let ordinals = Mutex<[SegmentID: UInt32]>([:])
 
     final class ShardBox: Sendable {
         let state: Mutex<Shard>
@@ -80,6 +79,20 @@ public final class BlockCache: Sendable {
         var entries: [UInt64: BlockStorage] = [:]
         var loads: [UInt64: Load] = [:]
         var stats = CacheStats()
+        /// Small numbers for this shard's segments, so a block's policy key fits 64 bits (``BlockKey``).
+        var ordinals: [SegmentID: UInt32] = [:]
+
+        /// The policy key of a block of this shard.
+        mutating func key(_ block: BlockID) -> UInt64 {
+            let ordinal: UInt32
+            if let o = ordinals[block.segment] {
+                ordinal = o
+            } else {
+                ordinal = UInt32(ordinals.count) & BlockKey.maxSegment
+                ordinals[block.segment] = ordinal
+            }
+            return BlockKey(segment: ordinal, block: block.index & BlockKey.maxBlock).rawValue
+        }
     }
 
     /// Creates a cache.
@@ -104,27 +117,17 @@ public final class BlockCache: Sendable {
         }
     }
 
-    /// The policy key of a block: its segment's ordinal and its index (``BlockKey``).
-    func key(_ block: BlockID) -> BlockKey {
-        let ordinal = ordinals.withLock { map in
-            if let o = map[block.segment] { return o }
-            let o = UInt32(map.count) & BlockKey.maxSegment
-            map[block.segment] = o
-            return o
-        }
-        return BlockKey(segment: ordinal, block: block.index & BlockKey.maxBlock)
-    }
-
-    private func shard(_ key: BlockKey) -> ShardBox {
-        shards[Int((UInt64(key.segment) &* 0x9E37_79B9_7F4A_7C15) >> 40) % shards.count]
+    /// The shard of a block: by segment, so one policy sees each segment's reads in order.
+    private func shard(_ block: BlockID) -> ShardBox {
+        shards[Int(UInt(bitPattern: block.segment.hashValue) % UInt(shards.count))]
     }
 
     /// The cached bytes of `block`, or nil on a miss. A hit updates the policy.
     /// - Throws: ``EddyError/Code/corruptData`` if a compressed block fails to decompress.
     public func get(_ block: BlockID) throws(EddyError) -> [UInt8]? {
-        let k = key(block)
-        let storage = shard(k).state.withLock { s -> BlockStorage? in
-            guard s.policy.lookup(CacheRequest(id: k.rawValue)), let st = s.entries[k.rawValue] else {
+        let storage = shard(block).state.withLock { s -> BlockStorage? in
+            let k = s.key(block)
+            guard s.policy.lookup(CacheRequest(id: k)), let st = s.entries[k] else {
                 s.stats.misses += 1
                 return nil
             }
@@ -140,18 +143,20 @@ public final class BlockCache: Sendable {
     /// - Returns: whether the block is cached now.
     @discardableResult
     public func insert(_ block: BlockID, bytes: [UInt8]) -> Bool {
-        let k = key(block)
         let payload = BlockStorage.prepare(bytes, residency: configuration.residency)
-        return shard(k).state.withLock { s in Self.store(&s, k, payload, self) }
+        return shard(block).state.withLock { s in
+            let k = s.key(block)
+            return Self.store(&s, k, payload, self)
+        }
     }
 
-    private static func store(_ s: inout Shard, _ k: BlockKey, _ payload: BlockStorage.Payload, _ cache: BlockCache)
+    private static func store(_ s: inout Shard, _ k: UInt64, _ payload: BlockStorage.Payload, _ cache: BlockCache)
         -> Bool
     {
-        if let existing = s.entries[k.rawValue] {
+        if let existing = s.entries[k] {
             if existing.length >= payload.length { return true }
-            s.policy.remove(k.rawValue)
-            s.entries.removeValue(forKey: k.rawValue)
+            s.policy.remove(k)
+            s.entries.removeValue(forKey: k)
             s.stats.entries -= 1
             s.stats.storedBytes -= Int64(existing.buffer.count)
             s.stats.logicalBytes -= Int64(existing.length)
@@ -160,7 +165,7 @@ public final class BlockCache: Sendable {
         let before = s.policy.residentCount
         s.sink.ids.removeAll(keepingCapacity: true)
         s.policy.admit(
-            CacheRequest(id: k.rawValue, size: Int64(payload.bytes.count) + cache.configuration.entryOverhead))
+            CacheRequest(id: k, size: Int64(payload.bytes.count) + cache.configuration.entryOverhead))
         for id in s.sink.ids {
             if let gone = s.entries.removeValue(forKey: id) {
                 s.stats.evictions += 1
@@ -176,11 +181,11 @@ public final class BlockCache: Sendable {
         }
         guard let storage = BlockStorage.make(payload, arena: cache.arena) else {
             // The arena is full of evicted blocks that readers still hold: give the slot back.
-            s.policy.remove(k.rawValue)
+            s.policy.remove(k)
             s.stats.rejected += 1
             return false
         }
-        s.entries[k.rawValue] = storage
+        s.entries[k] = storage
         s.stats.inserts += 1
         s.stats.entries += 1
         s.stats.storedBytes += Int64(storage.buffer.count)
@@ -190,10 +195,10 @@ public final class BlockCache: Sendable {
 
     /// Drops `block` from the cache.
     public func remove(_ block: BlockID) {
-        let k = key(block)
-        shard(k).state.withLock { s in
-            s.policy.remove(k.rawValue)
-            if let gone = s.entries.removeValue(forKey: k.rawValue) {
+        shard(block).state.withLock { s in
+            let k = s.key(block)
+            s.policy.remove(k)
+            if let gone = s.entries.removeValue(forKey: k) {
                 s.stats.entries -= 1
                 s.stats.storedBytes -= Int64(gone.buffer.count)
                 s.stats.logicalBytes -= Int64(gone.length)
@@ -211,22 +216,22 @@ public final class BlockCache: Sendable {
         -> [UInt8]
     {
         if let bytes = try get(block) { return bytes }
-        let k = key(block)
-        let box = shard(k)
+        let box = shard(block)
         enum Next {
             case cached(BlockStorage)
             case wait(Load, start: Bool)
         }
-        let next = box.state.withLock { s -> Next in
-            if let st = s.entries[k.rawValue] { return .cached(st) }
-            if let running = s.loads[k.rawValue] {
+        let (k, next) = box.state.withLock { s -> (UInt64, Next) in
+            let k = s.key(block)
+            if let st = s.entries[k] { return (k, .cached(st)) }
+            if let running = s.loads[k] {
                 s.stats.coalesced += 1
-                return .wait(running, start: false)
+                return (k, .wait(running, start: false))
             }
             let l = Load()
-            s.loads[k.rawValue] = l
+            s.loads[k] = l
             s.stats.loads += 1
-            return .wait(l, start: true)
+            return (k, .wait(l, start: true))
         }
         switch next {
         case .cached(let st):
@@ -242,7 +247,7 @@ public final class BlockCache: Sendable {
                     } catch {
                         result = .failure(error)
                     }
-                    box.state.withLock { s in _ = s.loads.removeValue(forKey: k.rawValue) }
+                    box.state.withLock { s in _ = s.loads.removeValue(forKey: k) }
                     l.finish(result)
                 }
             }
