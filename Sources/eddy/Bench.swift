@@ -7,7 +7,8 @@ import Synchronization
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Benchmarks against a running store.", subcommands: [BenchAppend.self])
+        abstract: "Benchmarks: the store over the network, the block cache in process.",
+        subcommands: [BenchAppend.self, BenchCache.self])
 }
 
 struct BenchAppend: AsyncParsableCommand {
