@@ -84,7 +84,8 @@ public enum Report {
         while r <= yTop + 1e-9 {
             let yy = f(y(r))
             s += "<line x1=\"\(left)\" y1=\"\(yy)\" x2=\"\(left + plotW)\" y2=\"\(yy)\" stroke=\"#e0e0e0\"/>\n"
-            s += "<text x=\"\(left - 8)\" y=\"\(f(y(r) + 4))\" text-anchor=\"end\">\(String(format: "%.2f", r))</text>\n"
+            s +=
+                "<text x=\"\(left - 8)\" y=\"\(f(y(r) + 4))\" text-anchor=\"end\">\(String(format: "%.2f", r))</text>\n"
             r += step
         }
         for size in sizes {

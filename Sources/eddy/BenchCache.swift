@@ -49,9 +49,17 @@ struct BenchCache: AsyncParsableCommand {
             }
             let fillSeconds = BenchAppend.seconds(ContinuousClock.now - fillStart)
             let filled = cache.stats
-            print("\(configuration.residency == .plain ? "plain" : "zstd level \(level)") residency, \(configuration.policy.rawValue), budget \(capacityMib) MiB, \(blockKib) KiB blocks")
-            print(String(format: "  filled %d of %d blocks in %.2f s (%.0f MB/s in)", filled.entries, blocks, fillSeconds, Double(blocks * blockSize) / fillSeconds / 1e6))
-            print(String(format: "  compression ratio %.2f (%lld logical bytes in %lld stored)", filled.compressionRatio, filled.logicalBytes, filled.storedBytes))
+            print(
+                "\(configuration.residency == .plain ? "plain" : "zstd level \(level)") residency, \(configuration.policy.rawValue), budget \(capacityMib) MiB, \(blockKib) KiB blocks"
+            )
+            print(
+                String(
+                    format: "  filled %d of %d blocks in %.2f s (%.0f MB/s in)", filled.entries, blocks, fillSeconds,
+                    Double(blocks * blockSize) / fillSeconds / 1e6))
+            print(
+                String(
+                    format: "  compression ratio %.2f (%lld logical bytes in %lld stored)", filled.compressionRatio,
+                    filled.logicalBytes, filled.storedBytes))
 
             let gets = Atomic<Int>(0)
             let bytes = Atomic<Int>(0)
@@ -64,7 +72,8 @@ struct BenchCache: AsyncParsableCommand {
                 while ContinuousClock.now < deadline {
                     for _ in 0..<64 {
                         let i = Int(r.next() % UInt64(blockCount))
-                        let block = BlockID(segment: SegmentID(stream: stream, number: UInt32(i % 64)), index: UInt64(i))
+                        let block = BlockID(
+                            segment: SegmentID(stream: stream, number: UInt32(i % 64)), index: UInt64(i))
                         if let b = try? cache.get(block) { served += b.count }
                         n += 1
                     }
@@ -74,7 +83,11 @@ struct BenchCache: AsyncParsableCommand {
             }
             let s = cache.stats
             let total = gets.load(ordering: .relaxed)
-            print(String(format: "  %d threads: %.0f gets/s, %.2f GB/s served, hit ratio %.3f", threads, Double(total) / seconds, Double(bytes.load(ordering: .relaxed)) / seconds / 1e9, Double(s.hits) / Double(max(1, s.hits + s.misses))))
+            print(
+                String(
+                    format: "  %d threads: %.0f gets/s, %.2f GB/s served, hit ratio %.3f", threads,
+                    Double(total) / seconds, Double(bytes.load(ordering: .relaxed)) / seconds / 1e9,
+                    Double(s.hits) / Double(max(1, s.hits + s.misses))))
         }
     }
 
@@ -87,8 +100,10 @@ struct BenchCache: AsyncParsableCommand {
         while out.count < size {
             t += Int64(rng.next() % 5000)
             let user = rng.next() % 100_000
-            let payload = "{\"type\":\"\(kinds[Int(rng.next() % 5)])\",\"user\":\(user),\"session\":\"\(String(rng.next(), radix: 36))\",\"amount\":\(rng.next() % 100000 / 100).\(rng.next() % 100),\"items\":\(rng.next() % 9 + 1),\"region\":\"eu-west-\(rng.next() % 3 + 1)\"}"
-            try EventFrame.encode(Event(routingKey: "user-\(user)", timestamp: t, payload: Array(payload.utf8)), into: &out)
+            let payload =
+                "{\"type\":\"\(kinds[Int(rng.next() % 5)])\",\"user\":\(user),\"session\":\"\(String(rng.next(), radix: 36))\",\"amount\":\(rng.next() % 100000 / 100).\(rng.next() % 100),\"items\":\(rng.next() % 9 + 1),\"region\":\"eu-west-\(rng.next() % 3 + 1)\"}"
+            try EventFrame.encode(
+                Event(routingKey: "user-\(user)", timestamp: t, payload: Array(payload.utf8)), into: &out)
         }
         return Array(out.prefix(size))
     }

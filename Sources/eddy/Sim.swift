@@ -132,7 +132,22 @@ struct Sim: AsyncParsableCommand {
                 next += 1
                 group.addTask {
                     let policy = kind.make(capacity: capacity, parameters: parameters)
-                    return (i, Simulator.run(t, policy: policy, label: label, mode: mode, nextAccess: nextAccess))
+                    // Long traces report progress every 10M requests.
+                    var reported = 0
+                    let progress: ((Int) -> Void)? =
+                        t.count < 10_000_000
+                        ? nil
+                        : { done in
+                            guard done / 10_000_000 > reported else { return }
+                            reported = done / 10_000_000
+                            FileHandle.standardError.write(
+                                Data("  \(label) @ \(capacity): \(done) of \(t.count) requests\n".utf8))
+                        }
+                    return (
+                        i,
+                        Simulator.run(
+                            t, policy: policy, label: label, mode: mode, nextAccess: nextAccess, progress: progress)
+                    )
                 }
             }
             while next < min(limit, jobs.count) { launch() }
