@@ -36,9 +36,7 @@ public final class ARC: PolicyBase, EvictionPolicy {
                 p = max(p - max(b1 / b2, 1), 0)  // case III: shrink it
             }
             ghost = l
-            nodes.unlink(n)
-            index.remove(request.id)
-            nodes.free(n)
+            dropGhost(n)
         }
         guard request.size <= capacity else { return }
         while used + request.size > capacity {
@@ -68,10 +66,7 @@ public final class ARC: PolicyBase, EvictionPolicy {
 
     private func dropGhostTail(_ l: Int) {
         let g = nodes.tail[l]
-        guard g != NodeStore.none else { return }
-        nodes.unlink(g)
-        index.remove(nodes.id[Int(g)])
-        nodes.free(g)
+        if g != NodeStore.none { dropGhost(g) }
     }
 
     /// Case IV of the paper: a miss in all four lists.
@@ -150,9 +145,7 @@ public final class TwoQ: PolicyBase, EvictionPolicy {
     public func admit(_ request: CacheRequest) {
         var ghostHit = false
         if let n = index.get(request.id) {
-            nodes.unlink(n)
-            index.remove(request.id)
-            nodes.free(n)
+            dropGhost(n)
             ghostHit = true
         }
         guard request.size <= inCapacity, request.size <= capacity else { return }
@@ -189,12 +182,7 @@ public final class TwoQ: PolicyBase, EvictionPolicy {
 
     private func remember(_ id: UInt64, _ size: Int64) {
         guard size <= outCapacity else { return }
-        while nodes.bytes[Self.a1out] + size > outCapacity {
-            let old = nodes.tail[Self.a1out]
-            nodes.unlink(old)
-            index.remove(nodes.id[Int(old)])
-            nodes.free(old)
-        }
+        while nodes.bytes[Self.a1out] + size > outCapacity { dropGhost(nodes.tail[Self.a1out]) }
         let n = nodes.allocate(id: id, size: size)
         index.set(id, n)
         nodes.pushHead(n, Self.a1out)

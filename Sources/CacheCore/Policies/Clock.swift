@@ -37,12 +37,7 @@ public final class Clock: PolicyBase, EvictionPolicy {
         nodes.pushHead(newResident(request), 0)
     }
 
-    public func remove(_ id: UInt64) -> Bool {
-        guard let n = index.get(id) else { return false }
-        nodes.unlink(n)
-        dropResident(n, report: false)
-        return true
-    }
+    public func remove(_ id: UInt64) -> Bool { removeResident(id) }
 }
 
 /// SIEVE: FIFO order, one visited bit, and a hand that keeps its place.

@@ -89,6 +89,33 @@ open class PolicyBase {
         return n
     }
 
+    /// The `remove` of policies whose resident objects sit on one list each, with no ghosts.
+    func removeResident(_ id: UInt64) -> Bool {
+        guard let n = index.get(id) else { return false }
+        nodes.unlink(n)
+        dropResident(n, report: false)
+        return true
+    }
+
+    /// Evicts the oldest object of list 0 until `request` fits, then puts it at the head of list 0: the whole
+    /// `admit` of LRU and FIFO.
+    func admitAtHead(_ request: CacheRequest) {
+        guard request.size <= capacity else { return }
+        while used + request.size > capacity {
+            let victim = nodes.tail[0]
+            nodes.unlink(victim)
+            dropResident(victim)
+        }
+        nodes.pushHead(newResident(request), 0)
+    }
+
+    /// Forgets ghost node `n`: off its list, out of the index, freed.
+    func dropGhost(_ n: Int32) {
+        nodes.unlink(n)
+        index.remove(nodes.id[Int(n)])
+        nodes.free(n)
+    }
+
     /// Forgets resident node `n` (already off its list) and reports its eviction.
     @inline(__always)
     func dropResident(_ n: Int32, report: Bool = true) {

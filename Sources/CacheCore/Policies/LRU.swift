@@ -12,22 +12,9 @@ public final class LRU: PolicyBase, EvictionPolicy {
         return true
     }
 
-    public func admit(_ request: CacheRequest) {
-        guard request.size <= capacity else { return }
-        while used + request.size > capacity {
-            let victim = nodes.tail[0]
-            nodes.unlink(victim)
-            dropResident(victim)
-        }
-        nodes.pushHead(newResident(request), 0)
-    }
+    public func admit(_ request: CacheRequest) { admitAtHead(request) }
 
-    public func remove(_ id: UInt64) -> Bool {
-        guard let n = index.get(id) else { return false }
-        nodes.unlink(n)
-        dropResident(n, report: false)
-        return true
-    }
+    public func remove(_ id: UInt64) -> Bool { removeResident(id) }
 }
 
 /// FIFO: evict the object that entered first; hits change nothing.
@@ -40,20 +27,7 @@ public final class FIFO: PolicyBase, EvictionPolicy {
 
     public func lookup(_ request: CacheRequest) -> Bool { index.get(request.id) != nil }
 
-    public func admit(_ request: CacheRequest) {
-        guard request.size <= capacity else { return }
-        while used + request.size > capacity {
-            let victim = nodes.tail[0]
-            nodes.unlink(victim)
-            dropResident(victim)
-        }
-        nodes.pushHead(newResident(request), 0)
-    }
+    public func admit(_ request: CacheRequest) { admitAtHead(request) }
 
-    public func remove(_ id: UInt64) -> Bool {
-        guard let n = index.get(id) else { return false }
-        nodes.unlink(n)
-        dropResident(n, report: false)
-        return true
-    }
+    public func remove(_ id: UInt64) -> Bool { removeResident(id) }
 }

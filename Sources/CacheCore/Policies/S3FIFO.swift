@@ -44,9 +44,7 @@ public final class S3FIFO: PolicyBase, EvictionPolicy {
     public func admit(_ request: CacheRequest) {
         var ghostHit = false
         if let n = index.get(request.id) {  // a miss that is in the index is a ghost entry
-            nodes.unlink(n)
-            index.remove(request.id)
-            nodes.free(n)
+            dropGhost(n)
             ghostHit = true
         }
         guard request.size <= smallCapacity, request.size <= capacity else { return }
@@ -98,12 +96,7 @@ public final class S3FIFO: PolicyBase, EvictionPolicy {
 
     private func addGhost(_ id: UInt64, _ size: Int64) {
         guard size <= ghostCapacity else { return }
-        while nodes.bytes[Self.ghost] + size > ghostCapacity {
-            let old = nodes.tail[Self.ghost]
-            nodes.unlink(old)
-            index.remove(nodes.id[Int(old)])
-            nodes.free(old)
-        }
+        while nodes.bytes[Self.ghost] + size > ghostCapacity { dropGhost(nodes.tail[Self.ghost]) }
         let n = nodes.allocate(id: id, size: size)
         index.set(id, n)
         nodes.pushHead(n, Self.ghost)

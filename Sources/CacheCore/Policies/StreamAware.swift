@@ -262,12 +262,7 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
         dropResident(victim)
     }
 
-    public func remove(_ id: UInt64) -> Bool {
-        guard let n = index.get(id) else { return false }
-        nodes.unlink(n)
-        dropResident(n, report: false)
-        return true
-    }
+    public func remove(_ id: UInt64) -> Bool { removeResident(id) }
 }
 
 /// SplitMix64, for the policy's sampling (deterministic, so simulations repeat exactly).
