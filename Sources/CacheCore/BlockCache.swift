@@ -118,8 +118,12 @@ public final class BlockCache: Sendable {
     }
 
     /// The shard of a block: by segment, so one policy sees each segment's reads in order.
+    /// A stable hash (FNV-1a of the stream name, mixed with the segment number), so shard placement is the same
+    /// in every run.
     private func shard(_ block: BlockID) -> ShardBox {
-        shards[Int(UInt(bitPattern: block.segment.hashValue) % UInt(shards.count))]
+        let h = (RoutingKey.fnv1a64(block.segment.stream.description) ^ UInt64(block.segment.number))
+            &* 0x9E37_79B9_7F4A_7C15
+        return shards[Int((h >> 32) % UInt64(shards.count))]
     }
 
     /// The cached bytes of `block`, or nil on a miss. A hit updates the policy.
