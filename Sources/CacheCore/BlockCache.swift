@@ -121,7 +121,8 @@ public final class BlockCache: Sendable {
     /// A stable hash (FNV-1a of the stream name, mixed with the segment number), so shard placement is the same
     /// in every run.
     private func shard(_ block: BlockID) -> ShardBox {
-        let h = (RoutingKey.fnv1a64(block.segment.stream.description) ^ UInt64(block.segment.number))
+        let h =
+            (RoutingKey.fnv1a64(block.segment.stream.description) ^ UInt64(block.segment.number))
             &* 0x9E37_79B9_7F4A_7C15
         return shards[Int((h >> 32) % UInt64(shards.count))]
     }
