@@ -37,7 +37,8 @@ let benchmarks: @Sendable () -> Void = {
 
     // The block cache from two threads at once, per policy: 4 KiB blocks, about 90 % hits.
     for kind in [PolicyKind.lru, .clock, .sieve, .s3fifo, .arc, .stream] {
-        Benchmark("BlockCache get, 2 threads, \(kind.rawValue)", configuration: .init(scalingFactor: .kilo)) { benchmark in
+        Benchmark("BlockCache get, 2 threads, \(kind.rawValue)", configuration: .init(scalingFactor: .kilo)) {
+            benchmark in
             var configuration = BlockCacheConfiguration(capacity: 64 << 20)
             configuration.policy = kind
             let cache = try BlockCache(configuration: configuration)
