@@ -109,6 +109,16 @@ open class PolicyBase {
         nodes.pushHead(newResident(request), 0)
     }
 
+    /// Remembers an evicted object's ID at the head of ghost list `l`, a FIFO bounded to `limit` (its oldest
+    /// entries go first); an object larger than the limit is not remembered.
+    func rememberGhost(_ id: UInt64, size: Int64, list l: Int, limit: Int64) {
+        guard size <= limit else { return }
+        while nodes.bytes[l] + size > limit { dropGhost(nodes.tail[l]) }
+        let n = nodes.allocate(id: id, size: size)
+        index.set(id, n)
+        nodes.pushHead(n, l)
+    }
+
     /// Forgets ghost node `n`: off its list, out of the index, freed.
     func dropGhost(_ n: Int32) {
         nodes.unlink(n)

@@ -73,7 +73,7 @@ public final class S3FIFO: PolicyBase, EvictionPolicy {
                 let id = nodes.id[Int(n)]
                 let size = nodes.size[Int(n)]
                 dropResident(n)
-                addGhost(id, size)
+                rememberGhost(id, size: size, list: Self.ghost, limit: ghostCapacity)
                 return
             }
         }
@@ -92,14 +92,6 @@ public final class S3FIFO: PolicyBase, EvictionPolicy {
                 return
             }
         }
-    }
-
-    private func addGhost(_ id: UInt64, _ size: Int64) {
-        guard size <= ghostCapacity else { return }
-        while nodes.bytes[Self.ghost] + size > ghostCapacity { dropGhost(nodes.tail[Self.ghost]) }
-        let n = nodes.allocate(id: id, size: size)
-        index.set(id, n)
-        nodes.pushHead(n, Self.ghost)
     }
 
     public func remove(_ id: UInt64) -> Bool {

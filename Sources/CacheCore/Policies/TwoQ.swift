@@ -61,7 +61,7 @@ public final class TwoQ: PolicyBase, EvictionPolicy {
             let size = nodes.size[Int(n)]
             nodes.unlink(n)
             dropResident(n)
-            remember(id, size)
+            rememberGhost(id, size: size, list: Self.a1out, limit: outCapacity)
         } else {
             evictMain()
         }
@@ -72,14 +72,6 @@ public final class TwoQ: PolicyBase, EvictionPolicy {
         guard n != NodeStore.none else { return }
         nodes.unlink(n)
         dropResident(n)
-    }
-
-    private func remember(_ id: UInt64, _ size: Int64) {
-        guard size <= outCapacity else { return }
-        while nodes.bytes[Self.a1out] + size > outCapacity { dropGhost(nodes.tail[Self.a1out]) }
-        let n = nodes.allocate(id: id, size: size)
-        index.set(id, n)
-        nodes.pushHead(n, Self.a1out)
     }
 
     public func remove(_ id: UInt64) -> Bool {
