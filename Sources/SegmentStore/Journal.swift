@@ -125,7 +125,8 @@ enum JournalScanner {
             var at = JournalFiles.headerSize
             var next = expectedLSN
             while at < b.count {
-                switch JournalRecord.decode(b, at: at) {
+                let decoded = JournalRecord.decode(b, at: at)
+                switch decoded {
                 case .record(let record, let lsn, let size):
                     guard lsn == next else {
                         throw EddyError(
@@ -135,12 +136,8 @@ enum JournalScanner {
                     next += 1
                     at += size
                 case .incomplete, .corrupt:
-                    let why: String
-                    if case .corrupt(let text) = JournalRecord.decode(b, at: at) {
-                        why = text
-                    } else {
-                        why = "cut short"
-                    }
+                    var why = "cut short"
+                    if case .corrupt(let text) = decoded { why = text }
                     if isLast, !hasValidRecord(b, after: at, lsnAbove: next) {
                         return Scan(records: records, validLength: at, tornBytes: b.count - at)
                     }

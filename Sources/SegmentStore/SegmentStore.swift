@@ -310,8 +310,7 @@ public final class SegmentStore: Sendable {
             completion(Result { () throws(EddyError) in try read(segment, from: offset, maxBytes: maxBytes) })
         }
         guard let id = core.addWaiter(segment, offset: offset, wake: retry) else { return retry() }
-        let nanoseconds = wait.components.seconds * 1_000_000_000 + wait.components.attoseconds / 1_000_000_000
-        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(nanoseconds))) { [core] in
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(Int(wait.inSeconds * 1e9))) { [core] in
             if core.removeWaiter(segment, id: id) { retry() }
         }
     }

@@ -129,7 +129,7 @@ public final class StoreClient: Sendable {
     public func read(_ segment: SegmentID, from offset: UInt64, maxBytes: Int = 1 << 20, wait: Duration = .zero)
         async throws(EddyError) -> (info: SegmentInfo, data: ByteBuffer)
     {
-        let ms = UInt32(clamping: wait.components.seconds * 1000 + wait.components.attoseconds / 1_000_000_000_000_000)
+        let ms = UInt32(clamping: Int64(wait.inSeconds * 1000))
         let r = try await send(
             .read(segment: segment, offset: offset, maxBytes: UInt32(clamping: maxBytes), waitMilliseconds: ms))
         guard case .readResult(_, let info, let data) = r else { throw unexpected(r, for: "read") }

@@ -2,25 +2,6 @@ import CacheCore
 import Foundation
 import StreamModel
 
-/// SplitMix64: a small, fast, seedable generator, so generated traces are the same on every machine.
-public struct SeededRandom: RandomNumberGenerator, Sendable {
-    private var state: UInt64
-
-    /// Creates a generator from a seed.
-    public init(seed: UInt64) { state = seed }
-
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    /// A uniform double in [0, 1).
-    public mutating func unit() -> Double { Double(next() >> 11) * 0x1p-53 }
-}
-
 /// ZipfSampler draws ranks 0..<n with probability proportional to 1 / (rank + 1)^alpha (inverse CDF table).
 public struct ZipfSampler: Sendable {
     private let cdf: [Double]

@@ -82,6 +82,6 @@ public enum Simulator {
         return SimulationResult(
             policy: label, cacheSize: policy.capacity, sizeMode: mode, requests: trace.count, misses: misses,
             requestedBytes: requested, missedBytes: missed,
-            seconds: Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            seconds: elapsed.inSeconds)
     }
 }

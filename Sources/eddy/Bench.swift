@@ -61,7 +61,7 @@ struct BenchAppend: AsyncParsableCommand {
                 while !Task.isCancelled {
                     try await Task.sleep(for: .seconds(1))
                     let n = done.value.load(ordering: .relaxed) * batch
-                    let seconds = Self.seconds(ContinuousClock.now - start)
+                    let seconds = (ContinuousClock.now - start).inSeconds
                     FileHandle.standardError.write(
                         Data("... \(n) events, \(Int(Double(n) / seconds)) events/s\n".utf8))
                 }
@@ -75,7 +75,7 @@ struct BenchAppend: AsyncParsableCommand {
                             while issued.value.add(1, ordering: .relaxed).oldValue < requests {
                                 let t0 = ContinuousClock.now
                                 _ = try await clients[w].append(segment, frames: batchBuffer)
-                                mine.append(Self.seconds(ContinuousClock.now - t0))
+                                mine.append((ContinuousClock.now - t0).inSeconds)
                                 done.value.add(1, ordering: .relaxed)
                             }
                             return mine
@@ -86,7 +86,7 @@ struct BenchAppend: AsyncParsableCommand {
                 for try await part in group { all += part }
                 return all.sorted()
             }
-            let elapsed = Self.seconds(ContinuousClock.now - start)
+            let elapsed = (ContinuousClock.now - start).inSeconds
             progress.cancel()
             for c in clients { await c.close() }
             if !keep { try await admin.deleteStream(name) }
@@ -111,9 +111,6 @@ struct BenchAppend: AsyncParsableCommand {
         }
     }
 
-    static func seconds(_ d: Duration) -> Double {
-        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-    }
 }
 
 /// A shared counter for tasks.

@@ -47,7 +47,7 @@ struct BenchCache: AsyncParsableCommand {
                 let block = BlockID(segment: SegmentID(stream: stream, number: UInt32(i % 64)), index: UInt64(i))
                 cache.insert(block, bytes: samples[i % samples.count])
             }
-            let fillSeconds = BenchAppend.seconds(ContinuousClock.now - fillStart)
+            let fillSeconds = (ContinuousClock.now - fillStart).inSeconds
             let filled = cache.stats
             print(
                 "\(configuration.residency == .plain ? "plain" : "zstd level \(level)") residency, \(configuration.policy.rawValue), budget \(capacityMib) MiB, \(blockKib) KiB blocks"

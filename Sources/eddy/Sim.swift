@@ -165,7 +165,7 @@ struct Sim: AsyncParsableCommand {
         let ordered = (0..<jobs.count).compactMap { results[$0] }
         print(Report.table(ordered), terminator: "")
         let elapsed = ContinuousClock.now - started
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let seconds = elapsed.inSeconds
         let total = ordered.reduce(0) { $0 + $1.requests }
         print(
             String(

@@ -16,17 +16,10 @@ final class CountingSketch {
 
     @inline(__always)
     private func positions(_ id: UInt64, _ body: (Int) -> Void) {
-        let a = UInt32(truncatingIfNeeded: mix(id &+ 0x9E37_79B9_7F4A_7C15))
-        let b = UInt32(truncatingIfNeeded: mix(id &+ 0xC2B2_AE3D_27D4_EB4F))
+        let a = UInt32(truncatingIfNeeded: SeededRandom.mix(id &+ 0x9E37_79B9_7F4A_7C15))
+        let b = UInt32(truncatingIfNeeded: SeededRandom.mix(id &+ 0xC2B2_AE3D_27D4_EB4F))
         let n = UInt32(counters.count)
         for i in 0..<UInt32(hashes) { body(Int((a &+ i &* b) % n)) }
-    }
-
-    private func mix(_ x: UInt64) -> UInt64 {
-        var z = x
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 
     func add(_ id: UInt64) {

@@ -46,7 +46,7 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
 
     private var segments: [UInt32: SegmentModel] = [:]
     private var clock: Int64 = 0
-    private var random = SplitMix(seed: 0x5EED)
+    private var random = SeededRandom(seed: 0x5EED)
     private var periodStart: Int64 = 0
     /// Mean requests between two moves of one cursor (exponential average).
     private var stepInterval: Double = 100
@@ -263,19 +263,4 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
     }
 
     public func remove(_ id: UInt64) -> Bool { removeResident(id) }
-}
-
-/// SplitMix64, for the policy's sampling (deterministic, so simulations repeat exactly).
-struct SplitMix {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
