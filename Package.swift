@@ -20,11 +20,15 @@ let package = Package(
         .library(name: "StoreClient", targets: ["StoreClient"]),
         .library(name: "CacheCore", targets: ["CacheCore"]),
         .library(name: "Workloads", targets: ["Workloads"]),
+        .library(name: "HashRing", targets: ["HashRing"]),
+        .library(name: "CacheNode", targets: ["CacheNode"]),
+        .library(name: "EddyClient", targets: ["EddyClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // C libraries named by the mission, found through pkg-config (Debian's -dev packages).
@@ -42,7 +46,11 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .target(name: "CacheCore", dependencies: ["StreamModel", "CNUMA", "CZstd"], swiftSettings: strict),
+        .target(
+            name: "CacheCore",
+            dependencies: ["StreamModel", "CNUMA", "CZstd", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict
+        ),
         .target(name: "Workloads", dependencies: ["CacheCore", "StreamModel", "CZlib", "CZstd"], swiftSettings: strict),
         .target(
             name: "WireProtocol",
@@ -68,11 +76,32 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        .target(name: "HashRing", dependencies: ["StreamModel"], swiftSettings: strict),
+        .target(
+            name: "CacheNode",
+            dependencies: [
+                "StreamModel", "HashRing", "CacheCore", "WireProtocol", "StoreClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "EddyClient",
+            dependencies: [
+                "StreamModel", "WireProtocol", "StoreClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "eddy",
             dependencies: [
                 "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CacheCore", "Workloads",
-                "CNUMA", "CZstd",
+                "HashRing", "CacheNode", "EddyClient", "CNUMA", "CZstd",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -82,6 +111,16 @@ let package = Package(
         ),
 
         .testTarget(name: "StreamModelTests", dependencies: ["StreamModel"], swiftSettings: strict),
+        .testTarget(name: "HashRingTests", dependencies: ["HashRing"], swiftSettings: strict),
+        .testTarget(
+            name: "CacheNodeTests",
+            dependencies: [
+                "CacheNode", "EddyClient", "StoreServer", "StoreClient", "SegmentStore", "WireProtocol", "StreamModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "CacheCoreTests", dependencies: ["CacheCore", "Workloads", "CZstd"], swiftSettings: strict),
         .testTarget(
             name: "SegmentStoreTests",

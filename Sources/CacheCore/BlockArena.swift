@@ -47,17 +47,29 @@ public final class BlockArena: Sendable {
     /// Bytes allocated now.
     public var allocated: Int64 { used.load(ordering: .relaxed) }
 
-    /// Allocates `count` bytes, or returns nil when the budget does not allow it.
-    public func allocate(_ count: Int) -> UnsafeMutableRawBufferPointer? {
+    /// Charges `count` bytes allocated elsewhere (a block's `ByteBuffer`) to the budget.
+    /// - Returns: false, charging nothing, when the budget does not allow it.
+    public func reserve(_ count: Int) -> Bool {
         let size = Int64(count)
         var current = used.load(ordering: .relaxed)
         while true {
-            guard current + size <= budget else { return nil }
+            guard current + size <= budget else { return false }
             let (exchanged, original) = used.compareExchange(
                 expected: current, desired: current + size, ordering: .relaxed)
-            if exchanged { break }
+            if exchanged { return true }
             current = original
         }
+    }
+
+    /// Gives back a charge made by ``reserve(_:)``.
+    public func release(_ count: Int) {
+        used.subtract(Int64(count), ordering: .relaxed)
+    }
+
+    /// Allocates `count` bytes, or returns nil when the budget does not allow it.
+    public func allocate(_ count: Int) -> UnsafeMutableRawBufferPointer? {
+        let size = Int64(count)
+        guard reserve(count) else { return nil }
         let pointer: UnsafeMutableRawPointer?
         switch placement {
         case .singleNode:

@@ -1,3 +1,4 @@
+import NIOCore
 import StreamModel
 import Synchronization
 
@@ -45,6 +46,9 @@ public struct CacheStats: Sendable, Hashable {
     public var storedBytes: Int64 = 0
     /// Bytes the resident blocks hold (before compression).
     public var logicalBytes: Int64 = 0
+
+    /// Zero counters.
+    public init() {}
 
     /// logical / stored: what compression gains.
     public var compressionRatio: Double { storedBytes == 0 ? 1 : Double(logicalBytes) / Double(storedBytes) }
@@ -130,7 +134,23 @@ public final class BlockCache: Sendable {
     /// The cached bytes of `block`, or nil on a miss. A hit updates the policy.
     /// - Throws: ``EddyError/Code/corruptData`` if a compressed block fails to decompress.
     public func get(_ block: BlockID) throws(EddyError) -> [UInt8]? {
-        let storage = shard(block).state.withLock { s -> BlockStorage? in
+        try lookup(block)?.bytes()
+    }
+
+    /// The cached bytes of `block` as a buffer, or nil on a miss. A hit updates the policy. With plain
+    /// residency the buffer is the cached one itself: slicing it and writing it to sockets copies nothing.
+    /// - Throws: ``EddyError/Code/corruptData`` if a compressed block fails to decompress.
+    public func buffer(_ block: BlockID) throws(EddyError) -> ByteBuffer? {
+        try lookup(block)?.buffer()
+    }
+
+    /// Whether `block` is cached, without counting a hit or a miss or touching the policy.
+    public func contains(_ block: BlockID) -> Bool {
+        shard(block).state.withLock { s in s.entries[s.key(block)] != nil }
+    }
+
+    private func lookup(_ block: BlockID) -> BlockStorage? {
+        shard(block).state.withLock { s -> BlockStorage? in
             let k = s.key(block)
             guard s.policy.lookup(CacheRequest(id: k)), let st = s.entries[k] else {
                 s.stats.misses += 1
@@ -140,7 +160,6 @@ public final class BlockCache: Sendable {
             s.stats.byteHits += Int64(st.length)
             return st
         }
-        return try storage?.bytes()
     }
 
     /// Stores `bytes` as the content of `block`. A shorter copy of the block (a tail block that grew) is
@@ -148,7 +167,15 @@ public final class BlockCache: Sendable {
     /// - Returns: whether the block is cached now.
     @discardableResult
     public func insert(_ block: BlockID, bytes: [UInt8]) -> Bool {
-        let payload = BlockStorage.prepare(bytes, residency: configuration.residency)
+        insert(block, buffer: ByteBuffer(bytes: bytes))
+    }
+
+    /// Stores the readable bytes of `buffer` as the content of `block` (copied once into a buffer of exactly
+    /// that size, or compressed); like ``insert(_:bytes:)`` otherwise.
+    /// - Returns: whether the block is cached now.
+    @discardableResult
+    public func insert(_ block: BlockID, buffer: ByteBuffer) -> Bool {
+        let payload = BlockStorage.prepare(buffer, residency: configuration.residency)
         return shard(block).state.withLock { s in
             let k = s.key(block)
             return Self.store(&s, k, payload, self)
@@ -163,19 +190,19 @@ public final class BlockCache: Sendable {
             s.policy.remove(k)
             s.entries.removeValue(forKey: k)
             s.stats.entries -= 1
-            s.stats.storedBytes -= Int64(existing.buffer.count)
+            s.stats.storedBytes -= Int64(existing.storedCount)
             s.stats.logicalBytes -= Int64(existing.length)
         }
         // The charge is the stored size (compressed, if it is) plus the per-entry metadata.
         let before = s.policy.residentCount
         s.sink.ids.removeAll(keepingCapacity: true)
         s.policy.admit(
-            CacheRequest(id: k, size: Int64(payload.bytes.count) + cache.configuration.entryOverhead))
+            CacheRequest(id: k, size: Int64(payload.storedCount) + cache.configuration.entryOverhead))
         for id in s.sink.ids {
             if let gone = s.entries.removeValue(forKey: id) {
                 s.stats.evictions += 1
                 s.stats.entries -= 1
-                s.stats.storedBytes -= Int64(gone.buffer.count)
+                s.stats.storedBytes -= Int64(gone.storedCount)
                 s.stats.logicalBytes -= Int64(gone.length)
             }
         }
@@ -193,7 +220,7 @@ public final class BlockCache: Sendable {
         s.entries[k] = storage
         s.stats.inserts += 1
         s.stats.entries += 1
-        s.stats.storedBytes += Int64(storage.buffer.count)
+        s.stats.storedBytes += Int64(storage.storedCount)
         s.stats.logicalBytes += Int64(storage.length)
         return true
     }
@@ -205,8 +232,27 @@ public final class BlockCache: Sendable {
             s.policy.remove(k)
             if let gone = s.entries.removeValue(forKey: k) {
                 s.stats.entries -= 1
-                s.stats.storedBytes -= Int64(gone.buffer.count)
+                s.stats.storedBytes -= Int64(gone.storedCount)
                 s.stats.logicalBytes -= Int64(gone.length)
+            }
+        }
+    }
+
+    /// Drops every block of every segment of `stream` (a deleted stream: a new stream of the same name must
+    /// not see its bytes).
+    public func removeStream(_ stream: StreamName) {
+        for box in shards {
+            box.state.withLock { s in
+                let ordinals = Set(s.ordinals.filter { $0.key.stream == stream }.map(\.value))
+                guard !ordinals.isEmpty else { return }
+                for k in s.entries.keys where ordinals.contains(BlockKey(rawValue: k).segment) {
+                    s.policy.remove(k)
+                    if let gone = s.entries.removeValue(forKey: k) {
+                        s.stats.entries -= 1
+                        s.stats.storedBytes -= Int64(gone.storedCount)
+                        s.stats.logicalBytes -= Int64(gone.length)
+                    }
+                }
             }
         }
     }

@@ -1,4 +1,5 @@
 import CZstd
+import NIOCore
 import StreamModel
 
 /// How blocks are kept in memory.
@@ -10,63 +11,102 @@ public enum Residency: Sendable, Equatable {
     case zstd(level: Int32)
 }
 
-/// BlockStorage owns one cached block's bytes in the arena; the memory goes back when the last reference does,
-/// so a reader that took a block just before its eviction still reads valid bytes.
+/// BlockStorage owns one cached block's bytes within the arena's budget; the memory goes back when the last
+/// reference does, so a reader that took a block just before its eviction still reads valid bytes.
+///
+/// A plain block is a `ByteBuffer` of exactly its bytes, handed out as it is: serving it to any number of
+/// connections shares the one copy (zero copy). A compressed block lives in arena memory (NUMA-placed) and is
+/// decompressed into a new buffer per hit.
 final class BlockStorage: Sendable {
-    let arena: BlockArena
-    nonisolated(unsafe) let buffer: UnsafeMutableRawBufferPointer
-    /// The block's length before compression.
-    let length: Int
-    let compressed: Bool
-
-    private init(arena: BlockArena, buffer: UnsafeMutableRawBufferPointer, length: Int, compressed: Bool) {
-        self.arena = arena
-        self.buffer = buffer
-        self.length = length
-        self.compressed = compressed
+    enum Content: @unchecked Sendable {
+        case plain(ByteBuffer)
+        /// Arena memory, owned by this storage; never written after creation.
+        case compressed(UnsafeMutableRawBufferPointer)
     }
 
-    deinit { arena.free(buffer) }
+    let arena: BlockArena
+    let content: Content
+    /// The block's length before compression.
+    let length: Int
+    /// The bytes charged to the arena: the stored size.
+    let storedCount: Int
+
+    private init(arena: BlockArena, content: Content, length: Int, storedCount: Int) {
+        self.arena = arena
+        self.content = content
+        self.length = length
+        self.storedCount = storedCount
+    }
+
+    deinit {
+        switch content {
+        case .plain: arena.release(storedCount)
+        case .compressed(let memory): arena.free(memory)
+        }
+    }
 
     /// What a block will be stored as: its bytes, or their zstd compression when asked and when it shrinks
     /// them. Done outside the cache's locks.
     struct Payload {
-        var bytes: [UInt8]
+        var plain: ByteBuffer?
+        var compressed: [UInt8]
         var length: Int
-        var compressed: Bool
+
+        var storedCount: Int { plain?.readableBytes ?? compressed.count }
     }
 
-    static func prepare(_ bytes: [UInt8], residency: Residency) -> Payload {
-        if case .zstd(let level) = residency, !bytes.isEmpty {
-            var out = [UInt8](repeating: 0, count: ZSTD_compressBound(bytes.count))
+    static func prepare(_ bytes: ByteBuffer, residency: Residency) -> Payload {
+        if case .zstd(let level) = residency, bytes.readableBytes > 0 {
+            var out = [UInt8](repeating: 0, count: ZSTD_compressBound(bytes.readableBytes))
             let n = out.withUnsafeMutableBytes { o in
-                bytes.withUnsafeBytes { ZSTD_compress(o.baseAddress, o.count, $0.baseAddress, $0.count, level) }
+                bytes.withUnsafeReadableBytes {
+                    ZSTD_compress(o.baseAddress, o.count, $0.baseAddress, $0.count, level)
+                }
             }
-            if ZSTD_isError(n) == 0 && n < bytes.count {
+            if ZSTD_isError(n) == 0 && n < bytes.readableBytes {
                 out.removeLast(out.count - n)
-                return Payload(bytes: out, length: bytes.count, compressed: true)
+                return Payload(plain: nil, compressed: out, length: bytes.readableBytes)
             }
         }
-        return Payload(bytes: bytes, length: bytes.count, compressed: false)
+        // A buffer of exactly the block's bytes: a slice of a larger buffer (a network read) would keep all of
+        // that buffer alive, outside the budget.
+        var own = ByteBufferAllocator().buffer(capacity: bytes.readableBytes)
+        own.writeImmutableBuffer(bytes)
+        return Payload(plain: own, compressed: [], length: bytes.readableBytes)
     }
 
-    /// Copies `payload` into the arena; nil when the arena's budget is exhausted.
+    /// Takes `payload` into the arena's budget; nil when the budget is exhausted.
     static func make(_ payload: Payload, arena: BlockArena) -> BlockStorage? {
-        guard let buffer = arena.allocate(payload.bytes.count) else { return nil }
-        payload.bytes.withUnsafeBytes { buffer.copyMemory(from: $0) }
-        return BlockStorage(arena: arena, buffer: buffer, length: payload.length, compressed: payload.compressed)
+        if let plain = payload.plain {
+            guard arena.reserve(plain.readableBytes) else { return nil }
+            return BlockStorage(
+                arena: arena, content: .plain(plain), length: payload.length, storedCount: plain.readableBytes)
+        }
+        guard let memory = arena.allocate(payload.compressed.count) else { return nil }
+        payload.compressed.withUnsafeBytes { memory.copyMemory(from: $0) }
+        return BlockStorage(
+            arena: arena, content: .compressed(memory), length: payload.length, storedCount: memory.count)
     }
 
-    /// The block's bytes, decompressed if needed.
+    /// The block's bytes as a buffer: the stored one itself when plain, else decompressed.
+    func buffer() throws(EddyError) -> ByteBuffer {
+        switch content {
+        case .plain(let buffer):
+            return buffer
+        case .compressed(let memory):
+            var out = ByteBufferAllocator().buffer(capacity: length)
+            let n = out.writeWithUnsafeMutableBytes(minimumWritableBytes: length) { o in
+                let n = ZSTD_decompress(o.baseAddress, length, UnsafeRawPointer(memory.baseAddress), memory.count)
+                return ZSTD_isError(n) == 0 ? n : 0
+            }
+            guard n == length else { throw EddyError(.corruptData, "a cached block failed to decompress") }
+            return out
+        }
+    }
+
+    /// The block's bytes as an array (a copy).
     func bytes() throws(EddyError) -> [UInt8] {
-        guard compressed else { return Array(UnsafeRawBufferPointer(buffer)) }
-        var out = [UInt8](repeating: 0, count: length)
-        let n = out.withUnsafeMutableBytes {
-            ZSTD_decompress($0.baseAddress, $0.count, UnsafeRawPointer(buffer.baseAddress), buffer.count)
-        }
-        guard ZSTD_isError(n) == 0, n == length else {
-            throw EddyError(.corruptData, "a cached block failed to decompress")
-        }
-        return out
+        let b = try buffer()
+        return Array(b.readableBytesView)
     }
 }

@@ -10,13 +10,19 @@ public final class StoreClient: Sendable {
     public let address: ServerAddress
     /// The largest frame the server accepts, from its hello.
     public let maxFrameSize: Int
+    /// The server's zone label from its hello (empty when it has none).
+    public let zone: String
     private let channel: Channel
 
-    private init(address: ServerAddress, channel: Channel, maxFrameSize: Int) {
+    private init(address: ServerAddress, channel: Channel, maxFrameSize: Int, zone: String = "") {
         self.address = address
         self.channel = channel
         self.maxFrameSize = maxFrameSize
+        self.zone = zone
     }
+
+    /// Whether the connection is still open.
+    public var isActive: Bool { channel.isActive }
 
     /// Connects and performs the hello.
     /// - Throws: ``EddyError/Code/connectionFailed`` naming the address when it cannot connect,
@@ -47,10 +53,13 @@ public final class StoreClient: Sendable {
         }
         let client = StoreClient(address: address, channel: channel, maxFrameSize: Frame.defaultMaxFrameSize)
         do throws(EddyError) {
-            guard case .helloOK(_, let maxFrameSize) = try await client.send(.hello(version: protocolVersion)) else {
+            guard
+                case .helloOK(_, let maxFrameSize, let zone) = try await client.send(
+                    .hello(version: protocolVersion), timeout: timeout)
+            else {
                 throw EddyError(.malformedFrame, "\(address) answered the hello with something else")
             }
-            return StoreClient(address: address, channel: channel, maxFrameSize: Int(maxFrameSize))
+            return StoreClient(address: address, channel: channel, maxFrameSize: Int(maxFrameSize), zone: zone)
         } catch {
             try? await channel.close()
             throw error
@@ -58,9 +67,12 @@ public final class StoreClient: Sendable {
     }
 
     /// Sends a request and waits for its answer. An error answer is thrown.
-    public func send(_ request: Request) async throws(EddyError) -> Response {
+    /// - Parameter timeout: when given, the request fails with ``EddyError/Code/timedOut`` if no answer came
+    ///   within it (a late answer is dropped); the connection stays open.
+    public func send(_ request: Request, timeout: Duration? = nil) async throws(EddyError) -> Response {
         let promise = channel.eventLoop.makePromise(of: Response.self)
-        channel.writeAndFlush(ClientHandler.Outgoing(request: request, promise: promise), promise: nil)
+        let limit = timeout.map { TimeAmount.nanoseconds(Int64($0.inSeconds * 1e9)) }
+        channel.writeAndFlush(ClientHandler.Outgoing(request: request, promise: promise, timeout: limit), promise: nil)
         let response: Response
         do {
             response = try await promise.futureResult.get()
@@ -169,16 +181,26 @@ final class ClientHandler: ChannelDuplexHandler {
     struct Outgoing {
         let request: Request
         let promise: EventLoopPromise<Response>
+        var timeout: TimeAmount? = nil
     }
 
     private var nextID: UInt32 = 1
-    private var pending: [UInt32: EventLoopPromise<Response>] = [:]
+    /// Requests awaiting their answers, each with its timeout timer (cancelled when the answer comes).
+    private var pending: [UInt32: (promise: EventLoopPromise<Response>, timer: Scheduled<Void>?)] = [:]
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let outgoing = unwrapOutboundIn(data)
         let id = nextID
         nextID = nextID == UInt32.max ? 1 : nextID + 1
-        pending[id] = outgoing.promise
+        var timer: Scheduled<Void>?
+        if let timeout = outgoing.timeout {
+            let what = outgoing.request.type
+            timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+                self.pending.removeValue(forKey: id)?.promise.fail(
+                    EddyError(.timedOut, "no answer to \(what) within \(timeout.nanoseconds / 1_000_000) ms"))
+            }
+        }
+        pending[id] = (outgoing.promise, timer)
         let frame = MessageCodec.frame(outgoing.request, id: id, allocator: context.channel.allocator)
         context.write(wrapOutboundOut(frame), promise: promise)
     }
@@ -187,9 +209,10 @@ final class ClientHandler: ChannelDuplexHandler {
         let frame = unwrapInboundIn(data)
         do throws(EddyError) {
             let response = try MessageCodec.response(frame)
-            if let promise = pending.removeValue(forKey: frame.requestID) {
-                promise.succeed(response)
-            } else if case .error(let error) = response {
+            if let waiting = pending.removeValue(forKey: frame.requestID) {
+                waiting.timer?.cancel()
+                waiting.promise.succeed(response)
+            } else if frame.requestID == 0, case .error(let error) = response {
                 // An error for no request (ID 0): the server is closing the connection because of it.
                 failAll(error)
             }
@@ -212,6 +235,9 @@ final class ClientHandler: ChannelDuplexHandler {
     private func failAll(_ error: EddyError) {
         let promises = pending
         pending.removeAll()
-        for (_, p) in promises { p.fail(error) }
+        for (_, p) in promises {
+            p.timer?.cancel()
+            p.promise.fail(error)
+        }
     }
 }

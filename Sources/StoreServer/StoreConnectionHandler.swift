@@ -23,15 +23,20 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
     private let store: SegmentStore
     private let configuration: StoreServerConfiguration
     private let threadPool: NIOThreadPool
+    private let counters: StoreReadCounters
     private var state = State.awaitingHello
     private var inFlight = 0
     private var readHeld = false
     private var flushScheduled = false
 
-    init(store: SegmentStore, configuration: StoreServerConfiguration, threadPool: NIOThreadPool) {
+    init(
+        store: SegmentStore, configuration: StoreServerConfiguration, threadPool: NIOThreadPool,
+        counters: StoreReadCounters
+    ) {
         self.store = store
         self.configuration = configuration
         self.threadPool = threadPool
+        self.counters = counters
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -52,7 +57,7 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
                 state = .ready
                 send(
                     context, frame.requestID,
-                    .helloOK(version: protocolVersion, maxFrameSize: UInt32(configuration.maxFrameSize)))
+                    .helloOK(version: protocolVersion, maxFrameSize: UInt32(configuration.maxFrameSize), zone: ""))
             } catch {
                 fail(context, id: frame.requestID, error)
             }
@@ -101,12 +106,19 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
                 case .failure(let error): respond(.error(error))
                 }
             }
+        case .stats:
+            respond(.stats(counters.json(store.stats)))
+        case .forwarded, .heartbeat:
+            respond(
+                .error(EddyError(.unknownMessageType, "\(request.type) is for cache nodes; this is the segment store")))
         case .read(let segment, let offset, let maxBytes, let waitMilliseconds):
             let wait = min(Duration.milliseconds(Int64(waitMilliseconds)), configuration.maxWait)
+            let counters = self.counters
             threadPool.submit { _ in
                 store.read(segment, from: offset, maxBytes: Int(maxBytes), wait: wait) { result in
                     switch result {
                     case .success(let r):
+                        counters.count(segment.stream, asked: maxBytes, bytes: r.data.count)
                         respond(.readResult(offset: r.offset, info: r.info, data: ByteBuffer(bytes: r.data)))
                     case .failure(let error):
                         respond(.error(error))

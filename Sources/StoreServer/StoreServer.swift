@@ -50,6 +50,7 @@ public final class StoreServer: Sendable {
     ) async throws(EddyError) -> StoreServer {
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
+        let counters = StoreReadCounters()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -64,7 +65,8 @@ public final class StoreServer: Sendable {
                         ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
                     try channel.pipeline.syncOperations.addHandler(
-                        StoreConnectionHandler(store: store, configuration: configuration, threadPool: threadPool))
+                        StoreConnectionHandler(
+                            store: store, configuration: configuration, threadPool: threadPool, counters: counters))
                 }
             }
         do {

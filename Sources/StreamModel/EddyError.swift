@@ -44,6 +44,15 @@ public struct EddyError: Error, Hashable, Sendable, CustomStringConvertible {
         case ioError = 18
         /// The connection to the peer failed or closed.
         case connectionFailed = 19
+        /// A forwarded request carried a ring view (epoch and member fingerprint) the receiving node does not
+        /// share; the sender refreshes its view and tries again instead of waiting.
+        case staleEpoch = 20
+        /// A component the request needs (the store, the owning node) is down or unreachable right now.
+        case unavailable = 21
+        /// The request did not finish within its deadline.
+        case timedOut = 22
+        /// The node is at its limit (bytes in flight, connections) and could not take the request in time.
+        case overloaded = 23
         /// Anything else: a bug.
         case internalError = 99
     }
@@ -60,4 +69,13 @@ public struct EddyError: Error, Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { message }
+
+    /// Whether a client may send the same request again (to the same or another node) and expect it to work:
+    /// the failure was about the path (a connection, a deadline, a ring change), not about the request.
+    public var isRetriable: Bool {
+        switch code {
+        case .connectionFailed, .staleEpoch, .unavailable, .timedOut, .overloaded, .shuttingDown: true
+        default: false
+        }
+    }
 }

@@ -82,3 +82,52 @@ public struct FrameEncoder: MessageToByteEncoder {
         out.writeBuffer(&body)
     }
 }
+
+/// OutboundFrame is a frame as a list of buffers written one after another: the first starts with the frame's
+/// length, type and request ID; the others are slices of shared memory (cached blocks) that go to the socket as
+/// they are, without a copy per connection.
+public struct OutboundFrame: Sendable {
+    /// The buffers, in order.
+    public var parts: [ByteBuffer]
+
+    /// The frame's size on the wire.
+    public var byteCount: Int { parts.reduce(0) { $0 + $1.readableBytes } }
+
+    /// A frame whose body is `head` followed by `slices`; only the 9-byte frame header and `head` are written
+    /// into a new buffer.
+    public init(type: UInt8, requestID: UInt32, head: ByteBuffer, slices: [ByteBuffer], allocator: ByteBufferAllocator)
+    {
+        let bodyLength = head.readableBytes + slices.reduce(0) { $0 + $1.readableBytes }
+        var first = allocator.buffer(capacity: Frame.lengthSize + Frame.headerSize + head.readableBytes)
+        first.writeInteger(UInt32(Frame.headerSize + bodyLength))
+        first.writeInteger(type)
+        first.writeInteger(requestID)
+        var head = head
+        first.writeBuffer(&head)
+        parts = [first] + slices.filter { $0.readableBytes > 0 }
+    }
+
+    /// A plain frame: a header buffer and the body as it is.
+    public init(_ frame: Frame, allocator: ByteBufferAllocator) {
+        self.init(
+            type: frame.type, requestID: frame.requestID, head: ByteBuffer(), slices: [frame.body], allocator: allocator
+        )
+    }
+}
+
+/// FrameWriter writes ``OutboundFrame``s: each part as its own buffer, so NIO gathers them into one `writev`
+/// and bodies are never copied into a frame buffer.
+public final class FrameWriter: ChannelOutboundHandler {
+    public typealias OutboundIn = OutboundFrame
+    public typealias OutboundOut = ByteBuffer
+
+    /// Creates a writer.
+    public init() {}
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let frame = unwrapOutboundIn(data)
+        for (i, part) in frame.parts.enumerated() {
+            context.write(wrapOutboundOut(part), promise: i == frame.parts.count - 1 ? promise : nil)
+        }
+    }
+}

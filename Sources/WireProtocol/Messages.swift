@@ -22,6 +22,9 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case truncate = 0x09
     case writerState = 0x0A
     case segmentInfo = 0x0B
+    case stats = 0x0C
+    case forwarded = 0x20
+    case heartbeat = 0x21
 
     case helloOK = 0x81
     case ok = 0x82
@@ -31,6 +34,8 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case readResult = 0x87
     case segmentInfoResult = 0x88
     case writerStateResult = 0x8A
+    case statsResult = 0x8C
+    case heartbeatAck = 0xA1
     case error = 0xFF
 }
 
@@ -58,6 +63,13 @@ public enum Request: Sendable, Equatable {
     case writerState(SegmentID, writerID: String)
     /// One segment's state.
     case segmentInfo(SegmentID)
+    /// The server's counters as a JSON object (docs/operations.md lists the keys).
+    case stats
+    /// A request one cache node passes to the owner of its segment, with the sender's ring view. The owner
+    /// answers ``EddyError/Code/staleEpoch`` when its view's fingerprint differs, and never forwards it again.
+    indirect case forwarded(RingView, Request)
+    /// A node's liveness probe to another, carrying the sender's view.
+    case heartbeat(RingView)
 
     /// The frame type of this request.
     public var type: MessageType {
@@ -73,14 +85,39 @@ public enum Request: Sendable, Equatable {
         case .truncate: .truncate
         case .writerState: .writerState
         case .segmentInfo: .segmentInfo
+        case .stats: .stats
+        case .forwarded: .forwarded
+        case .heartbeat: .heartbeat
         }
+    }
+}
+
+/// RingView is what a node says of its ring when it forwards or heartbeats: who it is, the epoch of its view,
+/// and the fingerprint of the member list (equal lists, equal fingerprints, whatever the epochs).
+public struct RingView: Sendable, Equatable {
+    /// The sender's own address, `HOST:PORT`.
+    public var from: String
+    /// The epoch of the sender's ring.
+    public var epoch: UInt64
+    /// The fingerprint of the sender's member list.
+    public var fingerprint: UInt64
+    /// The members the sender has in its ring (for heartbeats; forwards may leave it empty).
+    public var members: [String]
+
+    /// Creates a view.
+    public init(from: String, epoch: UInt64, fingerprint: UInt64, members: [String] = []) {
+        self.from = from
+        self.epoch = epoch
+        self.fingerprint = fingerprint
+        self.members = members
     }
 }
 
 /// A response from a store to a client.
 public enum Response: Sendable, Equatable {
-    /// The hello was accepted: the version in use and the largest frame the server accepts.
-    case helloOK(version: UInt16, maxFrameSize: UInt32)
+    /// The hello was accepted: the version in use, the largest frame the server accepts, and the server's
+    /// zone label (empty when it has none; clients prefer nodes of their own zone).
+    case helloOK(version: UInt16, maxFrameSize: UInt32, zone: String = "")
     /// Done, nothing to return.
     case ok
     /// Every stream.
@@ -95,6 +132,10 @@ public enum Response: Sendable, Equatable {
     case segmentInfo(SegmentInfo)
     /// A writer's highest event number, or nil.
     case writerState(Int64?)
+    /// The server's counters, a JSON object.
+    case stats(String)
+    /// The answer to a heartbeat: the receiver's view.
+    case heartbeatAck(RingView)
     /// The request failed.
     case error(EddyError)
 }
@@ -161,6 +202,23 @@ extension ByteBuffer {
 
     mutating func readRest() -> ByteBuffer { readSlice(length: readableBytes)! }
 
+    mutating func writeRingView(_ view: RingView) {
+        writeShortString(view.from)
+        writeInteger(view.epoch)
+        writeInteger(view.fingerprint)
+        writeInteger(UInt16(clamping: view.members.count))
+        for m in view.members.prefix(Int(UInt16.max)) { writeShortString(m) }
+    }
+
+    mutating func readRingView() throws(EddyError) -> RingView {
+        let from = try readShortString()
+        let epoch = try read(UInt64.self)
+        let fingerprint = try read(UInt64.self)
+        var members: [String] = []
+        for _ in 0..<(try read(UInt16.self)) { members.append(try readShortString()) }
+        return RingView(from: from, epoch: epoch, fingerprint: fingerprint, members: members)
+    }
+
     mutating func readSizedBuffer() throws(EddyError) -> ByteBuffer {
         let n = try read(UInt32.self)
         guard let b = readSlice(length: Int(n)) else { throw short("a byte field of \(n) bytes") }
@@ -208,6 +266,15 @@ public enum MessageCodec {
         case .writerState(let segment, let writerID):
             b.writeSegment(segment)
             b.writeShortString(writerID)
+        case .stats:
+            break
+        case .forwarded(let view, let inner):
+            b.writeRingView(view)
+            var innerFrame = frame(inner, id: id, allocator: allocator)
+            b.writeInteger(innerFrame.type)
+            b.writeBuffer(&innerFrame.body)
+        case .heartbeat(let view):
+            b.writeRingView(view)
         }
         return Frame(type: request.type.rawValue, requestID: id, body: b)
     }
@@ -256,6 +323,18 @@ public enum MessageCodec {
             request = .writerState(segment, writerID: try b.readShortString())
         case .segmentInfo:
             request = .segmentInfo(try b.readSegment())
+        case .stats:
+            request = .stats
+        case .forwarded:
+            let view = try b.readRingView()
+            let innerType = try b.read(UInt8.self)
+            guard innerType != MessageType.forwarded.rawValue, innerType != MessageType.hello.rawValue else {
+                throw EddyError(.malformedFrame, "a forwarded request cannot carry a forward or a hello")
+            }
+            let inner = try Self.request(Frame(type: innerType, requestID: frame.requestID, body: b.readRest()))
+            request = .forwarded(view, inner)
+        case .heartbeat:
+            request = .heartbeat(try b.readRingView())
         default:
             throw EddyError(.unknownMessageType, "unknown request type 0x\(String(frame.type, radix: 16))")
         }
@@ -270,10 +349,11 @@ public enum MessageCodec {
         var b = allocator.buffer(capacity: 32)
         let type: MessageType
         switch response {
-        case .helloOK(let version, let maxFrameSize):
+        case .helloOK(let version, let maxFrameSize, let zone):
             type = .helloOK
             b.writeInteger(version)
             b.writeInteger(maxFrameSize)
+            b.writeShortString(zone)
         case .ok:
             type = .ok
         case .streamList(let streams):
@@ -304,12 +384,33 @@ public enum MessageCodec {
             type = .writerStateResult
             b.writeInteger(UInt8(last == nil ? 0 : 1))
             b.writeInteger(last ?? -1)
+        case .stats(let json):
+            type = .statsResult
+            b.writeInteger(UInt32(json.utf8.count))
+            b.writeString(json)
+        case .heartbeatAck(let view):
+            type = .heartbeatAck
+            b.writeRingView(view)
         case .error(let error):
             type = .error
             b.writeInteger(error.code.rawValue)
             b.writeShortString(error.message)
         }
         return Frame(type: type.rawValue, requestID: id, body: b)
+    }
+
+    /// The frame of a read answer whose bytes are `slices` (in order, contiguous from `offset`), written without
+    /// copying them: the same bytes as ``frame(_:id:allocator:)`` of ``Response/readResult(offset:info:data:)``.
+    public static func readResultFrame(
+        id: UInt32, offset: UInt64, info: SegmentInfo, slices: [ByteBuffer], allocator: ByteBufferAllocator
+    ) -> OutboundFrame {
+        var head = allocator.buffer(capacity: 64)
+        head.writeSegment(info.segment)
+        head.writeSegmentState(info)
+        head.writeInteger(offset)
+        head.writeInteger(UInt32(slices.reduce(0) { $0 + $1.readableBytes }))
+        return OutboundFrame(
+            type: MessageType.readResult.rawValue, requestID: id, head: head, slices: slices, allocator: allocator)
     }
 
     /// Parses a response frame.
@@ -319,7 +420,10 @@ public enum MessageCodec {
         switch MessageType(rawValue: frame.type) {
         case .helloOK:
             let version = try b.read(UInt16.self)
-            response = .helloOK(version: version, maxFrameSize: try b.read(UInt32.self))
+            let maxFrameSize = try b.read(UInt32.self)
+            // The zone came later: a hello answer without it is a server without a zone.
+            let zone = b.readableBytes > 0 ? try b.readShortString() : ""
+            response = .helloOK(version: version, maxFrameSize: maxFrameSize, zone: zone)
         case .ok:
             response = .ok
         case .streamList:
@@ -347,6 +451,11 @@ public enum MessageCodec {
             let has = try b.read(UInt8.self) != 0
             let last = try b.read(Int64.self)
             response = .writerState(has ? last : nil)
+        case .statsResult:
+            var json = try b.readSizedBuffer()
+            response = .stats(json.readString(length: json.readableBytes) ?? "")
+        case .heartbeatAck:
+            response = .heartbeatAck(try b.readRingView())
         case .error:
             let raw = try b.read(UInt16.self)
             let message = try b.readShortString()

@@ -1,7 +1,7 @@
 import ArgumentParser
+import EddyClient
 import Foundation
 import NIOCore
-import StoreClient
 import StreamModel
 
 struct Append: AsyncParsableCommand {
@@ -10,7 +10,8 @@ struct Append: AsyncParsableCommand {
         discussion: """
             Lines are sent in batches as they arrive; pointers are printed in input order. With --key every event
             goes to the key's segment; without, batches are spread round-robin over the segments. With --writer,
-            retries are exactly-once: the writer continues from the event numbers the store already has.
+            retries are exactly-once: the writer continues from the event numbers the store already has. Without
+            --writer, a fresh writer ID is made for the run, so a retry after a failover is exactly-once too.
             """)
 
     @Argument(help: "SCOPE/STREAM") var stream: String
@@ -33,6 +34,7 @@ struct Append: AsyncParsableCommand {
                         (try await client.lastEventNumber(s.segment, writerID: writer) ?? -1) + 1
                 }
             }
+            let runWriter = "eddy-append-\(UUID().uuidString)"
             var roundRobin = UInt32.random(in: 0..<segmentCount)
             var window: [(Task<AppendAck, any Error>, [Int])] = []
             let output = Output.shared
@@ -64,7 +66,7 @@ struct Append: AsyncParsableCommand {
                 let first = nextNumber[number] ?? 0
                 nextNumber[number] = first + Int64(lines.count)
                 let buffer = ByteBuffer(bytes: frames)
-                let writerID = writer ?? ""
+                let writerID = writer ?? runWriter
                 window.append(
                     (
                         Task {

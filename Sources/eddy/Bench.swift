@@ -39,7 +39,7 @@ struct BenchAppend: AsyncParsableCommand {
                 throw EddyError(.invalidArgument, "--events, --writers, --batch and --inflight must be positive")
             }
             let name = try parseStream(stream ?? "bench/append-\(UInt32.random(in: 0...UInt32.max))")
-            let admin = try await connect(server)
+            let admin = try await connectStore(server)
             if (try? await admin.info(name)) == nil { try await admin.createStream(name, segments: segments) }
             let segmentCount = try await admin.info(name).segments.count
 
@@ -54,7 +54,7 @@ struct BenchAppend: AsyncParsableCommand {
             let done = Counter()
 
             var connections: [StoreClient] = []
-            for _ in 0..<writers { connections.append(try await connect(server)) }
+            for _ in 0..<writers { connections.append(try await connectStore(server)) }
             let clients = connections
             let start = ContinuousClock.now
             let progress = Task {

@@ -1,16 +1,25 @@
 import ArgumentParser
+import EddyClient
 import Foundation
 import NIOCore
 import StoreClient
 import StreamModel
 import WireProtocol
 
-func connect(_ server: ServerOption) async throws -> StoreClient {
+/// One plain connection to `--server` (the append benchmark measures a single path, without failover).
+func connectStore(_ server: ServerOption) async throws -> StoreClient {
     try await StoreClient.connect(to: try ServerAddress(parsing: server.server))
 }
 
+/// A client of the nearest of `--servers` (or of `--server`), with failover.
+func connect(_ server: ServerOption) async throws -> EddyClient {
+    var configuration = EddyClient.Configuration(servers: try server.addresses())
+    configuration.zone = server.zone ?? ""
+    return try await EddyClient.connect(configuration)
+}
+
 /// Connects, runs `body`, closes the connection (also when `body` throws), and reports errors as one line.
-func withClient(_ server: ServerOption, _ body: (StoreClient) async throws -> Void) async throws {
+func withClient(_ server: ServerOption, _ body: (EddyClient) async throws -> Void) async throws {
     try await reportingErrors {
         let client = try await connect(server)
         do {

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import StreamModel
+import WireProtocol
 
 /// The one executable: `eddy store`, `eddy up`, the kcat-like client commands and `eddy bench`.
 @main
@@ -10,15 +11,15 @@ struct Eddy: AsyncParsableCommand {
         commandName: "eddy",
         abstract: "Eddy: a distributed cache tier for stream readers, with its bundled segment store.",
         discussion: """
-            Start the embedded default with `eddy up`, then from another terminal:
+            Start the embedded default with `eddy up` (a store and three cache nodes), then from another terminal:
               eddy create demo/events --segments 4
               printf 'hello\\nworld\\n' | eddy append demo/events
               eddy read demo/events
-            Client commands talk to --server (default 127.0.0.1:9090).
+            Client commands talk to --server (default 127.0.0.1:9090, the first node) or the nearest of --servers.
             """,
         subcommands: [
             Up.self, Store.self, Create.self, Delete.self, List.self, Info.self, Append.self, Read.self, Tail.self,
-            Seal.self, Truncate.self, Bench.self, Sim.self, CrashWriter.self,
+            Seal.self, Truncate.self, Node.self, Admin.self, Bench.self, Sim.self, CrashWriter.self,
         ]
     )
 }
@@ -44,8 +45,22 @@ func bootstrapLogging(level: Logger.Level) {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
-/// The `--server` option every client command shares.
+/// The server options every client command shares.
 struct ServerOption: ParsableArguments {
-    @Option(name: .long, help: "The store's address, HOST:PORT.")
+    @Option(name: .long, help: "A node's (or the store's) address, HOST:PORT.")
     var server: String = "127.0.0.1:9090"
+
+    @Option(
+        name: .long,
+        help: "Seed nodes, HOST:PORT,HOST:PORT,...: the client uses the nearest (own zone first) and fails over.")
+    var servers: String?
+
+    @Option(name: .long, help: "The client's zone: nodes of the same zone are preferred.")
+    var zone: String?
+
+    /// `--servers` when given, else `--server`.
+    func addresses() throws -> [ServerAddress] {
+        guard let servers else { return [try ServerAddress(parsing: server)] }
+        return try servers.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
+    }
 }

@@ -1,49 +1,8 @@
 import ArgumentParser
+import EddyClient
 import Foundation
 import NIOCore
-import StoreClient
 import StreamModel
-
-/// SegmentCursor follows one segment: it fetches bytes, cuts them into events and prints each one.
-struct SegmentCursor {
-    let segment: SegmentID
-    /// The next byte to fetch.
-    var offset: UInt64
-    /// Fetched bytes that do not yet make a whole event; they start at `pendingOffset`.
-    var pending: [UInt8] = []
-    var pendingOffset: UInt64
-
-    init(segment: SegmentID, offset: UInt64) {
-        self.segment = segment
-        self.offset = offset
-        self.pendingOffset = offset
-    }
-
-    /// Fetches once (waiting up to `wait` at the tail) and prints the whole events that arrived.
-    /// - Returns: the segment's state as the server saw it.
-    mutating func step(_ client: StoreClient, wait: Duration, format: EventFormat) async throws -> SegmentInfo {
-        let (info, data) = try await client.read(segment, from: offset, maxBytes: 1 << 20, wait: wait)
-        offset += UInt64(data.readableBytes)
-        pending.append(contentsOf: data.readableBytesView)
-        var at = 0
-        try pending.withBytes { (b) throws(EddyError) in
-            while at < b.count {
-                guard case .frame = EventFrame.check(b, at: at) else { break }
-                let (event, size) = try EventFrame.decode(b, at: at)
-                let pointer = EventPointer(segment: segment, offset: pendingOffset + UInt64(at), length: UInt32(size))
-                Output.shared.line(bytes: format.render(event, pointer: pointer))
-                at += size
-            }
-            if at < b.count, case .corrupt(let why) = EventFrame.check(b, at: at) {
-                throw EddyError(.corruptData, "bad event in \(segment) at offset \(pendingOffset + UInt64(at)): \(why)")
-            }
-        }
-        pending.removeFirst(at)
-        pendingOffset += UInt64(at)
-        Output.shared.flush()
-        return info
-    }
-}
 
 /// Options shared by `read` and `tail`.
 struct ReadOptions: ParsableArguments {
@@ -63,7 +22,7 @@ struct ReadOptions: ParsableArguments {
     }
 
     /// One cursor per segment to read: from its start, or just after each --from pointer.
-    func cursors(_ client: StoreClient) async throws -> [SegmentCursor] {
+    func cursors(_ client: EddyClient) async throws -> [SegmentCursor] {
         let name = try parseStream(stream)
         let info = try await client.info(name)
         if from.isEmpty {
@@ -90,6 +49,18 @@ struct ReadOptions: ParsableArguments {
     }
 }
 
+/// Prints the events of `cursors` until each segment's current end (or, with `follow`, until all are sealed).
+func printEvents(_ client: EddyClient, _ cursors: [SegmentCursor], follow: Bool, poll: Duration, format: EventFormat)
+    async throws
+{
+    let output = Output.shared
+    for try await e in client.events(cursors, follow: follow, poll: poll) {
+        output.line(bytes: format.render(e.event, pointer: e.pointer))
+        if follow { output.flush() }
+    }
+    output.flush()
+}
+
 struct Read: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print every event from the start (or after a pointer) up to the current tail, then exit.")
@@ -98,9 +69,9 @@ struct Read: AsyncParsableCommand {
     func run() async throws {
         let format = try options.eventFormat()
         try await withClient(options.server) { client in
-            for var cursor in try await options.cursors(client) {
-                let end = try await client.info(cursor.segment).length
-                while cursor.offset < end { _ = try await cursor.step(client, wait: .zero, format: format) }
+            // Segment by segment, so the output of one segment is never interleaved with another's.
+            for cursor in try await options.cursors(client) {
+                try await printEvents(client, [cursor], follow: false, poll: .zero, format: format)
             }
         }
     }
@@ -114,20 +85,9 @@ struct Tail: AsyncParsableCommand {
 
     func run() async throws {
         let format = try options.eventFormat()
-        let wait = Duration.seconds(poll)
         try await withClient(options.server) { client in
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                for cursor in try await options.cursors(client) {
-                    group.addTask {
-                        var cursor = cursor
-                        while true {
-                            let info = try await cursor.step(client, wait: wait, format: format)
-                            if info.sealed && cursor.offset >= info.length { return }
-                        }
-                    }
-                }
-                try await group.waitForAll()
-            }
+            try await printEvents(
+                client, try await options.cursors(client), follow: true, poll: .seconds(poll), format: format)
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CNUMA
 import CZstd
+import CacheNode
 import Foundation
 import Logging
 import SegmentStore
@@ -31,11 +32,10 @@ struct StoreOptions: ParsableArguments {
     }
 }
 
-/// Runs a store and its server until SIGINT or SIGTERM, then shuts down cleanly (checkpoint included).
-func serveStore(data: String, listen: String, options: StoreOptions) async throws {
-    bootstrapLogging(level: options.logLevel)
+/// Opens the store and starts its server, logging the platform facts (which journal I/O path is in use).
+func startStore(data: String, address: ServerAddress, options: StoreOptions) async throws -> (SegmentStore, StoreServer)
+{
     let logger = Logger(label: "eddy")
-    let address = try ServerAddress(parsing: listen)
     var configuration = StoreConfiguration(dataDirectory: data, logger: Logger(label: "eddy.store"))
     configuration.ioBackend = try options.backend()
     configuration.checkpointBytes = options.checkpointBytes
@@ -47,14 +47,23 @@ func serveStore(data: String, listen: String, options: StoreOptions) async throw
             "numa-nodes": "\(numa_available() == 0 ? Int(numa_max_node()) + 1 : 1)",
             "zstd": "\(String(cString: ZSTD_versionString()))",
         ])
-    let server: StoreServer
     do {
-        server = try await StoreServer.start(store: store, configuration: StoreServerConfiguration(address: address))
+        let server = try await StoreServer.start(
+            store: store, configuration: StoreServerConfiguration(address: address))
+        logger.info("eddy store ready", metadata: ["listen": "\(server.address)", "data": "\(data)"])
+        return (store, server)
     } catch {
         store.close()
         throw error
     }
-    logger.info("eddy store ready", metadata: ["listen": "\(server.address)", "data": "\(data)"])
+}
+
+/// Runs a store and its server until SIGINT or SIGTERM, then shuts down cleanly (checkpoint included).
+func serveStore(data: String, listen: String, options: StoreOptions) async throws {
+    bootstrapLogging(level: options.logLevel)
+    let logger = Logger(label: "eddy")
+    let (store, server) = try await startStore(
+        data: data, address: try ServerAddress(parsing: listen), options: options)
     let signal = await waitForSignal()
     logger.info("shutting down", metadata: ["signal": "\(signal)"])
     await server.close()
@@ -88,7 +97,7 @@ struct Store: AsyncParsableCommand {
     var data: String
 
     @Option(name: .long, help: "HOST:PORT to listen on.")
-    var listen: String = "127.0.0.1:9090"
+    var listen: String = "127.0.0.1:9099"
 
     @OptionGroup var options: StoreOptions
 
@@ -99,17 +108,56 @@ struct Store: AsyncParsableCommand {
 
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Start the embedded default on this machine (for now: a store on 127.0.0.1:9090, data in ./data).")
+        abstract: "Start the embedded default on this machine: a store and three cache nodes.",
+        discussion: """
+            The store listens on 127.0.0.1:9099 with its data under DIR/store; the nodes on 127.0.0.1:9090, 9091 and
+            9092, so every client command's default --server reaches a node. Ctrl-C stops them all.
+            """)
 
     @Option(name: .long, help: "The data directory.")
     var data: String = "./data"
 
     @Option(name: .long, help: "HOST:PORT for the store.")
-    var listen: String = "127.0.0.1:9090"
+    var store: String = "127.0.0.1:9099"
+
+    @Option(name: .long, help: "The nodes' addresses, HOST:PORT,HOST:PORT,...")
+    var nodes: String = "127.0.0.1:9090,127.0.0.1:9091,127.0.0.1:9092"
 
     @OptionGroup var options: StoreOptions
+    @OptionGroup var nodeOptions: NodeOptions
 
     func run() async throws {
-        try await reportingErrors { try await serveStore(data: data + "/store", listen: listen, options: options) }
+        try await reportingErrors {
+            bootstrapLogging(level: options.logLevel)
+            let logger = Logger(label: "eddy")
+            let storeAddress = try ServerAddress(parsing: store)
+            let members = try nodes.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
+            let (segmentStore, server) = try await startStore(
+                data: data + "/store", address: storeAddress, options: options)
+            Output.shared.line("store  listening on \(server.address), data in \(data)/store")
+            var started: [CacheNode] = []
+            do {
+                for m in members {
+                    var c = NodeConfiguration(listen: m, store: server.address, members: members)
+                    try nodeOptions.apply(to: &c)
+                    c.logger = Logger(label: "eddy.node.\(m.port)")
+                    started.append(try await CacheNode.start(configuration: c))
+                    Output.shared.line("node   listening on \(m), policy \(c.policy), cache \(c.cacheBytes) bytes")
+                }
+            } catch {
+                for n in started { await n.close() }
+                await server.close()
+                segmentStore.close()
+                throw error
+            }
+            Output.shared.line("eddy up: try `eddy create demo/events --segments 4` in another terminal; Ctrl-C stops")
+            Output.shared.flush()
+            let signal = await waitForSignal()
+            logger.info("shutting down", metadata: ["signal": "\(signal)"])
+            for n in started { await n.close() }
+            await server.close()
+            segmentStore.close()
+            logger.info("stopped")
+        }
     }
 }

@@ -1,3 +1,4 @@
+import StreamModel
 import Testing
 
 @testable import CacheCore

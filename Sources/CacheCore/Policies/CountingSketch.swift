@@ -1,4 +1,5 @@
 import Foundation
+import StreamModel
 
 /// CountingSketch is a counting Bloom filter read as a count-min sketch: k hashes over one array of counters,
 /// every add increments all k, the estimate is the minimum, and `halve()` ages all counters. Sized like

@@ -1,3 +1,5 @@
+import StreamModel
+
 /// StreamAware: Eddy's own policy, built on what only a stream cache knows.
 ///
 /// Blocks are (segment, index) pairs of append-only segments (``BlockKey``), and readers come in two kinds:

@@ -1,0 +1,86 @@
+import Logging
+import NIOCore
+import NIOPosix
+import StreamModel
+import Synchronization
+import WireProtocol
+
+/// CacheNode is one node of the ring: the listener, the ``NodeCore`` behind it, and its background work
+/// (heartbeats, the catalog refresh). It speaks the store's client protocol, so every client command works
+/// against it unchanged, plus the node-to-node messages (docs/protocol.md).
+public final class CacheNode: Sendable {
+    /// The node's core: routing, caches, counters.
+    public let core: NodeCore
+    /// The address the node is bound to.
+    public let localAddress: SocketAddress
+    private let channel: Channel
+    private let background: Mutex<[Task<Void, Never>]>
+
+    private init(core: NodeCore, channel: Channel, background: [Task<Void, Never>]) {
+        self.core = core
+        self.channel = channel
+        self.localAddress = channel.localAddress!
+        self.background = Mutex(background)
+    }
+
+    /// Binds, joins the ring and starts serving.
+    /// - Throws: ``EddyError/Code/invalidArgument`` for bad settings, ``EddyError/Code/ioError`` when the
+    ///   address cannot be bound.
+    public static func start(
+        configuration: NodeConfiguration, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws(EddyError) -> CacheNode {
+        let core = try NodeCore(configuration: configuration, group: group)
+        let readerIDs = Atomic<Int>(0)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 1024)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
+            .childChannelOption(
+                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 1 << 20)
+            )
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let id = readerIDs.wrappingAdd(1, ordering: .relaxed).newValue
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(FrameDecoder(maxFrameSize: Frame.defaultMaxFrameSize)))
+                    try channel.pipeline.syncOperations.addHandler(FrameWriter())
+                    try channel.pipeline.syncOperations.addHandler(NodeConnectionHandler(core: core, readerID: id))
+                }
+            }
+        let channel: Channel
+        do {
+            channel = try await bootstrap.bind(host: configuration.listen.host, port: configuration.listen.port).get()
+        } catch {
+            throw EddyError(.ioError, "cannot listen on \(configuration.listen): \(error)")
+        }
+        await core.refreshCatalog()
+        let heartbeats = Task { await core.membership.run() }
+        let catalog = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(2))
+                await core.refreshCatalog()
+            }
+        }
+        configuration.logger.info(
+            "cache node listening",
+            metadata: [
+                "listen": "\(configuration.listen)", "store": "\(configuration.store)",
+                "members": "\(configuration.members.map(\.description).joined(separator: ","))",
+                "policy": "\(configuration.policy)", "cache-bytes": "\(configuration.cacheBytes)",
+            ])
+        return CacheNode(core: core, channel: channel, background: [heartbeats, catalog])
+    }
+
+    /// The port the node is bound to.
+    public var port: Int { localAddress.port ?? 0 }
+
+    /// Stops accepting connections, stops heartbeats, closes the listener and the upstream connections.
+    public func close() async {
+        for t in background.withLock({ $0 }) { t.cancel() }
+        try? await channel.close()
+        await core.store.close()
+        for p in core.peers.values { await p.close() }
+    }
+}

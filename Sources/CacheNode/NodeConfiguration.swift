@@ -1,0 +1,71 @@
+import CacheCore
+import Logging
+import StreamModel
+import WireProtocol
+
+/// Settings of a ``CacheNode``; every field has a default but the addresses.
+public struct NodeConfiguration: Sendable {
+    /// Where the node listens; also its name in the ring (`HOST:PORT`), so it must be how peers reach it.
+    public var listen: ServerAddress
+    /// The segment store.
+    public var store: ServerAddress
+    /// Every member of the ring, this node included (the static list; heartbeats decide who is alive).
+    public var members: [ServerAddress]
+    /// The node's zone label; clients prefer nodes of their own zone.
+    public var zone: String = ""
+    /// The memory budget for cached blocks, near cache included.
+    public var cacheBytes: Int64 = 256 << 20
+    /// The eviction policy of the owner cache, `name` or `name:key=value` (``PolicyKind/parse(_:)``).
+    public var policy: String = "stream"
+    /// The block size in bytes.
+    public var blockSize: UInt64 = BlockGeometry.defaultBlockSize
+    /// The share of ``cacheBytes`` kept for full blocks of segments other nodes own.
+    public var nearCacheShare: Double = 0.1
+    /// The longest tail wait a client may ask for.
+    public var maxWait: Duration = .seconds(60)
+    /// The longest a request to the store or a peer may take (tail waits add their wait to it).
+    public var requestTimeout: Duration = .seconds(5)
+    /// Time between heartbeats to each member.
+    public var heartbeatInterval: Duration = .milliseconds(500)
+    /// A member not heard from for this long leaves the ring (it rejoins when it answers again).
+    public var failureTimeout: Duration = .milliseconds(2000)
+    /// The most block bytes in flight at once (store loads and answers being written, hits included); requests
+    /// past it queue for up to ``requestTimeout`` and then fail with ``EddyError/Code/overloaded``.
+    public var maxBytesInFlight: Int64 = 256 << 20
+    /// Blocks read ahead of a sequential reader (several store reads outstanding per scan).
+    public var readAhead: Int = 4
+    /// Requests one connection may have in progress before the node stops reading from it.
+    public var maxInFlightPerConnection: Int = 1024
+    /// When set, every block request is appended to this file as a block trace that `eddy sim` replays.
+    public var traceOut: String?
+    /// Where the node logs.
+    public var logger: Logger = Logger(label: "eddy.node")
+
+    /// Creates a configuration.
+    public init(listen: ServerAddress, store: ServerAddress, members: [ServerAddress]) {
+        self.listen = listen
+        self.store = store
+        self.members = members
+    }
+
+    /// The node's name in the ring.
+    public var name: String { listen.description }
+
+    /// Checks the settings.
+    /// - Throws: ``EddyError/Code/invalidArgument`` naming the first bad setting.
+    public func validate() throws(EddyError) {
+        guard members.contains(listen) else {
+            throw EddyError(.invalidArgument, "--members must include this node's own address \(listen)")
+        }
+        guard blockSize >= 4096, blockSize <= 16 << 20 else {
+            throw EddyError(.invalidArgument, "block size \(blockSize) is out of range 4096...16 MiB")
+        }
+        guard nearCacheShare >= 0, nearCacheShare < 1 else {
+            throw EddyError(.invalidArgument, "near cache share \(nearCacheShare) is out of range [0, 1)")
+        }
+        guard cacheBytes >= Int64(blockSize) * 4 else {
+            throw EddyError(.invalidArgument, "cache of \(cacheBytes) bytes holds fewer than 4 blocks")
+        }
+        _ = try PolicyKind.parse(policy)
+    }
+}

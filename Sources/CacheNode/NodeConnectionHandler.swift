@@ -1,0 +1,188 @@
+import NIOCore
+import StreamModel
+import Synchronization
+import WireProtocol
+
+/// NodeConnectionHandler serves one connection to a cache node (a client or a peer): the hello, then requests
+/// handed to ``NodeCore`` concurrently, answers written back as they finish. Read answers go out as slices of the
+/// cached blocks (``FrameWriter``), never copied per connection. The handler stops reading a connection that
+/// has too many requests in progress or whose socket is not draining (a slow reader), so a slow client costs
+/// the node a bounded amount of memory; when the connection closes, its requests in progress are cancelled.
+final class NodeConnectionHandler: ChannelDuplexHandler {
+    typealias InboundIn = Frame
+    typealias OutboundIn = Never
+    typealias OutboundOut = OutboundFrame
+
+    enum State {
+        case awaitingHello
+        case ready
+        case closed
+    }
+
+    private let core: NodeCore
+    private let reader: ReaderState
+    private var state = State.awaitingHello
+    private var tasks: [UInt32: Task<Void, Never>] = [:]
+    private var readHeld = false
+    private var flushScheduled = false
+
+    init(core: NodeCore, readerID: Int) {
+        self.core = core
+        self.reader = ReaderState(id: readerID)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        core.counters.connections.add(1, ordering: .relaxed)
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch state {
+        case .closed:
+            return
+        case .awaitingHello:
+            do throws(EddyError) {
+                guard case .hello(let version) = try MessageCodec.request(frame) else {
+                    throw EddyError(.malformedFrame, "the first frame must be a hello")
+                }
+                guard version == protocolVersion else {
+                    throw EddyError(
+                        .unsupportedVersion,
+                        "protocol version \(version) is not supported; this node speaks \(protocolVersion)")
+                }
+                state = .ready
+                send(
+                    context,
+                    OutboundFrame(
+                        MessageCodec.frame(
+                            .helloOK(
+                                version: protocolVersion, maxFrameSize: UInt32(Frame.defaultMaxFrameSize),
+                                zone: core.configuration.zone), id: frame.requestID),
+                        allocator: context.channel.allocator))
+            } catch {
+                fail(context, id: frame.requestID, error)
+            }
+        case .ready:
+            let request: Request
+            do throws(EddyError) {
+                request = try MessageCodec.request(frame)
+            } catch {
+                return respond(context, frame.requestID, .error(error))
+            }
+            dispatch(context, frame.requestID, request)
+        }
+    }
+
+    private func dispatch(_ context: ChannelHandlerContext, _ id: UInt32, _ request: Request) {
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let core = self.core
+        let reader = self.reader
+        let allocator = context.channel.allocator
+        let task = Task {
+            let frame: OutboundFrame
+            switch request {
+            case .read(let segment, let offset, let maxBytes, let wait):
+                do throws(EddyError) {
+                    let a = try await core.read(
+                        segment, offset: offset, maxBytes: Int(maxBytes), wait: .milliseconds(Int64(wait)),
+                        reader: reader)
+                    core.counters.bytesServed.add(a.count, ordering: .relaxed)
+                    frame = MessageCodec.readResultFrame(
+                        id: id, offset: a.offset, info: a.info, slices: a.slices, allocator: allocator)
+                } catch {
+                    frame = OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator)
+                }
+            case .forwarded(let view, .read(let segment, let offset, let maxBytes, let wait)):
+                do throws(EddyError) {
+                    let a = try await core.readForwarded(
+                        view, segment, offset: offset, maxBytes: Int(maxBytes), wait: .milliseconds(Int64(wait)),
+                        reader: reader)
+                    frame = MessageCodec.readResultFrame(
+                        id: id, offset: a.offset, info: a.info, slices: a.slices, allocator: allocator)
+                } catch {
+                    frame = OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator)
+                }
+            default:
+                frame = OutboundFrame(MessageCodec.frame(await core.handle(request), id: id), allocator: allocator)
+            }
+            bound.eventLoop.execute { bound.value.0.finish(bound.value.1, id, frame) }
+        }
+        tasks[id] = task
+        if tasks.count >= core.configuration.maxInFlightPerConnection { readHeld = true }
+    }
+
+    private func finish(_ context: ChannelHandlerContext, _ id: UInt32, _ frame: OutboundFrame) {
+        tasks.removeValue(forKey: id)
+        guard state == .ready else { return }
+        send(context, frame)
+        resumeReadingIfAllowed(context)
+    }
+
+    private func respond(_ context: ChannelHandlerContext, _ id: UInt32, _ response: Response) {
+        send(context, OutboundFrame(MessageCodec.frame(response, id: id), allocator: context.channel.allocator))
+    }
+
+    private func send(_ context: ChannelHandlerContext, _ frame: OutboundFrame) {
+        context.write(wrapOutboundOut(frame), promise: nil)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute {
+            self.flushScheduled = false
+            context.flush()
+        }
+    }
+
+    private func resumeReadingIfAllowed(_ context: ChannelHandlerContext) {
+        if readHeld && tasks.count < core.configuration.maxInFlightPerConnection && context.channel.isWritable {
+            readHeld = false
+            context.read()
+        }
+    }
+
+    /// Answers with an error frame and closes: used when the stream of frames cannot be trusted.
+    private func fail(_ context: ChannelHandlerContext, id: UInt32, _ error: EddyError) {
+        core.configuration.logger.info(
+            "closing connection after a protocol error",
+            metadata: ["peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)"])
+        close(context)
+        let frame = OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: context.channel.allocator)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    private func close(_ context: ChannelHandlerContext) {
+        state = .closed
+        for t in tasks.values { t.cancel() }
+        tasks.removeAll()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        guard state != .closed else { return }
+        if let error = error as? EddyError {
+            fail(context, id: 0, error)
+        } else {
+            close(context)
+            context.close(promise: nil)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if state != .closed { close(context) }
+        core.counters.connections.subtract(1, ordering: .relaxed)
+        context.fireChannelInactive()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { resumeReadingIfAllowed(context) }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if tasks.count >= core.configuration.maxInFlightPerConnection || !context.channel.isWritable {
+            readHeld = true
+        } else {
+            context.read()
+        }
+    }
+}

@@ -1,0 +1,634 @@
+import CacheCore
+import Foundation
+import HashRing
+import Logging
+import NIOCore
+import StreamModel
+import Synchronization
+import WireProtocol
+
+/// NodeCore is a cache node without its network front: it routes each request to the segment's owner (itself or
+/// a peer), serves owned segments from its block cache and tail assemblies, loads what is missing from the store
+/// once however many requests wait, and keeps a near cache of full blocks it does not own.
+///
+/// Only the owner of a segment reads it from the store. Requests forwarded to this node are served here whatever
+/// this node's own view says (after the epoch check), so a forward is never forwarded again.
+public final class NodeCore: Sendable {
+    /// The configuration in use.
+    public let configuration: NodeConfiguration
+    let geometry: BlockGeometry
+    let cache: BlockCache
+    let near: BlockCache?
+    let store: Upstream
+    let peers: [String: Upstream]
+    let membership: Membership
+    let counters = NodeCounters()
+    let ledger = StoreReadLedger()
+    let budget: ByteBudget
+
+    private let segments = Mutex<[SegmentID: OwnedSegment]>([:])
+    /// The last state seen of segments owned elsewhere (from forwarded answers), to know which blocks are full.
+    private let hints = Mutex<[SegmentID: SegmentInfo]>([:])
+    /// Segment names the store has, for the bounded-load assignment; and that assignment on the current ring.
+    private let placement: Mutex<Placement>
+    private let catalogRefresh = SingleFlight<Int, Set<String>>()
+    private let blockLoads = SingleFlight<BlockID, ByteBuffer>()
+    private let storeReads = SingleFlight<RangeKey, Void>()
+    private let forwards = SingleFlight<ForwardKey, Response>()
+    private let infoRefresh = SingleFlight<SegmentID, SegmentInfo>()
+
+    struct Placement {
+        var ring: HashRing
+        var catalog: Set<String> = []
+        var assignment: HashRing.Assignment
+    }
+
+    struct RangeKey: Hashable, Sendable {
+        var segment: SegmentID
+        var from: UInt64
+    }
+
+    struct ForwardKey: Hashable, Sendable {
+        var owner: String
+        var segment: SegmentID
+        var offset: UInt64
+        var maxBytes: UInt32
+        var waitMilliseconds: UInt32
+    }
+
+    /// Creates the core; ``CacheNode`` starts its background work.
+    /// - Throws: ``EddyError/Code/invalidArgument`` for bad settings.
+    public init(configuration: NodeConfiguration, group: EventLoopGroup) throws(EddyError) {
+        try configuration.validate()
+        self.configuration = configuration
+        geometry = try BlockGeometry(blockSize: configuration.blockSize)
+        let (kind, parameters) = try PolicyKind.parse(configuration.policy)
+        let nearBytes = Int64(Double(configuration.cacheBytes) * configuration.nearCacheShare)
+        var owned = BlockCacheConfiguration(capacity: configuration.cacheBytes - nearBytes)
+        owned.policy = kind
+        owned.policyParameters = parameters
+        owned.shards = 8
+        cache = try BlockCache(configuration: owned)
+        if nearBytes >= Int64(configuration.blockSize) * 2 {
+            var n = BlockCacheConfiguration(capacity: nearBytes)
+            n.policy = .s3fifo
+            n.shards = 2
+            near = try BlockCache(configuration: n)
+        } else {
+            near = nil
+        }
+        budget = ByteBudget(limit: configuration.maxBytesInFlight)
+        store = Upstream(address: configuration.store, group: group, connectTimeout: configuration.requestTimeout)
+        var peers: [String: Upstream] = [:]
+        for m in configuration.members where m != configuration.listen {
+            peers[m.description] = Upstream(address: m, group: group, connectTimeout: configuration.requestTimeout)
+        }
+        self.peers = peers
+        let box = PlacementBox()
+        membership = Membership(configuration: configuration, upstreams: peers) { ring in box.core?.ringChanged(ring) }
+        let ring = membership.ring
+        placement = Mutex(Placement(ring: ring, assignment: ring.assign([String]())))
+        box.core = self
+    }
+
+    /// Lets the membership callback reach the core created after it.
+    private final class PlacementBox: @unchecked Sendable {
+        weak var core: NodeCore?
+    }
+
+    var me: String { configuration.name }
+
+    // MARK: - Placement
+
+    func ringChanged(_ ring: HashRing) {
+        placement.withLock { p in
+            p.ring = ring
+            p.assignment = ring.assign(p.catalog)
+        }
+        counters.ringChanges.add(1, ordering: .relaxed)
+    }
+
+    /// Refreshes the list of segments from the store (shared by concurrent callers).
+    func refreshCatalog() async {
+        let store = self.store
+        let timeout = configuration.requestTimeout
+        guard
+            let (names, _) = try? await catalogRefresh.run(
+                0,
+                {
+                    let r = try await store.send(.listStreams, timeout: timeout)
+                    guard case .streamList(let streams) = r else { return [] }
+                    return Set(streams.flatMap { $0.segments.map(\.segment.description) })
+                })
+        else { return }
+        placement.withLock { p in
+            guard names != p.catalog else { return }
+            p.catalog = names
+            p.assignment = p.ring.assign(names)
+        }
+    }
+
+    /// The owner of `segment` on the current ring (refreshing the catalog once for a segment it does not list).
+    func owner(of segment: SegmentID) async -> String {
+        let key = segment.description
+        if let o = placement.withLock({ $0.assignment[key] }) { return o }
+        await refreshCatalog()
+        return placement.withLock { p in p.assignment[key] ?? p.ring.candidate(for: key) ?? me }
+    }
+
+    /// The ring in use.
+    public var ring: HashRing { placement.withLock { $0.ring } }
+
+    // MARK: - Requests
+
+    /// Answers one request from a client or a peer. Reads answer through ``read(_:offset:maxBytes:wait:reader:)``.
+    func handle(_ request: Request, forwardedBy view: RingView? = nil) async -> Response {
+        do throws(EddyError) {
+            return try await answer(request, forwardedBy: view)
+        } catch {
+            return .error(error)
+        }
+    }
+
+    private func answer(_ request: Request, forwardedBy view: RingView?) async throws(EddyError) -> Response {
+        let timeout = configuration.requestTimeout
+        switch request {
+        case .hello:
+            throw EddyError(.malformedFrame, "hello sent twice")
+        case .stats:
+            return .stats(statsJSON())
+        case .heartbeat(let peerView):
+            membership.heard(peerView.from, view: peerView)
+            return .heartbeatAck(membership.view(withMembers: true))
+        case .forwarded(let peerView, let inner):
+            try checkView(peerView)
+            if case .deleteStream(let name) = inner {
+                // A peer deleted the stream at the store: drop what this node holds of it.
+                purge(name)
+                return .ok
+            }
+            return try await answer(inner, forwardedBy: peerView)
+        case .listStreams, .streamInfo, .writerState, .segmentInfo:
+            return try await store.send(request, timeout: timeout)
+        case .createStream:
+            let r = try await store.send(request, timeout: timeout)
+            await refreshCatalog()
+            return r
+        case .deleteStream(let name):
+            let r = try await store.send(request, timeout: timeout)
+            purge(name)
+            await tellPeers(.deleteStream(name))
+            await refreshCatalog()
+            return r
+        case .append(let segment, _, _, let frames):
+            return try await routed(segment, request, forwardedBy: view) { () throws(EddyError) in
+                let r = try await self.store.send(request, timeout: timeout)
+                if case .appendAck(let ack) = r, !ack.duplicate {
+                    self.counters.appends.add(1, ordering: .relaxed)
+                    self.absorb(self.ownedSegment(segment).extend(at: ack.firstOffset, frames), segment)
+                }
+                return r
+            }
+        case .seal(let segment), .truncate(let segment, _):
+            return try await routed(segment, request, forwardedBy: view) { () throws(EddyError) in
+                let r = try await self.store.send(request, timeout: timeout)
+                if case .segmentInfo(let info) = r {
+                    for c in self.ownedSegment(segment).learn(info) { c.resume() }
+                }
+                return r
+            }
+        case .read(let segment, let offset, let maxBytes, let waitMilliseconds):
+            let a = try await read(
+                segment, offset: offset, maxBytes: Int(maxBytes), wait: .milliseconds(Int64(waitMilliseconds)),
+                reader: nil, forwardedBy: view)
+            var joined = ByteBufferAllocator().buffer(capacity: a.count)
+            for s in a.slices { joined.writeImmutableBuffer(s) }
+            return .readResult(offset: a.offset, info: a.info, data: joined)
+        }
+    }
+
+    /// A forward's view must have this node's member list; equal lists with different epochs agree on the
+    /// higher epoch.
+    private func checkView(_ view: RingView) throws(EddyError) {
+        let ring = membership.ring
+        guard view.fingerprint == ring.fingerprint else {
+            counters.staleForwards.add(1, ordering: .relaxed)
+            throw EddyError(
+                .staleEpoch,
+                "ring view differs: \(view.from) is at epoch \(view.epoch), \(me) at epoch \(ring.epoch) with members "
+                    + ring.members.joined(separator: ","))
+        }
+        membership.adopt(view)
+    }
+
+    /// Runs `local` when this node owns `segment` (or the request was forwarded to it), else forwards the request
+    /// to the owner; on a ring disagreement or an unreachable owner it refreshes its view once and routes again.
+    private func routed(
+        _ segment: SegmentID, _ request: Request, forwardedBy view: RingView?,
+        _ local: () async throws(EddyError) -> Response
+    ) async throws(EddyError) -> Response {
+        if view != nil { return try await local() }
+        var owner = await self.owner(of: segment)
+        for attempt in 0..<2 {
+            if owner == me { return try await local() }
+            do {
+                counters.forwards.add(1, ordering: .relaxed)
+                return try await forward(request, to: owner, timeout: configuration.requestTimeout)
+            } catch  where attempt == 0 && (error.code == .staleEpoch || error.code == .unavailable) {
+                await membership.probe()
+                owner = await self.owner(of: segment)
+            }
+        }
+        throw EddyError(.unavailable, "no owner of \(segment) could be reached")
+    }
+
+    private func forward(_ request: Request, to owner: String, timeout: Duration) async throws(EddyError) -> Response {
+        guard let peer = peers[owner] else {
+            throw EddyError(.internalError, "\(owner) is in the ring but not a configured member")
+        }
+        return try await peer.send(.forwarded(membership.view(), request), timeout: timeout)
+    }
+
+    private func tellPeers(_ request: Request) async {
+        let view = membership.view()
+        let timeout = configuration.requestTimeout
+        await withTaskGroup(of: Void.self) { group in
+            for peer in peers.values {
+                group.addTask { _ = try? await peer.send(.forwarded(view, request), timeout: timeout) }
+            }
+        }
+    }
+
+    // MARK: - Reads
+
+    /// Reads up to `maxBytes` of `segment` from `offset` (within one block), waiting up to `wait` at the tail.
+    public func read(
+        _ segment: SegmentID, offset: UInt64, maxBytes: Int, wait: Duration, reader: ReaderState?,
+        forwardedBy view: RingView? = nil
+    ) async throws(EddyError) -> ReadAnswer {
+        counters.reads.add(1, ordering: .relaxed)
+        let wait = min(wait, configuration.maxWait)
+        let maxBytes = max(0, min(maxBytes, Int(geometry.blockSize)))
+        if view != nil {
+            return try await ownerRead(segment, offset: offset, maxBytes: maxBytes, wait: wait, reader: reader)
+        }
+        var owner = await self.owner(of: segment)
+        for attempt in 0..<2 {
+            if owner == me {
+                return try await ownerRead(segment, offset: offset, maxBytes: maxBytes, wait: wait, reader: reader)
+            }
+            do {
+                return try await nonOwnerRead(segment, owner: owner, offset: offset, maxBytes: maxBytes, wait: wait)
+            } catch  where attempt == 0 && (error.code == .staleEpoch || error.code == .unavailable) {
+                await membership.probe()
+                owner = await self.owner(of: segment)
+            }
+        }
+        throw EddyError(.unavailable, "no owner of \(segment) could be reached")
+    }
+
+    /// Serves a read a peer forwarded: checks its ring view, then reads as the owner.
+    func readForwarded(
+        _ view: RingView, _ segment: SegmentID, offset: UInt64, maxBytes: Int, wait: Duration, reader: ReaderState?
+    ) async throws(EddyError) -> ReadAnswer {
+        try checkView(view)
+        return try await read(
+            segment, offset: offset, maxBytes: maxBytes, wait: wait, reader: reader, forwardedBy: view)
+    }
+
+    func ownedSegment(_ id: SegmentID) -> OwnedSegment {
+        segments.withLock { s in
+            if let o = s[id] { return o }
+            let o = OwnedSegment(id: id, geometry: geometry)
+            s[id] = o
+            return o
+        }
+    }
+
+    /// Inserts blocks that filled up and wakes the tail readers they satisfy.
+    private func absorb(
+        _ result: (full: [(UInt64, ByteBuffer)], wake: [CheckedContinuation<Void, Never>]), _ segment: SegmentID
+    ) {
+        for (index, bytes) in result.full { cache.insert(BlockID(segment: segment, index: index), buffer: bytes) }
+        for c in result.wake { c.resume() }
+    }
+
+    private func ownerRead(
+        _ segment: SegmentID, offset: UInt64, maxBytes: Int, wait: Duration, reader: ReaderState?
+    ) async throws(EddyError) -> ReadAnswer {
+        let seg = ownedSegment(segment)
+        let deadline = ContinuousClock.now + wait
+        var askedStore = false
+        var missed = false
+        while true {
+            let info: SegmentInfo
+            if let known = seg.info { info = known } else { info = try await refreshInfo(seg) }
+            guard offset >= info.startOffset else {
+                throw EddyError(
+                    .truncated, "offset \(offset) of \(segment) is below its truncation point \(info.startOffset)")
+            }
+            if offset < info.length {
+                let index = geometry.index(containing: offset)
+                reader?.record(segment, block: index, tail: wait > .zero)
+                if let a = seg.tailSlices(from: offset, maxBytes: maxBytes) {
+                    countLookup(hit: !missed)
+                    return a
+                }
+                if geometry.isFull(block: index, segmentLength: info.length) {
+                    let block = try await fullBlock(seg, index, missed: &missed)
+                    countLookup(hit: !missed)
+                    readAhead(seg, after: index, info: info, reader: reader)
+                    let skip = Int(offset - geometry.range(ofBlock: index).lowerBound)
+                    let take = min(maxBytes, block.readableBytes - skip)
+                    guard take > 0 else { return ReadAnswer(info: info, offset: offset, slices: []) }
+                    return ReadAnswer(
+                        info: info, offset: offset,
+                        slices: [block.getSlice(at: block.readerIndex + skip, length: take)!])
+                }
+                // In the growing tail block, but the node does not hold those bytes: read them incrementally.
+                missed = true
+                try await fillTail(seg, index: index, for: offset, length: info.length)
+                continue
+            }
+            if offset > info.length && askedStore {
+                throw EddyError(.offsetOutOfRange, "offset \(offset) is past the end of \(segment) (\(info.length))")
+            }
+            if info.sealed && offset == info.length {
+                return ReadAnswer(info: info, offset: offset, slices: [])
+            }
+            if !askedStore {
+                // The node's length may lag writes that bypassed it: ask the store once for what is new.
+                askedStore = true
+                try await fetchTail(seg)
+                continue
+            }
+            guard ContinuousClock.now < deadline else { return ReadAnswer(info: info, offset: offset, slices: []) }
+            counters.tailWaits.add(1, ordering: .relaxed)
+            watch(seg)
+            await seg.waitForBytes(beyond: offset, until: deadline)
+            if Task.isCancelled { throw EddyError(.shuttingDown, "the request was cancelled") }
+        }
+    }
+
+    private func countLookup(hit: Bool) {
+        if hit { counters.hits.add(1, ordering: .relaxed) } else { counters.misses.add(1, ordering: .relaxed) }
+    }
+
+    /// The bytes of full block `index`: from the cache, from a partial assembly completed by its missing front,
+    /// or loaded from the store once however many readers wait.
+    private func fullBlock(_ seg: OwnedSegment, _ index: UInt64, missed: inout Bool) async throws(EddyError)
+        -> ByteBuffer
+    {
+        let id = BlockID(segment: seg.id, index: index)
+        if let b = try cache.buffer(id) { return b }
+        missed = true
+        let blockSize = Int(geometry.blockSize)
+        let range = geometry.range(ofBlock: index)
+        do {
+            let (bytes, joined) = try await blockLoads.run(id) {
+                if let b = try self.cache.buffer(id) { return b }
+                let from = seg.assemblyStart(ofBlock: index).map { $0 } ?? range.upperBound
+                if from > range.lowerBound && from < range.upperBound {
+                    // The node has the block's end already: read only its front.
+                    let front = try await self.storeRead(
+                        seg.id, from: range.lowerBound, count: Int(from - range.lowerBound))
+                    if let whole = seg.prepend(at: range.lowerBound, front.data) {
+                        self.cache.insert(id, buffer: whole.1)
+                        return whole.1
+                    }
+                }
+                let r = try await self.storeRead(seg.id, from: range.lowerBound, count: blockSize)
+                for c in seg.learn(r.info) { c.resume() }
+                if r.data.readableBytes == blockSize { self.cache.insert(id, buffer: r.data) }
+                return r.data
+            }
+            if joined { counters.coalesced.add(1, ordering: .relaxed) }
+            return bytes
+        } catch {
+            throw Self.typed(error)
+        }
+    }
+
+    /// Starts loads of the next full blocks when `reader` reads `segment` sequentially (a catch-up scan), so a
+    /// scan has several store reads outstanding.
+    private func readAhead(_ seg: OwnedSegment, after index: UInt64, info: SegmentInfo, reader: ReaderState?) {
+        guard configuration.readAhead > 0, let reader, reader.isSequential(seg.id) else { return }
+        for next in (index + 1)...(index + UInt64(configuration.readAhead)) {
+            guard geometry.isFull(block: next, segmentLength: info.length) else { break }
+            let id = BlockID(segment: seg.id, index: next)
+            guard !cache.contains(id) else { continue }
+            let range = geometry.range(ofBlock: next)
+            let blockSize = Int(geometry.blockSize)
+            if blockLoads.start(
+                id,
+                {
+                    let r = try await self.storeRead(seg.id, from: range.lowerBound, count: blockSize)
+                    if r.data.readableBytes == blockSize { self.cache.insert(id, buffer: r.data) }
+                    return r.data
+                })
+            {
+                counters.readAheads.add(1, ordering: .relaxed)
+            }
+        }
+    }
+
+    /// Reads the bytes of tail block `index` the node lacks: the front before its assembly (when `offset` is
+    /// there), else from the assembly's end (or the block's start) to `length`.
+    private func fillTail(_ seg: OwnedSegment, index: UInt64, for offset: UInt64, length: UInt64)
+        async throws(EddyError)
+    {
+        let range = geometry.range(ofBlock: index)
+        if let lo = seg.assemblyStart(ofBlock: index), offset < lo {
+            try await sharedRead(seg, from: range.lowerBound) { () throws(EddyError) in
+                let r = try await self.storeRead(seg.id, from: range.lowerBound, count: Int(lo - range.lowerBound))
+                if let whole = seg.prepend(at: range.lowerBound, r.data) {
+                    self.cache.insert(BlockID(segment: seg.id, index: whole.0), buffer: whole.1)
+                }
+            }
+            return
+        }
+        let from = seg.tailEnd(ofBlock: index) ?? range.lowerBound
+        try await sharedRead(seg, from: from) { () throws(EddyError) in
+            let r = try await self.storeRead(seg.id, from: from, count: Int(range.upperBound - from))
+            for c in seg.learn(r.info) { c.resume() }
+            self.absorb(seg.extend(at: from, r.data), seg.id)
+        }
+    }
+
+    /// Reads what the store has past the node's known length, up to the end of that block (one read in flight
+    /// per segment and offset).
+    private func fetchTail(_ seg: OwnedSegment) async throws(EddyError) {
+        guard let info = seg.info else { return }
+        let from = info.length
+        let blockEnd = geometry.range(ofBlock: geometry.index(containing: from)).upperBound
+        try await sharedRead(seg, from: from) { () throws(EddyError) in
+            let r = try await self.storeRead(seg.id, from: from, count: Int(blockEnd - from))
+            let wake = seg.learn(r.info)
+            self.absorb(seg.extend(at: from, r.data), seg.id)
+            for c in wake { c.resume() }
+        }
+    }
+
+    /// One store read per (segment, start offset) at a time: a request for the same range joins it.
+    private func sharedRead(
+        _ seg: OwnedSegment, from: UInt64, _ body: @escaping @Sendable () async throws(EddyError) -> Void
+    )
+        async throws(EddyError)
+    {
+        do {
+            let (_, joined) = try await storeReads.run(RangeKey(segment: seg.id, from: from)) { try await body() }
+            if joined { counters.coalesced.add(1, ordering: .relaxed) }
+        } catch {
+            throw Self.typed(error)
+        }
+    }
+
+    /// Keeps one length wait against the store running for `seg` while tail readers wait there: it learns of
+    /// bytes written past the ring (and of seals) and reads them once for all readers.
+    private func watch(_ seg: OwnedSegment) {
+        guard seg.startWatching() else { return }
+        let wait: UInt32 = 5000
+        Task {
+            while true {
+                if seg.stopWatchingIfIdle() { return }
+                guard let info = seg.info else { return }
+                do {
+                    let r = try await store.send(
+                        .read(segment: seg.id, offset: info.length, maxBytes: 0, waitMilliseconds: wait),
+                        timeout: configuration.requestTimeout + .milliseconds(Int64(wait)))
+                    guard case .readResult(_, let now, _) = r else { continue }
+                    if now.length > (seg.info?.length ?? 0) { try await fetchTail(seg) }
+                    for c in seg.learn(now) { c.resume() }
+                } catch {
+                    // The store is away: waiters get empty answers at their deadlines; try again shortly.
+                    seg.wakeAll()
+                    try? await Task.sleep(for: .milliseconds(200))
+                }
+            }
+        }
+    }
+
+    private func refreshInfo(_ seg: OwnedSegment) async throws(EddyError) -> SegmentInfo {
+        let store = self.store
+        let timeout = configuration.requestTimeout
+        do {
+            let (info, _) = try await infoRefresh.run(seg.id) {
+                let r = try await store.send(.segmentInfo(seg.id), timeout: timeout)
+                guard case .segmentInfo(let info) = r else {
+                    throw EddyError(.malformedFrame, "the store answered segment info with \(r)")
+                }
+                return info
+            }
+            for c in seg.learn(info) { c.resume() }
+            return seg.info ?? info
+        } catch {
+            throw Self.typed(error)
+        }
+    }
+
+    /// One read from the store, within the bytes-in-flight budget, counted in the ledger.
+    private func storeRead(_ segment: SegmentID, from offset: UInt64, count: Int) async throws(EddyError)
+        -> (info: SegmentInfo, data: ByteBuffer)
+    {
+        try await budget.acquire(Int64(count), timeout: configuration.requestTimeout)
+        defer { budget.release(Int64(count)) }
+        let r = try await store.send(
+            .read(segment: segment, offset: offset, maxBytes: UInt32(count), waitMilliseconds: 0),
+            timeout: configuration.requestTimeout)
+        guard case .readResult(let at, let info, let data) = r else {
+            throw EddyError(.malformedFrame, "the store answered a read with \(r)")
+        }
+        ledger.record(segment, from: at, count: data.readableBytes, geometry: geometry)
+        return (info, data)
+    }
+
+    // MARK: - Not the owner
+
+    private func nonOwnerRead(
+        _ segment: SegmentID, owner: String, offset: UInt64, maxBytes: Int, wait: Duration
+    ) async throws(EddyError) -> ReadAnswer {
+        let index = geometry.index(containing: offset)
+        let id = BlockID(segment: segment, index: index)
+        let range = geometry.range(ofBlock: index)
+        let hint = hints.withLock { $0[segment] }
+        if let near, let hint, let block = try near.buffer(id) {
+            counters.nearHits.add(1, ordering: .relaxed)
+            return Self.slice(block, blockStart: range.lowerBound, offset: offset, maxBytes: maxBytes, info: hint)
+        }
+        if near != nil, let hint, geometry.isFull(block: index, segmentLength: hint.length), offset >= hint.startOffset
+        {
+            // A full block: fetch all of it once for every local reader, and keep it in the near cache.
+            let a = try await forwardRead(
+                ForwardKey(
+                    owner: owner, segment: segment, offset: range.lowerBound, maxBytes: UInt32(geometry.blockSize),
+                    waitMilliseconds: 0))
+            if a.count == Int(geometry.blockSize), let data = a.slices.first {
+                near?.insert(id, buffer: data)
+                return Self.slice(data, blockStart: range.lowerBound, offset: offset, maxBytes: maxBytes, info: a.info)
+            }
+        }
+        let ms = UInt32(clamping: Int64(wait.inSeconds * 1000))
+        return try await forwardRead(
+            ForwardKey(owner: owner, segment: segment, offset: offset, maxBytes: UInt32(maxBytes), waitMilliseconds: ms)
+        )
+    }
+
+    private static func slice(_ block: ByteBuffer, blockStart: UInt64, offset: UInt64, maxBytes: Int, info: SegmentInfo)
+        -> ReadAnswer
+    {
+        let skip = Int(offset - blockStart)
+        let take = max(0, min(maxBytes, block.readableBytes - skip))
+        return ReadAnswer(
+            info: info, offset: offset,
+            slices: take > 0 ? [block.getSlice(at: block.readerIndex + skip, length: take)!] : [])
+    }
+
+    /// Forwards a read to its owner; identical forwards of local readers share one request.
+    private func forwardRead(_ key: ForwardKey) async throws(EddyError) -> ReadAnswer {
+        let request = Request.read(
+            segment: key.segment, offset: key.offset, maxBytes: key.maxBytes, waitMilliseconds: key.waitMilliseconds)
+        let timeout = configuration.requestTimeout + .milliseconds(Int64(key.waitMilliseconds))
+        let response: Response
+        do {
+            let (r, joined) = try await forwards.run(key) {
+                self.counters.forwards.add(1, ordering: .relaxed)
+                return try await self.forward(request, to: key.owner, timeout: timeout)
+            }
+            if joined { counters.coalescedForwards.add(1, ordering: .relaxed) }
+            response = r
+        } catch {
+            throw Self.typed(error)
+        }
+        guard case .readResult(let offset, let info, let data) = response else {
+            throw EddyError(.malformedFrame, "\(key.owner) answered a read with \(response)")
+        }
+        hints.withLock { h in
+            if let old = h[key.segment], old.length > info.length { return }
+            h[key.segment] = info
+        }
+        return ReadAnswer(info: info, offset: offset, slices: data.readableBytes > 0 ? [data] : [])
+    }
+
+    // MARK: - Housekeeping
+
+    /// Drops everything the node holds of a deleted stream.
+    func purge(_ name: StreamName) {
+        let gone = segments.withLock { s in
+            let ids = s.keys.filter { $0.stream == name }
+            return ids.compactMap { s.removeValue(forKey: $0) }
+        }
+        for seg in gone { seg.wakeAll() }
+        hints.withLock { h in h = h.filter { $0.key.stream != name } }
+        cache.removeStream(name)
+        near?.removeStream(name)
+    }
+
+    static func typed(_ error: any Error) -> EddyError {
+        if let e = error as? EddyError { return e }
+        if error is CancellationError { return EddyError(.shuttingDown, "the request was cancelled") }
+        return EddyError(.internalError, "\(error)")
+    }
+
+    /// Tail readers waiting on this node's owned segments.
+    var tailWaiters: Int { segments.withLock { s in s.values.reduce(0) { $0 + $1.waiterCount } } }
+}

@@ -1,0 +1,73 @@
+import CacheCore
+import NIOCore
+import StoreClient
+import StreamModel
+import Synchronization
+import WireProtocol
+
+/// Upstream is a connection to one server (the store, or a peer node) that reconnects by itself: a request
+/// finds the current connection or makes one (one attempt at a time, shared by all callers), and a connection
+/// that failed is dropped so the next request connects again. Every request has a deadline, so a dead or
+/// unreachable server gives a typed error in time, never a hang.
+final class Upstream: Sendable {
+    let address: ServerAddress
+    private let group: EventLoopGroup
+    private let connectTimeout: Duration
+    private let connecting = SingleFlight<Int, StoreClient>()
+    private let current = Mutex<StoreClient?>(nil)
+
+    init(address: ServerAddress, group: EventLoopGroup, connectTimeout: Duration) {
+        self.address = address
+        self.group = group
+        self.connectTimeout = connectTimeout
+    }
+
+    /// Sends `request` and waits at most `timeout` for its answer.
+    /// - Throws: the server's error answer; ``EddyError/Code/unavailable`` when the server cannot be reached;
+    ///   ``EddyError/Code/timedOut`` past the deadline.
+    func send(_ request: Request, timeout: Duration) async throws(EddyError) -> Response {
+        let client = try await connection()
+        do {
+            return try await client.send(request, timeout: timeout)
+        } catch  where error.code == .connectionFailed {
+            drop(client)
+            throw EddyError(.unavailable, "\(address) is unreachable: \(error.message)")
+        }
+    }
+
+    private func connection() async throws(EddyError) -> StoreClient {
+        if let c = current.withLock({ $0 }), c.isActive { return c }
+        let address = self.address
+        let group = self.group
+        let timeout = self.connectTimeout
+        do {
+            let (c, _) = try await connecting.run(0) {
+                try await StoreClient.connect(to: address, group: group, timeout: timeout)
+            }
+            current.withLock { $0 = c }
+            return c
+        } catch let error as EddyError {
+            throw EddyError(.unavailable, "\(address) is unreachable: \(error.message)")
+        } catch {
+            throw EddyError(.unavailable, "\(address) is unreachable: \(error)")
+        }
+    }
+
+    private func drop(_ client: StoreClient) {
+        let gone = current.withLock { c -> StoreClient? in
+            guard c === client else { return nil }
+            c = nil
+            return client
+        }
+        if let gone { Task { await gone.close() } }
+    }
+
+    /// Closes the connection.
+    func close() async {
+        let c = current.withLock { c in
+            defer { c = nil }
+            return c
+        }
+        await c?.close()
+    }
+}

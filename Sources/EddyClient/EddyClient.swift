@@ -1,0 +1,254 @@
+import NIOCore
+import NIOPosix
+import StoreClient
+import StreamModel
+import Synchronization
+import WireProtocol
+
+/// EddyClient talks to a ring of cache nodes (or to a store) through the nearest server, and fails over.
+///
+/// At connect it measures the round trip (connect and hello) to every seed, prefers servers of its own zone,
+/// then the lowest round trip, and talks to the first. A request that fails because of the path (the
+/// connection broke, a deadline passed, the ring was changing: ``EddyError/isRetriable``) is sent again, to the
+/// next server when the connection is gone, until the request's deadline. Reads and metadata requests are
+/// idempotent; appends are made exactly-once by the writer ID and event numbers they carry.
+public final class EddyClient: Sendable {
+    /// Settings of a client.
+    public struct Configuration: Sendable {
+        /// Seed servers (`--servers`).
+        public var servers: [ServerAddress]
+        /// The client's zone (`--zone`); servers of the same zone come first.
+        public var zone: String = ""
+        /// How long one connection attempt may take.
+        public var connectTimeout: Duration = .seconds(2)
+        /// How long a request may take, retries and failovers included (tail waits add their wait).
+        public var requestTimeout: Duration = .seconds(15)
+
+        /// Creates a configuration.
+        public init(servers: [ServerAddress]) { self.servers = servers }
+    }
+
+    /// The configuration in use.
+    public let configuration: Configuration
+    private let group: EventLoopGroup
+    private struct State {
+        var order: [ServerAddress]
+        var current: StoreClient?
+        var failovers = 0
+    }
+    private let state: Mutex<State>
+
+    private init(configuration: Configuration, order: [ServerAddress], current: StoreClient?, group: EventLoopGroup) {
+        self.configuration = configuration
+        self.group = group
+        state = Mutex(State(order: order, current: current))
+    }
+
+    /// Measures the seeds and connects to the nearest.
+    /// - Throws: ``EddyError/Code/connectionFailed`` naming every seed when none answers.
+    public static func connect(
+        _ configuration: Configuration, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+    ) async throws(EddyError) -> EddyClient {
+        guard !configuration.servers.isEmpty else { throw EddyError(.invalidArgument, "no servers given") }
+        if configuration.servers.count == 1 {
+            let only = configuration.servers[0]
+            do {
+                let c = try await StoreClient.connect(to: only, group: group, timeout: configuration.connectTimeout)
+                return EddyClient(configuration: configuration, order: [only], current: c, group: group)
+            } catch {
+                throw error
+            }
+        }
+        let probes = await withTaskGroup(of: (ServerAddress, StoreClient?, Duration).self) { group2 in
+            for server in configuration.servers {
+                group2.addTask {
+                    let start = ContinuousClock.now
+                    let c = try? await StoreClient.connect(
+                        to: server, group: group, timeout: configuration.connectTimeout)
+                    return (server, c, ContinuousClock.now - start)
+                }
+            }
+            var all: [(ServerAddress, StoreClient?, Duration)] = []
+            for await p in group2 { all.append(p) }
+            return all
+        }
+        let ranked = probes.sorted { a, b in
+            let za = a.1 != nil && !configuration.zone.isEmpty && a.1!.zone == configuration.zone
+            let zb = b.1 != nil && !configuration.zone.isEmpty && b.1!.zone == configuration.zone
+            if (a.1 != nil) != (b.1 != nil) { return a.1 != nil }
+            if za != zb { return za }
+            return a.2 < b.2
+        }
+        let best = ranked.first?.1
+        for p in ranked.dropFirst() { if let c = p.1 { await c.close() } }
+        guard let best else {
+            throw EddyError(
+                .connectionFailed,
+                "cannot connect to any of \(configuration.servers.map(\.description).joined(separator: ", "))")
+        }
+        return EddyClient(configuration: configuration, order: ranked.map(\.0), current: best, group: group)
+    }
+
+    /// The server in use now.
+    public var server: ServerAddress { state.withLock { $0.order[0] } }
+
+    /// How many times the client moved to another server.
+    public var failovers: Int { state.withLock { $0.failovers } }
+
+    /// Closes the connection.
+    public func close() async {
+        let c = state.withLock { s in
+            defer { s.current = nil }
+            return s.current
+        }
+        await c?.close()
+    }
+
+    /// Sends `request`, retrying and failing over until `timeout` (default: the configured request timeout).
+    /// An error answer that is not retriable is thrown at once.
+    public func send(_ request: Request, timeout: Duration? = nil) async throws(EddyError) -> Response {
+        let deadline = ContinuousClock.now + (timeout ?? configuration.requestTimeout)
+        var lastError = EddyError(.timedOut, "no server answered in time")
+        var pause = Duration.milliseconds(20)
+        while ContinuousClock.now < deadline {
+            let client: StoreClient
+            do {
+                client = try await connection()
+            } catch {
+                lastError = error
+                rotate(after: nil)
+                try? await Task.sleep(for: pause)
+                pause = min(pause * 2, .milliseconds(500))
+                continue
+            }
+            do {
+                let left = deadline - ContinuousClock.now
+                return try await client.send(request, timeout: max(left, .milliseconds(1)))
+            } catch  where error.isRetriable {
+                lastError = error
+                if error.code == .connectionFailed || !client.isActive {
+                    rotate(after: client)
+                } else {
+                    try? await Task.sleep(for: pause)
+                    pause = min(pause * 2, .milliseconds(500))
+                }
+            }
+        }
+        throw lastError
+    }
+
+    private func connection() async throws(EddyError) -> StoreClient {
+        if let c = state.withLock({ $0.current }), c.isActive { return c }
+        let target = state.withLock { $0.order[0] }
+        let c = try await StoreClient.connect(to: target, group: group, timeout: configuration.connectTimeout)
+        let stale = state.withLock { s -> StoreClient? in
+            defer { s.current = c }
+            return s.current
+        }
+        if let stale { Task { await stale.close() } }
+        return c
+    }
+
+    /// Moves to the next server (after `client` failed, or a connect did).
+    private func rotate(after client: StoreClient?) {
+        let dead = state.withLock { s -> StoreClient? in
+            if let client, s.current !== client { return nil }  // another request moved on already
+            let old = s.current
+            s.current = nil
+            if s.order.count > 1 { s.order.append(s.order.removeFirst()) }
+            s.failovers += 1
+            return old
+        }
+        if let dead { Task { await dead.close() } }
+    }
+
+    private func unexpected(_ response: Response, for what: String) -> EddyError {
+        EddyError(.malformedFrame, "\(server) answered \(what) with \(response)")
+    }
+
+    // MARK: - Typed calls
+
+    /// Creates a stream.
+    public func createStream(_ name: StreamName, segments: UInt32) async throws(EddyError) {
+        _ = try await send(.createStream(name, segments: segments))
+    }
+
+    /// Deletes a stream.
+    public func deleteStream(_ name: StreamName) async throws(EddyError) {
+        _ = try await send(.deleteStream(name))
+    }
+
+    /// Every stream.
+    public func listStreams() async throws(EddyError) -> [StreamInfo] {
+        let r = try await send(.listStreams)
+        guard case .streamList(let streams) = r else { throw unexpected(r, for: "list") }
+        return streams
+    }
+
+    /// One stream's segments.
+    public func info(_ name: StreamName) async throws(EddyError) -> StreamInfo {
+        let r = try await send(.streamInfo(name))
+        guard case .streamInfo(let info) = r else { throw unexpected(r, for: "stream info") }
+        return info
+    }
+
+    /// One segment's state.
+    public func info(_ segment: SegmentID) async throws(EddyError) -> SegmentInfo {
+        let r = try await send(.segmentInfo(segment))
+        guard case .segmentInfo(let info) = r else { throw unexpected(r, for: "segment info") }
+        return info
+    }
+
+    /// Appends whole event frames to a segment; returns once they are durable. With a writer ID, a retry after
+    /// a failover is answered with the original position (exactly-once).
+    public func append(_ segment: SegmentID, frames: ByteBuffer, writerID: String, firstEventNumber: Int64)
+        async throws(EddyError) -> AppendAck
+    {
+        let r = try await send(
+            .append(segment: segment, writerID: writerID, firstEventNumber: firstEventNumber, frames: frames))
+        guard case .appendAck(let ack) = r else { throw unexpected(r, for: "append") }
+        return ack
+    }
+
+    /// Reads bytes of a segment; `wait` > 0 waits at the tail for bytes to arrive.
+    public func read(_ segment: SegmentID, from offset: UInt64, maxBytes: Int = 1 << 20, wait: Duration = .zero)
+        async throws(EddyError) -> (info: SegmentInfo, data: ByteBuffer)
+    {
+        let ms = UInt32(clamping: Int64(wait.inSeconds * 1000))
+        let r = try await send(
+            .read(segment: segment, offset: offset, maxBytes: UInt32(clamping: maxBytes), waitMilliseconds: ms),
+            timeout: configuration.requestTimeout + wait)
+        guard case .readResult(_, let info, let data) = r else { throw unexpected(r, for: "read") }
+        return (info, data)
+    }
+
+    /// Seals a segment.
+    @discardableResult
+    public func seal(_ segment: SegmentID) async throws(EddyError) -> SegmentInfo {
+        let r = try await send(.seal(segment))
+        guard case .segmentInfo(let info) = r else { throw unexpected(r, for: "seal") }
+        return info
+    }
+
+    /// Truncates a segment at an event boundary.
+    @discardableResult
+    public func truncate(_ segment: SegmentID, at offset: UInt64) async throws(EddyError) -> SegmentInfo {
+        let r = try await send(.truncate(segment, offset: offset))
+        guard case .segmentInfo(let info) = r else { throw unexpected(r, for: "truncate") }
+        return info
+    }
+
+    /// The highest event number `writerID` wrote to `segment`, or nil.
+    public func lastEventNumber(_ segment: SegmentID, writerID: String) async throws(EddyError) -> Int64? {
+        let r = try await send(.writerState(segment, writerID: writerID))
+        guard case .writerState(let last) = r else { throw unexpected(r, for: "writer state") }
+        return last
+    }
+
+    /// The server's stats document (JSON).
+    public func stats() async throws(EddyError) -> String {
+        let r = try await send(.stats)
+        guard case .stats(let json) = r else { throw unexpected(r, for: "stats") }
+        return json
+    }
+}
