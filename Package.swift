@@ -148,7 +148,10 @@ let package = Package(
         ),
         .testTarget(
             name: "EddyCLITests",
-            dependencies: ["StreamModel", "SegmentStore"],
+            dependencies: [
+                "StreamModel", "SegmentStore", "EddyClient", "StoreClient", "WireProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
             swiftSettings: strict
         ),
     ]

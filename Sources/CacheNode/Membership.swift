@@ -67,17 +67,30 @@ final class Membership: Sendable {
     private func round() async {
         let view = self.view(withMembers: true)
         let timeout = configuration.heartbeatInterval * 2
-        await withTaskGroup(of: (String, RingView?).self) { group in
+        await withTaskGroup(of: (String, Result<RingView, EddyError>?).self) { group in
             for peer in peers {
                 guard let upstream = upstreams[peer] else { continue }
                 group.addTask {
-                    guard case .heartbeatAck(let answer)? = try? await upstream.send(.heartbeat(view), timeout: timeout)
-                    else { return (peer, nil) }
-                    return (peer, answer)
+                    do throws(EddyError) {
+                        guard
+                            case .heartbeatAck(let answer) = try await upstream.send(.heartbeat(view), timeout: timeout)
+                        else { return (peer, nil) }
+                        return (peer, .success(answer))
+                    } catch {
+                        return (peer, .failure(error))
+                    }
                 }
             }
             for await (peer, answer) in group {
-                if let answer { heard(peer, view: answer) }
+                switch answer {
+                case .success(let view): heard(peer, view: view)
+                case .failure(let error) where error.code == .unavailable && upstreams[peer]?.refused == true:
+                    // Nothing listens there (a killed process): leave now rather than after the timeout.
+                    state.withLock { s in
+                        if s.lastHeard[peer] != nil { s.lastHeard[peer] = .now - configuration.failureTimeout }
+                    }
+                default: break
+                }
             }
         }
         evaluate()

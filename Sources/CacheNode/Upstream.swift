@@ -15,6 +15,11 @@ final class Upstream: Sendable {
     private let connectTimeout: Duration
     private let connecting = SingleFlight<Int, StoreClient>()
     private let current = Mutex<StoreClient?>(nil)
+    private let lastConnectRefused = Atomic<Bool>(false)
+
+    /// Whether the last connection attempt was refused outright (nothing listens: the process is gone), as
+    /// opposed to timing out (a slow or partitioned host).
+    var refused: Bool { lastConnectRefused.load(ordering: .relaxed) }
 
     init(address: ServerAddress, group: EventLoopGroup, connectTimeout: Duration) {
         self.address = address
@@ -45,8 +50,10 @@ final class Upstream: Sendable {
                 try await StoreClient.connect(to: address, group: group, timeout: timeout)
             }
             current.withLock { $0 = c }
+            lastConnectRefused.store(false, ordering: .relaxed)
             return c
         } catch let error as EddyError {
+            lastConnectRefused.store(error.message.lowercased().contains("refused"), ordering: .relaxed)
             throw EddyError(.unavailable, "\(address) is unreachable: \(error.message)")
         } catch {
             throw EddyError(.unavailable, "\(address) is unreachable: \(error)")

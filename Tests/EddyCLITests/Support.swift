@@ -109,3 +109,109 @@ struct CLIError: Error, CustomStringConvertible {
 func temporaryPath(_ tag: String) -> String {
     NSTemporaryDirectory() + "eddy-\(tag)-" + UUID().uuidString
 }
+
+/// A free loopback port (bound, read, released: a small race with other processes, fine for tests).
+func freePort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p -> Int32 in
+            guard bind(fd, p, length) == 0 else { return -1 }
+            return getsockname(fd, p, &length)
+        }
+    }
+    guard bound == 0 else { throw CLIError("cannot find a free port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A running `eddy` server process (a store or a node), ready once its log says `marker`.
+final class ServerProcess {
+    let process = Process()
+    let logPath: String
+    let arguments: [String]
+
+    init(_ arguments: [String], log: String, marker: String) throws {
+        self.arguments = arguments
+        logPath = log
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+        process.executableURL = URL(fileURLWithPath: eddyBinary)
+        process.arguments = arguments
+        process.standardError = FileHandle(forWritingAtPath: logPath)
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(30)
+        while Date() < deadline {
+            if log.contains(marker) || ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").contains(marker)
+            {
+                return
+            }
+            if !process.isRunning { break }
+            usleep(20_000)
+        }
+        throw CLIError("eddy \(arguments.first ?? "") did not start: \(self.log)")
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// SIGKILL, no goodbye.
+    func kill() {
+        Glibc.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// SIGTERM and wait.
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// A store and cache nodes as real processes on free loopback ports, under one temporary folder.
+final class Ring {
+    let folder = temporaryPath("ring")
+    let storeAddress: String
+    let nodeAddresses: [String]
+    private(set) var store: ServerProcess
+    private(set) var nodes: [ServerProcess] = []
+    let nodeArguments: [String]
+
+    init(nodes count: Int = 3, nodeArguments: [String] = []) throws {
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        storeAddress = "127.0.0.1:\(try freePort())"
+        nodeAddresses = try (0..<count).map { _ in "127.0.0.1:\(try freePort())" }
+        self.nodeArguments = nodeArguments
+        store = try ServerProcess(
+            ["store", "--data", folder + "/store", "--listen", storeAddress], log: folder + "/store.log",
+            marker: "eddy store ready")
+        for i in 0..<count { nodes.append(try startNode(i)) }
+    }
+
+    func startNode(_ i: Int) throws -> ServerProcess {
+        try ServerProcess(
+            [
+                "node", "--listen", nodeAddresses[i], "--store", storeAddress, "--members",
+                nodeAddresses.joined(separator: ","),
+            ] + nodeArguments,
+            log: folder + "/node-\(i).log", marker: "eddy node ready")
+    }
+
+    /// Starts the store again on the same address and data (after a stop or kill).
+    func restartStore() throws {
+        store = try ServerProcess(
+            ["store", "--data", folder + "/store", "--listen", storeAddress], log: folder + "/store-2.log",
+            marker: "eddy store ready")
+    }
+
+    func stopAll() {
+        for n in nodes { n.stop() }
+        store.stop()
+        try? FileManager.default.removeItem(atPath: folder)
+    }
+}

@@ -1,0 +1,197 @@
+import EddyClient
+import Foundation
+import NIOCore
+import StoreClient
+import StreamModel
+import Testing
+import WireProtocol
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The read path with every component a real process: a store and three cache nodes.
+@Suite("ring of cache nodes as real processes", .serialized)
+struct RingTests {
+    static func client(_ servers: [String], timeout: Duration = .seconds(15)) async throws -> EddyClient {
+        var c = EddyClient.Configuration(servers: try servers.map { try ServerAddress(parsing: $0) })
+        c.requestTimeout = timeout
+        return try await EddyClient.connect(c)
+    }
+
+    /// Appends `count` events to every segment, straight to the store (bypassing the ring): payload `s<seg>-<i>`.
+    static func fill(_ store: EddyClient, _ name: StreamName, segments: UInt32, count: Int, size: Int = 180)
+        async throws
+    {
+        for s in 0..<segments {
+            var i = 0
+            while i < count {
+                var frames: [UInt8] = []
+                let n = min(200, count - i)
+                for k in i..<(i + n) {
+                    let payload = "s\(s)-\(k)-" + String(repeating: "p", count: size)
+                    try EventFrame.encode(
+                        Event(routingKey: nil, timestamp: 0, payload: Array(payload.utf8)), into: &frames)
+                }
+                _ = try await store.append(
+                    SegmentID(stream: name, number: s), frames: ByteBuffer(bytes: frames), writerID: "fill-\(s)",
+                    firstEventNumber: Int64(i))
+                i += n
+            }
+        }
+    }
+
+    static func payloads(_ events: [PointedEvent]) -> [String] {
+        events.map { String(decoding: $0.event.payload, as: UTF8.self) }
+    }
+
+    static func stats(_ server: String) async throws -> [String: Any] {
+        let c = try await client([server])
+        defer { Task { await c.close() } }
+        return try JSONSerialization.jsonObject(with: Data(try await c.stats().utf8)) as! [String: Any]
+    }
+
+    @Test(
+        "200 concurrent readers over 8 segments through 3 nodes read exactly what was appended; the store reads each byte once"
+    )
+    func fanOut() async throws {
+        let ring = try Ring(nodeArguments: ["--block-size", "64K"])
+        defer { ring.stopAll() }
+        let name = try StreamName(parsing: "ring/fanout")
+        let store = try await Self.client([ring.storeAddress])
+        try await store.createStream(name, segments: 8)
+        try await Self.fill(store, name, segments: 8, count: 2500)
+        let info = try await store.info(name)
+        let totalBytes = info.segments.reduce(UInt64(0)) { $0 + $1.length }
+        #expect(totalBytes > 8 * 6 * 65536, "several blocks per segment")
+
+        let nodes = ring.nodeAddresses
+        let results = try await withThrowingTaskGroup(of: (Int, [String]).self) { group in
+            for r in 0..<200 {
+                group.addTask {
+                    let c = try await Self.client([nodes[r % 3]])
+                    let segment = SegmentID(stream: name, number: UInt32(r % 8))
+                    var got: [PointedEvent] = []
+                    for try await e in c.events([SegmentCursor(segment: segment, offset: 0)], follow: false) {
+                        got.append(e)
+                    }
+                    await c.close()
+                    return (r, Self.payloads(got))
+                }
+            }
+            var all: [(Int, [String])] = []
+            for try await x in group { all.append(x) }
+            return all
+        }
+        #expect(results.count == 200)
+        for (r, got) in results {
+            let s = r % 8
+            let expected = (0..<2500).map { "s\(s)-\($0)-" + String(repeating: "p", count: 180) }
+            #expect(got == expected, "reader \(r) of segment \(s): \(got.count) events")
+        }
+        // From the store's side: every byte read once, no more.
+        let storeStats = try await Self.stats(ring.storeAddress)
+        #expect(storeStats["read_bytes"] as? Int == Int(totalBytes), "store stats: \(storeStats)")
+        var distinctBlocks = 0
+        for node in ring.nodeAddresses {
+            let s = try await Self.stats(node)
+            #expect((s["store_reads_per_block"] as? Double ?? 0) <= 1.0, "\(node): \(s)")
+            distinctBlocks += s["distinct_blocks_read"] as? Int ?? 0
+            #expect((s["members"] as? [String])?.count == 3)
+        }
+        let blocks = info.segments.reduce(0) { $0 + Int(($1.length + 65535) / 65536) }
+        #expect(distinctBlocks == blocks, "each block read by one node (its owner)")
+        await store.close()
+    }
+
+    @Test("SIGKILL a node under tail readers: they fail over within a second, with no gap and no duplicate")
+    func killNode() async throws {
+        let ring = try Ring(nodeArguments: ["--block-size", "64K"])
+        defer { ring.stopAll() }
+        let name = try StreamName(parsing: "ring/kill")
+        let store = try await Self.client([ring.storeAddress])
+        try await store.createStream(name, segments: 4)
+        let tailer = try await Self.client(ring.nodeAddresses)
+        let victim = ring.nodeAddresses.firstIndex(of: tailer.server.description)!
+        let total = 400
+        let received = Locked<[(String, Date)]>([])
+        let cursors = (0..<4).map { SegmentCursor(segment: SegmentID(stream: name, number: $0), offset: 0) }
+        let reading = Task {
+            for try await e in tailer.events(cursors, follow: true, poll: .seconds(5)) {
+                var list = received.get()
+                list.append((String(decoding: e.event.payload, as: UTF8.self), Date()))
+                received.set(list)
+                if list.count == total { return }
+            }
+        }
+        var killedAt = Date.distantFuture
+        for i in 0..<total {
+            let segment = SegmentID(stream: name, number: UInt32(i % 4))
+            var frames: [UInt8] = []
+            try EventFrame.encode(Event(routingKey: nil, timestamp: 0, payload: Array("e\(i)".utf8)), into: &frames)
+            _ = try await store.append(
+                segment, frames: ByteBuffer(bytes: frames), writerID: "w\(i % 4)", firstEventNumber: Int64(i / 4))
+            if i == total / 2 {
+                ring.nodes[victim].kill()
+                killedAt = Date()
+            }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let deadline = Date().addingTimeInterval(20)
+        while received.get().count < total && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+        reading.cancel()
+        let got = received.get()
+        #expect(got.count == total, "received \(got.count) of \(total)")
+        #expect(Set(got.map(\.0)).count == got.count, "no duplicate")
+        for s in 0..<4 {
+            let mine = got.map(\.0).filter { Int($0.dropFirst())! % 4 == s }
+            #expect(mine == (0..<total).filter { $0 % 4 == s }.map { "e\($0)" }, "segment \(s) in order, no gap")
+        }
+        // The first event appended after the kill arrives within a second of being appended.
+        if let firstAfter = got.first(where: { $0.1 > killedAt }) {
+            #expect(
+                firstAfter.1.timeIntervalSince(killedAt) < 1.5,
+                "failover took \(firstAfter.1.timeIntervalSince(killedAt)) s")
+        }
+        #expect(tailer.failovers >= 1)
+        await tailer.close()
+        await store.close()
+    }
+
+    @Test("the store stopped under readers: typed errors within the timeout, reads work again once it is back")
+    func storeRestart() async throws {
+        let ring = try Ring(nodes: 2, nodeArguments: ["--block-size", "64K"])
+        defer { ring.stopAll() }
+        let name = try StreamName(parsing: "ring/restart")
+        let store = try await Self.client([ring.storeAddress])
+        try await store.createStream(name, segments: 1)
+        try await Self.fill(store, name, segments: 1, count: 100)
+        await store.close()
+        ring.store.stop()
+        let raw = try await StoreClient.connect(to: try ServerAddress(parsing: ring.nodeAddresses[0]))
+        let started = ContinuousClock.now
+        await #expect(throws: EddyError.self) {
+            _ = try await raw.read(SegmentID(stream: name, number: 0), from: 0)
+        }
+        do {
+            _ = try await raw.send(.streamInfo(name))
+            Issue.record("no error with the store down")
+        } catch {
+            #expect(error.code == .unavailable || error.code == .timedOut, "\(error)")
+        }
+        #expect(ContinuousClock.now - started < .seconds(12), "errors come within the request timeout")
+        try ring.restartStore()
+        let deadline = ContinuousClock.now + .seconds(15)
+        var events = 0
+        while ContinuousClock.now < deadline {
+            if let (_, data) = try? await raw.read(SegmentID(stream: name, number: 0), from: 0), data.readableBytes > 0
+            {
+                events = data.readableBytes
+                break
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        #expect(events > 0, "the node reconnected to the store by itself")
+        await raw.close()
+    }
+}
