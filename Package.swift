@@ -110,12 +110,23 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // Test support shared by the test targets (an in-process store, raw sockets); not a product.
+        .target(
+            name: "EddyTestSupport",
+            dependencies: [
+                "SegmentStore", "StoreServer", "StoreClient", "WireProtocol", "StreamModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "StreamModelTests", dependencies: ["StreamModel"], swiftSettings: strict),
         .testTarget(name: "HashRingTests", dependencies: ["HashRing"], swiftSettings: strict),
         .testTarget(
             name: "CacheNodeTests",
             dependencies: [
-                "CacheNode", "EddyClient", "StoreServer", "StoreClient", "SegmentStore", "WireProtocol", "StreamModel",
+                "CacheNode", "EddyClient", "EddyTestSupport", "StoreServer", "StoreClient", "SegmentStore",
+                "WireProtocol", "StreamModel",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -140,7 +151,7 @@ let package = Package(
         .testTarget(
             name: "StoreServerTests",
             dependencies: [
-                "StoreServer", "StoreClient", "SegmentStore", "WireProtocol", "StreamModel",
+                "StoreServer", "StoreClient", "SegmentStore", "WireProtocol", "StreamModel", "EddyTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -149,7 +160,7 @@ let package = Package(
         .testTarget(
             name: "EddyCLITests",
             dependencies: [
-                "StreamModel", "SegmentStore", "EddyClient", "StoreClient", "WireProtocol",
+                "StreamModel", "SegmentStore", "EddyClient", "StoreClient", "WireProtocol", "EddyTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict

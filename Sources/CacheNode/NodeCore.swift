@@ -136,6 +136,9 @@ public final class NodeCore: Sendable {
         return placement.withLock { p in p.assignment[key] ?? p.ring.candidate(for: key) ?? me }
     }
 
+    /// The member that owns `segment` now, by name.
+    public func ownerName(of segment: SegmentID) async -> String { await owner(of: segment) }
+
     /// The ring in use.
     public var ring: HashRing { placement.withLock { $0.ring } }
 

@@ -1,3 +1,221 @@
+import CacheNode
+import EddyClient
+import EddyTestSupport
+import Foundation
+import NIOCore
+import StoreClient
 import Testing
+import WireProtocol
 
-@testable import CacheNode
+@testable import StreamModel
+
+/// A store and cache nodes in this process, on free loopback ports.
+final class NodeRing {
+    let harness: Harness
+    let nodes: [CacheNode]
+    let addresses: [ServerAddress]
+
+    init(count: Int = 3, blockSize: UInt64 = 64 << 10, configure: (inout NodeConfiguration) -> Void = { _ in })
+        async throws
+    {
+        harness = try await Harness()
+        addresses = try (0..<count).map { _ in ServerAddress(host: "127.0.0.1", port: try freeLoopbackPort()) }
+        var started: [CacheNode] = []
+        for a in addresses {
+            var c = NodeConfiguration(listen: a, store: harness.address, members: addresses)
+            c.blockSize = blockSize
+            c.cacheBytes = 64 << 20
+            c.logger.logLevel = .warning
+            configure(&c)
+            started.append(try await CacheNode.start(configuration: c))
+        }
+        nodes = started
+    }
+
+    func client(_ i: Int) async throws -> StoreClient { try await StoreClient.connect(to: addresses[i]) }
+
+    /// The index of the node that owns `segment`.
+    func owner(of segment: SegmentID) async -> Int {
+        let name = await nodes[0].core.ownerName(of: segment)
+        return addresses.firstIndex { $0.description == name }!
+    }
+
+    func shutdown() async {
+        for n in nodes { await n.close() }
+        await harness.shutdown()
+    }
+}
+
+@Suite("cache node", .serialized)
+struct NodeTests {
+    static let name = try! StreamName(parsing: "node/test")
+
+    @Test("appends through any node reach tail readers on every node: waiting reads answer as bytes arrive")
+    func tailFanOut() async throws {
+        let ring = try await NodeRing()
+        let setup = try await ring.client(0)
+        try await setup.createStream(Self.name, segments: 1)
+        let segment = SegmentID(stream: Self.name, number: 0)
+        // Tail readers on every node, waiting at offset 0.
+        let addresses = ring.addresses
+        let readers = try await withThrowingTaskGroup(of: ByteBuffer.self) { group in
+            for i in 0..<3 {
+                for _ in 0..<5 {
+                    group.addTask {
+                        let c = try await StoreClient.connect(to: addresses[i])
+                        let (_, data) = try await c.read(segment, from: 0, wait: .seconds(10))
+                        await c.close()
+                        return data
+                    }
+                }
+            }
+            try await Task.sleep(for: .milliseconds(300))
+            let writer = try await ring.client(2)
+            let ack = try await writer.append(
+                segment, frames: try frames(["one", "two"]), writerID: "w", firstEventNumber: 0)
+            #expect(ack.firstOffset == 0 && !ack.duplicate)
+            await writer.close()
+            var all: [ByteBuffer] = []
+            for try await d in group { all.append(d) }
+            return all
+        }
+        #expect(readers.count == 15)
+        let expected = try frames(["one", "two"])
+        for d in readers { #expect(d == expected) }
+        // The owner learned the bytes from the append itself: it never read them from the store.
+        #expect(ring.harness.store.stats.events == 2)
+        let stats =
+            try JSONSerialization.jsonObject(with: Data(try await setup.send(.stats).statsJSON.utf8)) as! [String: Any]
+        #expect(stats["role"] as? String == "node")
+        await setup.close()
+        await ring.shutdown()
+    }
+
+    @Test("sealed and truncated segments answer at once, through the owner and the others")
+    func sealedAndTruncated() async throws {
+        let ring = try await NodeRing()
+        let c0 = try await ring.client(0)
+        try await c0.createStream(Self.name, segments: 2)
+        let segment = SegmentID(stream: Self.name, number: 1)
+        let ack = try await c0.append(segment, frames: try frames(["a", "b", "c"]), writerID: "w", firstEventNumber: 0)
+        let info = try await c0.info(segment)
+        for i in 0..<3 {
+            let c = try await ring.client(i)
+            // A tail reader waiting at the end is released by the seal with end-of-segment.
+            let started = ContinuousClock.now
+            async let waiting = c.read(segment, from: info.length, wait: .seconds(20))
+            try await Task.sleep(for: .milliseconds(200))
+            if i == 0 { try await c0.seal(segment) }
+            let (after, data) = try await waiting
+            #expect(after.sealed && data.readableBytes == 0)
+            #expect(ContinuousClock.now - started < .seconds(5), "no stall on a sealed segment")
+            await c.close()
+        }
+        // Truncate before the second event: below it is gone, at once, everywhere.
+        let second = ack.firstOffset + UInt64(try frames(["a"]).readableBytes)
+        try await c0.truncate(segment, at: second)
+        for i in 0..<3 {
+            let c = try await ring.client(i)
+            do {
+                _ = try await c.read(segment, from: 0)
+                Issue.record("read below the truncation point succeeded on node \(i)")
+            } catch {
+                #expect(error.code == .truncated, "node \(i): \(error)")
+            }
+            let (_, rest) = try await c.read(segment, from: second)
+            #expect(rest == (try frames(["b", "c"])))
+            await c.close()
+        }
+        await c0.close()
+        await ring.shutdown()
+    }
+
+    @Test("bad input: unknown streams, a forward with another ring view, garbage frames, a client that never reads")
+    func badInput() async throws {
+        let ring = try await NodeRing(count: 2)
+        let c = try await ring.client(0)
+        await #expect(throws: EddyError.self) { try await c.read(SegmentID(stream: Self.name, number: 0), from: 0) }
+        do {
+            _ = try await c.read(SegmentID(stream: try StreamName(parsing: "no/such"), number: 0), from: 0)
+        } catch {
+            #expect(error.code == .streamNotFound)
+        }
+        try await c.createStream(Self.name, segments: 1)
+        let segment = SegmentID(stream: Self.name, number: 0)
+        _ = try await c.append(segment, frames: try frames(["x"]), writerID: "w", firstEventNumber: 0)
+        // A forward carrying a view this node does not share: a typed answer at once, never a wait.
+        let stale = RingView(from: "127.0.0.1:1", epoch: 99, fingerprint: 12345)
+        do {
+            _ = try await c.send(
+                .forwarded(stale, .read(segment: segment, offset: 0, maxBytes: 100, waitMilliseconds: 5000)))
+            Issue.record("a stale forward was served")
+        } catch {
+            #expect(error.code == .staleEpoch)
+        }
+        // Garbage: an error frame, the connection closes; others are served.
+        let raw = try RawConnection(port: ring.addresses[0].port)
+        raw.send([0, 0, 0, 1, 9])
+        let answer = try raw.response()
+        if case .error(let e)? = answer {
+            #expect(e.code == .malformedFrame)
+        } else {
+            Issue.record("\(String(describing: answer))")
+        }
+        #expect(raw.receive() == nil, "closed after a bad frame")
+        raw.close()
+        // A client that sends reads and never reads the answers: the node stops reading it, others go on.
+        let hog = try RawConnection(port: ring.addresses[0].port)
+        hog.send(MessageCodec.frame(.hello(version: protocolVersion), id: 1))
+        for id in 2..<3000 {
+            hog.send(
+                MessageCodec.frame(
+                    .read(segment: segment, offset: 0, maxBytes: 65536, waitMilliseconds: 0), id: UInt32(id)))
+        }
+        let (_, data) = try await c.read(segment, from: 0)
+        #expect(data == (try frames(["x"])))
+        hog.close()
+        await c.close()
+        await ring.shutdown()
+    }
+
+    @Test("many readers missing the same block at once: one store read, every reader served")
+    func coalescing() async throws {
+        let ring = try await NodeRing(count: 1)
+        let c = try await ring.client(0)
+        try await c.createStream(Self.name, segments: 1)
+        let segment = SegmentID(stream: Self.name, number: 0)
+        let payloads = (0..<2000).map { "event-\($0)-" + String(repeating: "z", count: 100) }
+        // Written straight to the store, so the node has never seen these bytes.
+        let direct = try await ring.harness.client()
+        _ = try await direct.append(segment, frames: try frames(payloads), writerID: "w", firstEventNumber: 0)
+        let address = ring.addresses[0]
+        let results = try await withThrowingTaskGroup(of: Int.self) { group in
+            for _ in 0..<50 {
+                group.addTask {
+                    let r = try await StoreClient.connect(to: address)
+                    let (_, d) = try await r.read(segment, from: 0, maxBytes: 65536)
+                    await r.close()
+                    return d.readableBytes
+                }
+            }
+            var all: [Int] = []
+            for try await n in group { all.append(n) }
+            return all
+        }
+        #expect(results.allSatisfy { $0 == 65536 })
+        let stats =
+            try JSONSerialization.jsonObject(with: Data(try await c.send(.stats).statsJSON.utf8)) as! [String: Any]
+        #expect(stats["store_read_requests"] as? Int == 1, "\(stats)")
+        #expect(stats["hits"] as? Int ?? 0 >= 1 || stats["coalesced_loads"] as? Int ?? 0 >= 1)
+        await direct.close()
+        await c.close()
+        await ring.shutdown()
+    }
+}
+
+extension Response {
+    var statsJSON: String {
+        if case .stats(let s) = self { return s }
+        return "{}"
+    }
+}

@@ -1,3 +1,4 @@
+import EddyTestSupport
 import Foundation
 import Testing
 
@@ -110,24 +111,7 @@ func temporaryPath(_ tag: String) -> String {
     NSTemporaryDirectory() + "eddy-\(tag)-" + UUID().uuidString
 }
 
-/// A free loopback port (bound, read, released: a small race with other processes, fine for tests).
-func freePort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p -> Int32 in
-            guard bind(fd, p, length) == 0 else { return -1 }
-            return getsockname(fd, p, &length)
-        }
-    }
-    guard bound == 0 else { throw CLIError("cannot find a free port") }
-    return Int(UInt16(bigEndian: address.sin_port))
-}
+func freePort() throws -> Int { try freeLoopbackPort() }
 
 /// A running `eddy` server process (a store or a node), ready once its log says `marker`.
 final class ServerProcess {

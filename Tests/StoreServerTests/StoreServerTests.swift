@@ -1,3 +1,4 @@
+import EddyTestSupport
 import Foundation
 import NIOCore
 import NIOPosix
@@ -12,92 +13,6 @@ import WireProtocol
 #if canImport(Glibc)
     import Glibc
 #endif
-
-/// A store and its server on a free loopback port, in a fresh directory.
-final class Harness {
-    let directory: String
-    let store: SegmentStore
-    let server: StoreServer
-
-    init() async throws {
-        directory = NSTemporaryDirectory() + "eddy-server-" + UUID().uuidString
-        var configuration = StoreConfiguration(dataDirectory: directory)
-        configuration.logger.logLevel = .warning
-        store = try SegmentStore(configuration: configuration)
-        var serverConfiguration = StoreServerConfiguration(address: ServerAddress(host: "127.0.0.1", port: 0))
-        serverConfiguration.logger.logLevel = .warning
-        serverConfiguration.maxFrameSize = 1 << 20
-        server = try await StoreServer.start(store: store, configuration: serverConfiguration)
-    }
-
-    var address: ServerAddress { ServerAddress(host: "127.0.0.1", port: server.port) }
-
-    func client() async throws -> StoreClient { try await StoreClient.connect(to: address) }
-
-    func shutdown() async {
-        await server.close()
-        store.close()
-        try? FileManager.default.removeItem(atPath: directory)
-    }
-}
-
-/// A plain blocking TCP socket that sends hand-made bytes, for the bad-input tests.
-struct RawConnection {
-    let fd: Int32
-
-    init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = UInt16(port).bigEndian
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard rc == 0 else { throw EddyError(.connectionFailed, "connect failed") }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-    }
-
-    func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) } }
-
-    func send(_ frame: Frame) {
-        var out = ByteBuffer()
-        try! FrameEncoder().encode(data: frame, out: &out)
-        send(Array(out.readableBytesView))
-    }
-
-    /// Reads one whole frame, or nil when the server closed the connection.
-    func receive() -> Frame? {
-        func exactly(_ n: Int) -> [UInt8]? {
-            var bytes = [UInt8](repeating: 0, count: n)
-            var got = 0
-            while got < n {
-                let r = bytes.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, n - got, 0) }
-                if r <= 0 { return nil }
-                got += r
-            }
-            return bytes
-        }
-        guard let head = exactly(9) else { return nil }
-        let length = Int(UInt32(head[0]) << 24 | UInt32(head[1]) << 16 | UInt32(head[2]) << 8 | UInt32(head[3]))
-        let id = UInt32(head[5]) << 24 | UInt32(head[6]) << 16 | UInt32(head[7]) << 8 | UInt32(head[8])
-        guard let body = exactly(length - 5) else { return nil }
-        return Frame(type: head[4], requestID: id, body: ByteBuffer(bytes: body))
-    }
-
-    func response() throws -> Response? { try receive().map { try MessageCodec.response($0) } }
-
-    func close() { Glibc.close(fd) }
-}
-
-func frames(_ payloads: [String]) throws -> ByteBuffer {
-    var out: [UInt8] = []
-    for p in payloads { try EventFrame.encode(Event(timestamp: 1, payload: Array(p.utf8)), into: &out) }
-    return ByteBuffer(bytes: out)
-}
 
 @Suite("StoreServer over TCP", .serialized)
 struct StoreServerTests {

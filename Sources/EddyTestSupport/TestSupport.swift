@@ -1,0 +1,120 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SegmentStore
+import StoreClient
+import StoreServer
+import StreamModel
+import WireProtocol
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+// Test support shared by the server and node test targets: an in-process store on a free port, a raw socket for
+// hand-made bytes, free ports. Not part of the product.
+
+/// A free loopback port (bound, read, released: a small race with other processes, fine for tests).
+public func freeLoopbackPort() throws -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    address.sin_port = 0
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p -> Int32 in
+            guard bind(fd, p, length) == 0 else { return -1 }
+            return getsockname(fd, p, &length)
+        }
+    }
+    guard bound == 0 else { throw EddyError(.ioError, "cannot find a free port") }
+    return Int(UInt16(bigEndian: address.sin_port))
+}
+
+/// A store and its server on a free loopback port, in a fresh directory.
+public final class Harness {
+    public let directory: String
+    public let store: SegmentStore
+    public let server: StoreServer
+
+    public init() async throws {
+        directory = NSTemporaryDirectory() + "eddy-server-" + UUID().uuidString
+        var configuration = StoreConfiguration(dataDirectory: directory)
+        configuration.logger.logLevel = .warning
+        store = try SegmentStore(configuration: configuration)
+        var serverConfiguration = StoreServerConfiguration(address: ServerAddress(host: "127.0.0.1", port: 0))
+        serverConfiguration.logger.logLevel = .warning
+        serverConfiguration.maxFrameSize = 1 << 20
+        server = try await StoreServer.start(store: store, configuration: serverConfiguration)
+    }
+
+    public var address: ServerAddress { ServerAddress(host: "127.0.0.1", port: server.port) }
+
+    public func client() async throws -> StoreClient { try await StoreClient.connect(to: address) }
+
+    public func shutdown() async {
+        await server.close()
+        store.close()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+}
+
+/// A plain blocking TCP socket that sends hand-made bytes, for the bad-input tests.
+public struct RawConnection {
+    public let fd: Int32
+
+    public init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = UInt16(port).bigEndian
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard rc == 0 else { throw EddyError(.connectionFailed, "connect failed") }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    public func send(_ bytes: [UInt8]) { _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, 0) } }
+
+    public func send(_ frame: Frame) {
+        var out = ByteBuffer()
+        try! FrameEncoder().encode(data: frame, out: &out)
+        send(Array(out.readableBytesView))
+    }
+
+    /// Reads one whole frame, or nil when the server closed the connection.
+    public func receive() -> Frame? {
+        func exactly(_ n: Int) -> [UInt8]? {
+            var bytes = [UInt8](repeating: 0, count: n)
+            var got = 0
+            while got < n {
+                let r = bytes.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, n - got, 0) }
+                if r <= 0 { return nil }
+                got += r
+            }
+            return bytes
+        }
+        guard let head = exactly(9) else { return nil }
+        let length = Int(UInt32(head[0]) << 24 | UInt32(head[1]) << 16 | UInt32(head[2]) << 8 | UInt32(head[3]))
+        let id = UInt32(head[5]) << 24 | UInt32(head[6]) << 16 | UInt32(head[7]) << 8 | UInt32(head[8])
+        guard let body = exactly(length - 5) else { return nil }
+        return Frame(type: head[4], requestID: id, body: ByteBuffer(bytes: body))
+    }
+
+    public func response() throws -> Response? { try receive().map { try MessageCodec.response($0) } }
+
+    public func close() { Glibc.close(fd) }
+}
+
+public func frames(_ payloads: [String]) throws -> ByteBuffer {
+    var out: [UInt8] = []
+    for p in payloads { try EventFrame.encode(Event(timestamp: 1, payload: Array(p.utf8)), into: &out) }
+    return ByteBuffer(bytes: out)
+}
