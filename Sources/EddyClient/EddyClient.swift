@@ -23,6 +23,8 @@ public final class EddyClient: Sendable {
         public var connectTimeout: Duration = .seconds(2)
         /// How long a request may take, retries and failovers included (tail waits add their wait).
         public var requestTimeout: Duration = .seconds(15)
+        /// Use the servers in the order given instead of measuring them (benchmarks spread readers this way).
+        public var inOrder = false
 
         /// Creates a configuration.
         public init(servers: [ServerAddress]) { self.servers = servers }
@@ -50,7 +52,7 @@ public final class EddyClient: Sendable {
         _ configuration: Configuration, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws(EddyError) -> EddyClient {
         guard !configuration.servers.isEmpty else { throw EddyError(.invalidArgument, "no servers given") }
-        if configuration.servers.count == 1 {
+        if configuration.servers.count == 1 || configuration.inOrder {
             let only = configuration.servers[0]
             do {
                 let c = try await StoreClient.connect(to: only, group: group, timeout: configuration.connectTimeout)

@@ -7,8 +7,8 @@ import Synchronization
 
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Benchmarks: the store over the network, the block cache in process.",
-        subcommands: [BenchAppend.self, BenchCache.self])
+        abstract: "Benchmarks: appends to the store, reads and fan-out through the ring, the block cache in process.",
+        subcommands: [BenchAppend.self, BenchRead.self, BenchFanout.self, BenchCache.self])
 }
 
 struct BenchAppend: AsyncParsableCommand {
