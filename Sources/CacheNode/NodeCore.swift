@@ -415,8 +415,11 @@ public final class NodeCore: Sendable {
     /// Starts loads of the next full blocks when `reader` reads `segment` sequentially (a catch-up scan), so a
     /// scan has several store reads outstanding.
     private func readAhead(_ seg: OwnedSegment, after index: UInt64, info: SegmentInfo, reader: ReaderState?) {
-        guard configuration.readAhead > 0, let reader, reader.isSequential(seg.id) else { return }
-        for next in (index + 1)...(index + UInt64(configuration.readAhead)) {
+        // Blocks read ahead must live until their reader gets there: in a cache of fewer than 16 blocks per block
+        // read ahead they would be evicted first and read twice (a promote/evict loop), so the depth shrinks.
+        let depth = min(configuration.readAhead, Int(cache.configuration.capacity / Int64(geometry.blockSize) / 16))
+        guard depth > 0, let reader, reader.isSequential(seg.id) else { return }
+        for next in (index + 1)...(index + UInt64(depth)) {
             guard geometry.isFull(block: next, segmentLength: info.length) else { break }
             let id = BlockID(segment: seg.id, index: next)
             guard !cache.contains(id) else { continue }

@@ -195,3 +195,202 @@ struct RingTests {
         await raw.close()
     }
 }
+
+/// Storms, small caches and ring changes, with real processes.
+@Suite("ring under stress", .serialized)
+struct RingStressTests {
+    /// Reads a segment's bytes up to `end` through `client`, comparing them with `expected` when given.
+    /// - Returns: the bytes read (the number), and the chunks that differed from `expected`.
+    @discardableResult
+    static func scan(_ client: EddyClient, _ segment: SegmentID, to end: UInt64, expected: ByteBuffer? = nil)
+        async throws -> (count: Int, mismatches: Int)
+    {
+        var offset: UInt64 = 0
+        var mismatches = 0
+        while offset < end {
+            let (_, data) = try await client.read(segment, from: offset, maxBytes: 1 << 20)
+            guard data.readableBytes > 0 else { throw EddyError(.internalError, "no progress at \(offset)") }
+            if let expected, expected.getSlice(at: Int(offset), length: data.readableBytes) != data { mismatches += 1 }
+            offset += UInt64(data.readableBytes)
+        }
+        return (Int(offset), mismatches)
+    }
+
+    /// The whole segment, straight from the store.
+    static func contents(_ store: EddyClient, _ segment: SegmentID, length: UInt64) async throws -> ByteBuffer {
+        var all = ByteBuffer()
+        while UInt64(all.readableBytes) < length {
+            var (_, data) = try await store.read(segment, from: UInt64(all.readableBytes), maxBytes: 1 << 20)
+            all.writeBuffer(&data)
+        }
+        return all
+    }
+
+    static func stat(_ server: String, _ key: String) async throws -> Double {
+        let s = try await RingTests.stats(server)
+        return (s[key] as? NSNumber)?.doubleValue ?? -1
+    }
+
+    @Test(
+        "catch-up storm: 200 readers go back to the start of one large segment at once; each block read from the store once"
+    )
+    func catchUpStorm() async throws {
+        let ring = try Ring(nodeArguments: ["--block-size", "64K", "--cache-bytes", "16M"])
+        defer { ring.stopAll() }
+        let name = try StreamName(parsing: "storm/big")
+        let store = try await RingTests.client([ring.storeAddress])
+        try await store.createStream(name, segments: 1)
+        try await RingTests.fill(store, name, segments: 1, count: 12_000)  // about 2.3 MiB: 36 blocks
+        let segment = SegmentID(stream: name, number: 0)
+        let length = try await store.info(segment).length
+        let before = try await Self.stat(ring.storeAddress, "read_bytes")
+        let expected = try await Self.contents(store, segment, length: length)
+        let nodes = ring.nodeAddresses
+        let results = try await withThrowingTaskGroup(of: (count: Int, mismatches: Int).self) { group in
+            for r in 0..<200 {
+                group.addTask {
+                    let c = try await RingTests.client([nodes[r % 3]])
+                    defer { Task { await c.close() } }
+                    return try await Self.scan(c, segment, to: length, expected: expected)
+                }
+            }
+            var all: [(count: Int, mismatches: Int)] = []
+            for try await x in group { all.append(x) }
+            return all
+        }
+        #expect(results.count == 200)
+        #expect(
+            results.allSatisfy { $0.count == Int(length) && $0.mismatches == 0 },
+            "every reader read every byte, the bytes the store has")
+        // The test's own read of the segment counts once; the ring adds one read of each byte.
+        let storeRead = try await Self.stat(ring.storeAddress, "read_bytes") - before - Double(length)
+        #expect(storeRead == Double(length), "the store served each byte once: \(storeRead) of \(length)")
+        for node in nodes {
+            let memory = try await Self.stat(node, "memory_bytes")
+            #expect(memory >= 0 && memory <= 16 * 1_048_576, "\(node) holds \(memory) bytes")
+        }
+        await store.close()
+    }
+
+    @Test("a cache of 1 % of the data: every reader progresses and reads exactly the events appended")
+    func tinyCache() async throws {
+        // 64 KiB of cache (four 16 KiB blocks) against about 6 MiB of data.
+        let ring = try Ring(nodeArguments: ["--block-size", "16K", "--cache-bytes", "64K"])
+        defer { ring.stopAll() }
+        let name = try StreamName(parsing: "tiny/cache")
+        let store = try await RingTests.client([ring.storeAddress])
+        try await store.createStream(name, segments: 2)
+        try await RingTests.fill(store, name, segments: 2, count: 15_000)
+        let info = try await store.info(name)
+        let total = info.segments.reduce(0) { $0 + Int($1.length) }
+        #expect(total > 90 * 65536)
+        let nodes = ring.nodeAddresses
+        let results = try await withThrowingTaskGroup(of: (Int, [String]).self) { group in
+            for r in 0..<12 {
+                group.addTask {
+                    let c = try await RingTests.client([nodes[r % 3]])
+                    let segment = SegmentID(stream: name, number: UInt32(r % 2))
+                    var got: [PointedEvent] = []
+                    for try await e in c.events([SegmentCursor(segment: segment, offset: 0)], follow: false) {
+                        got.append(e)
+                    }
+                    await c.close()
+                    return (r, RingTests.payloads(got))
+                }
+            }
+            var all: [(Int, [String])] = []
+            for try await x in group { all.append(x) }
+            return all
+        }
+        for (r, got) in results {
+            let s = r % 2
+            #expect(got == (0..<15_000).map { "s\(s)-\($0)-" + String(repeating: "p", count: 180) }, "reader \(r)")
+        }
+        // Without a promote/evict loop each reader costs at most one store read of each block it reads.
+        let storeRead = try await Self.stat(ring.storeAddress, "read_bytes")
+        #expect(storeRead <= Double(12 * total / 2), "store read \(storeRead) bytes for \(total) bytes of data")
+        await store.close()
+    }
+
+    @Test(
+        "ring change under load: a node joins and one leaves while readers and writers run; nothing stalls or is lost")
+    func ringChange() async throws {
+        let ring = try Ring(nodes: 4, running: 3, nodeArguments: ["--block-size", "64K"])
+        defer { ring.stopAll() }
+        let name = try StreamName(parsing: "ring/change")
+        let admin = try await RingTests.client([ring.nodeAddresses[0]])
+        try await admin.createStream(name, segments: 4)
+        let seeds = Array(ring.nodeAddresses.prefix(3))
+        // Give the ring time to drop the member that never started.
+        try await Task.sleep(for: .seconds(3))
+        let perWriter = 300
+        let writers = Task {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for w in 0..<4 {
+                    group.addTask {
+                        let c = try await RingTests.client(seeds, timeout: .seconds(20))
+                        let segment = SegmentID(stream: name, number: UInt32(w))
+                        for i in 0..<perWriter {
+                            var frames: [UInt8] = []
+                            try EventFrame.encode(
+                                Event(routingKey: nil, timestamp: 0, payload: Array("w\(w)-\(i)".utf8)), into: &frames)
+                            let t0 = ContinuousClock.now
+                            _ = try await c.append(
+                                segment, frames: ByteBuffer(bytes: frames), writerID: "writer-\(w)",
+                                firstEventNumber: Int64(i))
+                            #expect(ContinuousClock.now - t0 < .seconds(20), "an append ended within its deadline")
+                            try await Task.sleep(for: .milliseconds(15))
+                        }
+                        await c.close()
+                    }
+                }
+                try await group.waitForAll()
+            }
+        }
+        let reader = try await RingTests.client(Array(seeds.suffix(2)), timeout: .seconds(20))
+        let cursors = (0..<4).map { SegmentCursor(segment: SegmentID(stream: name, number: UInt32($0)), offset: 0) }
+        let received = Locked<[String]>([])
+        let reading = Task {
+            for try await e in reader.events(cursors, follow: true, poll: .seconds(2)) {
+                var list = received.get()
+                list.append(String(decoding: e.event.payload, as: UTF8.self))
+                received.set(list)
+                if list.count == 4 * perWriter { return }
+            }
+        }
+        try await Task.sleep(for: .seconds(1))
+        try ring.addNode(3)  // a member joins
+        try await Task.sleep(for: .seconds(2))
+        ring.nodes[0].stop()  // a member leaves
+        try await writers.value
+        let deadline = Date().addingTimeInterval(30)
+        while received.get().count < 4 * perWriter && Date() < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        reading.cancel()
+        let got = received.get()
+        #expect(got.count == 4 * perWriter, "received \(got.count)")
+        for w in 0..<4 {
+            #expect(got.filter { $0.hasPrefix("w\(w)-") } == (0..<perWriter).map { "w\(w)-\($0)" }, "writer \(w)")
+        }
+        // Steady state: once the ring is settled, reading everything twice makes no second store read.
+        try await Task.sleep(for: .seconds(3))
+        let live = Array(ring.nodeAddresses.suffix(3))
+        for pass in 0..<2 {
+            let before = try await Self.stat(ring.storeAddress, "read_bytes")
+            for (i, node) in live.enumerated() {
+                let c = try await RingTests.client([node])
+                for s in 0..<4 {
+                    let segment = SegmentID(stream: name, number: UInt32(s))
+                    _ = try await Self.scan(c, segment, to: try await c.info(segment).length)
+                    _ = i
+                }
+                await c.close()
+            }
+            let read = try await Self.stat(ring.storeAddress, "read_bytes") - before
+            if pass == 1 { #expect(read == 0, "second pass read \(read) bytes from the store") }
+        }
+        await reader.close()
+        await admin.close()
+    }
+}

@@ -166,7 +166,8 @@ final class Ring {
     private(set) var nodes: [ServerProcess] = []
     let nodeArguments: [String]
 
-    init(nodes count: Int = 3, nodeArguments: [String] = []) throws {
+    /// Starts a store and the first `running` of `count` nodes (all `count` are members).
+    init(nodes count: Int = 3, running: Int? = nil, nodeArguments: [String] = []) throws {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         storeAddress = "127.0.0.1:\(try freePort())"
         nodeAddresses = try (0..<count).map { _ in "127.0.0.1:\(try freePort())" }
@@ -174,7 +175,12 @@ final class Ring {
         store = try ServerProcess(
             ["store", "--data", folder + "/store", "--listen", storeAddress], log: folder + "/store.log",
             marker: "eddy store ready")
-        for i in 0..<count { nodes.append(try startNode(i)) }
+        for i in 0..<(running ?? count) { nodes.append(try startNode(i)) }
+    }
+
+    /// Starts node `i` and keeps it with the others.
+    func addNode(_ i: Int) throws {
+        nodes.append(try startNode(i))
     }
 
     func startNode(_ i: Int) throws -> ServerProcess {
