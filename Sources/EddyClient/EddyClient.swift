@@ -53,13 +53,20 @@ public final class EddyClient: Sendable {
     ) async throws(EddyError) -> EddyClient {
         guard !configuration.servers.isEmpty else { throw EddyError(.invalidArgument, "no servers given") }
         if configuration.servers.count == 1 || configuration.inOrder {
-            let only = configuration.servers[0]
-            do {
-                let c = try await StoreClient.connect(to: only, group: group, timeout: configuration.connectTimeout)
-                return EddyClient(configuration: configuration, order: [only], current: c, group: group)
-            } catch {
-                throw error
+            // The given order: the first server that answers.
+            var failures: [String] = []
+            for (i, server) in configuration.servers.enumerated() {
+                do {
+                    let c = try await StoreClient.connect(
+                        to: server, group: group, timeout: configuration.connectTimeout)
+                    let order = Array(configuration.servers[i...] + configuration.servers[..<i])
+                    return EddyClient(configuration: configuration, order: order, current: c, group: group)
+                } catch {
+                    if configuration.servers.count == 1 { throw error }
+                    failures.append(error.message)
+                }
             }
+            throw EddyError(.connectionFailed, "cannot connect to any server: \(failures.joined(separator: "; "))")
         }
         let probes = await withTaskGroup(of: (ServerAddress, StoreClient?, Duration).self) { group2 in
             for server in configuration.servers {
@@ -210,6 +217,33 @@ public final class EddyClient: Sendable {
             .append(segment: segment, writerID: writerID, firstEventNumber: firstEventNumber, frames: frames))
         guard case .appendAck(let ack) = r else { throw unexpected(r, for: "append") }
         return ack
+    }
+
+    /// Starts an append now, in call order: consecutive calls from one task reach the server in that order, as a
+    /// writer's batches of one segment must (the store takes a writer's event numbers in order). When the first
+    /// attempt fails on the path, the task waits for `after` (the writer's previous batch of the segment) and
+    /// then sends again with failover, so retries keep the order too.
+    public func appendInOrder(
+        _ segment: SegmentID, frames: ByteBuffer, writerID: String, firstEventNumber: Int64,
+        after previous: Task<AppendAck, any Error>? = nil
+    ) -> Task<AppendAck, any Error> {
+        let request = Request.append(
+            segment: segment, writerID: writerID, firstEventNumber: firstEventNumber, frames: frames)
+        let first = state.withLock { s in s.current?.isActive == true ? s.current : nil }.map {
+            $0.submit(request, timeout: configuration.requestTimeout)
+        }
+        return Task {
+            if let first {
+                do {
+                    let r = try await StoreClient.answer(first)
+                    guard case .appendAck(let ack) = r else { throw unexpected(r, for: "append") }
+                    return ack
+                } catch let error as EddyError where error.isRetriable {
+                    _ = await previous?.result
+                }
+            }
+            return try await append(segment, frames: frames, writerID: writerID, firstEventNumber: firstEventNumber)
+        }
     }
 
     /// Reads bytes of a segment; `wait` > 0 waits at the tail for bytes to arrive.

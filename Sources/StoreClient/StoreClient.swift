@@ -70,16 +70,27 @@ public final class StoreClient: Sendable {
     /// - Parameter timeout: when given, the request fails with ``EddyError/Code/timedOut`` if no answer came
     ///   within it (a late answer is dropped); the connection stays open.
     public func send(_ request: Request, timeout: Duration? = nil) async throws(EddyError) -> Response {
+        try await Self.answer(submit(request, timeout: timeout))
+    }
+
+    /// Writes `request` now, before returning, so requests submitted one after another from one task reach the
+    /// server in that order (appends of one writer must); the future completes with the answer.
+    public func submit(_ request: Request, timeout: Duration? = nil) -> EventLoopFuture<Response> {
         let promise = channel.eventLoop.makePromise(of: Response.self)
         let limit = timeout.map { TimeAmount.nanoseconds(Int64($0.inSeconds * 1e9)) }
         channel.writeAndFlush(ClientHandler.Outgoing(request: request, promise: promise, timeout: limit), promise: nil)
+        return promise.futureResult
+    }
+
+    /// The answer of a submitted request; an error answer is thrown.
+    public static func answer(_ future: EventLoopFuture<Response>) async throws(EddyError) -> Response {
         let response: Response
         do {
-            response = try await promise.futureResult.get()
+            response = try await future.get()
         } catch let error as EddyError {
             throw error
         } catch {
-            throw EddyError(.connectionFailed, "request to \(address) failed: \(error)")
+            throw EddyError(.connectionFailed, "request failed: \(error)")
         }
         if case .error(let error) = response { throw error }
         return response

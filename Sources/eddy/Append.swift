@@ -37,6 +37,7 @@ struct Append: AsyncParsableCommand {
             let runWriter = "eddy-append-\(UUID().uuidString)"
             var roundRobin = UInt32.random(in: 0..<segmentCount)
             var window: [(Task<AppendAck, any Error>, [Int])] = []
+            var previous: [UInt32: Task<AppendAck, any Error>] = [:]
             let output = Output.shared
 
             func drainFirst() async throws {
@@ -67,13 +68,10 @@ struct Append: AsyncParsableCommand {
                 nextNumber[number] = first + Int64(lines.count)
                 let buffer = ByteBuffer(bytes: frames)
                 let writerID = writer ?? runWriter
-                window.append(
-                    (
-                        Task {
-                            try await client.append(
-                                segment, frames: buffer, writerID: writerID, firstEventNumber: first)
-                        }, sizes
-                    ))
+                let task = client.appendInOrder(
+                    segment, frames: buffer, writerID: writerID, firstEventNumber: first, after: previous[number])
+                previous[number] = task
+                window.append((task, sizes))
                 if window.count >= inflight { try await drainFirst() }
             }
             while !window.isEmpty { try await drainFirst() }
