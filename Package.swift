@@ -126,7 +126,7 @@ let package = Package(
             name: "CacheNodeTests",
             dependencies: [
                 "CacheNode", "EddyClient", "EddyTestSupport", "StoreServer", "StoreClient", "SegmentStore",
-                "WireProtocol", "StreamModel",
+                "WireProtocol", "StreamModel", "Workloads", "CacheCore",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

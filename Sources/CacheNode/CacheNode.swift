@@ -81,6 +81,7 @@ public final class CacheNode: Sendable {
         for t in background.withLock({ $0 }) { t.cancel() }
         try? await channel.close()
         await core.store.close()
+        core.trace?.close()
         for p in core.peers.values { await p.close() }
     }
 }

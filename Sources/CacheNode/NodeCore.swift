@@ -25,6 +25,7 @@ public final class NodeCore: Sendable {
     let counters = NodeCounters()
     let ledger = StoreReadLedger()
     let budget: ByteBudget
+    let trace: AccessTrace?
 
     private let segments = Mutex<[SegmentID: OwnedSegment]>([:])
     /// The last state seen of segments owned elsewhere (from forwarded answers), to know which blocks are full.
@@ -78,6 +79,7 @@ public final class NodeCore: Sendable {
             near = nil
         }
         budget = ByteBudget(limit: configuration.maxBytesInFlight)
+        trace = try configuration.traceOut.map { (path) throws(EddyError) in try AccessTrace(path: path) }
         store = Upstream(address: configuration.store, group: group, connectTimeout: configuration.requestTimeout)
         var peers: [String: Upstream] = [:]
         for m in configuration.members where m != configuration.listen {
@@ -332,12 +334,19 @@ public final class NodeCore: Sendable {
             }
             if offset < info.length {
                 let index = geometry.index(containing: offset)
+                let full = geometry.isFull(block: index, segmentLength: info.length)
                 reader?.record(segment, block: index, tail: wait > .zero)
+                if let trace, !missed {
+                    let size =
+                        full ? Int(geometry.blockSize) : Int(info.length - geometry.range(ofBlock: index).lowerBound)
+                    trace.record(
+                        segment, block: index, size: size, reader: reader?.id ?? 0, tail: wait > .zero || !full)
+                }
                 if let a = seg.tailSlices(from: offset, maxBytes: maxBytes) {
                     countLookup(hit: !missed)
                     return a
                 }
-                if geometry.isFull(block: index, segmentLength: info.length) {
+                if full {
                     let block = try await fullBlock(seg, index, missed: &missed)
                     countLookup(hit: !missed)
                     readAhead(seg, after: index, info: info, reader: reader)

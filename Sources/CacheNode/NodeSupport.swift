@@ -106,11 +106,7 @@ final class ByteBudget: Sendable {
         let granted = await withTaskGroup(of: Bool?.self) { group in
             group.addTask {
                 await withCheckedContinuation { (c: CheckedContinuation<Bool, Never>) in
-                    let now = self.state.withLock { s -> Bool in
-                        s.queue.append((id, Waiter(bytes: bytes, continuation: c)))
-                        return false
-                    }
-                    if now { c.resume(returning: true) }
+                    self.state.withLock { s in s.queue.append((id, Waiter(bytes: bytes, continuation: c))) }
                     self.grant()
                 }
             }

@@ -53,7 +53,9 @@ public enum TraceFormat: String, Sendable, CaseIterable {
     case txt
     /// CSV with a header; `--csv-columns time=N,id=N,size=N` picks 1-based columns (default id=1).
     case csv
-    /// Eddy's block trace: CSV with header `time,segment,block,size`; IDs are ``BlockKey``s.
+    /// Eddy's block trace: CSV with header `time,segment,block,size`; IDs are ``BlockKey``s. A node's
+    /// `--trace-out` adds two columns, `reader` (a number per client connection) and `kind` (`tail` or
+    /// `catchup`), under the header `time,segment,block,size,reader,kind`; both forms replay.
     case block
 }
 
@@ -220,15 +222,18 @@ public enum TraceReader {
         var sizes: [UInt32] = []
         try forEachLine(bytes) { (line, number) throws(EddyError) in
             if number == 1 {
-                guard String(decoding: line, as: UTF8.self) == "time,segment,block,size" else {
+                let header = String(decoding: line, as: UTF8.self)
+                guard header == "time,segment,block,size" || header == "time,segment,block,size,reader,kind" else {
                     throw EddyError(
-                        .invalidArgument, "\(name): a block trace starts with the header time,segment,block,size")
+                        .invalidArgument,
+                        "\(name): a block trace starts with the header time,segment,block,size[,reader,kind]")
                 }
                 return
             }
             guard !line.isEmpty else { return }
             let f = fields(line)
-            guard f.count == 4, parseUInt(f[0]) != nil, let segment = parseUInt(f[1]), let block = parseUInt(f[2]),
+            guard f.count == 4 || f.count == 6, parseUInt(f[0]) != nil, let segment = parseUInt(f[1]),
+                let block = parseUInt(f[2]),
                 let size = parseUInt(f[3]), segment <= UInt64(BlockKey.maxSegment), block <= BlockKey.maxBlock,
                 size <= UInt64(UInt32.max)
             else {

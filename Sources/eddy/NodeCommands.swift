@@ -29,12 +29,18 @@ struct NodeOptions: ParsableArguments {
     @Option(name: .long, help: "The node's zone label (clients prefer their own zone).")
     var zone: String = ""
 
+    @Option(
+        name: .long,
+        help: "Record the node's block requests to FILE (block trace with reader and kind; `eddy sim --format block`).")
+    var traceOut: String?
+
     func apply(to c: inout NodeConfiguration) throws {
         c.cacheBytes = try parseSize(cacheBytes, what: "--cache-bytes")
         c.blockSize = UInt64(try parseSize(blockSize, what: "--block-size"))
         c.policy = policy
         c.nearCacheShare = nearCacheShare
         c.zone = zone
+        c.traceOut = traceOut
         try c.validate()
     }
 }

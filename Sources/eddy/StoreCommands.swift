@@ -141,6 +141,7 @@ struct Up: AsyncParsableCommand {
                     var c = NodeConfiguration(listen: m, store: server.address, members: members)
                     try nodeOptions.apply(to: &c)
                     c.logger = Logger(label: "eddy.node.\(m.port)")
+                    if let path = c.traceOut { c.traceOut = "\(path).\(m.port)" }  // one trace per node
                     started.append(try await CacheNode.start(configuration: c))
                     Output.shared.line("node   listening on \(m), policy \(c.policy), cache \(c.cacheBytes) bytes")
                 }

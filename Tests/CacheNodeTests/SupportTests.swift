@@ -1,0 +1,134 @@
+import CacheCore
+import EddyTestSupport
+import Foundation
+import NIOCore
+import StoreClient
+import Synchronization
+import Testing
+import WireProtocol
+import Workloads
+
+@testable import CacheNode
+@testable import StreamModel
+
+@Suite("node building blocks")
+struct SupportTests {
+    struct Boom: Error {}
+
+    @Test(
+        "SingleFlight: one job for many callers; a failure reaches them all; when every waiter leaves, the job is cancelled"
+    )
+    func singleFlight() async throws {
+        let flights = SingleFlight<Int, Int>()
+        let runs = Counter()
+        let results = try await withThrowingTaskGroup(of: (Int, Bool).self) { group in
+            for _ in 0..<20 {
+                group.addTask {
+                    try await flights.run(1) {
+                        runs.bump()
+                        try await Task.sleep(for: .milliseconds(100))
+                        return 42
+                    }
+                }
+            }
+            var all: [(Int, Bool)] = []
+            for try await r in group { all.append(r) }
+            return all
+        }
+        #expect(runs.value == 1 && results.allSatisfy { $0.0 == 42 })
+        #expect(results.filter { !$0.1 }.count == 1, "one caller started it, the others joined")
+
+        let failures = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<5 {
+                group.addTask {
+                    do {
+                        _ = try await flights.run(2) {
+                            try await Task.sleep(for: .milliseconds(50))
+                            throw Boom()
+                        }
+                        return false
+                    } catch { return error is Boom }
+                }
+            }
+            var n = 0
+            for await failed in group where failed { n += 1 }
+            return n
+        }
+        #expect(failures == 5, "every waiter got the load's error")
+
+        let cancelled = Counter()
+        let waiter = Task {
+            try await flights.run(3) {
+                do {
+                    try await Task.sleep(for: .seconds(10))
+                } catch {
+                    cancelled.bump()
+                    throw error
+                }
+                return 0
+            }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        waiter.cancel()
+        _ = await waiter.result
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(cancelled.value == 1, "the job stopped when its only waiter left")
+        #expect(!flights.isRunning(3))
+    }
+
+    @Test("ByteBudget: requests past the cap queue in order and fail with overloaded after the timeout")
+    func byteBudget() async throws {
+        let budget = ByteBudget(limit: 100)
+        try await budget.acquire(80, timeout: .seconds(1))
+        let queued = Task { try await budget.acquire(50, timeout: .seconds(5)) }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(budget.used == 80, "the second request waits")
+        budget.release(80)
+        try await queued.value
+        #expect(budget.used == 50)
+        do {
+            try await budget.acquire(60, timeout: .milliseconds(100))
+            Issue.record("no overload past the cap")
+        } catch {
+            #expect(error.code == .overloaded)
+        }
+        budget.release(50)
+        try await budget.acquire(60, timeout: .milliseconds(100))
+        #expect(budget.used == 60)
+    }
+
+    @Test("a node's --trace-out replays in eddy sim's block format, with reader and kind columns")
+    func accessTrace() async throws {
+        let path = NSTemporaryDirectory() + "eddy-trace-\(UUID().uuidString).csv"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let ring = try await NodeRing(count: 1) { $0.traceOut = path }
+        let c = try await ring.client(0)
+        let name = try StreamName(parsing: "trace/t")
+        try await c.createStream(name, segments: 2)
+        for s in 0..<2 {
+            let segment = SegmentID(stream: name, number: UInt32(s))
+            _ = try await c.append(
+                segment, frames: try frames((0..<500).map { "event \($0) " + String(repeating: "q", count: 300) }),
+                writerID: "w", firstEventNumber: 0)
+            var offset: UInt64 = 0
+            let length = try await c.info(segment).length
+            while offset < length { offset += UInt64(try await c.read(segment, from: offset).data.readableBytes) }
+        }
+        await c.close()
+        await ring.shutdown()
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let lines = text.split(separator: "\n")
+        #expect(lines.first == "time,segment,block,size,reader,kind")
+        #expect(lines.count > 4)
+        #expect(lines.dropFirst().allSatisfy { $0.split(separator: ",").count == 6 })
+        let trace = try TraceReader.load(path: path, format: .block)
+        #expect(trace.ids.count == lines.count - 1)
+        #expect(Set(trace.ids.map { BlockKey(rawValue: $0).segment }) == [0, 1])
+    }
+}
+
+final class Counter: Sendable {
+    private let n = Mutex(0)
+    func bump() { n.withLock { $0 += 1 } }
+    var value: Int { n.withLock { $0 } }
+}
