@@ -50,8 +50,10 @@ fi
 
 if [ "$what" = policies ] || [ "$what" = all ]; then
   # 128 MiB of data, 64 KiB blocks; the ring's cache is 5 % of it: 6.4 MiB over 3 nodes.
-  for policy in stream s3fifo arc lru; do
-    start_up "pol-$policy" --policy "$policy" --cache-bytes 2236962 --block-size 64K --near-cache-share 0
+  for policy in stream stream+hints s3fifo arc lru; do
+    hints=(); [ "$policy" = stream+hints ] && hints=(--reader-hints)
+    start_up "pol-$policy" --policy "${policy%+hints}" "${hints[@]}" --cache-bytes 2236962 --block-size 64K \
+      --near-cache-share 0
     fill_store bench/mixed 8 128
     out=$("$eddy" bench read --stream bench/mixed --readers 64 --mode mixed --rate 2000 --duration "$seconds" --json 2>/dev/null)
     echo "policy $policy: $(echo "$out" | json '"hit ratio %.4f, %.0f events/s, read p99 %.1f ms" % (d["hit_ratio"], d["events_per_s"], d["p99_ms"])')"

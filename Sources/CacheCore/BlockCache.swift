@@ -238,6 +238,23 @@ public final class BlockCache: Sendable {
         }
     }
 
+    /// Tells a reader-aware policy (``ReaderAware``) that `reader` is reading `block` (a tail reader when `tail`);
+    /// other policies ignore it.
+    public func readerMoved(_ reader: Int, to block: BlockID, tail: Bool) {
+        shard(block).state.withLock { s in
+            guard let policy = s.policy as? ReaderAware else { return }
+            let key = BlockKey(rawValue: s.key(block))
+            policy.readerMoved(reader, segment: key.segment, block: key.block, tail: tail)
+        }
+    }
+
+    /// Tells reader-aware policies that `reader` is gone.
+    public func readerLeft(_ reader: Int) {
+        for box in shards {
+            box.state.withLock { s in (s.policy as? ReaderAware)?.readerLeft(reader) }
+        }
+    }
+
     /// Drops every block of every segment of `stream` (a deleted stream: a new stream of the same name must
     /// not see its bytes).
     public func removeStream(_ stream: StreamName) {

@@ -32,6 +32,9 @@ public struct NodeConfiguration: Sendable {
     /// The most block bytes in flight at once (store loads and answers being written, hits included); requests
     /// past it queue for up to ``requestTimeout`` and then fail with ``EddyError/Code/overloaded``.
     public var maxBytesInFlight: Int64 = 256 << 20
+    /// Whether the node tells a reader-aware policy (`stream`) where each reader is (``ReaderAware``). Off by
+    /// default until it measures better than the policy's own inference (docs/benchmarks.md).
+    public var readerHints = false
     /// Blocks read ahead of a sequential reader (several store reads outstanding per scan).
     public var readAhead: Int = 4
     /// Requests one connection may have in progress before the node stops reading from it.

@@ -170,6 +170,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         if state != .closed { close(context) }
         core.counters.connections.subtract(1, ordering: .relaxed)
+        if core.configuration.readerHints { core.cache.readerLeft(reader.id) }
         context.fireChannelInactive()
     }
 

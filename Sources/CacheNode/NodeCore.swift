@@ -336,6 +336,10 @@ public final class NodeCore: Sendable {
                 let index = geometry.index(containing: offset)
                 let full = geometry.isFull(block: index, segmentLength: info.length)
                 reader?.record(segment, block: index, tail: wait > .zero)
+                if configuration.readerHints, let reader, !missed {
+                    cache.readerMoved(
+                        reader.id, to: BlockID(segment: segment, index: index), tail: wait > .zero || !full)
+                }
                 if let trace, !missed {
                     let size =
                         full ? Int(geometry.blockSize) : Int(info.length - geometry.range(ofBlock: index).lowerBound)

@@ -29,6 +29,9 @@ struct NodeOptions: ParsableArguments {
     @Option(name: .long, help: "The node's zone label (clients prefer their own zone).")
     var zone: String = ""
 
+    @Flag(name: .long, help: "Tell the stream policy where each reader is (reader-aware eviction; experimental).")
+    var readerHints = false
+
     @Option(
         name: .long,
         help: "Record the node's block requests to FILE (block trace with reader and kind; `eddy sim --format block`).")
@@ -41,6 +44,7 @@ struct NodeOptions: ParsableArguments {
         c.nearCacheShare = nearCacheShare
         c.zone = zone
         c.traceOut = traceOut
+        c.readerHints = readerHints
         try c.validate()
     }
 }

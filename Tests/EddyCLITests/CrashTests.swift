@@ -72,7 +72,14 @@ struct CrashTests {
         // Every event by (writer, event number) with its offset.
         var found: [Int: [(number: Int64, offset: UInt64, tag: String)]] = [:]
         for s in try store.info(stream).segments {
-            let bytes = try store.read(s.segment, from: 0, maxBytes: Int(s.length)).data
+            // One read returns at most the store's read limit (16 MiB): read on until the end.
+            var bytes: [UInt8] = []
+            while bytes.count < Int(s.length) {
+                let part = try store.read(s.segment, from: UInt64(bytes.count), maxBytes: Int(s.length) - bytes.count)
+                    .data
+                guard !part.isEmpty else { break }
+                bytes += part
+            }
             #expect(bytes.count == Int(s.length))
             var at = 0
             try bytes.withBytes { (b) throws(EddyError) in

@@ -47,6 +47,16 @@ public protocol EvictionPolicy: AnyObject {
     func remove(_ id: UInt64) -> Bool
 }
 
+/// ReaderAware is what a policy implements to use what the node knows of its readers: where each reader of a
+/// segment is and whether it follows the tail or scans history (catch-up). Policies that do not implement it
+/// (every generic one) are unaffected; the cache calls these under the shard's lock, like the other methods.
+public protocol ReaderAware: AnyObject {
+    /// `reader` read block `block` of segment ordinal `segment`; `tail` when it follows the segment's tail.
+    func readerMoved(_ reader: Int, segment: UInt32, block: UInt64, tail: Bool)
+    /// `reader` is gone (its connection closed).
+    func readerLeft(_ reader: Int)
+}
+
 extension EvictionPolicy {
     /// One request, as the simulator replays it: a hit, or a miss followed by ``admit(_:)``.
     /// - Returns: whether it was a hit.

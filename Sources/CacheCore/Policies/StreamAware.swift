@@ -21,7 +21,13 @@ import StreamModel
 /// is furthest away (a dead block at once); the least recently read history block and the least recently read
 /// tail blocks are always among the candidates. When fewer than half of the reads fit the model (tail reads and
 /// scan steps), the trace is not a stream workload and history is evicted in LRU order.
-public final class StreamAware: PolicyBase, EvictionPolicy {
+///
+/// In a node the policy also gets **reader hints** (``ReaderAware``): where each reader of a segment is and
+/// whether it is a tail or a catch-up reader. They replace guesswork for the segments they cover: a history block
+/// behind every reader of its segment will not be read by any of them (only a new scan could), so it goes first;
+/// a block ahead of a catch-up reader is read when that reader gets there, (b - position) steps away, so the
+/// blocks just ahead of a scan are kept.
+public final class StreamAware: PolicyBase, EvictionPolicy, ReaderAware {
     static let tail = 0
     static let history = 1
 
@@ -47,6 +53,10 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
     }
 
     private var segments: [UInt32: SegmentModel] = [:]
+    /// Reader hints: per segment, each reader's block, kind and when it was last heard of.
+    private var readers: [UInt32: [Int: (block: UInt64, tail: Bool, at: Int64)]] = [:]
+    /// Segments each reader is in, so a reader that leaves is removed everywhere.
+    private var readerSegments: [Int: Set<UInt32>] = [:]
     private var clock: Int64 = 0
     private var random = SeededRandom(seed: 0x5EED)
     private var periodStart: Int64 = 0
@@ -186,6 +196,36 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
         return key.block + tailWindow >= m.head
     }
 
+    public func readerMoved(_ reader: Int, segment: UInt32, block: UInt64, tail: Bool) {
+        readers[segment, default: [:]][reader] = (block, tail, clock)
+        readerSegments[reader, default: []].insert(segment)
+    }
+
+    public func readerLeft(_ reader: Int) {
+        for segment in readerSegments.removeValue(forKey: reader) ?? [] {
+            readers[segment]?.removeValue(forKey: reader)
+            if readers[segment]?.isEmpty == true { readers.removeValue(forKey: segment) }
+        }
+    }
+
+    /// What the hints say of history block `b` of a segment: the steps until the nearest catch-up reader behind
+    /// it gets there, `.infinity` when every live reader is past it, or nil when the segment has no live hints.
+    /// Also the position of the furthest-behind catch-up reader (nil when there is none).
+    private func hintedTime(_ segment: UInt32, _ b: UInt64) -> (time: Double, slowest: UInt64?)? {
+        guard let hinted = readers[segment] else { return nil }
+        var nearest = UInt64.max
+        var slowest: UInt64?
+        var anyLive = false
+        for (_, r) in hinted where clock - r.at <= cursorIdleLimit {
+            anyLive = true
+            guard !r.tail else { continue }
+            slowest = min(slowest ?? r.block, r.block)
+            if r.block <= b { nearest = min(nearest, b - r.block) }
+        }
+        guard anyLive else { return nil }
+        return (nearest == .max ? .infinity : Double(nearest) * stepInterval, slowest)
+    }
+
     /// Estimated requests until `key` is read again (`.infinity` for never).
     private func timeToNextRead(_ key: BlockKey) -> Double {
         guard let m = segments[key.segment] else { return .infinity }
@@ -198,6 +238,18 @@ public final class StreamAware: PolicyBase, EvictionPolicy {
             nearest = min(nearest, b - c)
         }
         let byCursor = nearest == .max ? Double.infinity : Double(nearest) * stepInterval
+        if let hinted = hintedTime(key.segment, b) {
+            // The node says where its readers are: that beats the inferred cursors.
+            if hinted.time.isFinite { return min(hinted.time, byCursor) }
+            // Behind every reader: only a new scan reads it again. It goes before any block a known reader is
+            // heading for, all of which are read by the time the slowest catch-up reader reaches the head.
+            let depth = m.head > b ? m.head - b : 0
+            let bucket = Int(min(depth / Self.depthBucket, UInt64(depthTail.count - 1)))
+            let window = Double(max(1, clock - periodStart + (periodStart > 0 ? agingPeriod : 0)))
+            let coverage = (m.starts + 0.1) / window * depthTail[bucket]
+            let lap = Double(m.head - min(hinted.slowest ?? m.head, m.head) + 1) * stepInterval
+            return lap + (coverage > 0 ? 1 / coverage : .infinity)
+        }
         let depth = m.head > b ? m.head - b : 0
         let bucket = Int(min(depth / Self.depthBucket, UInt64(depthTail.count - 1)))
         let startRate = (m.starts + 0.1) / window
