@@ -66,6 +66,7 @@ public final class BlockCache: Sendable {
     /// The arena the block bytes live in (its budget is ``BlockCacheConfiguration/capacity``).
     public let arena: BlockArena
     private let shards: [ShardBox]
+    private let loads = SingleFlight<BlockID, [UInt8]>()
 
     final class ShardBox: Sendable {
         let state: Mutex<Shard>
@@ -81,7 +82,6 @@ public final class BlockCache: Sendable {
         let policy: any EvictionPolicy
         let sink: EvictionSink
         var entries: [UInt64: BlockStorage] = [:]
-        var loads: [UInt64: Load] = [:]
         var stats = CacheStats()
         /// Small numbers for this shard's segments, so a block's policy key fits 64 bits (``BlockKey``).
         var ordinals: [SegmentID: UInt32] = [:]
@@ -274,53 +274,28 @@ public final class BlockCache: Sendable {
         }
     }
 
-    /// Returns `block` from the cache or loads it, once, however many callers miss on it at the same time.
+    /// Returns `block` from the cache or loads it, once, however many callers miss on it at the same time
+    /// (``SingleFlight``).
     ///
-    /// The first caller to miss starts `load` in a task of its own; later callers wait for that load. Every
-    /// waiter gets the bytes or the load's error; a waiter that is cancelled stops waiting (with
-    /// `CancellationError`) without cancelling the load for the others. Loaded bytes are inserted before the
-    /// load is finished, so a request that arrives after the load sees a hit.
+    /// The first caller to miss starts `load`; later callers wait for that load. Every waiter gets the bytes or
+    /// the load's error; a waiter that is cancelled stops waiting (with `CancellationError`) without cancelling the
+    /// load for the others (when the last waiter leaves, the load is cancelled). Loaded bytes are inserted before
+    /// the load is finished, so a request that arrives after the load sees a hit.
     public func getOrLoad(_ block: BlockID, load: @escaping @Sendable () async throws -> [UInt8]) async throws
         -> [UInt8]
     {
         if let bytes = try get(block) { return bytes }
-        let box = shard(block)
-        enum Next {
-            case cached(BlockStorage)
-            case wait(Load, start: Bool)
-        }
-        let (k, next) = box.state.withLock { s -> (UInt64, Next) in
-            let k = s.key(block)
-            if let st = s.entries[k] { return (k, .cached(st)) }
-            if let running = s.loads[k] {
-                s.stats.coalesced += 1
-                return (k, .wait(running, start: false))
+        let (bytes, joined) = try await loads.run(block) {
+            if let storage = self.shard(block).state.withLock({ s in s.entries[s.key(block)] }) {
+                return try storage.bytes()
             }
-            let l = Load()
-            s.loads[k] = l
-            s.stats.loads += 1
-            return (k, .wait(l, start: true))
+            self.shard(block).state.withLock { $0.stats.loads += 1 }
+            let bytes = try await load()
+            self.insert(block, bytes: bytes)
+            return bytes
         }
-        switch next {
-        case .cached(let st):
-            return try st.bytes()
-        case .wait(let l, let start):
-            if start {
-                Task {
-                    let result: Result<[UInt8], any Error>
-                    do {
-                        let bytes = try await load()
-                        _ = self.insert(block, bytes: bytes)
-                        result = .success(bytes)
-                    } catch {
-                        result = .failure(error)
-                    }
-                    box.state.withLock { s in _ = s.loads.removeValue(forKey: k) }
-                    l.finish(result)
-                }
-            }
-            return try await l.wait()
-        }
+        if joined { shard(block).state.withLock { $0.stats.coalesced += 1 } }
+        return bytes
     }
 
     /// Counters summed over the shards.
@@ -345,48 +320,5 @@ public final class BlockCache: Sendable {
     /// never above ``BlockCacheConfiguration/capacity``.
     public var chargedBytes: Int64 {
         shards.reduce(0) { $0 + $1.state.withLock { $0.policy.occupied } }
-    }
-}
-
-/// Load is one block load in progress and the callers waiting for it.
-final class Load: Sendable {
-    private struct State {
-        var result: Result<[UInt8], any Error>?
-        var waiters: [Int: CheckedContinuation<[UInt8], any Error>] = [:]
-        var nextID = 0
-    }
-
-    private let state = Mutex(State())
-
-    /// Waits for the load; a cancelled waiter gets `CancellationError` and the load goes on.
-    func wait() async throws -> [UInt8] {
-        let id = state.withLock { s in
-            defer { s.nextID += 1 }
-            return s.nextID
-        }
-        return try await withTaskCancellationHandler {
-            try await withCheckedThrowingContinuation { (c: CheckedContinuation<[UInt8], any Error>) in
-                let ready: Result<[UInt8], any Error>? = state.withLock { s in
-                    if let r = s.result { return r }
-                    if Task.isCancelled { return .failure(CancellationError()) }
-                    s.waiters[id] = c
-                    return nil
-                }
-                if let ready { c.resume(with: ready) }
-            }
-        } onCancel: {
-            let c = state.withLock { s in s.waiters.removeValue(forKey: id) }
-            c?.resume(throwing: CancellationError())
-        }
-    }
-
-    /// Completes the load: every waiter gets `result`.
-    func finish(_ result: Result<[UInt8], any Error>) {
-        let waiters = state.withLock { s in
-            s.result = result
-            defer { s.waiters.removeAll() }
-            return Array(s.waiters.values)
-        }
-        for w in waiters { w.resume(with: result) }
     }
 }

@@ -12,7 +12,7 @@ import WireProtocol
 /// connection broke, a deadline passed, the ring was changing: ``EddyError/isRetriable``) is sent again, to the
 /// next server when the connection is gone, until the request's deadline. Reads and metadata requests are
 /// idempotent; appends are made exactly-once by the writer ID and event numbers they carry.
-public final class EddyClient: Sendable {
+public final class EddyClient: RequestSender {
     /// Settings of a client.
     public struct Configuration: Sendable {
         /// Seed servers (`--servers`).
@@ -171,53 +171,8 @@ public final class EddyClient: Sendable {
         if let dead { Task { await dead.close() } }
     }
 
-    private func unexpected(_ response: Response, for what: String) -> EddyError {
-        EddyError(.malformedFrame, "\(server) answered \(what) with \(response)")
-    }
-
-    // MARK: - Typed calls
-
-    /// Creates a stream.
-    public func createStream(_ name: StreamName, segments: UInt32) async throws(EddyError) {
-        _ = try await send(.createStream(name, segments: segments))
-    }
-
-    /// Deletes a stream.
-    public func deleteStream(_ name: StreamName) async throws(EddyError) {
-        _ = try await send(.deleteStream(name))
-    }
-
-    /// Every stream.
-    public func listStreams() async throws(EddyError) -> [StreamInfo] {
-        let r = try await send(.listStreams)
-        guard case .streamList(let streams) = r else { throw unexpected(r, for: "list") }
-        return streams
-    }
-
-    /// One stream's segments.
-    public func info(_ name: StreamName) async throws(EddyError) -> StreamInfo {
-        let r = try await send(.streamInfo(name))
-        guard case .streamInfo(let info) = r else { throw unexpected(r, for: "stream info") }
-        return info
-    }
-
-    /// One segment's state.
-    public func info(_ segment: SegmentID) async throws(EddyError) -> SegmentInfo {
-        let r = try await send(.segmentInfo(segment))
-        guard case .segmentInfo(let info) = r else { throw unexpected(r, for: "segment info") }
-        return info
-    }
-
-    /// Appends whole event frames to a segment; returns once they are durable. With a writer ID, a retry after
-    /// a failover is answered with the original position (exactly-once).
-    public func append(_ segment: SegmentID, frames: ByteBuffer, writerID: String, firstEventNumber: Int64)
-        async throws(EddyError) -> AppendAck
-    {
-        let r = try await send(
-            .append(segment: segment, writerID: writerID, firstEventNumber: firstEventNumber, frames: frames))
-        guard case .appendAck(let ack) = r else { throw unexpected(r, for: "append") }
-        return ack
-    }
+    /// A tail read may take its wait on top of the request timeout.
+    public func readTimeout(wait: Duration) -> Duration? { configuration.requestTimeout + wait }
 
     /// Starts an append now, in call order: consecutive calls from one task reach the server in that order, as a
     /// writer's batches of one segment must (the store takes a writer's event numbers in order). When the first
@@ -236,7 +191,9 @@ public final class EddyClient: Sendable {
             if let first {
                 do {
                     let r = try await StoreClient.answer(first)
-                    guard case .appendAck(let ack) = r else { throw unexpected(r, for: "append") }
+                    guard case .appendAck(let ack) = r else {
+                        throw EddyError(.malformedFrame, "the server answered an append with \(r)")
+                    }
                     return ack
                 } catch let error as EddyError where error.isRetriable {
                     _ = await previous?.result
@@ -244,47 +201,5 @@ public final class EddyClient: Sendable {
             }
             return try await append(segment, frames: frames, writerID: writerID, firstEventNumber: firstEventNumber)
         }
-    }
-
-    /// Reads bytes of a segment; `wait` > 0 waits at the tail for bytes to arrive.
-    public func read(_ segment: SegmentID, from offset: UInt64, maxBytes: Int = 1 << 20, wait: Duration = .zero)
-        async throws(EddyError) -> (info: SegmentInfo, data: ByteBuffer)
-    {
-        let ms = UInt32(clamping: Int64(wait.inSeconds * 1000))
-        let r = try await send(
-            .read(segment: segment, offset: offset, maxBytes: UInt32(clamping: maxBytes), waitMilliseconds: ms),
-            timeout: configuration.requestTimeout + wait)
-        guard case .readResult(_, let info, let data) = r else { throw unexpected(r, for: "read") }
-        return (info, data)
-    }
-
-    /// Seals a segment.
-    @discardableResult
-    public func seal(_ segment: SegmentID) async throws(EddyError) -> SegmentInfo {
-        let r = try await send(.seal(segment))
-        guard case .segmentInfo(let info) = r else { throw unexpected(r, for: "seal") }
-        return info
-    }
-
-    /// Truncates a segment at an event boundary.
-    @discardableResult
-    public func truncate(_ segment: SegmentID, at offset: UInt64) async throws(EddyError) -> SegmentInfo {
-        let r = try await send(.truncate(segment, offset: offset))
-        guard case .segmentInfo(let info) = r else { throw unexpected(r, for: "truncate") }
-        return info
-    }
-
-    /// The highest event number `writerID` wrote to `segment`, or nil.
-    public func lastEventNumber(_ segment: SegmentID, writerID: String) async throws(EddyError) -> Int64? {
-        let r = try await send(.writerState(segment, writerID: writerID))
-        guard case .writerState(let last) = r else { throw unexpected(r, for: "writer state") }
-        return last
-    }
-
-    /// The server's stats document (JSON).
-    public func stats() async throws(EddyError) -> String {
-        let r = try await send(.stats)
-        guard case .stats(let json) = r else { throw unexpected(r, for: "stats") }
-        return json
     }
 }

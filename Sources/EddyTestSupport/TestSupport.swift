@@ -14,23 +14,26 @@ import WireProtocol
 // Test support shared by the server and node test targets: an in-process store on a free port, a raw socket for
 // hand-made bytes, free ports. Not part of the product.
 
-/// A free loopback port (bound, read, released: a small race with other processes, fine for tests).
+/// A free loopback port for a server a test starts. It is picked below Linux's ephemeral range (32768 and up),
+/// so the kernel cannot hand it to an outgoing connection between this check and the server's bind: the port is
+/// bound, released, and returned (a small race with other programs binding ports there, fine for tests).
 public func freeLoopbackPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = inet_addr("127.0.0.1")
-    address.sin_port = 0
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafeMutablePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { p -> Int32 in
-            guard bind(fd, p, length) == 0 else { return -1 }
-            return getsockname(fd, p, &length)
+    for _ in 0..<200 {
+        let port = Int.random(in: 20000..<32000)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = UInt16(port).bigEndian
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
         }
+        close(fd)
+        if bound == 0 { return port }
     }
-    guard bound == 0 else { throw EddyError(.ioError, "cannot find a free port") }
-    return Int(UInt16(bigEndian: address.sin_port))
+    throw EddyError(.ioError, "cannot find a free port")
 }
 
 /// A store and its server on a free loopback port, in a fresh directory.

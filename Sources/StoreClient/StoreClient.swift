@@ -5,7 +5,7 @@ import WireProtocol
 
 /// StoreClient speaks the store protocol over one TCP connection. Requests from many tasks share the
 /// connection; each gets its answer by request ID, in whatever order the server finishes them.
-public final class StoreClient: Sendable {
+public final class StoreClient: RequestSender {
     /// The server this client is connected to.
     public let address: ServerAddress
     /// The largest frame the server accepts, from its hello.
@@ -101,86 +101,8 @@ public final class StoreClient: Sendable {
         try? await channel.close()
     }
 
-    private func unexpected(_ response: Response, for what: String) -> EddyError {
-        EddyError(.malformedFrame, "\(address) answered \(what) with \(response)")
-    }
-
-    // MARK: - Typed calls
-
-    /// Creates a stream.
-    public func createStream(_ name: StreamName, segments: UInt32) async throws(EddyError) {
-        _ = try await send(.createStream(name, segments: segments))
-    }
-
-    /// Deletes a stream.
-    public func deleteStream(_ name: StreamName) async throws(EddyError) {
-        _ = try await send(.deleteStream(name))
-    }
-
-    /// Every stream on the server.
-    public func listStreams() async throws(EddyError) -> [StreamInfo] {
-        let r = try await send(.listStreams)
-        guard case .streamList(let streams) = r else { throw unexpected(r, for: "list") }
-        return streams
-    }
-
-    /// One stream's segments.
-    public func info(_ name: StreamName) async throws(EddyError) -> StreamInfo {
-        let r = try await send(.streamInfo(name))
-        guard case .streamInfo(let info) = r else { throw unexpected(r, for: "stream info") }
-        return info
-    }
-
-    /// One segment's state.
-    public func info(_ segment: SegmentID) async throws(EddyError) -> SegmentInfo {
-        let r = try await send(.segmentInfo(segment))
-        guard case .segmentInfo(let info) = r else { throw unexpected(r, for: "segment info") }
-        return info
-    }
-
-    /// Appends whole event frames to a segment; returns once they are durable.
-    public func append(_ segment: SegmentID, frames: ByteBuffer, writerID: String = "", firstEventNumber: Int64 = 0)
-        async throws(EddyError) -> AppendAck
-    {
-        let r = try await send(
-            .append(segment: segment, writerID: writerID, firstEventNumber: firstEventNumber, frames: frames))
-        guard case .appendAck(let ack) = r else { throw unexpected(r, for: "append") }
-        return ack
-    }
-
-    /// Reads bytes of a segment; `wait` > 0 waits at the tail for bytes to arrive.
-    public func read(_ segment: SegmentID, from offset: UInt64, maxBytes: Int = 1 << 20, wait: Duration = .zero)
-        async throws(EddyError) -> (info: SegmentInfo, data: ByteBuffer)
-    {
-        let ms = UInt32(clamping: Int64(wait.inSeconds * 1000))
-        let r = try await send(
-            .read(segment: segment, offset: offset, maxBytes: UInt32(clamping: maxBytes), waitMilliseconds: ms))
-        guard case .readResult(_, let info, let data) = r else { throw unexpected(r, for: "read") }
-        return (info, data)
-    }
-
-    /// Seals a segment.
-    @discardableResult
-    public func seal(_ segment: SegmentID) async throws(EddyError) -> SegmentInfo {
-        let r = try await send(.seal(segment))
-        guard case .segmentInfo(let info) = r else { throw unexpected(r, for: "seal") }
-        return info
-    }
-
-    /// Truncates a segment at an event boundary.
-    @discardableResult
-    public func truncate(_ segment: SegmentID, at offset: UInt64) async throws(EddyError) -> SegmentInfo {
-        let r = try await send(.truncate(segment, offset: offset))
-        guard case .segmentInfo(let info) = r else { throw unexpected(r, for: "truncate") }
-        return info
-    }
-
-    /// The highest event number `writerID` wrote to `segment`, or nil.
-    public func lastEventNumber(_ segment: SegmentID, writerID: String) async throws(EddyError) -> Int64? {
-        let r = try await send(.writerState(segment, writerID: writerID))
-        guard case .writerState(let last) = r else { throw unexpected(r, for: "writer state") }
-        return last
-    }
+    /// No deadline beyond the request's own for tail reads: a plain connection waits as long as asked.
+    public func readTimeout(wait: Duration) -> Duration? { nil }
 }
 
 /// ClientHandler numbers outgoing requests and completes each one's promise when its answer arrives.
