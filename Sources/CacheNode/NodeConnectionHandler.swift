@@ -43,14 +43,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             return
         case .awaitingHello:
             do throws(EddyError) {
-                guard case .hello(let version) = try MessageCodec.request(frame) else {
-                    throw EddyError(.malformedFrame, "the first frame must be a hello")
-                }
-                guard version == protocolVersion else {
-                    throw EddyError(
-                        .unsupportedVersion,
-                        "protocol version \(version) is not supported; this node speaks \(protocolVersion)")
-                }
+                try MessageCodec.acceptHello(frame)
                 state = .ready
                 send(
                     context,

@@ -46,14 +46,7 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
             return
         case .awaitingHello:
             do throws(EddyError) {
-                guard case .hello(let version) = try MessageCodec.request(frame) else {
-                    throw EddyError(.malformedFrame, "the first frame must be a hello")
-                }
-                guard version == protocolVersion else {
-                    throw EddyError(
-                        .unsupportedVersion,
-                        "protocol version \(version) is not supported; this server speaks \(protocolVersion)")
-                }
+                try MessageCodec.acceptHello(frame)
                 state = .ready
                 send(
                     context, frame.requestID,

@@ -279,6 +279,20 @@ public enum MessageCodec {
         return Frame(type: request.type.rawValue, requestID: id, body: b)
     }
 
+    /// Checks a connection's first frame: it must be a hello of this protocol version.
+    /// - Throws: ``EddyError/Code/malformedFrame`` for anything but a hello, ``EddyError/Code/unsupportedVersion``
+    ///   for another version; the server answers with the error and closes.
+    public static func acceptHello(_ frame: Frame) throws(EddyError) {
+        guard case .hello(let version) = try request(frame) else {
+            throw EddyError(.malformedFrame, "the first frame must be a hello")
+        }
+        guard version == protocolVersion else {
+            throw EddyError(
+                .unsupportedVersion,
+                "protocol version \(version) is not supported; this server speaks \(protocolVersion)")
+        }
+    }
+
     /// Parses a request frame.
     /// - Throws: ``EddyError/Code/unknownMessageType`` for a type that is not a request,
     ///   ``EddyError/Code/malformedFrame`` for a body that does not parse, ``EddyError/Code/invalidName``
