@@ -80,7 +80,7 @@ let package = Package(
         .target(
             name: "CacheNode",
             dependencies: [
-                "StreamModel", "HashRing", "CacheCore", "WireProtocol", "StoreClient",
+                "StreamModel", "HashRing", "CacheCore", "WireProtocol", "StoreClient", "CNUMA",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

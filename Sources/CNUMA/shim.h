@@ -7,4 +7,11 @@ extern int sched_getcpu(void);
 
 /// The CPU the calling thread runs on, or -1.
 static inline int eddy_current_cpu(void) { return sched_getcpu(); }
+
+#include <malloc.h>
+
+/// Makes malloc serve allocations of at least `bytes` with their own mappings, returned to the system when freed,
+/// and keeps glibc from raising that threshold by itself (it does after such frees, and then freed cache blocks
+/// stay in its heaps). Returns 1 on success.
+static inline int eddy_mmap_allocations_from(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
 #endif

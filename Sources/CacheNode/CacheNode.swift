@@ -1,3 +1,4 @@
+import CNUMA
 import Logging
 import NIOCore
 import NIOPosix
@@ -29,6 +30,9 @@ public final class CacheNode: Sendable {
     public static func start(
         configuration: NodeConfiguration, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton
     ) async throws(EddyError) -> CacheNode {
+        // Blocks are large: have malloc map them (and unmap them when freed) instead of letting glibc raise its
+        // mmap threshold and keep freed blocks in per-thread heaps, which grows the process beyond the cache.
+        _ = eddy_mmap_allocations_from(256 << 10)
         let core = try NodeCore(configuration: configuration, group: group)
         let readerIDs = Atomic<Int>(0)
         let bootstrap = ServerBootstrap(group: group)

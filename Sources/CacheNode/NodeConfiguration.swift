@@ -29,9 +29,10 @@ public struct NodeConfiguration: Sendable {
     public var heartbeatInterval: Duration = .milliseconds(500)
     /// A member not heard from for this long leaves the ring (it rejoins when it answers again).
     public var failureTimeout: Duration = .milliseconds(2000)
-    /// The most block bytes in flight at once (store loads and answers being written, hits included); requests
-    /// past it queue for up to ``requestTimeout`` and then fail with ``EddyError/Code/overloaded``.
-    public var maxBytesInFlight: Int64 = 256 << 20
+    /// The most block bytes in flight at once (store loads, and answers until the socket has taken them, hits
+    /// included); requests past it queue for up to ``requestTimeout`` and then fail with
+    /// ``EddyError/Code/overloaded``. It bounds the memory the node uses beyond its cache.
+    public var maxBytesInFlight: Int64 = 48 << 20
     /// Whether the node tells a reader-aware policy (`stream`) where each reader is (``ReaderAware``). Off by
     /// default until it measures better than the policy's own inference (docs/benchmarks.md).
     public var readerHints = false

@@ -73,42 +73,79 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         let reader = self.reader
         let allocator = context.channel.allocator
         let task = Task {
-            let frame: OutboundFrame
-            switch request {
-            case .read(let segment, let offset, let maxBytes, let wait):
-                do throws(EddyError) {
-                    let a = try await core.read(
-                        segment, offset: offset, maxBytes: Int(maxBytes), wait: .milliseconds(Int64(wait)),
-                        reader: reader)
-                    core.counters.bytesServed.add(a.count, ordering: .relaxed)
-                    frame = MessageCodec.readResultFrame(
-                        id: id, offset: a.offset, info: a.info, slices: a.slices, allocator: allocator)
-                } catch {
-                    frame = OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator)
-                }
-            case .forwarded(let view, .read(let segment, let offset, let maxBytes, let wait)):
-                do throws(EddyError) {
-                    let a = try await core.readForwarded(
-                        view, segment, offset: offset, maxBytes: Int(maxBytes), wait: .milliseconds(Int64(wait)),
-                        reader: reader)
-                    frame = MessageCodec.readResultFrame(
-                        id: id, offset: a.offset, info: a.info, slices: a.slices, allocator: allocator)
-                } catch {
-                    frame = OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator)
-                }
-            default:
-                frame = OutboundFrame(MessageCodec.frame(await core.handle(request), id: id), allocator: allocator)
-            }
-            bound.eventLoop.execute { bound.value.0.finish(bound.value.1, id, frame) }
+            let result = await NodeConnectionHandler.answer(core, request, id: id, reader: reader, allocator: allocator)
+            bound.eventLoop.execute { bound.value.0.finish(bound.value.1, id, result.frame, charged: result.charged) }
         }
         tasks[id] = task
         if tasks.count >= core.configuration.maxInFlightPerConnection { readHeld = true }
     }
 
-    private func finish(_ context: ChannelHandlerContext, _ id: UInt32, _ frame: OutboundFrame) {
+    /// The frame answering `request`, and the bytes it holds of the node's budget (reads).
+    private static func answer(
+        _ core: NodeCore, _ request: Request, id: UInt32, reader: ReaderState, allocator: ByteBufferAllocator
+    ) async -> (frame: OutboundFrame, charged: Int64) {
+        let result: Result<(ReadAnswer, Int64)?, EddyError>
+        do throws(EddyError) {
+            if let read = try await Self.read(core, request, reader: reader) {
+                result = .success((read, try await charge(core, read)))
+            } else {
+                result = .success(nil)
+            }
+        } catch {
+            result = .failure(error)
+        }
+        switch result {
+        case .success(let (read, charged)?):
+            core.counters.bytesServed.add(read.count, ordering: .relaxed)
+            let frame = MessageCodec.readResultFrame(
+                id: id, offset: read.offset, info: read.info, slices: read.slices, allocator: allocator)
+            return (frame, charged)
+        case .success(nil):
+            return (OutboundFrame(MessageCodec.frame(await core.handle(request), id: id), allocator: allocator), 0)
+        case .failure(let error):
+            return (OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator), 0)
+        }
+    }
+
+    /// Runs a read (a client's or a forwarded one); nil for any other request.
+    private static func read(_ core: NodeCore, _ request: Request, reader: ReaderState) async throws(EddyError)
+        -> ReadAnswer?
+    {
+        switch request {
+        case .read(let segment, let offset, let maxBytes, let wait):
+            return try await core.read(
+                segment, offset: offset, maxBytes: Int(maxBytes), wait: .milliseconds(Int64(wait)), reader: reader)
+        case .forwarded(let view, .read(let segment, let offset, let maxBytes, let wait)):
+            return try await core.readForwarded(
+                view, segment, offset: offset, maxBytes: Int(maxBytes), wait: .milliseconds(Int64(wait)), reader: reader
+            )
+        default:
+            return nil
+        }
+    }
+
+    /// Takes an answer's bytes from the node's bytes-in-flight budget until the socket has taken them: the
+    /// budget bounds the memory that answers hold (a block evicted while answers to slow clients still
+    /// reference it lives until they are written).
+    private static func charge(_ core: NodeCore, _ answer: ReadAnswer) async throws(EddyError) -> Int64 {
+        let n = Int64(answer.count)
+        guard n > 0 else { return 0 }
+        try await core.budget.acquire(n, timeout: core.configuration.requestTimeout)
+        return n
+    }
+
+    private func finish(_ context: ChannelHandlerContext, _ id: UInt32, _ frame: OutboundFrame, charged: Int64) {
         tasks.removeValue(forKey: id)
-        guard state == .ready else { return }
-        send(context, frame)
+        guard state == .ready else {
+            core.budget.release(charged)
+            return
+        }
+        let promise: EventLoopPromise<Void>? = charged > 0 ? context.eventLoop.makePromise() : nil
+        if let promise {
+            let budget = core.budget
+            promise.futureResult.whenComplete { _ in budget.release(charged) }
+        }
+        send(context, frame, promise: promise)
         resumeReadingIfAllowed(context)
     }
 
@@ -116,8 +153,9 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         send(context, OutboundFrame(MessageCodec.frame(response, id: id), allocator: context.channel.allocator))
     }
 
-    private func send(_ context: ChannelHandlerContext, _ frame: OutboundFrame) {
-        context.write(wrapOutboundOut(frame), promise: nil)
+    private func send(_ context: ChannelHandlerContext, _ frame: OutboundFrame, promise: EventLoopPromise<Void>? = nil)
+    {
+        context.write(wrapOutboundOut(frame), promise: promise)
         guard !flushScheduled else { return }
         flushScheduled = true
         context.eventLoop.assumeIsolated().execute {

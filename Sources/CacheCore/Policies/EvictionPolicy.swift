@@ -81,7 +81,8 @@ open class PolicyBase {
 
     init(capacity: Int64, expectedObjects: Int = 1024) {
         self.capacity = capacity
-        let hint = Int(min(capacity, 1 << 20))
+        // Capacities in bytes (the block cache) are far larger than object counts: start small, grow as needed.
+        let hint = Int(min(capacity, 1 << 16))
         nodes = NodeStore(capacity: max(expectedObjects, hint))
         index = IDMap(capacity: max(expectedObjects, hint))
     }
