@@ -372,8 +372,10 @@ public final class NodeCore: Sendable {
             if info.sealed && offset == info.length {
                 return ReadAnswer(info: info, offset: offset, slices: [])
             }
-            if !askedStore {
-                // The node's length may lag writes that bypassed it: ask the store once for what is new.
+            if !askedStore && !(wait > .zero && offset == info.length && seg.isWatching) {
+                // The node's length may lag writes that bypassed it: ask the store once for what is new. A tail
+                // read at the known end skips this while the segment's length wait runs: that wait hears of
+                // such writes and wakes the readers.
                 askedStore = true
                 try await fetchTail(seg)
                 continue

@@ -230,6 +230,9 @@ final class OwnedSegment: Sendable {
     /// Tail readers waiting now.
     var waiterCount: Int { state.withLock { $0.waiters.count } }
 
+    /// Whether a length wait against the store is running for this segment.
+    var isWatching: Bool { state.withLock { $0.watching } }
+
     /// Marks the store watch as running; false if one is running already.
     func startWatching() -> Bool {
         state.withLock { s in
