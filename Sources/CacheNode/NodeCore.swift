@@ -41,7 +41,12 @@ public final class NodeCore: Sendable {
     struct Placement {
         var ring: HashRing
         var catalog: Set<String> = []
-        var assignment: HashRing.Assignment
+        var assignment: HashRing.Assignment {
+            didSet { owners.removeAll(keepingCapacity: true) }
+        }
+        /// Owners looked up so far by segment, so a request does not format the segment's name (cleared with
+        /// every new assignment).
+        var owners: [SegmentID: String] = [:]
     }
 
     struct RangeKey: Hashable, Sendable {
@@ -132,8 +137,15 @@ public final class NodeCore: Sendable {
 
     /// The owner of `segment` on the current ring (refreshing the catalog once for a segment it does not list).
     func owner(of segment: SegmentID) async -> String {
+        let cached = placement.withLock { p -> String? in p.owners[segment] }
+        if let cached { return cached }
         let key = segment.description
-        if let o = placement.withLock({ $0.assignment[key] }) { return o }
+        let known = placement.withLock { p -> String? in
+            guard let o = p.assignment[key] else { return nil }
+            p.owners[segment] = o
+            return o
+        }
+        if let known { return known }
         await refreshCatalog()
         return placement.withLock { p in p.assignment[key] ?? p.ring.candidate(for: key) ?? me }
     }

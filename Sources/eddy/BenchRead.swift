@@ -324,10 +324,24 @@ struct BenchFanout: AsyncParsableCommand {
 
     @OptionGroup var target: BenchTarget
     @Option(name: .long, help: "Events per second.") var rate: Int = 1000
+    @Option(
+        name: .long,
+        help:
+            "Measure Redis Streams at HOST:PORT instead (XADD and XREAD BLOCK, same readers, rate and client runtime).")
+    var redis: String?
 
     func run() async throws {
         guard target.readers > 0, target.duration > 0 else {
             throw ValidationError("--readers and --duration must be positive")
+        }
+        if let redis {
+            let address = try ServerAddress(parsing: redis)
+            let started = ContinuousClock.now
+            let f = try await redisFanout(
+                host: address.host, port: address.port, readers: target.readers, rate: rate, seconds: target.duration,
+                size: target.size)
+            report(f, elapsed: (ContinuousClock.now - started).inSeconds, peer: "redis")
+            return
         }
         try await reportingErrors {
             let admin = try await target.client(0)
@@ -386,22 +400,28 @@ struct BenchFanout: AsyncParsableCommand {
             }
             let elapsed = (ContinuousClock.now - start).inSeconds
             await admin.close()
-            let result: [String: Any] = [
-                "readers": target.readers, "rate": rate, "duration_s": elapsed, "deliveries": figures.events,
-                "events_per_s": Double(figures.events) / elapsed, "bytes_per_s": Double(figures.bytes) / elapsed,
-                "p50_ms": figures.ms(50), "p99_ms": figures.ms(99), "p999_ms": figures.ms(99.9),
-            ]
-            if target.json {
-                let data = (try? JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])) ?? Data()
-                print(String(decoding: data, as: UTF8.self))
-                return
-            }
-            print("bench fanout: \(target.readers) readers, \(rate) events/s, \(String(format: "%.1f", elapsed)) s")
-            print("  deliveries: \(figures.events) (\(String(format: "%.0f", Double(figures.events) / elapsed))/s)")
-            print(
-                String(
-                    format: "  append-to-delivery: p50 %.3f ms, p99 %.3f ms, p999 %.3f ms", figures.ms(50),
-                    figures.ms(99), figures.ms(99.9)))
+            report(figures, elapsed: elapsed, peer: "eddy")
         }
+    }
+
+    func report(_ figures: BenchFigures, elapsed: Double, peer: String) {
+        let result: [String: Any] = [
+            "system": peer, "readers": target.readers, "rate": rate, "duration_s": elapsed,
+            "deliveries": figures.events, "events_per_s": Double(figures.events) / elapsed,
+            "bytes_per_s": Double(figures.bytes) / elapsed, "p50_ms": figures.ms(50), "p99_ms": figures.ms(99),
+            "p999_ms": figures.ms(99.9),
+        ]
+        if target.json {
+            let data = (try? JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])) ?? Data()
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        print(
+            "bench fanout (\(peer)): \(target.readers) readers, \(rate) events/s, \(String(format: "%.1f", elapsed)) s")
+        print("  deliveries: \(figures.events) (\(String(format: "%.0f", Double(figures.events) / elapsed))/s)")
+        print(
+            String(
+                format: "  append-to-delivery: p50 %.3f ms, p99 %.3f ms, p999 %.3f ms", figures.ms(50),
+                figures.ms(99), figures.ms(99.9)))
     }
 }

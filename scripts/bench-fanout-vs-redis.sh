@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Append-to-delivery latency with many tail readers: Eddy's ring against Redis Streams (XADD + XREAD BLOCK), in
+# one run, with the same client runtime (`eddy bench fanout`, which speaks RESP for --redis), the same readers,
+# rate, tick and payload. Redis runs with appendfsync always, so both acknowledge durable writes.
+# Usage: scripts/bench-fanout-vs-redis.sh [seconds] [rate] [readers...]   (defaults: 8 100 100 1000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-8}
+rate=${2:-100}
+shift $(( $# > 2 ? 2 : $# ))
+counts=("$@"); [ ${#counts[@]} -eq 0 ] && counts=(100 1000)
+if ! command -v redis-server >/dev/null; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+fi
+[ -x .build/release/eddy ] || swift build -c release --product eddy
+eddy=$PWD/.build/release/eddy
+work=$(mktemp -d /tmp/eddy-redis-XXXXXX)
+redis-server --port 16379 --bind 127.0.0.1 --dir "$work" --save "" --appendonly yes --appendfsync always \
+  --maxclients 10000 --daemonize no > "$work/redis.log" 2>&1 &
+redis_pid=$!
+"$eddy" up --data "$work/eddy" --log-level warning > "$work/up.log" 2>&1 &
+up_pid=$!
+trap 'kill $redis_pid $up_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+ulimit -n 65536 2>/dev/null || true
+for _ in $(seq 200); do grep -q '^eddy up:' "$work/up.log" 2>/dev/null && break; sleep 0.1; done
+p99() { python3 -c "import json,sys; d=json.load(sys.stdin); print('%.2f %.2f %.2f' % (d['p50_ms'], d['p99_ms'], d['p999_ms']))"; }
+for n in "${counts[@]}"; do
+  e=$("$eddy" bench fanout --stream "bench/redis-cmp-$n" --segments 1 --readers "$n" --rate "$rate" \
+    --duration "$seconds" --json 2>/dev/null | p99)
+  r=$("$eddy" bench fanout --redis 127.0.0.1:16379 --readers "$n" --rate "$rate" --duration "$seconds" --json \
+    2>/dev/null | p99)
+  read -r ep50 ep99 ep999 <<< "$e"
+  read -r rp50 rp99 rp999 <<< "$r"
+  echo "$n readers, $rate events/s: eddy p50/p99/p999 $ep50/$ep99/$ep999 ms; redis $rp50/$rp99/$rp999 ms;" \
+    "p99 redis/eddy $(python3 -c "print(f'{$rp99/$ep99:.2f}')")"
+done
