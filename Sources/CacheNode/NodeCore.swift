@@ -362,6 +362,16 @@ public final class NodeCore: Sendable {
                     countLookup(hit: !missed)
                     return a
                 }
+                let blockRange = geometry.range(ofBlock: index)
+                if blockRange.lowerBound < info.startOffset {
+                    // The block's front is truncated: it cannot be cached whole. Read what is asked, once.
+                    let end = min(blockRange.upperBound, info.length)
+                    let r = try await storeRead(segment, from: offset, count: min(maxBytes, Int(end - offset)))
+                    for c in seg.learn(r.info) { c.resume() }
+                    countLookup(hit: false)
+                    return ReadAnswer(
+                        info: seg.info ?? r.info, offset: offset, slices: r.data.readableBytes > 0 ? [r.data] : [])
+                }
                 if full {
                     let block = try await fullBlock(seg, index, missed: &missed)
                     countLookup(hit: !missed)

@@ -130,6 +130,32 @@ struct NodeTests {
         await ring.shutdown()
     }
 
+    @Test("a segment truncated behind the node's back reads from the truncation point, whole blocks or not")
+    func truncatedAtTheStore() async throws {
+        let ring = try await NodeRing(count: 1, blockSize: 4096)
+        let direct = try await ring.harness.client()
+        try await direct.createStream(Self.name, segments: 1)
+        let segment = SegmentID(stream: Self.name, number: 0)
+        let payloads = (0..<100).map { "event \($0) " + String(repeating: "t", count: 90) }
+        _ = try await direct.append(segment, frames: try frames(payloads), writerID: "w", firstEventNumber: 0)
+        let cut = UInt64(try frames(Array(payloads.prefix(30))).readableBytes)  // inside block 0
+        try await direct.truncate(segment, at: cut)
+        let c = try await ring.client(0)
+        var offset = cut
+        var bytes = ByteBuffer()
+        let length = try await c.info(segment).length
+        while offset < length {
+            var (_, data) = try await c.read(segment, from: offset)
+            #expect(data.readableBytes > 0)
+            offset += UInt64(data.readableBytes)
+            bytes.writeBuffer(&data)
+        }
+        #expect(bytes == (try frames(Array(payloads.dropFirst(30)))))
+        await direct.close()
+        await c.close()
+        await ring.shutdown()
+    }
+
     @Test("bad input: unknown streams, a forward with another ring view, garbage frames, a client that never reads")
     func badInput() async throws {
         let ring = try await NodeRing(count: 2)

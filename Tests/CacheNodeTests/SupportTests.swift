@@ -132,3 +132,24 @@ final class Counter: Sendable {
     func bump() { n.withLock { $0 += 1 } }
     var value: Int { n.withLock { $0 } }
 }
+
+@Suite("store read ledger")
+struct LedgerTests {
+    @Test("distinct bytes count each byte once; re-reads show as amplification; the oldest blocks are forgotten")
+    func ledger() throws {
+        let geometry = try BlockGeometry(blockSize: 100)
+        let segment = SegmentID(stream: try StreamName(parsing: "l/x"), number: 0)
+        let ledger = StoreReadLedger(limit: 3)
+        ledger.record(segment, from: 0, count: 250, geometry: geometry)  // blocks 0, 1, 2 (half)
+        ledger.record(segment, from: 250, count: 50, geometry: geometry)  // the rest of block 2, incrementally
+        var s = ledger.summary
+        #expect(s.requests == 2 && s.bytes == 300 && s.blocks == 3 && s.distinctBytes == 300)
+        ledger.record(segment, from: 100, count: 100, geometry: geometry)  // block 1 again: read twice
+        s = ledger.summary
+        #expect(s.bytes == 400 && s.distinctBytes == 300)
+        ledger.record(segment, from: 300, count: 100, geometry: geometry)  // block 3: block 0 is forgotten
+        ledger.record(segment, from: 0, count: 100, geometry: geometry)  // so block 0 counts as new again
+        s = ledger.summary
+        #expect(s.blocks == 5 && s.distinctBytes == 500)
+    }
+}
