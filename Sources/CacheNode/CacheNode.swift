@@ -16,12 +16,32 @@ public final class CacheNode: Sendable {
     public let localAddress: SocketAddress
     private let channel: Channel
     private let background: Mutex<[Task<Void, Never>]>
+    private let connections: OpenConnections
 
-    private init(core: NodeCore, channel: Channel, background: [Task<Void, Never>]) {
+    private init(
+        core: NodeCore, channel: Channel, background: [Task<Void, Never>], connections: OpenConnections
+    ) {
         self.core = core
         self.channel = channel
         self.localAddress = channel.localAddress!
         self.background = Mutex(background)
+        self.connections = connections
+    }
+
+    /// The accepted connections, so closing the node closes them too: clients see the node go at once and fail
+    /// over, instead of waiting on a node that no longer answers.
+    final class OpenConnections: Sendable {
+        private let channels = Mutex<[ObjectIdentifier: Channel]>([:])
+
+        func add(_ channel: Channel) {
+            let id = ObjectIdentifier(channel)
+            channels.withLock { $0[id] = channel }
+            channel.closeFuture.whenComplete { _ in _ = self.channels.withLock { $0.removeValue(forKey: id) } }
+        }
+
+        func closeAll() {
+            for c in channels.withLock({ Array($0.values) }) { c.close(promise: nil) }
+        }
     }
 
     /// Binds, joins the ring and starts serving.
@@ -35,6 +55,7 @@ public final class CacheNode: Sendable {
         _ = eddy_mmap_allocations_from(256 << 10)
         let core = try NodeCore(configuration: configuration, group: group)
         let readerIDs = Atomic<Int>(0)
+        let connections = OpenConnections()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -46,6 +67,7 @@ public final class CacheNode: Sendable {
             )
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    connections.add(channel)
                     let id = readerIDs.wrappingAdd(1, ordering: .relaxed).newValue
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(FrameDecoder(maxFrameSize: Frame.defaultMaxFrameSize)))
@@ -74,16 +96,18 @@ public final class CacheNode: Sendable {
                 "members": "\(configuration.members.map(\.description).joined(separator: ","))",
                 "policy": "\(configuration.policy)", "cache-bytes": "\(configuration.cacheBytes)",
             ])
-        return CacheNode(core: core, channel: channel, background: [heartbeats, catalog])
+        return CacheNode(core: core, channel: channel, background: [heartbeats, catalog], connections: connections)
     }
 
     /// The port the node is bound to.
     public var port: Int { localAddress.port ?? 0 }
 
-    /// Stops accepting connections, stops heartbeats, closes the listener and the upstream connections.
+    /// Stops accepting connections, stops heartbeats, closes the listener, every client and peer connection
+    /// (their requests in progress are cancelled; clients fail over), and the upstream connections.
     public func close() async {
         for t in background.withLock({ $0 }) { t.cancel() }
         try? await channel.close()
+        connections.closeAll()
         await core.store.close()
         core.trace?.close()
         for p in core.peers.values { await p.close() }

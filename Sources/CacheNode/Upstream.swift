@@ -31,7 +31,8 @@ final class Upstream: Sendable {
     /// - Throws: the server's error answer; ``EddyError/Code/unavailable`` when the server cannot be reached;
     ///   ``EddyError/Code/timedOut`` past the deadline.
     func send(_ request: Request, timeout: Duration) async throws(EddyError) -> Response {
-        let client = try await connection()
+        // Connecting counts against the request's deadline too.
+        let client = try await connection(within: min(timeout, connectTimeout))
         do {
             return try await client.send(request, timeout: timeout)
         } catch  where error.code == .connectionFailed {
@@ -40,11 +41,10 @@ final class Upstream: Sendable {
         }
     }
 
-    private func connection() async throws(EddyError) -> StoreClient {
+    private func connection(within timeout: Duration) async throws(EddyError) -> StoreClient {
         if let c = current.withLock({ $0 }), c.isActive { return c }
         let address = self.address
         let group = self.group
-        let timeout = self.connectTimeout
         do {
             let (c, _) = try await connecting.run(0) {
                 try await StoreClient.connect(to: address, group: group, timeout: timeout)

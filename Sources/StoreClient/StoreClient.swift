@@ -34,7 +34,7 @@ public final class StoreClient: RequestSender {
         let channel: Channel
         do {
             channel = try await ClientBootstrap(group: group)
-                .connectTimeout(.milliseconds(timeout.components.seconds * 1000))
+                .connectTimeout(.nanoseconds(Int64(timeout.inSeconds * 1e9)))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelOption(
                     .recvAllocator,

@@ -202,6 +202,8 @@ final class Ring {
     func stopAll() {
         for n in nodes { n.stop() }
         store.stop()
-        try? FileManager.default.removeItem(atPath: folder)
+        if ProcessInfo.processInfo.environment["EDDY_KEEP_TEST_LOGS"] == nil {
+            try? FileManager.default.removeItem(atPath: folder)
+        }
     }
 }
