@@ -238,25 +238,36 @@ public final class NodeCore: Sendable {
         membership.adopt(view)
     }
 
-    /// Runs `local` when this node owns `segment` (or the request was forwarded to it), else forwards the request
-    /// to the owner; on a ring disagreement or an unreachable owner it refreshes its view once and routes again.
-    private func routed(
-        _ segment: SegmentID, _ request: Request, forwardedBy view: RingView?,
-        _ local: () async throws(EddyError) -> Response
-    ) async throws(EddyError) -> Response {
+    /// Runs `local` when this node owns `segment` (or the request was forwarded to it, so it is served here), else
+    /// `remote` with the owner; on a ring disagreement or an unreachable owner it refreshes its view once and
+    /// routes again.
+    private func viaOwner<T>(
+        _ segment: SegmentID, forwardedBy view: RingView?, local: () async throws(EddyError) -> T,
+        remote: (String) async throws(EddyError) -> T
+    ) async throws(EddyError) -> T {
         if view != nil { return try await local() }
         var owner = await self.owner(of: segment)
         for attempt in 0..<2 {
             if owner == me { return try await local() }
             do {
-                counters.forwards.add(1, ordering: .relaxed)
-                return try await forward(request, to: owner, timeout: configuration.requestTimeout)
+                return try await remote(owner)
             } catch  where attempt == 0 && (error.code == .staleEpoch || error.code == .unavailable) {
                 await membership.probe()
                 owner = await self.owner(of: segment)
             }
         }
         throw EddyError(.unavailable, "no owner of \(segment) could be reached")
+    }
+
+    /// A request that changes a segment, run by its owner.
+    private func routed(
+        _ segment: SegmentID, _ request: Request, forwardedBy view: RingView?,
+        _ local: () async throws(EddyError) -> Response
+    ) async throws(EddyError) -> Response {
+        try await viaOwner(segment, forwardedBy: view, local: local) { (owner) throws(EddyError) in
+            counters.forwards.add(1, ordering: .relaxed)
+            return try await forward(request, to: owner, timeout: configuration.requestTimeout)
+        }
     }
 
     private func forward(_ request: Request, to owner: String, timeout: Duration) async throws(EddyError) -> Response {
@@ -286,22 +297,14 @@ public final class NodeCore: Sendable {
         counters.reads.add(1, ordering: .relaxed)
         let wait = min(wait, configuration.maxWait)
         let maxBytes = max(0, min(maxBytes, Int(geometry.blockSize)))
-        if view != nil {
-            return try await ownerRead(segment, offset: offset, maxBytes: maxBytes, wait: wait, reader: reader)
-        }
-        var owner = await self.owner(of: segment)
-        for attempt in 0..<2 {
-            if owner == me {
-                return try await ownerRead(segment, offset: offset, maxBytes: maxBytes, wait: wait, reader: reader)
-            }
-            do {
-                return try await nonOwnerRead(segment, owner: owner, offset: offset, maxBytes: maxBytes, wait: wait)
-            } catch  where attempt == 0 && (error.code == .staleEpoch || error.code == .unavailable) {
-                await membership.probe()
-                owner = await self.owner(of: segment)
-            }
-        }
-        throw EddyError(.unavailable, "no owner of \(segment) could be reached")
+        return try await viaOwner(
+            segment, forwardedBy: view,
+            local: { () throws(EddyError) in
+                try await ownerRead(segment, offset: offset, maxBytes: maxBytes, wait: wait, reader: reader)
+            },
+            remote: { (owner) throws(EddyError) in
+                try await nonOwnerRead(segment, owner: owner, offset: offset, maxBytes: maxBytes, wait: wait)
+            })
     }
 
     /// Serves a read a peer forwarded: checks its ring view, then reads as the owner.
@@ -376,7 +379,7 @@ public final class NodeCore: Sendable {
                     let block = try await fullBlock(seg, index, missed: &missed)
                     countLookup(hit: !missed)
                     readAhead(seg, after: index, info: info, reader: reader)
-                    let skip = Int(offset - geometry.range(ofBlock: index).lowerBound)
+                    let skip = Int(offset - blockRange.lowerBound)
                     let take = min(maxBytes, block.readableBytes - skip)
                     guard take > 0 else { return ReadAnswer(info: info, offset: offset, slices: []) }
                     return ReadAnswer(
@@ -422,12 +425,11 @@ public final class NodeCore: Sendable {
         let id = BlockID(segment: seg.id, index: index)
         if let b = try cache.buffer(id) { return b }
         missed = true
-        let blockSize = Int(geometry.blockSize)
         let range = geometry.range(ofBlock: index)
         do {
             let (bytes, joined) = try await blockLoads.run(id) {
                 if let b = try self.cache.buffer(id) { return b }
-                let from = seg.assemblyStart(ofBlock: index).map { $0 } ?? range.upperBound
+                let from = seg.assemblyStart(ofBlock: index) ?? range.upperBound
                 if from > range.lowerBound && from < range.upperBound {
                     // The node has the block's end already: read only its front.
                     let front = try await self.storeRead(
@@ -437,16 +439,22 @@ public final class NodeCore: Sendable {
                         return whole.1
                     }
                 }
-                let r = try await self.storeRead(seg.id, from: range.lowerBound, count: blockSize)
-                for c in seg.learn(r.info) { c.resume() }
-                if r.data.readableBytes == blockSize { self.cache.insert(id, buffer: r.data) }
-                return r.data
+                return try await self.loadWholeBlock(seg, index)
             }
             if joined { counters.coalesced.add(1, ordering: .relaxed) }
             return bytes
         } catch {
             throw Self.typed(error)
         }
+    }
+
+    /// One store read of all of block `index`, cached when the block is full.
+    private func loadWholeBlock(_ seg: OwnedSegment, _ index: UInt64) async throws(EddyError) -> ByteBuffer {
+        let blockSize = Int(geometry.blockSize)
+        let r = try await storeRead(seg.id, from: geometry.range(ofBlock: index).lowerBound, count: blockSize)
+        for c in seg.learn(r.info) { c.resume() }
+        if r.data.readableBytes == blockSize { cache.insert(BlockID(segment: seg.id, index: index), buffer: r.data) }
+        return r.data
     }
 
     /// Starts loads of the next full blocks when `reader` reads `segment` sequentially (a catch-up scan), so a
@@ -460,16 +468,7 @@ public final class NodeCore: Sendable {
             guard geometry.isFull(block: next, segmentLength: info.length) else { break }
             let id = BlockID(segment: seg.id, index: next)
             guard !cache.contains(id) else { continue }
-            let range = geometry.range(ofBlock: next)
-            let blockSize = Int(geometry.blockSize)
-            if blockLoads.start(
-                id,
-                {
-                    let r = try await self.storeRead(seg.id, from: range.lowerBound, count: blockSize)
-                    if r.data.readableBytes == blockSize { self.cache.insert(id, buffer: r.data) }
-                    return r.data
-                })
-            {
+            if blockLoads.start(id, { try await self.loadWholeBlock(seg, next) }) {
                 counters.readAheads.add(1, ordering: .relaxed)
             }
         }

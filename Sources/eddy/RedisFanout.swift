@@ -77,7 +77,7 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
 
     static func connect(host: String, port: Int, group: EventLoopGroup) async throws -> RedisConnection {
         let holder = Mutex<RedisConnection?>(nil)
-        let channel = try await ClientBootstrap(group: group)
+        _ = try await ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -88,7 +88,6 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
                 }
             }
             .connect(host: host, port: port).get()
-        _ = channel
         return holder.withLock { $0! }
     }
 

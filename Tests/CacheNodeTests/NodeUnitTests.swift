@@ -82,8 +82,15 @@ struct NodeTests {
         #expect(readers.count == 15)
         let expected = try frames(["one", "two"])
         for d in readers { #expect(d == expected) }
-        // The owner learned the bytes from the append itself: it never read them from the store.
+        // The owner learned the bytes from the append itself: no node read them from the store.
         #expect(ring.harness.store.stats.events == 2)
+        for i in 0..<3 {
+            let c = try await ring.client(i)
+            let s =
+                try JSONSerialization.jsonObject(with: Data(try await c.send(.stats).statsJSON.utf8)) as! [String: Any]
+            #expect(s["store_read_bytes"] as? Int == 0, "node \(i) read from the store: \(s)")
+            await c.close()
+        }
         let stats =
             try JSONSerialization.jsonObject(with: Data(try await setup.send(.stats).statsJSON.utf8)) as! [String: Any]
         #expect(stats["role"] as? String == "node")

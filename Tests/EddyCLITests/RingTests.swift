@@ -378,12 +378,11 @@ struct RingStressTests {
         let live = Array(ring.nodeAddresses.suffix(3))
         for pass in 0..<2 {
             let before = try await Self.stat(ring.storeAddress, "read_bytes")
-            for (i, node) in live.enumerated() {
+            for node in live {
                 let c = try await RingTests.client([node])
                 for s in 0..<4 {
                     let segment = SegmentID(stream: name, number: UInt32(s))
                     _ = try await Self.scan(c, segment, to: try await c.info(segment).length)
-                    _ = i
                 }
                 await c.close()
             }
