@@ -37,7 +37,9 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
 
-        .target(name: "StreamModel", swiftSettings: strict),
+        // CRC32C with the CPU's instruction (StreamModel falls back to tables without it).
+        .target(name: "CChecksum"),
+        .target(name: "StreamModel", dependencies: ["CChecksum"], swiftSettings: strict),
         .target(
             name: "SegmentStore",
             dependencies: [

@@ -23,6 +23,8 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     private let reader: ReaderState
     private var state = State.awaitingHello
     private var tasks: [UInt32: Task<Void, Never>] = [:]
+    /// Tail reads parked in the core (no task): see ``NodeCore/parkRead(_:offset:maxBytes:wait:reader:forwardedBy:on:_:)``.
+    private var parked = 0
     private var readHeld = false
     private var flushScheduled = false
 
@@ -63,7 +65,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             } catch {
                 return respond(context, frame.requestID, .error(error))
             }
-            dispatch(context, frame.requestID, request)
+            if !park(context, frame.requestID, request) { dispatch(context, frame.requestID, request) }
         }
     }
 
@@ -77,7 +79,70 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             bound.eventLoop.execute { bound.value.0.finish(bound.value.1, id, result.frame, charged: result.charged) }
         }
         tasks[id] = task
-        if tasks.count >= core.configuration.maxInFlightPerConnection { readHeld = true }
+        if inFlight >= core.configuration.maxInFlightPerConnection { readHeld = true }
+    }
+
+    private var inFlight: Int { tasks.count + parked }
+
+    /// Parks a tail read in the core when it can (see ``NodeCore/parkRead(_:offset:maxBytes:wait:reader:forwardedBy:on:_:)``):
+    /// its answer is written from the event loop when it comes, without a task.
+    private func park(_ context: ChannelHandlerContext, _ id: UInt32, _ request: Request) -> Bool {
+        let view: RingView?
+        let segment: SegmentID
+        let offset: UInt64
+        let maxBytes: UInt32
+        let wait: UInt32
+        switch request {
+        case .read(let s, let o, let m, let w):
+            (view, segment, offset, maxBytes, wait) = (nil, s, o, m, w)
+        case .forwarded(let v, .read(let s, let o, let m, let w)):
+            (view, segment, offset, maxBytes, wait) = (v, s, o, m, w)
+        default:
+            return false
+        }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let started = NIODeadline.now()
+        let accepted = core.parkRead(
+            segment, offset: offset, maxBytes: Int(maxBytes), wait: .milliseconds(Int64(wait)), reader: reader,
+            forwardedBy: view, on: context.eventLoop
+        ) { outcome in
+            let (handler, context) = bound.value
+            handler.parked -= 1
+            guard handler.state == .ready else { return }
+            switch outcome {
+            case .answer(let answer):
+                handler.finishParked(context, id, request, answer)
+            case .failed(let error):
+                handler.finish(
+                    context, id,
+                    OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: context.channel.allocator),
+                    charged: 0)
+            case .changed:
+                // Run the read through the full path, for what is left of its wait.
+                let left = max(0, Int64(wait) - (NIODeadline.now() - started).nanoseconds / 1_000_000)
+                let again = Request.read(
+                    segment: segment, offset: offset, maxBytes: maxBytes, waitMilliseconds: UInt32(left))
+                handler.dispatch(context, id, view.map { .forwarded($0, again) } ?? again)
+            }
+        }
+        guard accepted else { return false }
+        parked += 1
+        if inFlight >= core.configuration.maxInFlightPerConnection { readHeld = true }
+        return true
+    }
+
+    /// Writes the answer of a parked read, charged to the node's budget; one that finds no room right away runs
+    /// through the full path (which queues for room, with a timeout).
+    private func finishParked(_ context: ChannelHandlerContext, _ id: UInt32, _ request: Request, _ answer: ReadAnswer)
+    {
+        guard state == .ready else { return }
+        let charged = Int64(answer.count)
+        guard charged == 0 || core.budget.tryAcquire(charged) else { return dispatch(context, id, request) }
+        core.counters.bytesServed.add(answer.count, ordering: .relaxed)
+        let frame = MessageCodec.readResultFrame(
+            id: id, offset: answer.offset, info: answer.info, slices: answer.slices,
+            allocator: context.channel.allocator)
+        finish(context, id, frame, charged: charged)
     }
 
     /// The frame answering `request`, and the bytes it holds of the node's budget (reads).
@@ -165,7 +230,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     }
 
     private func resumeReadingIfAllowed(_ context: ChannelHandlerContext) {
-        if readHeld && tasks.count < core.configuration.maxInFlightPerConnection && context.channel.isWritable {
+        if readHeld && inFlight < core.configuration.maxInFlightPerConnection && context.channel.isWritable {
             readHeld = false
             context.read()
         }
@@ -211,7 +276,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if tasks.count >= core.configuration.maxInFlightPerConnection || !context.channel.isWritable {
+        if inFlight >= core.configuration.maxInFlightPerConnection || !context.channel.isWritable {
             readHeld = true
         } else {
             context.read()

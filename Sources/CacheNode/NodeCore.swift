@@ -36,6 +36,8 @@ public final class NodeCore: Sendable {
     private let blockLoads = SingleFlight<BlockID, ByteBuffer>()
     private let storeReads = SingleFlight<RangeKey, Void>()
     private let forwards = SingleFlight<ForwardKey, Response>()
+    /// Tail reads parked on a shared forward, by forward.
+    private let parkedForwards = Mutex<[ForwardKey: [ParkedRead]]>([:])
     private let infoRefresh = SingleFlight<SegmentID, SegmentInfo>()
 
     struct Placement {
@@ -137,17 +139,20 @@ public final class NodeCore: Sendable {
 
     /// The owner of `segment` on the current ring (refreshing the catalog once for a segment it does not list).
     func owner(of segment: SegmentID) async -> String {
-        let cached = placement.withLock { p -> String? in p.owners[segment] }
-        if let cached { return cached }
+        if let known = knownOwner(of: segment) { return known }
+        await refreshCatalog()
         let key = segment.description
-        let known = placement.withLock { p -> String? in
-            guard let o = p.assignment[key] else { return nil }
+        return placement.withLock { p in p.assignment[key] ?? p.ring.candidate(for: key) ?? me }
+    }
+
+    /// The owner of `segment` when the current assignment places it (without asking the store).
+    func knownOwner(of segment: SegmentID) -> String? {
+        placement.withLock { p -> String? in
+            if let o = p.owners[segment] { return o }
+            guard let o = p.assignment[segment.description] else { return nil }
             p.owners[segment] = o
             return o
         }
-        if let known { return known }
-        await refreshCatalog()
-        return placement.withLock { p in p.assignment[key] ?? p.ring.candidate(for: key) ?? me }
     }
 
     /// The member that owns `segment` now, by name.
@@ -210,7 +215,7 @@ public final class NodeCore: Sendable {
             return try await routed(segment, request, forwardedBy: view) { () throws(EddyError) in
                 let r = try await self.store.send(request, timeout: timeout)
                 if case .segmentInfo(let info) = r {
-                    for c in self.ownedSegment(segment).learn(info) { c.resume() }
+                    self.ownedSegment(segment).learn(info).fire()
                 }
                 return r
             }
@@ -316,6 +321,109 @@ public final class NodeCore: Sendable {
             segment, offset: offset, maxBytes: maxBytes, wait: wait, reader: reader, forwardedBy: view)
     }
 
+    /// Parks a tail read on `eventLoop` instead of running a task for it, when it is one: a read with a wait at
+    /// the known end of a segment this node owns (answered from the tail assembly when bytes arrive, or empty at
+    /// its deadline), or at the end a non-owner knows of (joined to one shared forward per owner, offset and
+    /// wait). A fan-out then costs one hop per event loop, not a task per reader.
+    /// - Returns: false when the read is not such a read (run it through ``read(_:offset:maxBytes:wait:reader:forwardedBy:)``);
+    ///   true when `respond` will be called on `eventLoop`, exactly once: with the answer, an error, or
+    ///   ``ParkedRead/Outcome/changed`` (the segment changed in a way a parked read does not handle: run the read
+    ///   through the full path).
+    func parkRead(
+        _ segment: SegmentID, offset: UInt64, maxBytes: Int, wait: Duration, reader: ReaderState?,
+        forwardedBy view: RingView?, on eventLoop: any EventLoop,
+        _ respond: @escaping @Sendable (ParkedRead.Outcome) -> Void
+    ) -> Bool {
+        let wait = min(wait, configuration.maxWait)
+        guard wait > .zero else { return false }
+        let maxBytes = max(0, min(maxBytes, Int(geometry.blockSize)))
+        if let view {
+            do throws(EddyError) {
+                try checkView(view)
+            } catch {
+                counters.reads.add(1, ordering: .relaxed)
+                eventLoop.execute { respond(.failed(error)) }
+                return true
+            }
+        }
+        guard let owner = view == nil ? knownOwner(of: segment) : me else { return false }
+        if owner == me {
+            return parkOwned(
+                segment, offset: offset, maxBytes: maxBytes, wait: wait, reader: reader, on: eventLoop, respond)
+        }
+        return parkForward(
+            segment, owner: owner, offset: offset, maxBytes: maxBytes, wait: wait, on: eventLoop, respond)
+    }
+
+    private func parkOwned(
+        _ segment: SegmentID, offset: UInt64, maxBytes: Int, wait: Duration, reader: ReaderState?,
+        on eventLoop: any EventLoop, _ respond: @escaping @Sendable (ParkedRead.Outcome) -> Void
+    ) -> Bool {
+        guard let seg = segments.withLock({ $0[segment] }), let info = seg.info, offset >= info.startOffset else {
+            return false
+        }
+        let timer = NIOLoopBoundBox<Scheduled<Void>?>(nil, eventLoop: eventLoop)
+        let parked = ParkedRead(eventLoop: eventLoop) { _ in
+            timer.value?.cancel()
+            guard let a = seg.tailSlices(from: offset, maxBytes: maxBytes) else { return respond(.changed) }
+            self.noteLookup(
+                segment, block: self.geometry.index(containing: offset), info: a.info, reader: reader, tail: true,
+                first: true)
+            self.countLookup(hit: true)
+            respond(.answer(a))
+        }
+        guard let id = seg.park(at: offset, parked) else { return false }
+        counters.reads.add(1, ordering: .relaxed)
+        counters.tailWaits.add(1, ordering: .relaxed)
+        counters.parkedReads.add(1, ordering: .relaxed)
+        // The length wait against the store hears of writes that bypass the ring, and of seals.
+        watch(seg)
+        timer.value = eventLoop.scheduleTask(in: TimeAmount(wait)) {
+            guard seg.unpark(id) else { return }
+            respond(.answer(ReadAnswer(info: seg.info ?? info, offset: offset, slices: [])))
+        }
+        return true
+    }
+
+    private func parkForward(
+        _ segment: SegmentID, owner: String, offset: UInt64, maxBytes: Int, wait: Duration,
+        on eventLoop: any EventLoop, _ respond: @escaping @Sendable (ParkedRead.Outcome) -> Void
+    ) -> Bool {
+        guard let hint = hints.withLock({ $0[segment] }), offset >= hint.length, offset >= hint.startOffset,
+            !hint.sealed
+        else { return false }
+        let key = ForwardKey(
+            owner: owner, segment: segment, offset: offset, maxBytes: UInt32(maxBytes),
+            waitMilliseconds: UInt32(clamping: Int64(wait.inSeconds * 1000)))
+        let parked = ParkedRead(eventLoop: eventLoop, wake: respond)
+        let first = parkedForwards.withLock { p -> Bool in
+            if p[key] != nil {
+                p[key]!.append(parked)
+                return false
+            }
+            p[key] = [parked]
+            return true
+        }
+        counters.reads.add(1, ordering: .relaxed)
+        counters.parkedReads.add(1, ordering: .relaxed)
+        guard first else {
+            counters.coalescedForwards.add(1, ordering: .relaxed)
+            return true
+        }
+        Task {
+            let outcome: ParkedRead.Outcome
+            do throws(EddyError) {
+                outcome = .answer(try await self.forwardRead(key))
+            } catch  where error.code == .staleEpoch || error.code == .unavailable {
+                outcome = .changed  // the full path refreshes the ring view and routes again
+            } catch {
+                outcome = .failed(error)
+            }
+            ParkedRead.wake(self.parkedForwards.withLock { $0.removeValue(forKey: key) ?? [] }, outcome)
+        }
+        return true
+    }
+
     func ownedSegment(_ id: SegmentID) -> OwnedSegment {
         segments.withLock { s in
             if let o = s[id] { return o }
@@ -326,11 +434,9 @@ public final class NodeCore: Sendable {
     }
 
     /// Inserts blocks that filled up and wakes the tail readers they satisfy.
-    private func absorb(
-        _ result: (full: [(UInt64, ByteBuffer)], wake: [CheckedContinuation<Void, Never>]), _ segment: SegmentID
-    ) {
+    private func absorb(_ result: (full: [(UInt64, ByteBuffer)], wake: Wakeup), _ segment: SegmentID) {
         for (index, bytes) in result.full { cache.insert(BlockID(segment: segment, index: index), buffer: bytes) }
-        for c in result.wake { c.resume() }
+        result.wake.fire()
     }
 
     private func ownerRead(
@@ -350,17 +456,7 @@ public final class NodeCore: Sendable {
             if offset < info.length {
                 let index = geometry.index(containing: offset)
                 let full = geometry.isFull(block: index, segmentLength: info.length)
-                reader?.record(segment, block: index, tail: wait > .zero)
-                if configuration.readerHints, let reader, !missed {
-                    cache.readerMoved(
-                        reader.id, to: BlockID(segment: segment, index: index), tail: wait > .zero || !full)
-                }
-                if let trace, !missed {
-                    let size =
-                        full ? Int(geometry.blockSize) : Int(info.length - geometry.range(ofBlock: index).lowerBound)
-                    trace.record(
-                        segment, block: index, size: size, reader: reader?.id ?? 0, tail: wait > .zero || !full)
-                }
+                noteLookup(segment, block: index, info: info, reader: reader, tail: wait > .zero, first: !missed)
                 if let a = seg.tailSlices(from: offset, maxBytes: maxBytes) {
                     countLookup(hit: !missed)
                     return a
@@ -370,7 +466,7 @@ public final class NodeCore: Sendable {
                     // The block's front is truncated: it cannot be cached whole. Read what is asked, once.
                     let end = min(blockRange.upperBound, info.length)
                     let r = try await storeRead(segment, from: offset, count: min(maxBytes, Int(end - offset)))
-                    for c in seg.learn(r.info) { c.resume() }
+                    seg.learn(r.info).fire()
                     countLookup(hit: false)
                     return ReadAnswer(
                         info: seg.info ?? r.info, offset: offset, slices: r.data.readableBytes > 0 ? [r.data] : [])
@@ -413,6 +509,23 @@ public final class NodeCore: Sendable {
         }
     }
 
+    /// Tells the reader's state, the eviction policy (with reader hints) and the access trace that `reader`
+    /// reads block `index` (`first`: the first look of this request, not a look again after a load).
+    private func noteLookup(
+        _ segment: SegmentID, block index: UInt64, info: SegmentInfo, reader: ReaderState?, tail: Bool, first: Bool
+    ) {
+        reader?.record(segment, block: index, tail: tail)
+        guard first else { return }
+        let full = geometry.isFull(block: index, segmentLength: info.length)
+        if configuration.readerHints, let reader {
+            cache.readerMoved(reader.id, to: BlockID(segment: segment, index: index), tail: tail || !full)
+        }
+        if let trace {
+            let size = full ? Int(geometry.blockSize) : Int(info.length - geometry.range(ofBlock: index).lowerBound)
+            trace.record(segment, block: index, size: size, reader: reader?.id ?? 0, tail: tail || !full)
+        }
+    }
+
     private func countLookup(hit: Bool) {
         if hit { counters.hits.add(1, ordering: .relaxed) } else { counters.misses.add(1, ordering: .relaxed) }
     }
@@ -452,7 +565,7 @@ public final class NodeCore: Sendable {
     private func loadWholeBlock(_ seg: OwnedSegment, _ index: UInt64) async throws(EddyError) -> ByteBuffer {
         let blockSize = Int(geometry.blockSize)
         let r = try await storeRead(seg.id, from: geometry.range(ofBlock: index).lowerBound, count: blockSize)
-        for c in seg.learn(r.info) { c.resume() }
+        seg.learn(r.info).fire()
         if r.data.readableBytes == blockSize { cache.insert(BlockID(segment: seg.id, index: index), buffer: r.data) }
         return r.data
     }
@@ -492,7 +605,7 @@ public final class NodeCore: Sendable {
         let from = seg.tailEnd(ofBlock: index) ?? range.lowerBound
         try await sharedRead(seg, from: from) { () throws(EddyError) in
             let r = try await self.storeRead(seg.id, from: from, count: Int(range.upperBound - from))
-            for c in seg.learn(r.info) { c.resume() }
+            seg.learn(r.info).fire()
             self.absorb(seg.extend(at: from, r.data), seg.id)
         }
     }
@@ -507,7 +620,7 @@ public final class NodeCore: Sendable {
             let r = try await self.storeRead(seg.id, from: from, count: Int(blockEnd - from))
             let wake = seg.learn(r.info)
             self.absorb(seg.extend(at: from, r.data), seg.id)
-            for c in wake { c.resume() }
+            wake.fire()
         }
     }
 
@@ -531,16 +644,24 @@ public final class NodeCore: Sendable {
         guard seg.startWatching() else { return }
         let wait: UInt32 = 5000
         Task {
+            var idle = false
             while true {
-                if seg.stopWatchingIfIdle() { return }
-                guard let info = seg.info else { return }
+                // Readers come back right after a wake-up: the wait ends after a round with none waiting.
+                if seg.waiterCount == 0 {
+                    if idle, seg.stopWatchingIfIdle() { return }
+                    idle = true
+                } else {
+                    idle = false
+                }
+                if seg.info?.sealed ?? false, seg.stopWatchingIfIdle() { return }
+                guard let info = seg.info else { return seg.stopWatching() }
                 do {
                     let r = try await store.send(
                         .read(segment: seg.id, offset: info.length, maxBytes: 0, waitMilliseconds: wait),
                         timeout: configuration.requestTimeout + .milliseconds(Int64(wait)))
                     guard case .readResult(_, let now, _) = r else { continue }
                     if now.length > (seg.info?.length ?? 0) { try await fetchTail(seg) }
-                    for c in seg.learn(now) { c.resume() }
+                    seg.learn(now).fire()
                 } catch {
                     // The store is away: waiters get empty answers at their deadlines; try again shortly.
                     seg.wakeAll()
@@ -561,7 +682,7 @@ public final class NodeCore: Sendable {
                 }
                 return info
             }
-            for c in seg.learn(info) { c.resume() }
+            seg.learn(info).fire()
             return seg.info ?? info
         } catch {
             throw Self.typed(error)
@@ -672,5 +793,8 @@ public final class NodeCore: Sendable {
     }
 
     /// Tail readers waiting on this node's owned segments.
-    var tailWaiters: Int { segments.withLock { s in s.values.reduce(0) { $0 + $1.waiterCount } } }
+    var tailWaiters: Int {
+        segments.withLock { s in s.values.reduce(0) { $0 + $1.waiterCount } }
+            + parkedForwards.withLock { p in p.values.reduce(0) { $0 + $1.count } }
+    }
 }

@@ -39,6 +39,7 @@ extension NodeCore {
             "store_reads_per_block": ledger.distinctBytes == 0
                 ? 0 : Double(ledger.bytes) / Double(ledger.distinctBytes),
             "tail_waiters": tailWaiters,
+            "parked_reads": c.parkedReads.load(ordering: .relaxed),
             "evictions": owned.evictions + nearStats.evictions,
             "cached_blocks": owned.entries,
             "near_cached_blocks": nearStats.entries,

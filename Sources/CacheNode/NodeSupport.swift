@@ -14,6 +14,7 @@ final class NodeCounters: Sendable {
     let coalescedForwards = Atomic<Int>(0)
     let readAheads = Atomic<Int>(0)
     let tailWaits = Atomic<Int>(0)
+    let parkedReads = Atomic<Int>(0)
     let appends = Atomic<Int>(0)
     let staleForwards = Atomic<Int>(0)
     let ringChanges = Atomic<Int>(0)
@@ -118,10 +119,7 @@ final class ByteBudget: Sendable {
     /// - Throws: ``EddyError/Code/overloaded`` when the timeout passes first.
     func acquire(_ bytes: Int64, timeout: Duration) async throws(EddyError) {
         let id: Int? = state.withLock { s in
-            if s.queue.isEmpty && (s.used + bytes <= limit || s.used == 0) {
-                s.used += bytes
-                return nil
-            }
+            if Self.take(bytes, &s, limit: limit) { return nil }
             defer { s.nextID += 1 }
             return s.nextID
         }
@@ -150,6 +148,17 @@ final class ByteBudget: Sendable {
             throw EddyError(
                 .overloaded, "the node has \(limit) bytes in flight; no room within \(timeout)")
         }
+    }
+
+    /// Takes `bytes` now if there is room and no request queues for it; false otherwise (nothing taken).
+    func tryAcquire(_ bytes: Int64) -> Bool {
+        state.withLock { Self.take(bytes, &$0, limit: limit) }
+    }
+
+    private static func take(_ bytes: Int64, _ s: inout State, limit: Int64) -> Bool {
+        guard s.queue.isEmpty && (s.used + bytes <= limit || s.used == 0) else { return false }
+        s.used += bytes
+        return true
     }
 
     /// Gives back bytes and lets waiting requests in.

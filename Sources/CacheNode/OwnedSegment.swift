@@ -59,9 +59,10 @@ final class OwnedSegment: Sendable {
         }
     }
 
-    struct Waiter {
-        var offset: UInt64
-        var continuation: CheckedContinuation<Void, Never>
+    /// A tail reader waiting for bytes: a task in ``waitForBytes(beyond:until:)`` or a parked read.
+    enum Waiter {
+        case task(CheckedContinuation<Void, Never>)
+        case parked(ParkedRead)
     }
 
     struct State {
@@ -98,7 +99,7 @@ final class OwnedSegment: Sendable {
 
     /// Takes a newer state from the store: the length only grows, a seal or truncation sticks.
     /// - Returns: the waiters to wake (all of them when something changed).
-    func learn(_ newer: SegmentInfo) -> [CheckedContinuation<Void, Never>] {
+    func learn(_ newer: SegmentInfo) -> Wakeup {
         state.withLock { s in
             let merged: SegmentInfo
             if let old = s.info {
@@ -110,7 +111,7 @@ final class OwnedSegment: Sendable {
             }
             let changed = merged != s.info
             s.info = merged
-            return changed ? Self.takeWaiters(&s) : []
+            return changed ? Self.takeWaiters(&s) : .none
         }
     }
 
@@ -118,10 +119,8 @@ final class OwnedSegment: Sendable {
     /// from an incremental store read. Bytes that continue the tail extend it; bytes already held are skipped;
     /// bytes past a gap start a new tail.
     /// - Returns: blocks that became full and complete (to insert into the cache), and the waiters to wake.
-    func extend(at offset: UInt64, _ bytes: ByteBuffer) -> (
-        full: [(UInt64, ByteBuffer)], wake: [CheckedContinuation<Void, Never>]
-    ) {
-        guard bytes.readableBytes > 0 else { return ([], []) }
+    func extend(at offset: UInt64, _ bytes: ByteBuffer) -> (full: [(UInt64, ByteBuffer)], wake: Wakeup) {
+        guard bytes.readableBytes > 0 else { return ([], .none) }
         return state.withLock { s in
             var full: [(UInt64, ByteBuffer)] = []
             var at = offset
@@ -208,7 +207,7 @@ final class OwnedSegment: Sendable {
                 await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                     let ready = self.state.withLock { s -> Bool in
                         if let info = s.info, info.length > offset || info.sealed { return true }
-                        s.waiters[id] = Waiter(offset: offset, continuation: c)
+                        s.waiters[id] = .task(c)
                         return false
                     }
                     if ready { c.resume() }
@@ -216,15 +215,30 @@ final class OwnedSegment: Sendable {
             }
             group.addTask {
                 try? await Task.sleep(until: deadline, clock: .continuous)
-                let c = self.state.withLock { $0.waiters.removeValue(forKey: id)?.continuation }
-                c?.resume()
+                if case .task(let c) = self.state.withLock({ $0.waiters.removeValue(forKey: id) }) { c.resume() }
             }
             await group.next()
             group.cancelAll()
         }
         // Whichever finished first, make sure the other half is not left behind.
-        let c = state.withLock { $0.waiters.removeValue(forKey: id)?.continuation }
-        c?.resume()
+        if case .task(let c) = state.withLock({ $0.waiters.removeValue(forKey: id) }) { c.resume() }
+    }
+
+    /// Parks a tail read at `offset` (the known end): `read` is woken when bytes or a new state arrive.
+    /// - Returns: the waiter's ID (for ``unpark(_:)``), or nil when there is something to answer already (bytes
+    ///   past `offset`, a seal, or no known state): then nothing was parked.
+    func park(at offset: UInt64, _ read: ParkedRead) -> Int? {
+        state.withLock { s in
+            guard let info = s.info, info.length <= offset, !info.sealed else { return nil }
+            defer { s.nextWaiter += 1 }
+            s.waiters[s.nextWaiter] = .parked(read)
+            return s.nextWaiter
+        }
+    }
+
+    /// Takes back a parked read that has not been woken; false if it was woken (or taken back) already.
+    func unpark(_ id: Int) -> Bool {
+        state.withLock { $0.waiters.removeValue(forKey: id) != nil }
     }
 
     /// Tail readers waiting now.
@@ -251,13 +265,23 @@ final class OwnedSegment: Sendable {
         }
     }
 
+    /// Ends the store watch whatever waits.
+    func stopWatching() { state.withLock { $0.watching = false } }
+
     /// Wakes every waiter (shutdown, a deleted stream).
     func wakeAll() {
-        for c in state.withLock({ Self.takeWaiters(&$0) }) { c.resume() }
+        state.withLock { Self.takeWaiters(&$0) }.fire()
     }
 
-    private static func takeWaiters(_ s: inout State) -> [CheckedContinuation<Void, Never>] {
-        defer { s.waiters.removeAll() }
-        return s.waiters.values.map(\.continuation)
+    private static func takeWaiters(_ s: inout State) -> Wakeup {
+        defer { s.waiters.removeAll(keepingCapacity: true) }
+        var w = Wakeup()
+        for waiter in s.waiters.values {
+            switch waiter {
+            case .task(let c): w.tasks.append(c)
+            case .parked(let p): w.parked.append(p)
+            }
+        }
+        return w
     }
 }

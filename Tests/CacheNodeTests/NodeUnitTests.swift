@@ -252,3 +252,107 @@ extension Response {
         return "{}"
     }
 }
+
+@Suite("parked tail reads", .serialized)
+struct ParkedReadTests {
+    static let name = try! StreamName(parsing: "node/parked")
+
+    static func stats(_ c: StoreClient) async throws -> [String: Any] {
+        try JSONSerialization.jsonObject(with: Data(try await c.send(.stats).statsJSON.utf8)) as! [String: Any]
+    }
+
+    @Test("tail readers on the owner and on another node park; one append wakes all with its bytes, one forward")
+    func parkedFanOut() async throws {
+        let ring = try await NodeRing(count: 2)
+        let setup = try await ring.client(0)
+        try await setup.createStream(Self.name, segments: 1)
+        let segment = SegmentID(stream: Self.name, number: 0)
+        let owner = await ring.owner(of: segment)
+        let other = 1 - owner
+        let first = try frames(["first"])
+        _ = try await setup.append(segment, frames: first, writerID: "w", firstEventNumber: 0)
+        let end = UInt64(first.readableBytes)
+        // A read through each node makes both place the new segment (each refreshes its catalog), and teaches the
+        // other node the segment's length (its hint).
+        let atOwner = try await ring.client(owner)
+        _ = try await atOwner.read(segment, from: 0)
+        await atOwner.close()
+        let probe = try await ring.client(other)
+        _ = try await probe.read(segment, from: 0)
+        let before = try await Self.stats(probe)
+        let addresses = ring.addresses
+        let second = try frames(["second", "third"])
+        let answers = try await withThrowingTaskGroup(of: ByteBuffer.self) { group in
+            for i in 0..<2 {
+                for _ in 0..<20 {
+                    group.addTask {
+                        let c = try await StoreClient.connect(to: addresses[i])
+                        let (_, data) = try await c.read(segment, from: end, wait: .seconds(10))
+                        await c.close()
+                        return data
+                    }
+                }
+            }
+            // A reader that leaves while parked must not disturb the others.
+            let leaver = try await StoreClient.connect(to: addresses[owner])
+            let gone = Task { try? await leaver.read(segment, from: end, wait: .seconds(10)) }
+            // Wait until every reader waits (each node counts its own readers; the owner also the shared forward).
+            let watchers = [try await ring.client(owner), try await ring.client(other)]
+            for _ in 0..<200 {
+                let waiting = [
+                    try await Self.stats(watchers[0])["tail_waiters"] as? Int ?? 0,
+                    try await Self.stats(watchers[1])["tail_waiters"] as? Int ?? 0,
+                ]
+                if waiting[0] >= 22 && waiting[1] >= 20 { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            for w in watchers { await w.close() }
+            await leaver.close()
+            _ = await gone.value
+            _ = try await setup.append(segment, frames: second, writerID: "w", firstEventNumber: 1)
+            var all: [ByteBuffer] = []
+            for try await d in group { all.append(d) }
+            return all
+        }
+        #expect(answers.count == 40)
+        for a in answers { #expect(a == second) }
+        let ownerStats = try await Self.stats(try await ring.client(owner))
+        let otherStats = try await Self.stats(probe)
+        #expect(ownerStats["parked_reads"] as? Int ?? 0 >= 20, "\(ownerStats)")
+        #expect(otherStats["parked_reads"] as? Int ?? 0 >= 20, "\(otherStats)")
+        // The other node's 20 readers shared their forwards (one per wait round, not one per reader).
+        let forwards = (otherStats["forwards"] as? Int ?? 0) - (before["forwards"] as? Int ?? 0)
+        #expect(forwards >= 1 && forwards <= 3, "forwards: \(forwards)")
+        #expect(ownerStats["store_read_bytes"] as? Int == 0, "the owner read appended bytes from the store")
+        await probe.close()
+        await setup.close()
+        await ring.shutdown()
+    }
+
+    @Test("a parked read with nothing to read answers empty at its deadline, not before")
+    func parkedTimeout() async throws {
+        let ring = try await NodeRing(count: 2)
+        let c = try await ring.client(0)
+        try await c.createStream(Self.name, segments: 1)
+        let segment = SegmentID(stream: Self.name, number: 0)
+        _ = try await c.append(segment, frames: try frames(["x"]), writerID: "w", firstEventNumber: 0)
+        for i in 0..<2 {
+            let r = try await ring.client(i)
+            let (info, _) = try await r.read(segment, from: 0)
+            // Twice: the first may take the full path (it starts the node's watch); the second parks.
+            for _ in 0..<2 {
+                let started = ContinuousClock.now
+                let (_, data) = try await r.read(segment, from: info.length, wait: .milliseconds(300))
+                let took = ContinuousClock.now - started
+                #expect(data.readableBytes == 0)
+                #expect(took >= .milliseconds(280) && took < .seconds(3), "node \(i) answered after \(took)")
+            }
+            let s = try await ParkedReadTests.stats(r)
+            #expect(s["parked_reads"] as? Int ?? 0 >= 1, "node \(i): \(s)")
+            #expect(s["tail_waiters"] as? Int == 0, "node \(i): \(s)")
+            await r.close()
+        }
+        await c.close()
+        await ring.shutdown()
+    }
+}

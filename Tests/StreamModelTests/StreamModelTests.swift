@@ -19,6 +19,26 @@ struct StreamModelTests {
         }
     }
 
+    @Test("the CPU's CRC32C instruction and the portable tables agree at every length and alignment")
+    func crcHardwareMatchesTables() {
+        var random = SeededRandom(seed: 7)
+        let bytes = (0..<4096).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+        bytes.withUnsafeBytes { all in
+            for start in 0..<9 {
+                for length in [0, 1, 7, 8, 9, 15, 16, 31, 33, 100, 1000, 4000] {
+                    let piece = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
+                    #expect(
+                        CRC32C.checksum(piece, continuing: 0x1234) == CRC32C.portableChecksum(piece, continuing: 0x1234)
+                    )
+                }
+            }
+        }
+        #expect(CRC32C.portableChecksum(UnsafeRawBufferPointer(start: nil, count: 0)) == 0)
+        #if arch(x86_64)
+            #expect(CRC32C.hardware, "x86-64 machines of this kind have SSE 4.2")
+        #endif
+    }
+
     @Test(
         "stream names: valid ones parse, invalid ones are refused with a clear message",
         arguments: [
