@@ -52,6 +52,10 @@ public struct StreamWorkload: Sendable {
     public var alpha = 1.0
     /// Blocks behind the head where a catch-up reader starts: uniform in this range.
     public var catchUpDepth = 50...800
+    /// Share of tail readers that trail the head by a fixed lag (consumers that fell behind and stay behind).
+    public var laggingShare = 0.0
+    /// The lag of a trailing tail reader, in blocks: uniform in 1...maxLag.
+    public var maxLag = 16
     /// The seed.
     public var seed: UInt64 = 42
 
@@ -67,6 +71,12 @@ public enum TraceGenerator {
         let popularity = ZipfSampler(n: w.segments, alpha: w.alpha)
         var head = (0..<w.segments).map { _ in UInt64(200 + Int(rng.next() % 1800)) }
         let tailSegment = (0..<w.tailReaders).map { _ in popularity.sample(&rng) }
+        // Drawn only when asked for, so traces without trailing readers stay what they were.
+        let tailLag: [UInt64] =
+            w.laggingShare > 0
+            ? (0..<w.tailReaders).map { _ in
+                rng.unit() < w.laggingShare ? 1 + rng.next() % UInt64(max(1, w.maxLag)) : 0
+            } : []
         var scanSegment = [Int](repeating: 0, count: w.catchUpReaders)
         var scanPosition = [UInt64](repeating: 0, count: w.catchUpReaders)
         func restart(_ r: Int, _ rng: inout SeededRandom) {
@@ -86,10 +96,12 @@ public enum TraceGenerator {
                 continue
             }
             if rng.unit() * (tailWeight + scanWeight) < tailWeight {
-                let s = tailSegment[Int(rng.next() % UInt64(w.tailReaders))]
-                // Most tail readers are at the head; some lag a block behind.
-                let lag: UInt64 = rng.next() % 4 == 0 && head[s] > 0 ? 1 : 0
-                ids.append(BlockKey(segment: UInt32(s), block: head[s] - lag).rawValue)
+                let r = Int(rng.next() % UInt64(w.tailReaders))
+                let s = tailSegment[r]
+                // Most tail readers are at the head; some lag a block behind; trailing readers stay further behind.
+                var lag: UInt64 = rng.next() % 4 == 0 ? 1 : 0
+                if !tailLag.isEmpty { lag += tailLag[r] }
+                ids.append(BlockKey(segment: UInt32(s), block: head[s] - min(lag, head[s])).rawValue)
             } else {
                 let r = Int(rng.next() % UInt64(w.catchUpReaders))
                 let s = scanSegment[r]

@@ -13,8 +13,10 @@ struct Sim: AsyncParsableCommand {
             with --bytes). Every request counts (no warm-up). Policy parameters: s3fifo:small=0.2:threshold=1.
             Policies: \(PolicyKind.allCases.map(\.rawValue).joined(separator: ", ")).
 
-            eddy sim --generate stream --out stream.csv [--requests N --segments N --tail-readers N --catchup-readers N]
+            eddy sim --generate stream --out stream.csv [--requests N --segments N --tail-readers N --catchup-readers N
+                --lagging-share F --max-lag N --catchup-speed X --catchup-depth LOW-HIGH]
             eddy sim --generate zipf --out zipf.csv [--objects N --alpha A --requests N]
+            eddy sim --grid stream [--requests N --sizes 0.02,0.1]
             Generated traces are in the block format (time,segment,block,size) and seeded (--seed).
             """)
 
@@ -29,11 +31,19 @@ struct Sim: AsyncParsableCommand {
     @Option(name: .long, help: "Write the results as CSV (with --generate: the trace).") var out: String?
     @Option(name: .long, help: "Write an SVG miss-ratio curve.") var plot: String?
     @Option(name: .long, help: "Generate a trace: stream or zipf.") var generate: String?
+    @Option(
+        name: .long,
+        help: "Run a grid of generated workloads: 'stream' compares the stream policy with the best generic one.")
+    var grid: String?
     @Option(name: .long) var requests: Int = 1_000_000
     @Option(name: .long) var seed: UInt64 = 42
     @Option(name: .long) var segments: Int = 200
     @Option(name: .long) var tailReaders: Int = 400
     @Option(name: .long) var catchupReaders: Int = 40
+    @Option(name: .long, help: "Share of tail readers that trail the head (stream generator).") var laggingShare = 0.0
+    @Option(name: .long, help: "Largest lag of a trailing tail reader, in blocks.") var maxLag = 16
+    @Option(name: .long, help: "How much faster catch-up readers read than tail readers.") var catchupSpeed = 4.0
+    @Option(name: .long, help: "Blocks behind the head where scans start, LOW-HIGH.") var catchupDepth = "50-800"
     @Option(name: .long) var objects: Int = 100_000
     @Option(name: .long) var alpha: Double = 1.0
     @Option(name: .long) var blockSize: Int = 1 << 20
@@ -41,6 +51,7 @@ struct Sim: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             if let generate { return try generateTrace(generate) }
+            if let grid { return try await runGrid(grid) }
             guard let trace else { throw EddyError(.invalidArgument, "give a trace file, or --generate stream|zipf") }
             try await simulate(trace)
         }
@@ -60,6 +71,18 @@ struct Sim: AsyncParsableCommand {
             w.catchUpReaders = catchupReaders
             w.alpha = alpha
             w.blockSize = blockSize
+            w.laggingShare = laggingShare
+            w.maxLag = maxLag
+            w.catchUpSpeed = catchupSpeed
+            let depth = catchupDepth.split(separator: "-").compactMap { Int($0) }
+            guard depth.count == 2, depth[0] >= 0, depth[0] <= depth[1] else {
+                throw EddyError(.invalidArgument, "--catchup-depth wants LOW-HIGH blocks, like 50-800")
+            }
+            w.catchUpDepth = depth[0]...depth[1]
+            guard (0...1).contains(laggingShare), maxLag > 0, catchupSpeed > 0 else {
+                throw EddyError(
+                    .invalidArgument, "--lagging-share must be within 0-1, --max-lag and --catchup-speed positive")
+            }
             guard w.segments > 0, w.tailReaders > 0, w.catchUpReaders > 0 else {
                 throw EddyError(.invalidArgument, "--segments, --tail-readers and --catchup-readers must be positive")
             }
@@ -75,6 +98,42 @@ struct Sim: AsyncParsableCommand {
         let ws = t.workingSet()
         FileHandle.standardError.write(
             Data("wrote \(t.count) requests over \(ws.objects) blocks to \(out)\n".utf8))
+    }
+
+    /// `--grid stream`: the stream policy against the best generic policy across generator settings, two points
+    /// at a time, as a Markdown table (docs/eviction.md records it).
+    private func runGrid(_ kind: String) async throws {
+        guard kind == "stream" else { throw EddyError(.invalidArgument, "unknown grid '\(kind)': use stream") }
+        guard requests > 0 else { throw EddyError(.invalidArgument, "--requests must be positive") }
+        var fractions: [Double] = []
+        for text in sizes.split(separator: ",") {
+            guard let v = Double(text), v > 0, v < 1 else {
+                throw EddyError(.invalidArgument, "bad size '\(text)' for --grid: a fraction of the blocks, below 1")
+            }
+            fractions.append(v)
+        }
+        let points = StreamGrid.points(requests: requests, seed: seed)
+        let sizes = fractions
+        let err = FileHandle.standardError
+        var rows = [StreamGrid.Row?](repeating: nil, count: points.count)
+        try await withThrowingTaskGroup(of: (Int, StreamGrid.Row).self) { group in
+            var next = 0
+            let limit = max(1, ProcessInfo.processInfo.activeProcessorCount)
+            func launch() {
+                let i = next
+                next += 1
+                group.addTask { (i, StreamGrid.run(points[i], fractions: sizes)) }
+            }
+            while next < min(limit, points.count) { launch() }
+            var done = 0
+            for try await (i, row) in group {
+                rows[i] = row
+                done += 1
+                err.write(Data("  [\(done)/\(points.count)] \(row.point.name)\n".utf8))
+                if next < points.count { launch() }
+            }
+        }
+        print(StreamGrid.markdown(rows.compactMap { $0 }), terminator: "")
     }
 
     private func traceFormat(_ path: String) throws -> TraceFormat {

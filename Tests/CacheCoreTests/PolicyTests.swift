@@ -106,4 +106,46 @@ struct PolicyTests {
             #expect(stream < best.1, "at \(fraction) of the working set: stream \(stream), best \(best.0) \(best.1)")
         }
     }
+
+    @Test(
+        "trailing tail readers read at most 1 + max lag blocks behind the head; a zero share leaves the trace as it was"
+    )
+    func trailingReaders() {
+        var w = StreamWorkload()
+        w.requests = 50_000
+        w.segments = 4
+        w.catchUpReaders = 1
+        w.catchUpSpeed = 0.0001
+        w.catchUpDepth = 0...1
+        let plain = TraceGenerator.stream(w)
+        w.laggingShare = 0
+        #expect(TraceGenerator.stream(w).ids == plain.ids, "a zero share must not change the trace")
+        w.laggingShare = 1
+        w.maxLag = 8
+        let trailing = TraceGenerator.stream(w)
+        // The highest block seen so far in each segment is its head (or the head is ahead of it).
+        var head: [UInt32: UInt64] = [:]
+        var deepest: UInt64 = 0
+        for id in trailing.ids {
+            let k = BlockKey(rawValue: id)
+            head[k.segment] = max(head[k.segment] ?? 0, k.block)
+            deepest = max(deepest, head[k.segment]! - k.block)
+        }
+        #expect(deepest > 1, "nobody trails")
+        // A read's lag is at most 1 + max lag behind the true head, and the highest block read is at most that.
+        #expect(deepest <= 9, "readers trail deeper than 1 + max lag: \(deepest)")
+    }
+
+    @Test("the stream policy keeps its lead at 10 % of the blocks on grid workloads it was not tuned on")
+    func streamGrid() {
+        let points = StreamGrid.points(requests: 200_000).filter {
+            $0.name.hasPrefix("30 %") || $0.name == "1000 segments" || $0.name.hasPrefix("200 catch-up")
+        }
+        #expect(points.count == 3)
+        for p in points {
+            let row = StreamGrid.run(p, fractions: [0.1])
+            let cell = row.cells[0]
+            #expect(cell.lead > 0, "\(p.name): stream \(cell.stream), \(cell.best.policy) \(cell.best.missRatio)")
+        }
+    }
 }
