@@ -69,8 +69,23 @@ public final class StoreClient: RequestSender {
     /// Sends a request and waits for its answer. An error answer is thrown.
     /// - Parameter timeout: when given, the request fails with ``EddyError/Code/timedOut`` if no answer came
     ///   within it (a late answer is dropped); the connection stays open.
+    ///
+    /// Cancelling the calling task gives up the request at once: it fails with ``EddyError/Code/shuttingDown``
+    /// ("cancelled"), its late answer is dropped, and the connection stays open (a node's store read whose
+    /// readers all left stops holding the node's memory).
     public func send(_ request: Request, timeout: Duration? = nil) async throws(EddyError) -> Response {
-        try await Self.answer(submit(request, timeout: timeout))
+        let future = submit(request, timeout: timeout)
+        let channel = self.channel
+        let result: Result<Response, EddyError> = await withTaskCancellationHandler {
+            do throws(EddyError) {
+                return .success(try await Self.answer(future))
+            } catch {
+                return .failure(error)
+            }
+        } onCancel: {
+            channel.writeAndFlush(ClientHandler.Outgoing.cancel(future), promise: nil)
+        }
+        return try result.get()
     }
 
     /// Writes `request` now, before returning, so requests submitted one after another from one task reach the
@@ -78,7 +93,8 @@ public final class StoreClient: RequestSender {
     public func submit(_ request: Request, timeout: Duration? = nil) -> EventLoopFuture<Response> {
         let promise = channel.eventLoop.makePromise(of: Response.self)
         let limit = timeout.map { TimeAmount.nanoseconds(Int64($0.inSeconds * 1e9)) }
-        channel.writeAndFlush(ClientHandler.Outgoing(request: request, promise: promise, timeout: limit), promise: nil)
+        channel.writeAndFlush(
+            ClientHandler.Outgoing.request(request, promise: promise, timeout: limit), promise: nil)
         return promise.futureResult
     }
 
@@ -111,10 +127,11 @@ final class ClientHandler: ChannelDuplexHandler {
     typealias OutboundIn = Outgoing
     typealias OutboundOut = Frame
 
-    struct Outgoing {
-        let request: Request
-        let promise: EventLoopPromise<Response>
-        var timeout: TimeAmount? = nil
+    enum Outgoing {
+        /// A request to send, the promise its answer completes, and its timeout.
+        case request(Request, promise: EventLoopPromise<Response>, timeout: TimeAmount?)
+        /// Give up the request whose answer completes this future (its caller was cancelled).
+        case cancel(EventLoopFuture<Response>)
     }
 
     private var nextID: UInt32 = 1
@@ -122,19 +139,34 @@ final class ClientHandler: ChannelDuplexHandler {
     private var pending: [UInt32: (promise: EventLoopPromise<Response>, timer: Scheduled<Void>?)] = [:]
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let outgoing = unwrapOutboundIn(data)
+        let request: Request
+        let answer: EventLoopPromise<Response>
+        let timeout: TimeAmount?
+        switch unwrapOutboundIn(data) {
+        case .request(let r, let p, let t):
+            (request, answer, timeout) = (r, p, t)
+        case .cancel(let future):
+            if let id = pending.first(where: { $0.value.promise.futureResult === future })?.key,
+                let waiting = pending.removeValue(forKey: id)
+            {
+                waiting.timer?.cancel()
+                waiting.promise.fail(EddyError(.shuttingDown, "the request was cancelled"))
+            }
+            promise?.succeed()
+            return
+        }
         let id = nextID
         nextID = nextID == UInt32.max ? 1 : nextID + 1
         var timer: Scheduled<Void>?
-        if let timeout = outgoing.timeout {
-            let what = outgoing.request.type
+        if let timeout {
+            let what = request.type
             timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
                 self.pending.removeValue(forKey: id)?.promise.fail(
                     EddyError(.timedOut, "no answer to \(what) within \(timeout.nanoseconds / 1_000_000) ms"))
             }
         }
-        pending[id] = (outgoing.promise, timer)
-        let frame = MessageCodec.frame(outgoing.request, id: id, allocator: context.channel.allocator)
+        pending[id] = (answer, timer)
+        let frame = MessageCodec.frame(request, id: id, allocator: context.channel.allocator)
         context.write(wrapOutboundOut(frame), promise: promise)
     }
 

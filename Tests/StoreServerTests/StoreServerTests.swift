@@ -112,6 +112,36 @@ struct StoreServerTests {
         await h.shutdown()
     }
 
+    @Test("a cancelled request gives up at once; its late answer is dropped and the connection keeps serving")
+    func cancelled() async throws {
+        let h = try await Harness()
+        let reader = try await h.client()
+        let writer = try await h.client()
+        try await writer.createStream(name, segments: 1)
+        let segment = SegmentID(stream: name, number: 0)
+        let waiting = Task { () -> EddyError? in
+            do {
+                _ = try await reader.read(segment, from: 0, wait: .seconds(20))
+                return nil
+            } catch {
+                return error as? EddyError
+            }
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let start = ContinuousClock.now
+        waiting.cancel()
+        let error = await waiting.value
+        #expect(error?.code == .shuttingDown, "\(String(describing: error))")
+        #expect(ContinuousClock.now - start < .seconds(2))
+        // The store answers the abandoned read when bytes arrive; the client drops that answer.
+        _ = try await writer.append(segment, frames: try frames(["late"]))
+        let (_, data) = try await reader.read(segment, from: 0)
+        #expect(data == (try frames(["late"])))
+        await reader.close()
+        await writer.close()
+        await h.shutdown()
+    }
+
     @Test("bad input gets typed errors; the server keeps serving everyone else")
     func badInput() async throws {
         let h = try await Harness()
