@@ -646,14 +646,10 @@ public final class NodeCore: Sendable {
         Task {
             var idle = false
             while true {
-                // Readers come back right after a wake-up: the wait ends after a round with none waiting.
-                if seg.waiterCount == 0 {
-                    if idle, seg.stopWatchingIfIdle() { return }
-                    idle = true
-                } else {
-                    idle = false
-                }
-                if seg.info?.sealed ?? false, seg.stopWatchingIfIdle() { return }
+                // Readers come back right after a wake-up: the wait ends after a whole round with none waiting
+                // (or once the segment is sealed).
+                if idle || seg.info?.sealed == true, seg.stopWatchingIfIdle() { return }
+                idle = seg.waiterCount == 0
                 guard let info = seg.info else { return seg.stopWatching() }
                 do {
                     let r = try await store.send(

@@ -21,12 +21,6 @@ struct ParkedRead: Sendable {
 
     /// Wakes `reads` with `outcome`, one hop per event loop.
     static func wake(_ reads: [ParkedRead], _ outcome: Outcome) {
-        guard !reads.isEmpty else { return }
-        if reads.count == 1 {
-            let r = reads[0]
-            r.eventLoop.execute { r.wake(outcome) }
-            return
-        }
         var byLoop: [ObjectIdentifier: (any EventLoop, [ParkedRead])] = [:]
         for r in reads { byLoop[ObjectIdentifier(r.eventLoop), default: (r.eventLoop, [])].1.append(r) }
         for (loop, group) in byLoop.values {

@@ -32,8 +32,8 @@ public enum StreamGrid {
         public var cells: [Cell]
     }
 
-    /// The generic policies `stream` is compared with.
-    public static let generic: [PolicyKind] = [.lru, .clock, .sieve, .s3fifo, .arc, .twoQ, .lirs, .wtinylfu]
+    /// The generic policies `stream` is compared with: every registered policy but `stream` and the oracle.
+    public static let generic = PolicyKind.allCases.filter { $0 != .stream && $0 != .belady }
 
     /// The grid: the default workload, each setting changed alone, and two points with several changed.
     public static func points(requests: Int, seed: UInt64 = 42) -> [Point] {

@@ -101,8 +101,7 @@ struct PolicyTests {
                 Simulator.run(trace, policy: k.make(capacity: capacity), mode: .objects).misses
             }
             let stream = run(.stream)
-            let generic = PolicyKind.allCases.filter { $0 != .stream && $0 != .belady }
-            let best = generic.map { ($0, run($0)) }.min { $0.1 < $1.1 }!
+            let best = StreamGrid.generic.map { ($0, run($0)) }.min { $0.1 < $1.1 }!
             #expect(stream < best.1, "at \(fraction) of the working set: stream \(stream), best \(best.0) \(best.1)")
         }
     }
