@@ -204,13 +204,10 @@ public final class NodeCore: Sendable {
             return r
         case .append(let segment, _, _, let frames):
             return try await routed(segment, request, forwardedBy: view) { () throws(EddyError) in
-                let seg = self.ownedSegment(segment)
-                seg.appending(1)
-                defer { seg.appending(-1) }
                 let r = try await self.store.send(request, timeout: timeout)
                 if case .appendAck(let ack) = r, !ack.duplicate {
                     self.counters.appends.add(1, ordering: .relaxed)
-                    self.absorb(seg.extend(at: ack.firstOffset, frames), segment)
+                    self.absorb(self.ownedSegment(segment).extend(at: ack.firstOffset, frames), segment)
                 }
                 return r
             }
@@ -659,12 +656,6 @@ public final class NodeCore: Sendable {
                         .read(segment: seg.id, offset: info.length, maxBytes: 0, waitMilliseconds: wait),
                         timeout: configuration.requestTimeout + .milliseconds(Int64(wait)))
                     guard case .readResult(_, let now, _) = r else { continue }
-                    if now.length > (seg.info?.length ?? 0) && seg.isAppending {
-                        // The store heard of an append passing through this node before its acknowledgement got
-                        // here: its bytes come with it. Look again once it has.
-                        try? await Task.sleep(for: .milliseconds(5))
-                        continue
-                    }
                     if now.length > (seg.info?.length ?? 0) { try await fetchTail(seg) }
                     seg.learn(now).fire()
                 } catch {

@@ -76,8 +76,6 @@ final class OwnedSegment: Sendable {
         var nextWaiter = 0
         /// Whether a length wait against the store is running for this segment.
         var watching = false
-        /// Appends passing through this node to the store now (their bytes come with their acknowledgements).
-        var appending = 0
     }
 
     let id: SegmentID
@@ -266,13 +264,6 @@ final class OwnedSegment: Sendable {
             return true
         }
     }
-
-    /// Counts an append passing through this node (`+1` when sent, `-1` once its bytes are absorbed).
-    func appending(_ delta: Int) { state.withLock { $0.appending += delta } }
-
-    /// Whether appends through this node are on their way: bytes the store shows past the known length may be
-    /// theirs, about to arrive without a store read.
-    var isAppending: Bool { state.withLock { $0.appending > 0 } }
 
     /// Ends the store watch whatever waits.
     func stopWatching() { state.withLock { $0.watching = false } }
