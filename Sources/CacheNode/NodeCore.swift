@@ -3,6 +3,7 @@ import Foundation
 import HashRing
 import Logging
 import NIOCore
+import StoreClient
 import StreamModel
 import Synchronization
 import WireProtocol
@@ -204,10 +205,13 @@ public final class NodeCore: Sendable {
             return r
         case .append(let segment, _, _, let frames):
             return try await routed(segment, request, forwardedBy: view) { () throws(EddyError) in
+                let seg = self.ownedSegment(segment)
+                seg.appendSent()
+                defer { seg.appendLanded() }
                 let r = try await self.store.send(request, timeout: timeout)
                 if case .appendAck(let ack) = r, !ack.duplicate {
                     self.counters.appends.add(1, ordering: .relaxed)
-                    self.absorb(self.ownedSegment(segment).extend(at: ack.firstOffset, frames), segment)
+                    self.absorb(seg.extend(at: ack.firstOffset, frames), segment)
                 }
                 return r
             }
@@ -362,9 +366,11 @@ public final class NodeCore: Sendable {
         guard let seg = segments.withLock({ $0[segment] }), let info = seg.info, offset >= info.startOffset else {
             return false
         }
-        let timer = NIOLoopBoundBox<Scheduled<Void>?>(nil, eventLoop: eventLoop)
+        // Parking runs on the connection's event loop, and so do the wake and the deadline.
+        let timers = NIOLoopBound(LoopTimers.current(on: eventLoop), eventLoop: eventLoop)
+        let timer = NIOLoopBoundBox<LoopTimers.Token?>(nil, eventLoop: eventLoop)
         let parked = ParkedRead(eventLoop: eventLoop) { _ in
-            timer.value?.cancel()
+            if let t = timer.value { timers.value.cancel(t) }
             guard let a = seg.tailSlices(from: offset, maxBytes: maxBytes) else { return respond(.changed) }
             self.noteLookup(
                 segment, block: self.geometry.index(containing: offset), info: a.info, reader: reader, tail: true,
@@ -378,7 +384,7 @@ public final class NodeCore: Sendable {
         counters.parkedReads.add(1, ordering: .relaxed)
         // The length wait against the store hears of writes that bypass the ring, and of seals.
         watch(seg)
-        timer.value = eventLoop.scheduleTask(in: TimeAmount(wait)) {
+        timer.value = timers.value.schedule(in: TimeAmount(wait)) {
             guard seg.unpark(id) else { return }
             respond(.answer(ReadAnswer(info: seg.info ?? info, offset: offset, slices: [])))
         }
@@ -498,7 +504,7 @@ public final class NodeCore: Sendable {
                 // read at the known end skips this while the segment's length wait runs: that wait hears of
                 // such writes and wakes the readers.
                 askedStore = true
-                try await fetchTail(seg)
+                try await fetchTail(seg, reaching: offset + 1)
                 continue
             }
             guard ContinuousClock.now < deadline else { return ReadAnswer(info: info, offset: offset, slices: []) }
@@ -611,9 +617,12 @@ public final class NodeCore: Sendable {
     }
 
     /// Reads what the store has past the node's known length, up to the end of that block (one read in flight
-    /// per segment and offset).
-    private func fetchTail(_ seg: OwnedSegment) async throws(EddyError) {
-        guard let info = seg.info else { return }
+    /// per segment and offset). Bytes of appends passing through this node come with their acknowledgements:
+    /// while such appends are in flight it first waits for them to bring the known length to `target`, and
+    /// reads from the store only if they did not.
+    private func fetchTail(_ seg: OwnedSegment, reaching target: UInt64) async throws(EddyError) {
+        await seg.awaitAppends(reaching: target, until: .now + configuration.requestTimeout)
+        guard let info = seg.info, info.length < target else { return }
         let from = info.length
         let blockEnd = geometry.range(ofBlock: geometry.index(containing: from)).upperBound
         try await sharedRead(seg, from: from) { () throws(EddyError) in
@@ -656,7 +665,7 @@ public final class NodeCore: Sendable {
                         .read(segment: seg.id, offset: info.length, maxBytes: 0, waitMilliseconds: wait),
                         timeout: configuration.requestTimeout + .milliseconds(Int64(wait)))
                     guard case .readResult(_, let now, _) = r else { continue }
-                    if now.length > (seg.info?.length ?? 0) { try await fetchTail(seg) }
+                    if now.length > (seg.info?.length ?? 0) { try await fetchTail(seg, reaching: now.length) }
                     seg.learn(now).fire()
                 } catch {
                     // The store is away: waiters get empty answers at their deadlines; try again shortly.

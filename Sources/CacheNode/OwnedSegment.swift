@@ -76,6 +76,11 @@ final class OwnedSegment: Sendable {
         var nextWaiter = 0
         /// Whether a length wait against the store is running for this segment.
         var watching = false
+        /// Appends this owner has sent to the store and not yet seen acknowledged.
+        var appending = 0
+        /// Tasks waiting for appends in flight to land (see ``awaitAppends(reaching:until:)``), with the length
+        /// they wait for.
+        var settles: [Int: (target: UInt64, c: CheckedContinuation<Void, Never>)] = [:]
     }
 
     let id: SegmentID
@@ -111,7 +116,10 @@ final class OwnedSegment: Sendable {
             }
             let changed = merged != s.info
             s.info = merged
-            return changed ? Self.takeWaiters(&s) : .none
+            guard changed else { return .none }
+            var wake = Self.takeWaiters(&s)
+            wake.tasks += Self.takeSettles(&s) { $0 <= merged.length }
+            return wake
         }
     }
 
@@ -154,8 +162,43 @@ final class OwnedSegment: Sendable {
             if let info = s.info, at > info.length {
                 s.info = SegmentInfo(segment: id, startOffset: info.startOffset, length: at, sealed: info.sealed)
             }
-            return (full, Self.takeWaiters(&s))
+            let known = max(at, s.info?.length ?? 0)
+            var wake = Self.takeWaiters(&s)
+            wake.tasks += Self.takeSettles(&s) { $0 <= known }
+            return (full, wake)
         }
+    }
+
+    /// Notes an append on its way to the store through this owner: its bytes come back with its acknowledgement,
+    /// so a store read must not fetch them meanwhile. Pair with ``appendLanded()``.
+    func appendSent() { state.withLock { $0.appending += 1 } }
+
+    /// Notes an append answered (acknowledged, refused or failed), after its bytes were added.
+    func appendLanded() {
+        state.withLock { s -> [CheckedContinuation<Void, Never>] in
+            s.appending -= 1
+            return s.appending == 0 ? Self.takeSettles(&s) { _ in true } : []
+        }.forEach { $0.resume() }
+    }
+
+    /// Waits while appends sent through this owner are in flight, until the known length reaches `target`, none
+    /// is in flight, or `deadline` passes: the bytes the store holds past the known length are then most likely
+    /// on their way in an acknowledgement, and reading them from the store would read them twice.
+    func awaitAppends(reaching target: UInt64, until deadline: ContinuousClock.Instant) async {
+        await suspend(until: deadline) { s, id, c in
+            guard s.appending > 0, (s.info?.length ?? 0) < target else { return false }
+            s.settles[id] = (target, c)
+            return true
+        } take: { s, id in
+            s.settles.removeValue(forKey: id)?.c
+        }
+    }
+
+    private static func takeSettles(_ s: inout State, _ done: (UInt64) -> Bool) -> [CheckedContinuation<Void, Never>] {
+        guard !s.settles.isEmpty else { return [] }
+        let ready = s.settles.filter { done($0.value.target) }
+        for id in ready.keys { s.settles.removeValue(forKey: id) }
+        return ready.values.map(\.c)
     }
 
     /// Puts bytes `[offset, offset + count)` in front of the tail or the partial block they precede.
@@ -198,6 +241,26 @@ final class OwnedSegment: Sendable {
 
     /// Waits until bytes past `offset` are known, the segment changes, or `deadline` passes.
     func waitForBytes(beyond offset: UInt64, until deadline: ContinuousClock.Instant) async {
+        await suspend(until: deadline) { s, id, c in
+            if let info = s.info, info.length > offset || info.sealed { return false }
+            s.waiters[id] = .task(c)
+            return true
+        } take: { s, id in
+            if case .task(let c) = s.waiters.removeValue(forKey: id) { return c }
+            return nil
+        }
+    }
+
+    /// Suspends until whoever `register` handed the continuation to resumes it, or `deadline` passes.
+    /// - Parameters:
+    ///   - register: under the lock, files the continuation under the ID; returns false when there is nothing
+    ///     to wait for (then it must not keep the continuation).
+    ///   - take: under the lock, takes the continuation back if it is still filed.
+    private func suspend(
+        until deadline: ContinuousClock.Instant,
+        register: @escaping @Sendable (inout State, Int, CheckedContinuation<Void, Never>) -> Bool,
+        take: @escaping @Sendable (inout State, Int) -> CheckedContinuation<Void, Never>?
+    ) async {
         let id = state.withLock { s in
             defer { s.nextWaiter += 1 }
             return s.nextWaiter
@@ -205,23 +268,18 @@ final class OwnedSegment: Sendable {
         await withTaskGroup(of: Void.self) { group in
             group.addTask {
                 await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                    let ready = self.state.withLock { s -> Bool in
-                        if let info = s.info, info.length > offset || info.sealed { return true }
-                        s.waiters[id] = .task(c)
-                        return false
-                    }
-                    if ready { c.resume() }
+                    if !self.state.withLock({ register(&$0, id, c) }) { c.resume() }
                 }
             }
             group.addTask {
                 try? await Task.sleep(until: deadline, clock: .continuous)
-                if case .task(let c) = self.state.withLock({ $0.waiters.removeValue(forKey: id) }) { c.resume() }
+                self.state.withLock { take(&$0, id) }?.resume()
             }
             await group.next()
             group.cancelAll()
         }
         // Whichever finished first, make sure the other half is not left behind.
-        if case .task(let c) = state.withLock({ $0.waiters.removeValue(forKey: id) }) { c.resume() }
+        state.withLock { take(&$0, id) }?.resume()
     }
 
     /// Parks a tail read at `offset` (the known end): `read` is woken when bytes or a new state arrive.

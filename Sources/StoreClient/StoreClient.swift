@@ -136,7 +136,9 @@ final class ClientHandler: ChannelDuplexHandler {
 
     private var nextID: UInt32 = 1
     /// Requests awaiting their answers, each with its timeout timer (cancelled when the answer comes).
-    private var pending: [UInt32: (promise: EventLoopPromise<Response>, timer: Scheduled<Void>?)] = [:]
+    private var pending: [UInt32: (promise: EventLoopPromise<Response>, timer: LoopTimers.Token?)] = [:]
+    /// The timers of the channel's event loop (shared by its connections: cancelling one is cheap).
+    private var timers: LoopTimers?
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request: Request
@@ -149,7 +151,7 @@ final class ClientHandler: ChannelDuplexHandler {
             if let id = pending.first(where: { $0.value.promise.futureResult === future })?.key,
                 let waiting = pending.removeValue(forKey: id)
             {
-                waiting.timer?.cancel()
+                if let t = waiting.timer { timers?.cancel(t) }
                 waiting.promise.fail(EddyError(.shuttingDown, "the request was cancelled"))
             }
             promise?.succeed()
@@ -157,10 +159,12 @@ final class ClientHandler: ChannelDuplexHandler {
         }
         let id = nextID
         nextID = nextID == UInt32.max ? 1 : nextID + 1
-        var timer: Scheduled<Void>?
+        var timer: LoopTimers.Token?
         if let timeout {
             let what = request.type
-            timer = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) {
+            let timers = self.timers ?? LoopTimers.current(on: context.eventLoop)
+            self.timers = timers
+            timer = timers.schedule(in: timeout) {
                 self.pending.removeValue(forKey: id)?.promise.fail(
                     EddyError(.timedOut, "no answer to \(what) within \(timeout.nanoseconds / 1_000_000) ms"))
             }
@@ -175,7 +179,7 @@ final class ClientHandler: ChannelDuplexHandler {
         do throws(EddyError) {
             let response = try MessageCodec.response(frame)
             if let waiting = pending.removeValue(forKey: frame.requestID) {
-                waiting.timer?.cancel()
+                if let t = waiting.timer { timers?.cancel(t) }
                 waiting.promise.succeed(response)
             } else if frame.requestID == 0, case .error(let error) = response {
                 // An error for no request (ID 0): the server is closing the connection because of it.
@@ -201,7 +205,7 @@ final class ClientHandler: ChannelDuplexHandler {
         let promises = pending
         pending.removeAll()
         for (_, p) in promises {
-            p.timer?.cancel()
+            if let t = p.timer { timers?.cancel(t) }
             p.promise.fail(error)
         }
     }

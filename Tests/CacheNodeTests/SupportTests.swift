@@ -76,6 +76,42 @@ struct SupportTests {
         #expect(!flights.isRunning(3))
     }
 
+    @Test("an owner waits for its appends in flight instead of reading their bytes from the store")
+    func appendsInFlight() async throws {
+        let name = try StreamName(parsing: "unit/settle")
+        let seg = OwnedSegment(id: SegmentID(stream: name, number: 0), geometry: try BlockGeometry(blockSize: 1024))
+        _ = seg.learn(SegmentInfo(segment: seg.id, startOffset: 0, length: 10, sealed: false))
+        // Nothing in flight: no wait, whatever the target.
+        let idle = ContinuousClock.now
+        await seg.awaitAppends(reaching: 100, until: .now + .seconds(5))
+        #expect(ContinuousClock.now - idle < .seconds(1))
+        // An append in flight: the wait ends when its acknowledged bytes bring the length to the target.
+        seg.appendSent()
+        let done = Counter()
+        let waiter = Task {
+            await seg.awaitAppends(reaching: 20, until: .now + .seconds(30))
+            done.bump()
+        }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(done.value == 0, "returned while the append was in flight")
+        var bytes = ByteBufferAllocator().buffer(capacity: 10)
+        bytes.writeRepeatingByte(7, count: 10)
+        seg.extend(at: 10, bytes).wake.fire()
+        await waiter.value
+        #expect(seg.info?.length == 20 && done.value == 1)
+        // An append that fails (no bytes) ends the wait too: then the caller reads the store.
+        let failed = Task { await seg.awaitAppends(reaching: 30, until: .now + .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(50))
+        seg.appendLanded()
+        await failed.value
+        // A deadline bounds the wait.
+        seg.appendSent()
+        let start = ContinuousClock.now
+        await seg.awaitAppends(reaching: 30, until: .now + .milliseconds(200))
+        #expect(ContinuousClock.now - start >= .milliseconds(150))
+        seg.appendLanded()
+    }
+
     @Test("ByteBudget: requests past the cap queue in order and fail with overloaded after the timeout")
     func byteBudget() async throws {
         let budget = ByteBudget(limit: 100)

@@ -216,3 +216,39 @@ struct StoreServerTests {
         await h.shutdown()
     }
 }
+
+@Suite("loop timers")
+struct LoopTimersTests {
+    @Test("deadlines run at or after their time, cancelled ones never, thousands of them cheaply")
+    func deadlines() async throws {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        let start = NIODeadline.now()
+        // Each action records when it ran; every other one is cancelled before its time.
+        let ran = try await loop.submit { () -> EventLoopFuture<[Int: Int64]> in
+            let timers = LoopTimers.current(on: loop)
+            #expect(LoopTimers.current(on: loop) === timers, "one set of timers per loop")
+            let done = loop.makePromise(of: [Int: Int64].self)
+            let times = NIOLoopBoundBox([Int: Int64](), eventLoop: loop)
+            var tokens: [LoopTimers.Token] = []
+            for i in 0..<2000 {
+                tokens.append(
+                    timers.schedule(in: .milliseconds(Int64(20 + i % 50))) {
+                        times.value[i] = (NIODeadline.now() - start).nanoseconds
+                    })
+            }
+            for i in stride(from: 1, to: 2000, by: 2) { timers.cancel(tokens[i]) }
+            #expect(timers.count == 1000)
+            timers.schedule(in: .milliseconds(200)) { done.succeed(times.value) }
+            return done.futureResult
+        }.flatMap { $0 }.get()
+        #expect(ran.count == 1000, "the cancelled half never ran")
+        for (i, at) in ran {
+            #expect(i % 2 == 0)
+            #expect(at >= Int64(20 + i % 50) * 1_000_000, "action \(i) ran early, at \(at) ns")
+        }
+        let left = try await loop.submit { LoopTimers.current(on: loop).count }.get()
+        #expect(left == 0)
+        try await group.shutdownGracefully()
+    }
+}
