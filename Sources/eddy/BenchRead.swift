@@ -254,8 +254,7 @@ struct BenchRead: AsyncParsableCommand {
             "store_read_bytes": storeBytes,
         ]
         if target.json {
-            let data = (try? JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])) ?? Data()
-            print(String(decoding: data, as: UTF8.self))
+            printJSON(result)
             return
         }
         print("bench read: mode \(mode), \(target.readers) readers, \(String(format: "%.1f", elapsed)) s")
@@ -412,8 +411,7 @@ struct BenchFanout: AsyncParsableCommand {
             "p999_ms": figures.ms(99.9),
         ]
         if target.json {
-            let data = (try? JSONSerialization.data(withJSONObject: result, options: [.sortedKeys])) ?? Data()
-            print(String(decoding: data, as: UTF8.self))
+            printJSON(result)
             return
         }
         print(

@@ -62,3 +62,9 @@ enum EventFormat: String, CaseIterable, Sendable {
         }
     }
 }
+
+/// Prints `object` as one line of JSON with sorted keys (the `--json` output of the bench commands).
+func printJSON(_ object: [String: Any]) {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
+    print(String(decoding: data, as: UTF8.self))
+}
