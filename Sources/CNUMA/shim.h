@@ -14,4 +14,8 @@ static inline int eddy_current_cpu(void) { return sched_getcpu(); }
 /// and keeps glibc from raising that threshold by itself (it does after such frees, and then freed cache blocks
 /// stay in its heaps). Returns 1 on success.
 static inline int eddy_mmap_allocations_from(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }
+
+/// Gives free pages inside malloc's heaps back to the system (malloc_trim(3)): glibc returns a thread's heap
+/// memory only from its top, so memory freed below live allocations stays resident otherwise.
+static inline void eddy_release_free_heap(void) { (void)malloc_trim(0); }
 #endif

@@ -175,11 +175,18 @@ public final class BlockCache: Sendable {
     /// - Returns: whether the block is cached now.
     @discardableResult
     public func insert(_ block: BlockID, buffer: ByteBuffer) -> Bool {
+        admit(block, buffer: buffer) != nil
+    }
+
+    /// Inserts like ``insert(_:buffer:)`` and returns the buffer to serve the block from: the cached one itself
+    /// with plain residency (so a caller that read the block over the network can drop its receive buffer, and
+    /// the block is held once), else `buffer`; nil when the block was not cached.
+    public func admit(_ block: BlockID, buffer: ByteBuffer) -> ByteBuffer? {
         let payload = BlockStorage.prepare(buffer, residency: configuration.residency)
-        return shard(block).state.withLock { s in
-            let k = s.key(block)
-            return Self.store(&s, k, payload, self)
+        let stored = shard(block).state.withLock { s in
+            Self.store(&s, s.key(block), payload, self)
         }
+        return stored ? payload.plain ?? buffer : nil
     }
 
     private static func store(_ s: inout Shard, _ k: UInt64, _ payload: BlockStorage.Payload, _ cache: BlockCache)

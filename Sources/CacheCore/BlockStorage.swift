@@ -69,7 +69,10 @@ final class BlockStorage: Sendable {
             }
         }
         // A buffer of exactly the block's bytes: a slice of a larger buffer (a network read) would keep all of
-        // that buffer alive, outside the budget.
+        // that buffer alive, outside the budget. A buffer that is all of its storage is kept as it is.
+        if bytes.storageCapacity == bytes.readableBytes {
+            return Payload(plain: bytes, compressed: [], length: bytes.readableBytes)
+        }
         var own = ByteBufferAllocator().buffer(capacity: bytes.readableBytes)
         own.writeImmutableBuffer(bytes)
         return Payload(plain: own, compressed: [], length: bytes.readableBytes)

@@ -62,8 +62,10 @@ public final class CacheNode: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelOption(.writeBufferWaterMark, value: .init(low: 1 << 20, high: 4 << 20))
+            // Client connections mostly send small requests: each connection keeps its receive buffer, so a small
+            // one (growing with large appends) keeps a thousand idle readers from holding 64 MiB.
             .childChannelOption(
-                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 1 << 20)
+                .recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 4096, maximum: 1 << 20)
             )
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -87,6 +89,9 @@ public final class CacheNode: Sendable {
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(2))
                 await core.refreshCatalog()
+                // Answers and requests come and go in every thread's heap; what they freed is returned here, so
+                // the node's resident memory follows its budget (docs/operations.md, Memory).
+                eddy_release_free_heap()
             }
         }
         configuration.logger.info(

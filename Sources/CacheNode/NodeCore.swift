@@ -554,8 +554,7 @@ public final class NodeCore: Sendable {
                     let front = try await self.storeRead(
                         seg.id, from: range.lowerBound, count: Int(from - range.lowerBound))
                     if let whole = seg.prepend(at: range.lowerBound, front.data) {
-                        self.cache.insert(id, buffer: whole.1)
-                        return whole.1
+                        return self.cache.admit(id, buffer: whole.1) ?? whole.1
                     }
                 }
                 return try await self.loadWholeBlock(seg, index)
@@ -572,8 +571,9 @@ public final class NodeCore: Sendable {
         let blockSize = Int(geometry.blockSize)
         let r = try await storeRead(seg.id, from: geometry.range(ofBlock: index).lowerBound, count: blockSize)
         seg.learn(r.info).fire()
-        if r.data.readableBytes == blockSize { cache.insert(BlockID(segment: seg.id, index: index), buffer: r.data) }
-        return r.data
+        guard r.data.readableBytes == blockSize else { return r.data }
+        // Answer from the cached copy: the read's own buffer is the connection's receive buffer.
+        return cache.admit(BlockID(segment: seg.id, index: index), buffer: r.data) ?? r.data
     }
 
     /// Starts loads of the next full blocks when `reader` reads `segment` sequentially (a catch-up scan), so a
@@ -730,8 +730,8 @@ public final class NodeCore: Sendable {
                 ForwardKey(
                     owner: owner, segment: segment, offset: range.lowerBound, maxBytes: UInt32(geometry.blockSize),
                     waitMilliseconds: 0))
-            if a.count == Int(geometry.blockSize), let data = a.slices.first {
-                near?.insert(id, buffer: data)
+            if a.count == Int(geometry.blockSize), let received = a.slices.first {
+                let data = near?.admit(id, buffer: received) ?? received
                 return Self.slice(data, blockStart: range.lowerBound, offset: offset, maxBytes: maxBytes, info: a.info)
             }
         }

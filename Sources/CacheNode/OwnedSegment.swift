@@ -146,7 +146,7 @@ final class OwnedSegment: Sendable {
                 }
                 let blockEnd = geometry.range(ofBlock: index).upperBound
                 let take = Int(min(UInt64(rest.readableBytes), blockEnd - at))
-                s.tail!.chunks.append(rest.readSlice(length: take)!)
+                s.tail!.chunks.append(Self.owned(rest.readSlice(length: take)!))
                 s.tail!.hi += UInt64(take)
                 at += UInt64(take)
                 if s.tail!.hi == blockEnd {
@@ -185,6 +185,8 @@ final class OwnedSegment: Sendable {
     /// is in flight, or `deadline` passes: the bytes the store holds past the known length are then most likely
     /// on their way in an acknowledgement, and reading them from the store would read them twice.
     func awaitAppends(reaching target: UInt64, until deadline: ContinuousClock.Instant) async {
+        // The usual case (no append in flight) returns without suspending.
+        guard state.withLock({ $0.appending > 0 && ($0.info?.length ?? 0) < target }) else { return }
         await suspend(until: deadline) { s, id, c in
             guard s.appending > 0, (s.info?.length ?? 0) < target else { return false }
             s.settles[id] = (target, c)
@@ -201,19 +203,30 @@ final class OwnedSegment: Sendable {
         return ready.values.map(\.c)
     }
 
+    /// `chunk`, copied into a buffer of its own size when it is a slice of a larger buffer (an append's frames are
+    /// a slice of the connection's receive buffer): a tail block assembled from a thousand small appends would
+    /// otherwise keep a thousand receive buffers alive, outside the cache budget. Copying a small append costs
+    /// little; a large one usually fills its buffer and is kept as it is.
+    private static func owned(_ chunk: ByteBuffer) -> ByteBuffer {
+        guard chunk.storageCapacity > chunk.readableBytes + chunk.readableBytes / 4 else { return chunk }
+        var own = ByteBufferAllocator().buffer(capacity: chunk.readableBytes)
+        own.writeImmutableBuffer(chunk)
+        return own
+    }
+
     /// Puts bytes `[offset, offset + count)` in front of the tail or the partial block they precede.
     /// - Returns: the block, if that completed one.
     func prepend(at offset: UInt64, _ bytes: ByteBuffer) -> (UInt64, ByteBuffer)? {
         state.withLock { s in
             let end = offset + UInt64(bytes.readableBytes)
             if var t = s.tail, t.lo == end {
-                t.chunks.insert(bytes, at: 0)
+                t.chunks.insert(Self.owned(bytes), at: 0)
                 t.lo = offset
                 s.tail = t
                 return nil
             }
             if var p = s.partial, p.lo == end {
-                p.chunks.insert(bytes, at: 0)
+                p.chunks.insert(Self.owned(bytes), at: 0)
                 p.lo = offset
                 s.partial = nil
                 return p.lo == geometry.range(ofBlock: p.index).lowerBound ? (p.index, p.joined()) : nil
