@@ -1,5 +1,9 @@
 import StreamModel
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// StreamAware: Eddy's own policy, built on what only a stream cache knows.
 ///
 /// Blocks are (segment, index) pairs of append-only segments (``BlockKey``), and readers come in two kinds:
@@ -21,6 +25,10 @@ import StreamModel
 /// is furthest away (a dead block at once); the least recently read history block and the least recently read
 /// tail blocks are always among the candidates. When fewer than half of the reads fit the model (tail reads and
 /// scan steps), the trace is not a stream workload and history is evicted in LRU order.
+///
+/// Each eviction follows one of two experts, drawn by weight: the model's choice or the least recently read
+/// history block. Misses on blocks an expert evicted lower its weight (LeCaR's regret minimisation), so where the
+/// model misjudges a workload recency takes over.
 ///
 /// In a node the policy also gets **reader hints** (``ReaderAware``): where each reader of a segment is and
 /// whether it is a tail or a catch-up reader. They replace guesswork for the segments they cover: a history block
@@ -72,6 +80,18 @@ public final class StreamAware: PolicyBase, EvictionPolicy, ReaderAware {
     /// few reads fit, the workload is not a stream workload and eviction falls back to LRU.
     private var structuredReads: Double = 0
     private var allReads: Double = 0
+
+    /// Regret minimisation between two experts (LeCaR: Vietri et al., HotStorage 2018): the model's choice and
+    /// plain LRU over the history list. Each eviction follows one expert, drawn by weight; the evicted block is
+    /// remembered as that expert's ghost, and a miss on a ghost lowers its expert's weight by a reward that
+    /// decays with the time since the eviction. So where the model misjudges a workload (in small caches, blocks
+    /// just behind the head that trailing readers and shallow scans read again), recency takes over.
+    private var modelWeight = 0.5
+    private var ghosts: [UInt64: (byModel: Bool, at: Int64)] = [:]
+    private var ghostOrder: [(id: UInt64, at: Int64)] = []
+    private var ghostStart = 0
+    /// The learning rate of the weights (LeCaR's value).
+    private static let learningRate = 0.45
 
     /// Creates the policy; the defaults suit 1 MiB blocks.
     public init(
@@ -269,6 +289,7 @@ public final class StreamAware: PolicyBase, EvictionPolicy, ReaderAware {
     }
 
     public func admit(_ request: CacheRequest) {
+        if let ghost = ghosts.removeValue(forKey: request.id) { regret(ghost) }
         guard request.size <= capacity else { return }
         while used + request.size > capacity { evictOne() }
         let n = newResident(request)
@@ -300,7 +321,8 @@ public final class StreamAware: PolicyBase, EvictionPolicy, ReaderAware {
             return
         }
         if nodes.count[Self.history] > 0 {
-            consider(nodes.tail[Self.history])
+            let lru = nodes.tail[Self.history]
+            consider(lru)
             var tries = 0
             var examined = 1
             let slots = UInt64(nodes.allocated)
@@ -311,9 +333,47 @@ public final class StreamAware: PolicyBase, EvictionPolicy, ReaderAware {
                 examined += 1
                 consider(n)
             }
+            // A choice made on reader hints is the node's knowledge, not a guess: it is followed.
+            let key = BlockKey(rawValue: nodes.id[Int(victim)])
+            let hinted = !readers.isEmpty && hintedTime(key.segment, key.block) != nil
+            if victim != lru && !hinted && random.unit() >= modelWeight {
+                victim = lru
+                remember(nodes.id[Int(victim)], byModel: false)
+            } else {
+                remember(nodes.id[Int(victim)], byModel: true)
+            }
         }
         nodes.unlink(victim)
         dropResident(victim)
+    }
+
+    /// Keeps `id` as a ghost of the expert that evicted it, at most as many ghosts as resident blocks.
+    private func remember(_ id: UInt64, byModel: Bool) {
+        ghosts[id] = (byModel, clock)
+        ghostOrder.append((id, clock))
+        let limit = max(16, resident)
+        while ghosts.count > limit && ghostStart < ghostOrder.count {
+            let old = ghostOrder[ghostStart]
+            ghostStart += 1
+            // A block evicted again since has a newer ghost: only the ghost this entry made goes.
+            if ghosts[old.id]?.at == old.at { ghosts.removeValue(forKey: old.id) }
+        }
+        if ghostStart > 4096 && ghostStart * 2 > ghostOrder.count {
+            ghostOrder.removeFirst(ghostStart)
+            ghostStart = 0
+        }
+    }
+
+    /// A miss on a ghost: the expert that evicted it pays, more the sooner the block came back.
+    private func regret(_ ghost: (byModel: Bool, at: Int64)) {
+        let n = Double(max(16, resident))
+        let discount = pow(0.005, 1 / n)
+        let reward = pow(discount, Double(clock - ghost.at))
+        let factor = exp(Self.learningRate * reward)
+        var model = modelWeight
+        var lru = 1 - modelWeight
+        if ghost.byModel { lru *= factor } else { model *= factor }
+        modelWeight = min(0.99, max(0.01, model / (model + lru)))
     }
 
     public func remove(_ id: UInt64) -> Bool { removeResident(id) }
