@@ -35,7 +35,8 @@ public final class NodeCore: Sendable {
     private let placement: Mutex<Placement>
     private let catalogRefresh = SingleFlight<Int, Set<String>>()
     private let blockLoads = SingleFlight<BlockID, ByteBuffer>()
-    private let storeReads = SingleFlight<RangeKey, Void>()
+    /// Store reads by (segment, start offset); a read that completes a block gives the cached block.
+    private let storeReads = SingleFlight<RangeKey, ByteBuffer?>()
     private let forwards = SingleFlight<ForwardKey, Response>()
     /// Tail reads parked on a shared forward, by forward.
     private let parkedForwards = Mutex<[ForwardKey: [ParkedRead]]>([:])
@@ -138,8 +139,9 @@ public final class NodeCore: Sendable {
         }
     }
 
-    /// The owner of `segment` on the current ring (refreshing the catalog once for a segment it does not list).
-    func owner(of segment: SegmentID) async -> String {
+    /// The member that owns `segment` on the current ring, by name (refreshing the catalog once for a segment it
+    /// does not list).
+    public func owner(of segment: SegmentID) async -> String {
         if let known = knownOwner(of: segment) { return known }
         await refreshCatalog()
         let key = segment.description
@@ -155,9 +157,6 @@ public final class NodeCore: Sendable {
             return o
         }
     }
-
-    /// The member that owns `segment` now, by name.
-    public func ownerName(of segment: SegmentID) async -> String { await owner(of: segment) }
 
     /// The ring in use.
     public var ring: HashRing { placement.withLock { $0.ring } }
@@ -490,7 +489,7 @@ public final class NodeCore: Sendable {
                 }
                 // In the growing tail block, but the node does not hold those bytes: read them incrementally.
                 missed = true
-                try await fillTail(seg, index: index, for: offset, length: info.length)
+                try await fillTail(seg, index: index, for: offset)
                 continue
             }
             if offset > info.length && askedStore {
@@ -548,14 +547,9 @@ public final class NodeCore: Sendable {
         do {
             let (bytes, joined) = try await blockLoads.run(id) {
                 if let b = try self.cache.buffer(id) { return b }
-                let from = seg.assemblyStart(ofBlock: index) ?? range.upperBound
-                if from > range.lowerBound && from < range.upperBound {
+                if let lo = seg.assemblyStart(ofBlock: index), lo > range.lowerBound, lo < range.upperBound {
                     // The node has the block's end already: read only its front.
-                    let front = try await self.storeRead(
-                        seg.id, from: range.lowerBound, count: Int(from - range.lowerBound))
-                    if let whole = seg.prepend(at: range.lowerBound, front.data) {
-                        return self.cache.admit(id, buffer: whole.1) ?? whole.1
-                    }
+                    if let whole = try await self.loadFront(seg, index, before: lo) { return whole }
                 }
                 return try await self.loadWholeBlock(seg, index)
             }
@@ -594,54 +588,62 @@ public final class NodeCore: Sendable {
     }
 
     /// Reads the bytes of tail block `index` the node lacks: the front before its assembly (when `offset` is
-    /// there), else from the assembly's end (or the block's start) to `length`.
-    private func fillTail(_ seg: OwnedSegment, index: UInt64, for offset: UInt64, length: UInt64)
-        async throws(EddyError)
-    {
-        let range = geometry.range(ofBlock: index)
+    /// there), else from the assembly's end (or the block's start) to the block's end.
+    private func fillTail(_ seg: OwnedSegment, index: UInt64, for offset: UInt64) async throws(EddyError) {
         if let lo = seg.assemblyStart(ofBlock: index), offset < lo {
-            try await sharedRead(seg, from: range.lowerBound) { () throws(EddyError) in
-                let r = try await self.storeRead(seg.id, from: range.lowerBound, count: Int(lo - range.lowerBound))
-                if let whole = seg.prepend(at: range.lowerBound, r.data) {
-                    self.cache.insert(BlockID(segment: seg.id, index: whole.0), buffer: whole.1)
-                }
-            }
+            _ = try await loadFront(seg, index, before: lo)
             return
         }
-        let from = seg.tailEnd(ofBlock: index) ?? range.lowerBound
-        try await sharedRead(seg, from: from) { () throws(EddyError) in
-            let r = try await self.storeRead(seg.id, from: from, count: Int(range.upperBound - from))
-            seg.learn(r.info).fire()
-            self.absorb(seg.extend(at: from, r.data), seg.id)
+        try await readTail(seg, from: seg.tailEnd(ofBlock: index) ?? geometry.range(ofBlock: index).lowerBound)
+    }
+
+    /// Reads the front of block `index` up to `lo`, where the node's assembly of it starts (the node began
+    /// following the segment mid-block), once for all callers; caches the block if that completes it.
+    /// - Returns: the block, to serve from, when this read completed it.
+    private func loadFront(_ seg: OwnedSegment, _ index: UInt64, before lo: UInt64) async throws(EddyError)
+        -> ByteBuffer?
+    {
+        let start = geometry.range(ofBlock: index).lowerBound
+        return try await sharedRead(seg, from: start) { () throws(EddyError) in
+            let r = try await self.storeRead(seg.id, from: start, count: Int(lo - start))
+            guard let whole = seg.prepend(at: start, r.data) else { return nil }
+            return self.cache.admit(BlockID(segment: seg.id, index: whole.0), buffer: whole.1) ?? whole.1
         }
     }
 
-    /// Reads what the store has past the node's known length, up to the end of that block (one read in flight
-    /// per segment and offset). Bytes of appends passing through this node come with their acknowledgements:
-    /// while such appends are in flight it first waits for them to bring the known length to `target`, and
-    /// reads from the store only if they did not.
+    /// Reads what the store has past the node's known length, up to the end of that block. Bytes of appends
+    /// passing through this node come with their acknowledgements: while such appends are in flight it first
+    /// waits for them to bring the known length to `target`, and reads from the store only if they did not.
     private func fetchTail(_ seg: OwnedSegment, reaching target: UInt64) async throws(EddyError) {
         await seg.awaitAppends(reaching: target, until: .now + configuration.requestTimeout)
         guard let info = seg.info, info.length < target else { return }
-        let from = info.length
+        try await readTail(seg, from: info.length)
+    }
+
+    /// Reads from `from` to the end of its block into the tail assembly (one read in flight per segment and
+    /// offset), learning the segment's state on the way, and wakes the tail readers.
+    private func readTail(_ seg: OwnedSegment, from: UInt64) async throws(EddyError) {
         let blockEnd = geometry.range(ofBlock: geometry.index(containing: from)).upperBound
-        try await sharedRead(seg, from: from) { () throws(EddyError) in
+        _ = try await sharedRead(seg, from: from) { () throws(EddyError) in
             let r = try await self.storeRead(seg.id, from: from, count: Int(blockEnd - from))
             let wake = seg.learn(r.info)
             self.absorb(seg.extend(at: from, r.data), seg.id)
             wake.fire()
+            return nil
         }
     }
 
-    /// One store read per (segment, start offset) at a time: a request for the same range joins it.
+    /// One store read per (segment, start offset) at a time: a request for the same range joins it and gets the
+    /// same result.
     private func sharedRead(
-        _ seg: OwnedSegment, from: UInt64, _ body: @escaping @Sendable () async throws(EddyError) -> Void
-    )
-        async throws(EddyError)
-    {
+        _ seg: OwnedSegment, from: UInt64, _ body: @escaping @Sendable () async throws(EddyError) -> ByteBuffer?
+    ) async throws(EddyError) -> ByteBuffer? {
         do {
-            let (_, joined) = try await storeReads.run(RangeKey(segment: seg.id, from: from)) { try await body() }
+            let (result, joined) = try await storeReads.run(RangeKey(segment: seg.id, from: from)) {
+                try await body()
+            }
             if joined { counters.coalesced.add(1, ordering: .relaxed) }
+            return result
         } catch {
             throw Self.typed(error)
         }

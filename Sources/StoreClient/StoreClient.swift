@@ -34,7 +34,7 @@ public final class StoreClient: RequestSender {
         let channel: Channel
         do {
             channel = try await ClientBootstrap(group: group)
-                .connectTimeout(.nanoseconds(Int64(timeout.inSeconds * 1e9)))
+                .connectTimeout(TimeAmount(timeout))
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .channelOption(
                     .recvAllocator,
@@ -92,7 +92,7 @@ public final class StoreClient: RequestSender {
     /// server in that order (appends of one writer must); the future completes with the answer.
     public func submit(_ request: Request, timeout: Duration? = nil) -> EventLoopFuture<Response> {
         let promise = channel.eventLoop.makePromise(of: Response.self)
-        let limit = timeout.map { TimeAmount.nanoseconds(Int64($0.inSeconds * 1e9)) }
+        let limit = timeout.map { TimeAmount($0) }
         channel.writeAndFlush(
             ClientHandler.Outgoing.request(request, promise: promise, timeout: limit), promise: nil)
         return promise.futureResult

@@ -36,7 +36,7 @@ final class NodeRing {
 
     /// The index of the node that owns `segment`.
     func owner(of segment: SegmentID) async -> Int {
-        let name = await nodes[0].core.ownerName(of: segment)
+        let name = await nodes[0].core.owner(of: segment)
         return addresses.firstIndex { $0.description == name }!
     }
 

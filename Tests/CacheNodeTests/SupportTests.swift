@@ -99,11 +99,18 @@ struct SupportTests {
         seg.extend(at: 10, bytes).wake.fire()
         await waiter.value
         #expect(seg.info?.length == 20 && done.value == 1)
-        // An append that fails (no bytes) ends the wait too: then the caller reads the store.
-        let failed = Task { await seg.awaitAppends(reaching: 30, until: .now + .seconds(30)) }
+        // An append that fails (no bytes) ends the wait too: then the caller reads the store. (The deadline is
+        // far beyond the polling below, so only the append landing can end it.)
+        let failed = Task {
+            await seg.awaitAppends(reaching: 30, until: .now + .seconds(600))
+            done.bump()
+        }
         try await Task.sleep(for: .milliseconds(50))
+        #expect(done.value == 1, "returned while the append was in flight")
         seg.appendLanded()
-        await failed.value
+        for _ in 0..<600 where done.value < 2 { try await Task.sleep(for: .milliseconds(100)) }
+        #expect(done.value == 2, "the wait did not end when the last append in flight landed")
+        failed.cancel()
         // A deadline bounds the wait.
         seg.appendSent()
         let start = ContinuousClock.now

@@ -41,6 +41,30 @@ struct RingTests {
         }
     }
 
+    /// `readers` concurrent readers, reader r reading segment r % `segments` from its start to its end through
+    /// node r % (node count); each reader's payloads, by reader number.
+    static func readAll(_ name: StreamName, readers: Int, segments: Int, through nodes: [String]) async throws
+        -> [(Int, [String])]
+    {
+        try await withThrowingTaskGroup(of: (Int, [String]).self) { group in
+            for r in 0..<readers {
+                group.addTask {
+                    let c = try await client([nodes[r % nodes.count]])
+                    let segment = SegmentID(stream: name, number: UInt32(r % segments))
+                    var got: [PointedEvent] = []
+                    for try await e in c.events([SegmentCursor(segment: segment, offset: 0)], follow: false) {
+                        got.append(e)
+                    }
+                    await c.close()
+                    return (r, payloads(got))
+                }
+            }
+            var all: [(Int, [String])] = []
+            for try await x in group { all.append(x) }
+            return all
+        }
+    }
+
     static func payloads(_ events: [PointedEvent]) -> [String] {
         events.map { String(decoding: $0.event.payload, as: UTF8.self) }
     }
@@ -65,24 +89,7 @@ struct RingTests {
         let totalBytes = info.segments.reduce(UInt64(0)) { $0 + $1.length }
         #expect(totalBytes > 8 * 6 * 65536, "several blocks per segment")
 
-        let nodes = ring.nodeAddresses
-        let results = try await withThrowingTaskGroup(of: (Int, [String]).self) { group in
-            for r in 0..<200 {
-                group.addTask {
-                    let c = try await Self.client([nodes[r % 3]])
-                    let segment = SegmentID(stream: name, number: UInt32(r % 8))
-                    var got: [PointedEvent] = []
-                    for try await e in c.events([SegmentCursor(segment: segment, offset: 0)], follow: false) {
-                        got.append(e)
-                    }
-                    await c.close()
-                    return (r, Self.payloads(got))
-                }
-            }
-            var all: [(Int, [String])] = []
-            for try await x in group { all.append(x) }
-            return all
-        }
+        let results = try await Self.readAll(name, readers: 200, segments: 8, through: ring.nodeAddresses)
         #expect(results.count == 200)
         for (r, got) in results {
             let s = r % 8
@@ -284,24 +291,7 @@ struct RingStressTests {
         let info = try await store.info(name)
         let total = info.segments.reduce(0) { $0 + Int($1.length) }
         #expect(total > 90 * 65536)
-        let nodes = ring.nodeAddresses
-        let results = try await withThrowingTaskGroup(of: (Int, [String]).self) { group in
-            for r in 0..<12 {
-                group.addTask {
-                    let c = try await RingTests.client([nodes[r % 3]])
-                    let segment = SegmentID(stream: name, number: UInt32(r % 2))
-                    var got: [PointedEvent] = []
-                    for try await e in c.events([SegmentCursor(segment: segment, offset: 0)], follow: false) {
-                        got.append(e)
-                    }
-                    await c.close()
-                    return (r, RingTests.payloads(got))
-                }
-            }
-            var all: [(Int, [String])] = []
-            for try await x in group { all.append(x) }
-            return all
-        }
+        let results = try await RingTests.readAll(name, readers: 12, segments: 2, through: ring.nodeAddresses)
         for (r, got) in results {
             let s = r % 2
             #expect(got == (0..<15_000).map { "s\(s)-\($0)-" + String(repeating: "p", count: 180) }, "reader \(r)")

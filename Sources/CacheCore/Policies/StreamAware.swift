@@ -88,6 +88,7 @@ public final class StreamAware: PolicyBase, EvictionPolicy, ReaderAware {
     /// just behind the head that trailing readers and shallow scans read again), recency takes over.
     private var modelWeight = 0.5
     private var ghosts: [UInt64: (byModel: Bool, at: Int64)] = [:]
+    /// The evictions in order (from `ghostStart`), to forget the oldest ghosts.
     private var ghostOrder: [(id: UInt64, at: Int64)] = []
     private var ghostStart = 0
     /// The learning rate of the weights (LeCaR's value).
@@ -347,12 +348,13 @@ public final class StreamAware: PolicyBase, EvictionPolicy, ReaderAware {
         dropResident(victim)
     }
 
-    /// Keeps `id` as a ghost of the expert that evicted it, at most as many ghosts as resident blocks.
+    /// Keeps `id` as a ghost of the expert that evicted it. The ghosts are the last evictions, as many as there
+    /// are resident blocks (LeCaR's history): older ones are forgotten, whether or not they came back.
     private func remember(_ id: UInt64, byModel: Bool) {
         ghosts[id] = (byModel, clock)
         ghostOrder.append((id, clock))
         let limit = max(16, resident)
-        while ghosts.count > limit && ghostStart < ghostOrder.count {
+        while ghostOrder.count - ghostStart > limit {
             let old = ghostOrder[ghostStart]
             ghostStart += 1
             // A block evicted again since has a newer ghost: only the ghost this entry made goes.
@@ -366,9 +368,8 @@ public final class StreamAware: PolicyBase, EvictionPolicy, ReaderAware {
 
     /// A miss on a ghost: the expert that evicted it pays, more the sooner the block came back.
     private func regret(_ ghost: (byModel: Bool, at: Int64)) {
-        let n = Double(max(16, resident))
-        let discount = pow(0.005, 1 / n)
-        let reward = pow(discount, Double(clock - ghost.at))
+        // LeCaR's discount 0.005^(1/N) per request, N the resident blocks.
+        let reward = pow(0.005, Double(clock - ghost.at) / Double(max(16, resident)))
         let factor = exp(Self.learningRate * reward)
         var model = modelWeight
         var lru = 1 - modelWeight
