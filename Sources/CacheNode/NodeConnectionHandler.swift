@@ -8,6 +8,10 @@ import WireProtocol
 /// cached blocks (``FrameWriter``), never copied per connection. The handler stops reading a connection that
 /// has too many requests in progress or whose socket is not draining (a slow reader), so a slow client costs
 /// the node a bounded amount of memory; when the connection closes, its requests in progress are cancelled.
+///
+/// Subscriptions (``Request/subscribe(segment:offset:window:heartbeatMilliseconds:)``) are tail reads the
+/// connection runs again by itself after each answer, while the subscriber's window is open and the socket
+/// drains: a delivery costs one frame out and nothing in.
 final class NodeConnectionHandler: ChannelDuplexHandler {
     typealias InboundIn = Frame
     typealias OutboundIn = Never
@@ -27,6 +31,31 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     private var parked = 0
     private var readHeld = false
     private var flushScheduled = false
+    /// The context to flush while a flush is scheduled.
+    private var flushContext: ChannelHandlerContext?
+    /// The connection's subscriptions by the ID of the request that opened them.
+    private var subscriptions: [UInt32: Subscription] = [:]
+    /// Whether some subscription waits for the socket to drain.
+    private var subscriptionsStalled = false
+
+    /// Where a subscription is: its next offset, how many bytes its subscriber's window still takes, and whether
+    /// a read of it is out (parked or running).
+    private final class Subscription {
+        let segment: SegmentID
+        var offset: UInt64
+        var window: Int64
+        let heartbeatMilliseconds: UInt32
+        var reading = false
+        /// Unsubscribed while a read was out: that read's answer is dropped.
+        var ended = false
+
+        init(segment: SegmentID, offset: UInt64, window: UInt32, heartbeatMilliseconds: UInt32) {
+            self.segment = segment
+            self.offset = offset
+            self.window = Int64(window)
+            self.heartbeatMilliseconds = heartbeatMilliseconds
+        }
+    }
 
     init(core: NodeCore, readerID: Int) {
         self.core = core
@@ -65,8 +94,92 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             } catch {
                 return respond(context, frame.requestID, .error(error))
             }
-            if !park(context, frame.requestID, request) { dispatch(context, frame.requestID, request) }
+            switch request {
+            case .subscribe(let segment, let offset, let window, let heartbeat):
+                subscribe(context, frame.requestID, segment, offset, window: window, heartbeat: heartbeat)
+            case .credit(let id, let bytes):
+                guard let sub = subscriptions[id] else { return }
+                sub.window = min(sub.window + Int64(bytes), Int64(UInt32.max))
+                advance(context, id)
+            case .unsubscribe(let id):
+                guard let sub = subscriptions[id] else { return }
+                if sub.reading {
+                    // Gone for the subscriber now; the read that is out drops its answer when it ends.
+                    sub.ended = true
+                    core.counters.subscriptions.subtract(1, ordering: .relaxed)
+                    tasks[id]?.cancel()
+                } else {
+                    endSubscription(id)
+                }
+            default:
+                if !park(context, frame.requestID, request) { dispatch(context, frame.requestID, request) }
+            }
         }
+    }
+
+    // MARK: - Subscriptions
+
+    private func subscribe(
+        _ context: ChannelHandlerContext, _ id: UInt32, _ segment: SegmentID, _ offset: UInt64, window: UInt32,
+        heartbeat: UInt32
+    ) {
+        let limit = core.configuration.maxInFlightPerConnection
+        guard subscriptions[id] == nil else {
+            return respond(context, id, .error(EddyError(.invalidArgument, "subscription \(id) is already open")))
+        }
+        guard subscriptions.count < limit else {
+            return respond(
+                context, id,
+                .error(EddyError(.overloaded, "this connection already has \(limit) subscriptions, the most it may")))
+        }
+        guard window > 0, heartbeat > 0 else {
+            return respond(
+                context, id, .error(EddyError(.invalidArgument, "a subscription needs a window and a heartbeat")))
+        }
+        subscriptions[id] = Subscription(
+            segment: segment, offset: offset, window: window, heartbeatMilliseconds: heartbeat)
+        core.counters.subscriptions.add(1, ordering: .relaxed)
+        advance(context, id)
+    }
+
+    /// Starts the next read of subscription `id` if its window is open, the socket drains and none is out.
+    private func advance(_ context: ChannelHandlerContext, _ id: UInt32) {
+        guard state == .ready, let sub = subscriptions[id], !sub.reading, !sub.ended, sub.window > 0 else { return }
+        guard context.channel.isWritable else {
+            subscriptionsStalled = true
+            return
+        }
+        sub.reading = true
+        // At most what the window takes, so a subscriber is never sent more than its window. Subscribers whose
+        // windows are open wider than one answer ask alike, so their reads coalesce into one forward.
+        let request = Request.read(
+            segment: sub.segment, offset: sub.offset, maxBytes: UInt32(min(1 << 20, sub.window)),
+            waitMilliseconds: sub.heartbeatMilliseconds)
+        if !park(context, id, request) { dispatch(context, id, request) }
+    }
+
+    /// Books an answer (`delivered`: its size and the segment's state; nil for an error) against the
+    /// subscription `id` when there is one. Returns false when the answer must be dropped (unsubscribed).
+    private func book(_ id: UInt32, _ delivered: (count: Int, info: SegmentInfo)?) -> Bool {
+        guard let sub = subscriptions[id] else { return true }
+        sub.reading = false
+        if sub.ended {
+            subscriptions[id] = nil
+            return false
+        }
+        guard let delivered else {
+            endSubscription(id)  // an error ends it
+            return true
+        }
+        sub.offset += UInt64(delivered.count)
+        sub.window -= Int64(delivered.count)
+        if delivered.info.sealed && sub.offset >= delivered.info.length { endSubscription(id) }
+        return true
+    }
+
+    private func endSubscription(_ id: UInt32) {
+        guard subscriptions.removeValue(forKey: id) != nil else { return }
+        core.counters.subscriptions.subtract(1, ordering: .relaxed)
     }
 
     private func dispatch(_ context: ChannelHandlerContext, _ id: UInt32, _ request: Request) {
@@ -76,7 +189,10 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         let allocator = context.channel.allocator
         let task = Task {
             let result = await NodeConnectionHandler.answer(core, request, id: id, reader: reader, allocator: allocator)
-            bound.eventLoop.execute { bound.value.0.finish(bound.value.1, id, result.frame, charged: result.charged) }
+            bound.eventLoop.execute {
+                bound.value.0.finish(
+                    bound.value.1, id, result.frame, charged: result.charged, delivered: result.delivered)
+            }
         }
         tasks[id] = task
         if inFlight >= core.configuration.maxInFlightPerConnection { readHeld = true }
@@ -116,7 +232,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
                 handler.finish(
                     context, id,
                     OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: context.channel.allocator),
-                    charged: 0)
+                    charged: 0, delivered: nil)
             case .changed:
                 // Run the read through the full path, for what is left of its wait.
                 let left = max(0, Int64(wait) - (NIODeadline.now() - started).nanoseconds / 1_000_000)
@@ -142,13 +258,21 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         let frame = MessageCodec.readResultFrame(
             id: id, offset: answer.offset, info: answer.info, slices: answer.slices,
             allocator: context.channel.allocator)
-        finish(context, id, frame, charged: charged)
+        finish(context, id, frame, charged: charged, delivered: (answer.count, answer.info))
+    }
+
+    /// What finishes a request: the frame answering it, the bytes it holds of the node's budget, and for a
+    /// read its size and the segment's state.
+    private struct Finished {
+        var frame: OutboundFrame
+        var charged: Int64 = 0
+        var delivered: (count: Int, info: SegmentInfo)? = nil
     }
 
     /// The frame answering `request`, and the bytes it holds of the node's budget (reads).
     private static func answer(
         _ core: NodeCore, _ request: Request, id: UInt32, reader: ReaderState, allocator: ByteBufferAllocator
-    ) async -> (frame: OutboundFrame, charged: Int64) {
+    ) async -> Finished {
         let result: Result<(ReadAnswer, Int64)?, EddyError>
         do throws(EddyError) {
             if let read = try await Self.read(core, request, reader: reader) {
@@ -164,11 +288,12 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             core.counters.bytesServed.add(read.count, ordering: .relaxed)
             let frame = MessageCodec.readResultFrame(
                 id: id, offset: read.offset, info: read.info, slices: read.slices, allocator: allocator)
-            return (frame, charged)
+            return Finished(frame: frame, charged: charged, delivered: (read.count, read.info))
         case .success(nil):
-            return (OutboundFrame(MessageCodec.frame(await core.handle(request), id: id), allocator: allocator), 0)
+            return Finished(
+                frame: OutboundFrame(MessageCodec.frame(await core.handle(request), id: id), allocator: allocator))
         case .failure(let error):
-            return (OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator), 0)
+            return Finished(frame: OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator))
         }
     }
 
@@ -199,10 +324,14 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         return n
     }
 
-    private func finish(_ context: ChannelHandlerContext, _ id: UInt32, _ frame: OutboundFrame, charged: Int64) {
+    private func finish(
+        _ context: ChannelHandlerContext, _ id: UInt32, _ frame: OutboundFrame, charged: Int64,
+        delivered: (count: Int, info: SegmentInfo)?
+    ) {
         tasks.removeValue(forKey: id)
-        guard state == .ready else {
+        guard state == .ready, book(id, delivered) else {
             core.budget.release(charged)
+            resumeReadingIfAllowed(context)
             return
         }
         let promise: EventLoopPromise<Void>? = charged > 0 ? context.eventLoop.makePromise() : nil
@@ -211,6 +340,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             promise.futureResult.whenComplete { _ in budget.release(charged) }
         }
         send(context, frame, promise: promise)
+        advance(context, id)
         resumeReadingIfAllowed(context)
     }
 
@@ -223,10 +353,15 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         context.write(wrapOutboundOut(frame), promise: promise)
         guard !flushScheduled else { return }
         flushScheduled = true
-        context.eventLoop.assumeIsolated().execute {
-            self.flushScheduled = false
-            context.flush()
-        }
+        flushContext = context
+        LoopFlusher.current(on: context.eventLoop).add(self)
+    }
+
+    /// Flushes what ``send(_:_:promise:)`` wrote (called by the loop's ``LoopFlusher``).
+    func flushNow() {
+        flushScheduled = false
+        flushContext?.flush()
+        flushContext = nil
     }
 
     private func resumeReadingIfAllowed(_ context: ChannelHandlerContext) {
@@ -251,6 +386,8 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         state = .closed
         for t in tasks.values { t.cancel() }
         tasks.removeAll()
+        core.counters.subscriptions.subtract(subscriptions.values.count { !$0.ended }, ordering: .relaxed)
+        subscriptions.removeAll()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -271,6 +408,10 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && subscriptionsStalled {
+            subscriptionsStalled = false
+            for id in subscriptions.keys { advance(context, id) }
+        }
         if context.channel.isWritable { resumeReadingIfAllowed(context) }
         context.fireChannelWritabilityChanged()
     }

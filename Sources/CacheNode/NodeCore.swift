@@ -71,6 +71,7 @@ public final class NodeCore: Sendable {
     public init(configuration: NodeConfiguration, group: EventLoopGroup) throws(EddyError) {
         try configuration.validate()
         self.configuration = configuration
+        self.me = configuration.name
         geometry = try BlockGeometry(blockSize: configuration.blockSize)
         let (kind, parameters) = try PolicyKind.parse(configuration.policy)
         let nearBytes = Int64(Double(configuration.cacheBytes) * configuration.nearCacheShare)
@@ -107,7 +108,8 @@ public final class NodeCore: Sendable {
         weak var core: NodeCore?
     }
 
-    var me: String { configuration.name }
+    /// This node's name in the ring (formatted once: it is compared on every routed request).
+    let me: String
 
     // MARK: - Placement
 
@@ -179,6 +181,9 @@ public final class NodeCore: Sendable {
             throw EddyError(.malformedFrame, "hello sent twice")
         case .stats:
             return .stats(statsJSON())
+        case .subscribe, .credit, .unsubscribe:
+            // A connection handles its own subscriptions; they never travel between nodes.
+            throw EddyError(.invalidArgument, "\(request.type) cannot be forwarded")
         case .heartbeat(let peerView):
             membership.heard(peerView.from, view: peerView)
             return .heartbeatAck(membership.view(withMembers: true))

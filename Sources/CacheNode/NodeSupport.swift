@@ -15,6 +15,7 @@ final class NodeCounters: Sendable {
     let readAheads = Atomic<Int>(0)
     let tailWaits = Atomic<Int>(0)
     let parkedReads = Atomic<Int>(0)
+    let subscriptions = Atomic<Int>(0)
     let appends = Atomic<Int>(0)
     let staleForwards = Atomic<Int>(0)
     let ringChanges = Atomic<Int>(0)

@@ -1,4 +1,5 @@
 import NIOCore
+import NIOPosix
 import StreamModel
 
 /// ParkedRead is a tail read parked on its connection's event loop: no task waits for it. Whoever can answer it
@@ -40,5 +41,39 @@ struct Wakeup {
     func fire() {
         for c in tasks { c.resume() }
         ParkedRead.wake(parked, .changed)
+    }
+}
+
+/// LoopFlusher flushes, once per pass of an event loop, every connection that wrote during it: waking a
+/// thousand parked reads writes a thousand answers, and one queued task flushes them all (a task per
+/// connection would cost an allocation and a queue operation per answer).
+final class LoopFlusher {
+    private let eventLoop: any EventLoop
+    private var due: [NodeConnectionHandler] = []
+    private var spare: [NodeConnectionHandler] = []
+
+    nonisolated(unsafe) private static let perThread = ThreadSpecificVariable<LoopFlusher>()
+
+    private init(_ eventLoop: any EventLoop) { self.eventLoop = eventLoop }
+
+    /// The flusher of `eventLoop`, which must be the loop the caller runs on.
+    static func current(on eventLoop: any EventLoop) -> LoopFlusher {
+        eventLoop.preconditionInEventLoop()
+        if let f = perThread.currentValue, f.eventLoop === eventLoop { return f }
+        let f = LoopFlusher(eventLoop)
+        perThread.currentValue = f
+        return f
+    }
+
+    /// Flushes `handler`'s connection at the end of this pass of the loop.
+    func add(_ handler: NodeConnectionHandler) {
+        if due.isEmpty { eventLoop.assumeIsolatedUnsafeUnchecked().execute { self.flush() } }
+        due.append(handler)
+    }
+
+    private func flush() {
+        swap(&due, &spare)
+        for h in spare { h.flushNow() }
+        spare.removeAll(keepingCapacity: true)
     }
 }

@@ -171,6 +171,81 @@ public final class EddyClient: RequestSender {
         if let dead { Task { await dead.close() } }
     }
 
+    /// Follows one segment from `cursor` and hands every batch of new events, with the segment's state, to
+    /// `deliver`, until `deliver` returns false or the end of a sealed segment was delivered; returns the cursor
+    /// after the last delivered event.
+    ///
+    /// A cache node pushes the bytes (a subscription: no request per delivery, a byte window for flow control)
+    /// and says every `heartbeat` that it is alive (`deliver` then gets an empty batch); a store, which has no
+    /// subscriptions, is polled with tail reads instead. When the connection breaks or the node goes silent, the
+    /// client fails over as requests do and subscribes again right after the last delivered event: no gap, no
+    /// duplicate. It gives up with the last error after the request timeout without progress.
+    public func follow(
+        _ cursor: SegmentCursor, heartbeat: Duration = .seconds(5),
+        _ deliver: (SegmentInfo, [PointedEvent]) async throws -> Bool
+    ) async throws -> SegmentCursor {
+        var cursor = cursor
+        var failingSince: ContinuousClock.Instant?
+        var lastError = EddyError(.timedOut, "no server answered in time")
+        var pause = Duration.milliseconds(20)
+        while true {
+            try Task.checkCancellation()
+            if let since = failingSince, ContinuousClock.now - since > configuration.requestTimeout { throw lastError }
+            let client: StoreClient
+            do {
+                client = try await connection()
+            } catch {
+                lastError = error
+                failingSince = failingSince ?? .now
+                rotate(after: nil)
+                try await Task.sleep(for: pause)
+                pause = min(pause * 2, .milliseconds(500))
+                continue
+            }
+            let subscription = client.subscribe(cursor.segment, from: cursor.offset, heartbeat: heartbeat)
+            defer { subscription.cancel() }
+            do {
+                for try await chunk in subscription {
+                    guard chunk.offset == cursor.offset else {
+                        throw EddyError(
+                            .malformedFrame, "bytes pushed at offset \(chunk.offset) where \(cursor.offset) was next")
+                    }
+                    let events = try cursor.take(chunk.data)
+                    failingSince = nil
+                    pause = .milliseconds(20)
+                    guard try await deliver(chunk.info, events) else { return cursor }
+                    if chunk.info.sealed && cursor.offset >= chunk.info.length { return cursor }
+                }
+                // The node ended the subscription without reaching a sealed end: subscribe again.
+            } catch let error as EddyError where error.code == .unknownMessageType {
+                return try await poll(cursor, wait: heartbeat, deliver)
+            } catch let error as EddyError where error.isRetriable {
+                cursor.rewind()
+                lastError = error
+                failingSince = failingSince ?? .now
+                if error.code == .connectionFailed || error.code == .timedOut || !client.isActive {
+                    rotate(after: client)
+                } else {
+                    try await Task.sleep(for: pause)
+                    pause = min(pause * 2, .milliseconds(500))
+                }
+            }
+        }
+    }
+
+    /// ``follow(_:heartbeat:_:)`` by tail reads, for servers without subscriptions.
+    private func poll(
+        _ cursor: SegmentCursor, wait: Duration, _ deliver: (SegmentInfo, [PointedEvent]) async throws -> Bool
+    ) async throws -> SegmentCursor {
+        var cursor = cursor
+        while true {
+            try Task.checkCancellation()
+            let (info, events) = try await cursor.step(self, wait: wait)
+            guard try await deliver(info, events) else { return cursor }
+            if info.sealed && cursor.offset >= info.length { return cursor }
+        }
+    }
+
     /// A tail read may take its wait on top of the request timeout.
     public func readTimeout(wait: Duration) -> Duration? { configuration.requestTimeout + wait }
 

@@ -40,11 +40,21 @@ public struct SegmentCursor: Sendable {
         do {
             (info, data) = try await client.read(segment, from: offset, maxBytes: maxBytes, wait: wait)
         } catch {
-            // Drop the partial event: the next step fetches again from the last boundary.
-            pending.removeAll()
-            offset = pendingOffset
+            rewind()
             throw error
         }
+        return (info, try take(data))
+    }
+
+    /// Drops a partial event (after a broken fetch): the next fetch starts again at the last event boundary.
+    public mutating func rewind() {
+        pending.removeAll()
+        offset = pendingOffset
+    }
+
+    /// Takes fetched bytes, which start at ``offset``, and returns the whole events they complete.
+    /// - Throws: ``EddyError/Code/corruptData`` for bytes that are not an event.
+    public mutating func take(_ data: ByteBuffer) throws(EddyError) -> [PointedEvent] {
         offset += UInt64(data.readableBytes)
         pending.append(contentsOf: data.readableBytesView)
         var events: [PointedEvent] = []
@@ -67,14 +77,15 @@ public struct SegmentCursor: Sendable {
         }
         pending.removeFirst(at)
         pendingOffset += UInt64(at)
-        return (info, events)
+        return events
     }
 }
 
 extension EddyClient {
     /// The events of `cursors`' segments as one sequence: every event up to each segment's current end
-    /// (`follow` false), or on and on as they arrive until every segment is sealed (`follow` true). Segments are
-    /// read concurrently; within a segment events come in order.
+    /// (`follow` false), or on and on as they arrive until every segment is sealed (`follow` true, by
+    /// ``EddyClient/follow(_:heartbeat:_:)``: `poll` is its heartbeat). Segments are read concurrently; within a
+    /// segment events come in order.
     public func events(_ cursors: [SegmentCursor], follow: Bool, poll: Duration = .seconds(30))
         -> AsyncThrowingStream<PointedEvent, any Error>
     {
@@ -84,13 +95,19 @@ extension EddyClient {
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         for cursor in cursors {
                             group.addTask {
+                                if follow {
+                                    _ = try await self.follow(cursor, heartbeat: poll) { _, events in
+                                        for e in events { continuation.yield(e) }
+                                        return true
+                                    }
+                                    return
+                                }
                                 var cursor = cursor
-                                let end = follow ? UInt64.max : try await self.info(cursor.segment).length
+                                let end = try await self.info(cursor.segment).length
                                 while cursor.pendingOffset < end {
-                                    let (info, events) = try await cursor.step(self, wait: follow ? poll : .zero)
+                                    let (info, events) = try await cursor.step(self, wait: .zero)
                                     for e in events { continuation.yield(e) }
-                                    if info.sealed && cursor.offset >= info.length && events.isEmpty { return }
-                                    if !follow && events.isEmpty && cursor.offset >= info.length { return }
+                                    if events.isEmpty && cursor.offset >= info.length { return }
                                 }
                             }
                         }

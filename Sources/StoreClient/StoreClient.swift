@@ -42,7 +42,8 @@ public final class StoreClient: RequestSender {
                 )
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
+                        try channel.pipeline.syncOperations.addHandler(
+                            ByteToMessageHandler(FrameDecoder(copyBodiesUpTo: 16 << 10)))
                         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
                         try channel.pipeline.syncOperations.addHandler(ClientHandler())
                     }
@@ -112,6 +113,21 @@ public final class StoreClient: RequestSender {
         return response
     }
 
+    /// Follows `segment` from `offset` by subscription (cache nodes only: a store answers
+    /// ``EddyError/Code/unknownMessageType``, which the first iteration throws).
+    /// - Parameters:
+    ///   - window: how many bytes the node may send ahead of what the iteration consumed.
+    ///   - heartbeat: how often the node says it is alive when nothing arrives.
+    public func subscribe(
+        _ segment: SegmentID, from offset: UInt64, window: Int = 4 << 20, heartbeat: Duration = .seconds(5)
+    ) -> Subscription {
+        let window = max(1, min(window, Int(UInt32.max)))
+        let ms = UInt32(clamping: max(1, Int64(heartbeat.inSeconds * 1000)))
+        return Subscription(
+            request: .subscribe(segment: segment, offset: offset, window: UInt32(window), heartbeatMilliseconds: ms),
+            window: window, heartbeat: .milliseconds(Int64(ms)), channel: channel)
+    }
+
     /// Closes the connection; requests in progress fail with ``EddyError/Code/connectionFailed``.
     public func close() async {
         try? await channel.close()
@@ -132,6 +148,12 @@ final class ClientHandler: ChannelDuplexHandler {
         case request(Request, promise: EventLoopPromise<Response>, timeout: TimeAmount?)
         /// Give up the request whose answer completes this future (its caller was cancelled).
         case cancel(EventLoopFuture<Response>)
+        /// Open a subscription whose pushed chunks go to the sink.
+        case subscribe(Request, SubscriptionSink)
+        /// Open a subscription's window by this many bytes.
+        case credit(SubscriptionSink, UInt32)
+        /// End a subscription (its consumer went away).
+        case unsubscribe(SubscriptionSink)
     }
 
     private var nextID: UInt32 = 1
@@ -139,6 +161,14 @@ final class ClientHandler: ChannelDuplexHandler {
     private var pending: [UInt32: (promise: EventLoopPromise<Response>, timer: LoopTimers.Token?)] = [:]
     /// The timers of the channel's event loop (shared by its connections: cancelling one is cheap).
     private var timers: LoopTimers?
+    /// Open subscriptions by request ID.
+    private var subscriptions: [UInt32: SubscriptionSink] = [:]
+
+    private func takeID() -> UInt32 {
+        let id = nextID
+        nextID = nextID == UInt32.max ? 1 : nextID + 1
+        return id
+    }
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let request: Request
@@ -156,9 +186,32 @@ final class ClientHandler: ChannelDuplexHandler {
             }
             promise?.succeed()
             return
+        case .subscribe(let r, let sink):
+            sink.id = takeID()
+            subscriptions[sink.id] = sink
+            watch(sink, context)
+            let frame = MessageCodec.frame(r, id: sink.id, allocator: context.channel.allocator)
+            return context.write(wrapOutboundOut(frame), promise: promise)
+        case .credit(let sink, let bytes):
+            guard subscriptions[sink.id] === sink else {
+                promise?.succeed()
+                return
+            }
+            let frame = MessageCodec.frame(
+                .credit(subscription: sink.id, bytes: bytes), id: takeID(), allocator: context.channel.allocator)
+            return context.write(wrapOutboundOut(frame), promise: promise)
+        case .unsubscribe(let sink):
+            guard subscriptions[sink.id] === sink else {
+                promise?.succeed()
+                return
+            }
+            subscriptions[sink.id] = nil
+            sink.continuation.finish()
+            let frame = MessageCodec.frame(
+                .unsubscribe(subscription: sink.id), id: takeID(), allocator: context.channel.allocator)
+            return context.write(wrapOutboundOut(frame), promise: promise)
         }
-        let id = nextID
-        nextID = nextID == UInt32.max ? 1 : nextID + 1
+        let id = takeID()
         var timer: LoopTimers.Token?
         if let timeout {
             let what = request.type
@@ -181,6 +234,8 @@ final class ClientHandler: ChannelDuplexHandler {
             if let waiting = pending.removeValue(forKey: frame.requestID) {
                 if let t = waiting.timer { timers?.cancel(t) }
                 waiting.promise.succeed(response)
+            } else if let sink = subscriptions[frame.requestID] {
+                push(response, to: sink)
             } else if frame.requestID == 0, case .error(let error) = response {
                 // An error for no request (ID 0): the server is closing the connection because of it.
                 failAll(error)
@@ -201,7 +256,47 @@ final class ClientHandler: ChannelDuplexHandler {
         context.fireChannelInactive()
     }
 
+    /// Hands a pushed answer to its subscription; an error, or the end of a sealed segment, ends it.
+    private func push(_ response: Response, to sink: SubscriptionSink) {
+        sink.lastHeard = .now()
+        switch response {
+        case .readResult(let offset, let info, let data):
+            sink.continuation.yield(SegmentChunk(offset: offset, info: info, data: data))
+            if info.sealed && offset + UInt64(data.readableBytes) >= info.length {
+                subscriptions[sink.id] = nil
+                sink.continuation.finish()
+            }
+        case .error(let error):
+            subscriptions[sink.id] = nil
+            sink.continuation.finish(throwing: error)
+        default:
+            subscriptions[sink.id] = nil
+            sink.continuation.finish(
+                throwing: EddyError(.malformedFrame, "a subscription was answered with \(response)"))
+        }
+    }
+
+    /// Fails the subscription when the node stays silent for two heartbeats (checked once per heartbeat).
+    private func watch(_ sink: SubscriptionSink, _ context: ChannelHandlerContext) {
+        let timers = self.timers ?? LoopTimers.current(on: context.eventLoop)
+        self.timers = timers
+        timers.schedule(in: sink.heartbeat) { [weak self] in
+            guard let self, self.subscriptions[sink.id] === sink else { return }
+            let silent = NIODeadline.now() - sink.lastHeard
+            guard silent > sink.heartbeat * 2 else { return self.watch(sink, context) }
+            self.subscriptions[sink.id] = nil
+            sink.continuation.finish(
+                throwing: EddyError(
+                    .timedOut,
+                    "the server sent nothing for \(silent.nanoseconds / 1_000_000) ms on a subscription with a "
+                        + "\(sink.heartbeat.nanoseconds / 1_000_000) ms heartbeat"))
+        }
+    }
+
     private func failAll(_ error: EddyError) {
+        let subs = subscriptions
+        subscriptions.removeAll()
+        for sink in subs.values { sink.continuation.finish(throwing: error) }
         let promises = pending
         pending.removeAll()
         for (_, p) in promises {

@@ -61,6 +61,9 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
             } catch {
                 return send(context, frame.requestID, .error(error))
             }
+            // One-way messages of subscriptions (cache nodes only) are never answered; the store ignores them.
+            if case .credit = request { return }
+            if case .unsubscribe = request { return }
             inFlight += 1
             dispatch(context, frame.requestID, request)
         }
@@ -101,7 +104,7 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
             }
         case .stats:
             respond(.stats(counters.json(store.stats)))
-        case .forwarded, .heartbeat:
+        case .forwarded, .heartbeat, .subscribe, .credit, .unsubscribe:
             respond(
                 .error(EddyError(.unknownMessageType, "\(request.type) is for cache nodes; this is the segment store")))
         case .read(let segment, let offset, let maxBytes, let waitMilliseconds):

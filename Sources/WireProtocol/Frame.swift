@@ -35,10 +35,15 @@ public struct FrameDecoder: ByteToMessageDecoder {
 
     /// The largest length field accepted.
     public let maxFrameSize: Int
+    /// Bodies up to this size are copied out of the receive buffer instead of sliced from it, so that a frame
+    /// kept by its receiver does not keep the whole receive buffer alive (which then cannot be reused, and a
+    /// fresh one is allocated for the next read).
+    public let copyBodiesUpTo: Int
 
     /// Creates a decoder.
-    public init(maxFrameSize: Int = Frame.defaultMaxFrameSize) {
+    public init(maxFrameSize: Int = Frame.defaultMaxFrameSize, copyBodiesUpTo: Int = 0) {
         self.maxFrameSize = maxFrameSize
+        self.copyBodiesUpTo = copyBodiesUpTo
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
@@ -53,7 +58,14 @@ public struct FrameDecoder: ByteToMessageDecoder {
         buffer.moveReaderIndex(forwardBy: Frame.lengthSize)
         let type = buffer.readInteger(as: UInt8.self)!
         let requestID = buffer.readInteger(as: UInt32.self)!
-        let body = buffer.readSlice(length: Int(length) - Frame.headerSize)!
+        let size = Int(length) - Frame.headerSize
+        var body: ByteBuffer
+        if size <= copyBodiesUpTo {
+            body = context.channel.allocator.buffer(capacity: size)
+            body.writeImmutableBuffer(buffer.readSlice(length: size)!)
+        } else {
+            body = buffer.readSlice(length: size)!
+        }
         context.fireChannelRead(wrapInboundOut(Frame(type: type, requestID: requestID, body: body)))
         return .continue
     }

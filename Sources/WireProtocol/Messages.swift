@@ -23,6 +23,9 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case writerState = 0x0A
     case segmentInfo = 0x0B
     case stats = 0x0C
+    case subscribe = 0x0D
+    case credit = 0x0E
+    case unsubscribe = 0x0F
     case forwarded = 0x20
     case heartbeat = 0x21
 
@@ -65,6 +68,15 @@ public enum Request: Sendable, Equatable {
     case segmentInfo(SegmentID)
     /// The server's counters as a JSON object (docs/operations.md lists the keys).
     case stats
+    /// Follows a segment from `offset` (cache nodes only): the node pushes `readResult` frames with this
+    /// request's ID as bytes arrive, while the subscriber's window (`window` bytes at the start, more with
+    /// ``credit(subscription:bytes:)``) is open; an empty one every `heartbeatMilliseconds` when nothing
+    /// arrived; one with the sealed state at the end. An `error` frame ends the subscription.
+    case subscribe(segment: SegmentID, offset: UInt64, window: UInt32, heartbeatMilliseconds: UInt32)
+    /// Opens a subscription's window by `bytes` (the subscriber consumed them). One-way: never answered.
+    case credit(subscription: UInt32, bytes: UInt32)
+    /// Ends a subscription; frames already on their way may still arrive. One-way: never answered.
+    case unsubscribe(subscription: UInt32)
     /// A request one cache node passes to the owner of its segment, with the sender's ring view. The owner
     /// answers ``EddyError/Code/staleEpoch`` when its view's fingerprint differs, and never forwards it again.
     indirect case forwarded(RingView, Request)
@@ -86,6 +98,9 @@ public enum Request: Sendable, Equatable {
         case .writerState: .writerState
         case .segmentInfo: .segmentInfo
         case .stats: .stats
+        case .subscribe: .subscribe
+        case .credit: .credit
+        case .unsubscribe: .unsubscribe
         case .forwarded: .forwarded
         case .heartbeat: .heartbeat
         }
@@ -268,6 +283,16 @@ public enum MessageCodec {
             b.writeShortString(writerID)
         case .stats:
             break
+        case .subscribe(let segment, let offset, let window, let heartbeat):
+            b.writeSegment(segment)
+            b.writeInteger(offset)
+            b.writeInteger(window)
+            b.writeInteger(heartbeat)
+        case .credit(let subscription, let bytes):
+            b.writeInteger(subscription)
+            b.writeInteger(bytes)
+        case .unsubscribe(let subscription):
+            b.writeInteger(subscription)
         case .forwarded(let view, let inner):
             b.writeRingView(view)
             var innerFrame = frame(inner, id: id, allocator: allocator)
@@ -339,6 +364,17 @@ public enum MessageCodec {
             request = .segmentInfo(try b.readSegment())
         case .stats:
             request = .stats
+        case .subscribe:
+            let segment = try b.readSegment()
+            let offset = try b.read(UInt64.self)
+            let window = try b.read(UInt32.self)
+            request = .subscribe(
+                segment: segment, offset: offset, window: window, heartbeatMilliseconds: try b.read(UInt32.self))
+        case .credit:
+            let subscription = try b.read(UInt32.self)
+            request = .credit(subscription: subscription, bytes: try b.read(UInt32.self))
+        case .unsubscribe:
+            request = .unsubscribe(subscription: try b.read(UInt32.self))
         case .forwarded:
             let view = try b.readRingView()
             let innerType = try b.read(UInt8.self)

@@ -318,7 +318,8 @@ struct BenchFanout: AsyncParsableCommand {
         abstract: "One writer, N tail readers through the ring: append-to-delivery latency percentiles.",
         discussion: """
             The writer appends --rate events per second through the ring, each stamped with its send time; every
-            reader follows every segment and records, per event, the time from send to delivery.
+            reader follows every segment (a subscription: the node pushes new bytes) and records, per event, the
+            time from send to delivery.
             """)
 
     @OptionGroup var target: BenchTarget
@@ -364,10 +365,8 @@ struct BenchFanout: AsyncParsableCommand {
                         return try await withThrowingTaskGroup(of: BenchFigures.self) { inner in
                             for cursor in cursors {
                                 inner.addTask {
-                                    var cursor = cursor
                                     var f = BenchFigures()
-                                    while ContinuousClock.now < end + .milliseconds(500) {
-                                        let (_, events) = try await cursor.step(c, wait: .milliseconds(500))
+                                    _ = try await c.follow(cursor, heartbeat: .milliseconds(500)) { _, events in
                                         let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
                                         for e in events {
                                             _ = f.histogram.record(UInt64(max(1, now - e.event.timestamp)))
@@ -375,7 +374,7 @@ struct BenchFanout: AsyncParsableCommand {
                                             f.bytes += Int(e.pointer.length)
                                         }
                                         progress.events.add(events.count, ordering: .relaxed)
-                                        if ContinuousClock.now >= end { break }
+                                        return ContinuousClock.now < end
                                     }
                                     return f
                                 }
