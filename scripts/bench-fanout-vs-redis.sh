@@ -2,7 +2,7 @@
 # Append-to-delivery latency with many tail readers: Eddy's ring against Redis Streams (XADD + XREAD BLOCK), in
 # one run, with the same client runtime (`eddy bench fanout`, which speaks RESP for --redis), the same readers,
 # rate, tick and payload. Redis runs with appendfsync always, so both acknowledge durable writes.
-# Usage: scripts/bench-fanout-vs-redis.sh [seconds] [rate] [readers...]   (defaults: 8 100 100 1000)
+# Usage: [ROUNDS=3] scripts/bench-fanout-vs-redis.sh [seconds] [rate] [readers...]   (defaults: 8 100 100 1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-8}
@@ -25,13 +25,23 @@ trap 'kill $redis_pid $up_pid 2>/dev/null || true; wait 2>/dev/null || true; rm 
 ulimit -n 65536 2>/dev/null || true
 for _ in $(seq 200); do grep -q '^eddy up:' "$work/up.log" 2>/dev/null && break; sleep 0.1; done
 p99() { python3 -c "import json,sys; d=json.load(sys.stdin); print('%.2f %.2f %.2f' % (d['p50_ms'], d['p99_ms'], d['p999_ms']))"; }
+median() { python3 -c "import statistics,sys; print('%.2f' % statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+# This machine's speed swings from run to run (both systems' p99 moves 2-3x), so each count runs ROUNDS rounds,
+# Eddy and Redis alternating, and the ratio is taken of the medians.
+rounds=${ROUNDS:-3}
 for n in "${counts[@]}"; do
-  e=$("$eddy" bench fanout --stream "bench/redis-cmp-$n" --segments 1 --readers "$n" --rate "$rate" \
-    --duration "$seconds" --json 2>/dev/null | p99)
-  r=$("$eddy" bench fanout --redis 127.0.0.1:16379 --readers "$n" --rate "$rate" --duration "$seconds" --json \
-    2>/dev/null | p99)
-  read -r ep50 ep99 ep999 <<< "$e"
-  read -r rp50 rp99 rp999 <<< "$r"
-  echo "$n readers, $rate events/s: eddy p50/p99/p999 $ep50/$ep99/$ep999 ms; redis $rp50/$rp99/$rp999 ms;" \
-    "p99 redis/eddy $(python3 -c "print(f'{$rp99/$ep99:.2f}')")"
+  e99=(); r99=(); e50=(); r50=()
+  for round in $(seq "$rounds"); do
+    e=$("$eddy" bench fanout --stream "bench/redis-cmp-$n-$round" --segments 1 --readers "$n" --rate "$rate" \
+      --duration "$seconds" --json 2>/dev/null | p99)
+    r=$("$eddy" bench fanout --redis 127.0.0.1:16379 --readers "$n" --rate "$rate" --duration "$seconds" --json \
+      2>/dev/null | p99)
+    read -r ep50 ep99 ep999 <<< "$e"
+    read -r rp50 rp99 rp999 <<< "$r"
+    echo "  round $round, $n readers: eddy p50/p99/p999 $ep50/$ep99/$ep999 ms; redis $rp50/$rp99/$rp999 ms"
+    e99+=("$ep99"); r99+=("$rp99"); e50+=("$ep50"); r50+=("$rp50")
+  done
+  me99=$(median "${e99[@]}"); mr99=$(median "${r99[@]}")
+  echo "$n readers, $rate events/s, median of $rounds: eddy p50/p99 $(median "${e50[@]}")/$me99 ms;" \
+    "redis $(median "${r50[@]}")/$mr99 ms; p99 redis/eddy $(python3 -c "print(f'{$mr99/$me99:.2f}')")"
 done
