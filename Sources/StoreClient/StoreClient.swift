@@ -276,14 +276,15 @@ final class ClientHandler: ChannelDuplexHandler {
         }
     }
 
-    /// Fails the subscription when the node stays silent for two heartbeats (checked once per heartbeat).
+    /// Fails the subscription when the node stays silent for two heartbeats and a second (checked once per
+    /// heartbeat; the second absorbs a busy node's or client's delays).
     private func watch(_ sink: SubscriptionSink, _ context: ChannelHandlerContext) {
         let timers = self.timers ?? LoopTimers.current(on: context.eventLoop)
         self.timers = timers
         timers.schedule(in: sink.heartbeat) { [weak self] in
             guard let self, self.subscriptions[sink.id] === sink else { return }
             let silent = NIODeadline.now() - sink.lastHeard
-            guard silent > sink.heartbeat * 2 else { return self.watch(sink, context) }
+            guard silent > sink.heartbeat * 2 + .seconds(1) else { return self.watch(sink, context) }
             self.subscriptions[sink.id] = nil
             sink.continuation.finish(
                 throwing: EddyError(

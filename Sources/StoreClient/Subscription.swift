@@ -18,10 +18,10 @@ public struct SegmentChunk: Sendable {
 ///
 /// Flow control is a byte window: the node sends while the window is open, and iterating gives the window back
 /// (a credit message once half of it was consumed), so a subscriber that stops iterating is sent at most a
-/// window of bytes. The sequence ends after the chunk that reaches the end of a
-/// sealed segment, or after ``cancel()``. It fails with the node's error, with ``EddyError/Code/connectionFailed`` when the connection
+/// window of bytes. The sequence ends after the chunk that reaches the end of a sealed segment, or after
+/// ``cancel()``. It fails with the node's error, with ``EddyError/Code/connectionFailed`` when the connection
 /// breaks, and with ``EddyError/Code/timedOut`` when neither bytes nor a heartbeat came for two heartbeat
-/// intervals (a node that is gone without closing the connection).
+/// intervals and a second (a node that is gone without closing the connection).
 public final class Subscription: AsyncSequence, Sendable {
     public typealias Element = SegmentChunk
 

@@ -81,9 +81,14 @@ struct Tail: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Like read, then follow new events until interrupted (or until every segment is sealed).")
     @OptionGroup var options: ReadOptions
-    @Option(name: .long, help: "Longest wait of one tail request, in seconds.") var poll: Int = 30
+    @Option(
+        name: .long,
+        help:
+            "Heartbeat of the subscription to a node (a node silent for two and a second is left for the next), or the wait of one tail read against a store, in seconds."
+    ) var poll: Int = 5
 
     func run() async throws {
+        guard (1...60).contains(poll) else { throw ValidationError("--poll must be 1 to 60 seconds, not \(poll)") }
         let format = try options.eventFormat()
         try await withClient(options.server) { client in
             try await printEvents(

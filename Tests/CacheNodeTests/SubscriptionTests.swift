@@ -51,7 +51,7 @@ struct SubscriptionTests {
             #expect(s["subscriptions"] as? Int == 1, "node \(i): \(s)")
         }
         // Nothing to push for a while: heartbeats (empty chunks) come meanwhile.
-        try await Task.sleep(for: .milliseconds(500))
+        try await Task.sleep(for: .milliseconds(800))
         var appended: [UInt8] = []
         for n in 0..<5 {
             let batch = try frames(["event \(n)", String(repeating: "x", count: 100 * n)])
