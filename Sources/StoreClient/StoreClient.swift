@@ -193,23 +193,15 @@ final class ClientHandler: ChannelDuplexHandler {
             let frame = MessageCodec.frame(r, id: sink.id, allocator: context.channel.allocator)
             return context.write(wrapOutboundOut(frame), promise: promise)
         case .credit(let sink, let bytes):
-            guard subscriptions[sink.id] === sink else {
-                promise?.succeed()
-                return
-            }
-            let frame = MessageCodec.frame(
-                .credit(subscription: sink.id, bytes: bytes), id: takeID(), allocator: context.channel.allocator)
-            return context.write(wrapOutboundOut(frame), promise: promise)
+            return oneWay(.credit(subscription: sink.id, bytes: bytes), for: sink, context, promise)
         case .unsubscribe(let sink):
-            guard subscriptions[sink.id] === sink else {
-                promise?.succeed()
-                return
+            if subscriptions[sink.id] === sink {
+                subscriptions[sink.id] = nil
+                sink.continuation.finish()
+                return oneWay(.unsubscribe(subscription: sink.id), for: sink, context, promise, open: true)
             }
-            subscriptions[sink.id] = nil
-            sink.continuation.finish()
-            let frame = MessageCodec.frame(
-                .unsubscribe(subscription: sink.id), id: takeID(), allocator: context.channel.allocator)
-            return context.write(wrapOutboundOut(frame), promise: promise)
+            promise?.succeed()
+            return
         }
         let id = takeID()
         var timer: LoopTimers.Token?
@@ -254,6 +246,20 @@ final class ClientHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         failAll(EddyError(.connectionFailed, "the server closed the connection"))
         context.fireChannelInactive()
+    }
+
+    /// Writes a one-way message of `sink`'s subscription (never answered: it takes an ID no answer will carry),
+    /// or nothing when the subscription is over (`open` says it was, for an unsubscribe that just ended it).
+    private func oneWay(
+        _ request: Request, for sink: SubscriptionSink, _ context: ChannelHandlerContext,
+        _ promise: EventLoopPromise<Void>?, open: Bool = false
+    ) {
+        guard open || subscriptions[sink.id] === sink else {
+            promise?.succeed()
+            return
+        }
+        let frame = MessageCodec.frame(request, id: takeID(), allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(frame), promise: promise)
     }
 
     /// Hands a pushed answer to its subscription; an error, or the end of a sealed segment, ends it.
