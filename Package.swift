@@ -23,12 +23,15 @@ let package = Package(
         .library(name: "HashRing", targets: ["HashRing"]),
         .library(name: "CacheNode", targets: ["CacheNode"]),
         .library(name: "EddyClient", targets: ["EddyClient"]),
+        .library(name: "ObjectStorage", targets: ["ObjectStorage"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
     ],
     targets: [
         // C libraries named by the mission, found through pkg-config (Debian's -dev packages).
@@ -79,6 +82,19 @@ let package = Package(
             swiftSettings: strict
         ),
         .target(name: "HashRing", dependencies: ["StreamModel"], swiftSettings: strict),
+        // Object storage: one protocol, a filesystem backend and an S3 backend (SigV4 over AsyncHTTPClient).
+        .target(
+            name: "ObjectStorage",
+            dependencies: [
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "CacheNode",
             dependencies: [
@@ -116,7 +132,7 @@ let package = Package(
         .target(
             name: "EddyTestSupport",
             dependencies: [
-                "SegmentStore", "StoreServer", "StoreClient", "WireProtocol", "StreamModel",
+                "SegmentStore", "ObjectStorage", "StoreServer", "StoreClient", "WireProtocol", "StreamModel",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -124,6 +140,15 @@ let package = Package(
         ),
         .testTarget(name: "StreamModelTests", dependencies: ["StreamModel"], swiftSettings: strict),
         .testTarget(name: "HashRingTests", dependencies: ["HashRing"], swiftSettings: strict),
+        .testTarget(
+            name: "ObjectStorageTests",
+            dependencies: [
+                "ObjectStorage", "EddyTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "CacheNodeTests",
             dependencies: [

