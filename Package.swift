@@ -24,6 +24,7 @@ let package = Package(
         .library(name: "CacheNode", targets: ["CacheNode"]),
         .library(name: "EddyClient", targets: ["EddyClient"]),
         .library(name: "ObjectStorage", targets: ["ObjectStorage"]),
+        .library(name: "WriteBackQueue", targets: ["WriteBackQueue"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
@@ -32,6 +33,7 @@ let package = Package(
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         // C libraries named by the mission, found through pkg-config (Debian's -dev packages).
@@ -95,6 +97,20 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The internal message queue that orchestrates write-back: DRR over QoS classes, leases, retries, dead
+        // letters, a journal kept as a stream of the segment store.
+        .target(
+            name: "WriteBackQueue",
+            dependencies: [
+                "StreamModel", "WireProtocol", "StoreClient", "ObjectStorage",
+                .product(name: "DequeModule", package: "swift-collections"),
+                .product(name: "HeapModule", package: "swift-collections"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "CacheNode",
             dependencies: [
@@ -140,6 +156,15 @@ let package = Package(
         ),
         .testTarget(name: "StreamModelTests", dependencies: ["StreamModel"], swiftSettings: strict),
         .testTarget(name: "HashRingTests", dependencies: ["HashRing"], swiftSettings: strict),
+        .testTarget(
+            name: "WriteBackQueueTests",
+            dependencies: [
+                "WriteBackQueue", "ObjectStorage", "EddyTestSupport", "StreamModel", "StoreClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "ObjectStorageTests",
             dependencies: [
