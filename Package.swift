@@ -114,7 +114,8 @@ let package = Package(
         .target(
             name: "CacheNode",
             dependencies: [
-                "StreamModel", "HashRing", "CacheCore", "WireProtocol", "StoreClient", "CNUMA",
+                "StreamModel", "HashRing", "CacheCore", "WireProtocol", "StoreClient", "CNUMA", "CZstd", "ObjectStorage",
+                "WriteBackQueue",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -134,7 +135,7 @@ let package = Package(
             name: "eddy",
             dependencies: [
                 "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CacheCore", "Workloads",
-                "HashRing", "CacheNode", "EddyClient", "CNUMA", "CZstd",
+                "HashRing", "CacheNode", "EddyClient", "CNUMA", "CZstd", "ObjectStorage", "WriteBackQueue",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -101,7 +101,11 @@ public final class CacheNode: Sendable {
                 "members": "\(configuration.members.map(\.description).joined(separator: ","))",
                 "policy": "\(configuration.policy)", "cache-bytes": "\(configuration.cacheBytes)",
             ])
-        return CacheNode(core: core, channel: channel, background: [heartbeats, catalog], connections: connections)
+        var background = [heartbeats, catalog]
+        if let writeBack = core.writeBack {
+            background.append(Task { await writeBack.run(core: core) })
+        }
+        return CacheNode(core: core, channel: channel, background: background, connections: connections)
     }
 
     /// The port the node is bound to.
@@ -111,6 +115,7 @@ public final class CacheNode: Sendable {
     /// (their requests in progress are cancelled; clients fail over), and the upstream connections.
     public func close() async {
         for t in background.withLock({ $0 }) { t.cancel() }
+        await core.writeBack?.shutdown()
         try? await channel.close()
         connections.closeAll()
         await core.store.close()

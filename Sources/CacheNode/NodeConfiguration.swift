@@ -42,6 +42,8 @@ public struct NodeConfiguration: Sendable {
     public var maxInFlightPerConnection: Int = 1024
     /// When set, every block request is appended to this file as a block trace that `eddy sim` replays.
     public var traceOut: String?
+    /// Write-back to object storage (flushes, cold reads, retention); nil: off.
+    public var writeBack: WriteBackConfiguration?
     /// Where the node logs.
     public var logger: Logger = Logger(label: "eddy.node")
 

@@ -27,6 +27,8 @@ public final class NodeCore: Sendable {
     let ledger = StoreReadLedger()
     let budget: ByteBudget
     let trace: AccessTrace?
+    /// Write-back to object storage, when configured.
+    let writeBack: WriteBack?
 
     private let segments = Mutex<[SegmentID: OwnedSegment]>([:])
     /// The last state seen of segments owned elsewhere (from forwarded answers), to know which blocks are full.
@@ -96,6 +98,11 @@ public final class NodeCore: Sendable {
             peers[m.description] = Upstream(address: m, group: group, connectTimeout: configuration.requestTimeout)
         }
         self.peers = peers
+        let storeUpstream = store
+        let blockGeometry = geometry
+        writeBack = configuration.writeBack.map {
+            WriteBack(configuration: $0, node: configuration, store: storeUpstream, geometry: blockGeometry)
+        }
         let box = PlacementBox()
         membership = Membership(configuration: configuration, upstreams: peers) { ring in box.core?.ringChanged(ring) }
         let ring = membership.ring
@@ -163,6 +170,13 @@ public final class NodeCore: Sendable {
     /// The ring in use.
     public var ring: HashRing { placement.withLock { $0.ring } }
 
+    /// The segments of the store's catalog this node owns on the current ring.
+    func ownedSegmentIDs() -> [SegmentID] {
+        placement.withLock { p in
+            p.catalog.filter { p.assignment[$0] == me }.sorted().compactMap { try? SegmentID(parsing: $0) }
+        }
+    }
+
     // MARK: - Requests
 
     /// Answers one request from a client or a peer. Reads answer through ``read(_:offset:maxBytes:wait:reader:)``.
@@ -196,7 +210,9 @@ public final class NodeCore: Sendable {
             }
             return try await answer(inner, forwardedBy: peerView)
         case .listStreams, .streamInfo, .writerState, .segmentInfo:
-            return try await store.send(request, timeout: timeout)
+            let r = try await store.send(request, timeout: timeout)
+            guard let writeBack else { return r }
+            return await writeBack.showingFlushedStarts(r)
         case .createStream:
             let r = try await store.send(request, timeout: timeout)
             await refreshCatalog()
@@ -209,6 +225,14 @@ public final class NodeCore: Sendable {
             return r
         case .append(let segment, _, _, let frames):
             return try await routed(segment, request, forwardedBy: view) { () throws(EddyError) in
+                if let writeBack = self.writeBack, let limit = writeBack.configuration.maximumFlushLag,
+                    writeBack.lag(segment) > limit
+                {
+                    throw EddyError(
+                        .overloaded,
+                        "\(segment) has \(writeBack.lag(segment)) bytes not yet flushed to object storage, over the "
+                            + "\(limit)-byte limit; try again when flushing catches up")
+                }
                 let seg = self.ownedSegment(segment)
                 seg.appendSent()
                 defer { seg.appendLanded() }
@@ -216,11 +240,15 @@ public final class NodeCore: Sendable {
                 if case .appendAck(let ack) = r, !ack.duplicate {
                     self.counters.appends.add(1, ordering: .relaxed)
                     self.absorb(seg.extend(at: ack.firstOffset, frames), segment)
+                    self.writeBack?.appended(segment, length: ack.firstOffset + UInt64(frames.readableBytes))
                 }
                 return r
             }
         case .seal(let segment), .truncate(let segment, _):
             return try await routed(segment, request, forwardedBy: view) { () throws(EddyError) in
+                if case .truncate(_, let offset) = request, let writeBack = self.writeBack {
+                    try await writeBack.checkTruncation(segment, at: offset)
+                }
                 let r = try await self.store.send(request, timeout: timeout)
                 if case .segmentInfo(let info) = r {
                     self.ownedSegment(segment).learn(info).fire()
@@ -460,8 +488,11 @@ public final class NodeCore: Sendable {
             let info: SegmentInfo
             if let known = seg.info { info = known } else { info = try await refreshInfo(seg) }
             guard offset >= info.startOffset else {
-                throw EddyError(
-                    .truncated, "offset \(offset) of \(segment) is below its truncation point \(info.startOffset)")
+                guard let writeBack else {
+                    throw EddyError(
+                        .truncated, "offset \(offset) of \(segment) is below its truncation point \(info.startOffset)")
+                }
+                return try await coldRead(seg, writeBack, offset: offset, maxBytes: maxBytes, info: info)
             }
             if offset < info.length {
                 let index = geometry.index(containing: offset)
@@ -563,6 +594,41 @@ public final class NodeCore: Sendable {
         } catch {
             throw Self.typed(error)
         }
+    }
+
+    /// A read below the store's truncation point: the block from object storage through the cache (cached when
+    /// it was flushed whole), loaded once however many readers ask.
+    private func coldRead(
+        _ seg: OwnedSegment, _ writeBack: WriteBack, offset: UInt64, maxBytes: Int, info: SegmentInfo
+    ) async throws(EddyError) -> ReadAnswer {
+        let index = geometry.index(containing: offset)
+        let id = BlockID(segment: seg.id, index: index)
+        let blockStart = geometry.range(ofBlock: index).lowerBound
+        var block: ByteBuffer
+        if let cached = try cache.buffer(id) {
+            block = cached
+            countLookup(hit: true)
+        } else {
+            let blockSize = Int(geometry.blockSize)
+            do {
+                (block, _) = try await blockLoads.run(id) {
+                    if let b = try self.cache.buffer(id) { return b }
+                    let bytes = try await writeBack.coldBlock(seg.id, index: index)
+                    guard bytes.readableBytes == blockSize else { return bytes }
+                    return self.cache.admit(id, buffer: bytes) ?? bytes
+                }
+            } catch {
+                throw Self.typed(error)
+            }
+            countLookup(hit: false)
+        }
+        let skip = Int(offset - blockStart)
+        guard skip < block.readableBytes else {
+            throw EddyError(.truncated, "offset \(offset) of \(seg.id) is neither in the store nor flushed")
+        }
+        let take = min(maxBytes, block.readableBytes - skip)
+        return ReadAnswer(
+            info: info, offset: offset, slices: [block.getSlice(at: block.readerIndex + skip, length: take)!])
     }
 
     /// One store read of all of block `index`, cached when the block is full.

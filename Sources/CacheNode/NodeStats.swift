@@ -12,7 +12,7 @@ extension NodeCore {
         let hits = c.hits.load(ordering: .relaxed)
         let misses = c.misses.load(ordering: .relaxed)
         let served = owned.byteHits + nearStats.byteHits
-        let document: [String: Any] = [
+        var document: [String: Any] = [
             "role": "node",
             "node": me,
             "zone": configuration.zone,
@@ -52,6 +52,20 @@ extension NodeCore {
             "ring_changes": c.ringChanges.load(ordering: .relaxed),
             "members": ring.members,
         ]
+        if let writeBack {
+            let queue = writeBack.metrics()
+            document["flushed_bytes"] = writeBack.flushedBytes.load(ordering: .relaxed)
+            document["flush_lag_bytes"] = writeBack.flushLag
+            document["objects_written"] = writeBack.objectsWritten.load(ordering: .relaxed)
+            document["objects_adopted"] = writeBack.objectsAdopted.load(ordering: .relaxed)
+            document["cold_block_loads"] = writeBack.coldReads.load(ordering: .relaxed)
+            document["retention_truncations"] = writeBack.truncations.load(ordering: .relaxed)
+            document["queue_depth"] = queue?.depth ?? 0
+            document["queue_leased"] = queue?.leased ?? 0
+            document["queue_retries"] = queue?.retries ?? 0
+            document["dead_letters"] = queue?.totalDeadLetters ?? 0
+            document["object_store"] = writeBack.objects.location
+        }
         let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])) ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }

@@ -365,6 +365,15 @@ public final class WriteBackQueue: Sendable {
         }
     }
 
+    /// The live (not dead) messages of `queue`, by ID: what is queued, delayed or leased.
+    public func liveMessages(queue: String) -> [QueueMessage] {
+        state.withLock { state in
+            state.entries.values.filter { !$0.isDead && $0.message.queue == queue }.map(\.message).sorted {
+                $0.id < $1.id
+            }
+        }
+    }
+
     // MARK: - Dead letters
 
     /// The dead letters of `queue` (every queue when nil), oldest first, with when each died.

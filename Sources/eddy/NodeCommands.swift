@@ -4,6 +4,7 @@ import CacheNode
 import Foundation
 import Logging
 import NIOCore
+import ObjectStorage
 import SegmentStore
 import StoreServer
 import StreamModel
@@ -49,6 +50,84 @@ struct NodeOptions: ParsableArguments {
     }
 }
 
+/// Where a node writes back (and `backup`, `restore`, `export` read and write): shared by `eddy node`,
+/// `eddy up` and those commands.
+struct ObjectStoreOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help:
+            "Object storage: file://DIR or s3://BUCKET/PREFIX (credentials from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); none: no write-back."
+    )
+    var objectStore: String?
+
+    @Option(name: .long, help: "S3 endpoint URL (http://HOST:PORT); AWS when not given.")
+    var s3Endpoint: String?
+
+    @Option(name: .long, help: "S3 region (else AWS_REGION, else us-east-1).")
+    var s3Region: String?
+
+    @Flag(name: .long, help: "Path-style S3 addressing (HOST/BUCKET/KEY), what most S3-compatible servers want.")
+    var s3PathStyle = false
+
+    /// The location given, or `fallback` when none was; nil for `none`.
+    func location(fallback: String?) throws -> ObjectStoreLocation? {
+        guard let url = objectStore ?? fallback, url != "none" else { return nil }
+        return try ObjectStoreLocation(
+            parsing: url, endpoint: s3Endpoint, region: s3Region, pathStyle: s3PathStyle,
+            environment: ProcessInfo.processInfo.environment)
+    }
+
+    /// The store at the location given (or `fallback`); nil for `none`.
+    func open(fallback: String? = nil) throws -> (
+        store: any ObjectStore, prefix: String, location: ObjectStoreLocation
+    )? {
+        guard let location = try location(fallback: fallback) else { return nil }
+        return (try location.makeStore(environment: ProcessInfo.processInfo.environment), location.prefix, location)
+    }
+}
+
+/// Write-back settings of a node, shared by `eddy node` and `eddy up`.
+struct WriteBackOptions: ParsableArguments {
+    @OptionGroup var objects: ObjectStoreOptions
+
+    @Option(name: .long, help: "Keep at most this many bytes of each segment in the store once flushed (K, M, G).")
+    var retainBytes: String?
+
+    @Option(name: .long, help: "Keep flushed bytes in the store for this many seconds after their flush.")
+    var retainSeconds: Double?
+
+    @Option(name: .long, help: "Seconds without appends after which a partial tail block is flushed.")
+    var flushIdle: Double = 30
+
+    @Option(
+        name: .long, help: "Refuse appends to a segment with more unflushed bytes than this (K, M, G); off by default.")
+    var maxFlushLag: String?
+
+    @Option(name: .long, help: "Flush workers per node.")
+    var flushWorkers: Int = 4
+
+    func apply(to c: inout NodeConfiguration, fallback: String?) throws {
+        guard let (store, prefix, _) = try objects.open(fallback: fallback) else {
+            c.writeBack = nil
+            return
+        }
+        var w = WriteBackConfiguration(objectStore: store, prefix: prefix)
+        if let retainBytes { w.retainBytes = UInt64(try parseSize(retainBytes, what: "--retain-bytes")) }
+        if let retainSeconds {
+            guard retainSeconds > 0 else { throw EddyError(.invalidArgument, "--retain-seconds must be positive") }
+            w.retainSeconds = .milliseconds(Int64(retainSeconds * 1000))
+        }
+        guard flushIdle > 0 else { throw EddyError(.invalidArgument, "--flush-idle must be positive") }
+        w.flushIdle = .milliseconds(Int64(flushIdle * 1000))
+        if let maxFlushLag { w.maximumFlushLag = UInt64(try parseSize(maxFlushLag, what: "--max-flush-lag")) }
+        guard (1...64).contains(flushWorkers) else {
+            throw EddyError(.invalidArgument, "--flush-workers must be 1...64")
+        }
+        w.workers = flushWorkers
+        c.writeBack = w
+    }
+}
+
 /// Parses `123`, `64K`, `256M`, `2G`.
 func parseSize(_ text: String, what: String) throws -> Int64 {
     let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
@@ -79,6 +158,7 @@ struct Node: AsyncParsableCommand {
     var members: String
     @Option(name: .long, help: "Log level.") var logLevel: Logger.Level = .info
     @OptionGroup var options: NodeOptions
+    @OptionGroup var writeBack: WriteBackOptions
 
     func run() async throws {
         try await reportingErrors {
@@ -87,6 +167,7 @@ struct Node: AsyncParsableCommand {
                 listen: try ServerAddress(parsing: listen), store: try ServerAddress(parsing: store),
                 members: try members.split(separator: ",").map { try ServerAddress(parsing: String($0)) })
             try options.apply(to: &c)
+            try writeBack.apply(to: &c, fallback: nil)
             let node = try await CacheNode.start(configuration: c)
             let logger = Logger(label: "eddy")
             logger.info("eddy node ready", metadata: ["listen": "\(c.listen)", "store": "\(c.store)"])

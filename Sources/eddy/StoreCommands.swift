@@ -125,11 +125,13 @@ struct Up: AsyncParsableCommand {
 
     @OptionGroup var options: StoreOptions
     @OptionGroup var nodeOptions: NodeOptions
+    @OptionGroup var writeBack: WriteBackOptions
 
     func run() async throws {
         try await reportingErrors {
             bootstrapLogging(level: options.logLevel)
             let logger = Logger(label: "eddy")
+            let objects = try writeBack.objects.location(fallback: "file://\(data)/objects")
             let storeAddress = try ServerAddress(parsing: store)
             let members = try nodes.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
             let (segmentStore, server) = try await startStore(
@@ -140,6 +142,7 @@ struct Up: AsyncParsableCommand {
                 for m in members {
                     var c = NodeConfiguration(listen: m, store: server.address, members: members)
                     try nodeOptions.apply(to: &c)
+                    try writeBack.apply(to: &c, fallback: "file://\(data)/objects")
                     c.logger = Logger(label: "eddy.node.\(m.port)")
                     if let path = c.traceOut { c.traceOut = "\(path).\(m.port)" }  // one trace per node
                     started.append(try await CacheNode.start(configuration: c))
@@ -151,6 +154,7 @@ struct Up: AsyncParsableCommand {
                 segmentStore.close()
                 throw error
             }
+            Output.shared.line("write-back to \(objects.map(\.description) ?? "nothing (--object-store none)")")
             Output.shared.line("eddy up: try `eddy create demo/events --segments 4` in another terminal; Ctrl-C stops")
             Output.shared.flush()
             let signal = await waitForSignal()

@@ -1,0 +1,88 @@
+import Foundation
+import NIOCore
+import ObjectStorage
+import StreamModel
+
+/// SegmentManifest is the flush state of one segment, kept as a JSON object beside the segment's block objects
+/// (`<prefix>/<scope>/<stream>/<segment:08>.manifest`, one level above the blocks, so it never appears in
+/// their listing). Its `flushed` watermark only grows, and only after the objects below it are written: a
+/// manifest never points at a missing object.
+///
+/// Keys (docs/protocol.md): `segment` (text), `first` (the lowest offset in objects), `flushed` (every byte from
+/// `first` below it is in objects), `event_boundary`
+/// (the last event start at or below `flushed`: where retention may truncate), `next_frame` (the first event
+/// start at or after `flushed`, to keep finding boundaries), `objects` (how many), `sealed` (whether `flushed`
+/// is the sealed segment's end), `updated_ms`.
+public struct SegmentManifest: Sendable, Hashable, Codable {
+    /// The segment, as text (`scope/stream/00000001`).
+    public var segment: String
+    /// The lowest offset held in block objects (0, or where the store's segment started when write-back began).
+    public var first: UInt64
+    /// Every byte from ``first`` below it is in block objects.
+    public var flushed: UInt64
+    /// The last event start at or below ``flushed``.
+    public var eventBoundary: UInt64
+    /// The first event start at or after ``flushed``.
+    public var nextFrame: UInt64
+    /// Block objects written.
+    public var objects: Int
+    /// Whether ``flushed`` is the end of the sealed segment.
+    public var sealed: Bool
+    /// When it was written, ms since 1970.
+    public var updatedMilliseconds: Int64
+
+    enum CodingKeys: String, CodingKey {
+        case segment, first, flushed, objects, sealed
+        case eventBoundary = "event_boundary"
+        case nextFrame = "next_frame"
+        case updatedMilliseconds = "updated_ms"
+    }
+
+    /// The state of a segment nothing of which is flushed.
+    public init(segment: SegmentID) {
+        self.segment = segment.description
+        first = 0
+        flushed = 0
+        eventBoundary = 0
+        nextFrame = 0
+        objects = 0
+        sealed = false
+        updatedMilliseconds = 0
+    }
+
+    /// The manifest's key.
+    public static func key(prefix: String, segment: SegmentID) -> String {
+        ObjectKey.join(
+            prefix,
+            "\(segment.stream.scope)/\(segment.stream.stream)/\(ObjectKey.fixedWidth(segment.number, 8)).manifest")
+    }
+
+    /// Reads a segment's manifest; a missing one is the empty state.
+    /// - Throws: the store's error, or ``EddyError/Code/corruptData`` for a manifest that does not parse.
+    public static func load(from store: any ObjectStore, prefix: String, segment: SegmentID) async throws
+        -> SegmentManifest
+    {
+        let key = key(prefix: prefix, segment: segment)
+        let body: ByteBuffer
+        do {
+            body = try await store.get(key)
+        } catch ObjectStoreError.notFound(_) {
+            return SegmentManifest(segment: segment)
+        }
+        do {
+            return try JSONDecoder().decode(SegmentManifest.self, from: Data(body.readableBytesView))
+        } catch {
+            throw EddyError(.corruptData, "manifest \(key) does not parse: \(error)")
+        }
+    }
+
+    /// Writes the manifest (replacing the old one).
+    public func save(to store: any ObjectStore, prefix: String, segment: SegmentID) async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = try encoder.encode(self)
+        _ = try await store.put(key(segment: segment, prefix: prefix), body: ByteBuffer(bytes: data), mode: .overwrite)
+    }
+
+    func key(segment: SegmentID, prefix: String) -> String { Self.key(prefix: prefix, segment: segment) }
+}
