@@ -214,6 +214,7 @@ let package = Package(
             name: "EddyCLITests",
             dependencies: [
                 "StreamModel", "SegmentStore", "EddyClient", "StoreClient", "WireProtocol", "EddyTestSupport",
+                "ObjectStorage", "CacheNode",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict

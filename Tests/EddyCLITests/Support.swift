@@ -119,12 +119,15 @@ final class ServerProcess {
     let logPath: String
     let arguments: [String]
 
-    init(_ arguments: [String], log: String, marker: String) throws {
+    init(_ arguments: [String], log: String, marker: String, environment: [String: String] = [:]) throws {
         self.arguments = arguments
         logPath = log
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: eddyBinary)
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
@@ -165,13 +168,18 @@ final class Ring {
     private(set) var store: ServerProcess
     private(set) var nodes: [ServerProcess] = []
     let nodeArguments: [String]
+    let environment: [String: String]
 
-    /// Starts a store and the first `running` of `count` nodes (all `count` are members).
-    init(nodes count: Int = 3, running: Int? = nil, nodeArguments: [String] = []) throws {
+    /// Starts a store and the first `running` of `count` nodes (all `count` are members); nodes get
+    /// `nodeArguments` and `environment` (added to this process's).
+    init(
+        nodes count: Int = 3, running: Int? = nil, nodeArguments: [String] = [], environment: [String: String] = [:]
+    ) throws {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         storeAddress = "127.0.0.1:\(try freePort())"
         nodeAddresses = try (0..<count).map { _ in "127.0.0.1:\(try freePort())" }
         self.nodeArguments = nodeArguments
+        self.environment = environment
         store = try ServerProcess(
             ["store", "--data", folder + "/store", "--listen", storeAddress], log: folder + "/store.log",
             marker: "eddy store ready")
@@ -189,7 +197,7 @@ final class Ring {
                 "node", "--listen", nodeAddresses[i], "--store", storeAddress, "--members",
                 nodeAddresses.joined(separator: ","),
             ] + nodeArguments,
-            log: folder + "/node-\(i).log", marker: "eddy node ready")
+            log: folder + "/node-\(i).log", marker: "eddy node ready", environment: environment)
     }
 
     /// Starts the store again on the same address and data (after a stop or kill).

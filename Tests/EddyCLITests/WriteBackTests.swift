@@ -1,0 +1,153 @@
+import CacheNode
+import EddyClient
+import EddyTestSupport
+import Foundation
+import NIOCore
+import ObjectStorage
+import StoreClient
+import StreamModel
+import Testing
+import WireProtocol
+
+/// Write-back with every component a real process: a store, three nodes flushing to a real SeaweedFS, and an
+/// independent S3 client (boto3) reading the objects back.
+@Suite("write-back to object storage as real processes", .serialized)
+struct WriteBackTests {
+    static let megabytes = Int(ProcessInfo.processInfo.environment["EDDY_WRITEBACK_MB"] ?? "256") ?? 256
+
+    static var repository: String {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+    }
+
+    /// Runs a command, returning its status and output.
+    static func run(_ arguments: [String], environment: [String: String]) throws -> (Int32, String) {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = arguments
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let out = Pipe()
+        process.standardOutput = out
+        process.standardError = out
+        try process.run()
+        let data = out.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    @Test(
+        "appended bytes end up in SeaweedFS byte-identical (read back with boto3); after truncation the same events come back from object storage"
+    )
+    func endToEnd() async throws {
+        let seaweed = try await SeaweedFS.shared()
+        let bucket = "eddy-wb-" + UUID().uuidString.lowercased().prefix(8)
+        let objects = try await seaweed.makeStore(bucket: bucket)
+        let environment = ["AWS_ACCESS_KEY_ID": seaweed.accessKey, "AWS_SECRET_ACCESS_KEY": seaweed.secretKey]
+        let ring = try Ring(
+            nodes: 3,
+            nodeArguments: [
+                "--object-store", "s3://\(bucket)/eddy", "--s3-endpoint", seaweed.endpoint, "--s3-path-style",
+                "--flush-idle", "1",
+            ], environment: environment)
+        defer { ring.stopAll() }
+        let store = try await RingTests.client([ring.storeAddress], timeout: .seconds(60))
+        let name = try StreamName(scope: "wb", stream: "events")
+        let segments: UInt32 = 4
+        _ = try await store.send(.createStream(name, segments: segments))
+        // Straight to the store: the nodes find the new bytes by their scan, as after writes that bypass them.
+        let perSegment = Self.megabytes << 20 / Int(segments) / 1_040
+        try await RingTests.fill(store, name, segments: segments, count: perSegment, size: 1_000)
+
+        // Every segment flushed to its end: the manifests say so.
+        var lengths: [UInt32: UInt64] = [:]
+        for s in 0..<segments {
+            let r = try await store.send(.segmentInfo(SegmentID(stream: name, number: s)))
+            guard case .segmentInfo(let info) = r else { throw CLIError("segment info: \(r)") }
+            lengths[s] = info.length
+        }
+        let deadline = ContinuousClock.now + .seconds(300)
+        var manifests: [UInt32: SegmentManifest] = [:]
+        while manifests.count < Int(segments) {
+            for s in 0..<segments where manifests[s] == nil {
+                let m = try await SegmentManifest.load(
+                    from: objects, prefix: "eddy", segment: SegmentID(stream: name, number: s))
+                if m.flushed == lengths[s] { manifests[s] = m }
+            }
+            if ContinuousClock.now > deadline {
+                throw CLIError(
+                    "not flushed in 300 s: \(manifests.keys.sorted()); logs: \(ring.nodes.map(\.log).joined())")
+            }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        // The store's bytes, for the independent check.
+        let expected = ring.folder + "/expected"
+        try FileManager.default.createDirectory(atPath: expected, withIntermediateDirectories: true)
+        for s in 0..<segments {
+            var bytes = Data()
+            var offset: UInt64 = 0
+            while offset < lengths[s]! {
+                let (_, data) = try await store.read(
+                    SegmentID(stream: name, number: s), from: offset, maxBytes: 4 << 20)
+                bytes.append(contentsOf: data.readableBytesView)
+                offset += UInt64(data.readableBytes)
+            }
+            try bytes.write(to: URL(fileURLWithPath: expected + "/\(ObjectKey.fixedWidth(s, 8)).bin"))
+        }
+        let (status, output) = try Self.run(
+            [
+                "python3", Self.repository + "/scripts/verify-objects.py", "--endpoint", seaweed.endpoint, "--bucket",
+                String(bucket), "--prefix", "eddy", "--stream", "wb/events", "--expected", expected,
+            ], environment: environment)
+        #expect(status == 0, "boto3 check: \(output)")
+        #expect(output.contains("OK"))
+
+        // Everything read through a node, then the store truncated at each manifest's last event boundary.
+        let node = try await RingTests.client([ring.nodeAddresses[0]], timeout: .seconds(60))
+        let cursors = (0..<segments).map { SegmentCursor(segment: SegmentID(stream: name, number: $0), offset: 0) }
+        var before: [String] = []
+        for try await e in node.events(cursors, follow: false) {
+            before.append(String(decoding: e.event.payload, as: UTF8.self))
+        }
+        #expect(before.count == perSegment * Int(segments))
+        for s in 0..<segments {
+            let segment = SegmentID(stream: name, number: s)
+            let truncated = try await node.truncate(segment, at: manifests[s]!.eventBoundary)
+            #expect(truncated.startOffset == manifests[s]!.eventBoundary)
+            #expect(truncated.startOffset > lengths[s]! / 2)
+        }
+        // A truncation past what is flushed is refused.
+        _ = try await store.append(
+            SegmentID(stream: name, number: 0),
+            frames: ByteBuffer(bytes: try EventFrame.encode(Event(timestamp: 0, payload: [1]))),
+            writerID: "late", firstEventNumber: 0)
+        await #expect(throws: EddyError.self) {
+            try await node.truncate(SegmentID(stream: name, number: 0), at: lengths[0]! + 1)
+        }
+        // Through a fresh client on another node: the segments start at 0 again (cold reads).
+        let other = try await RingTests.client([ring.nodeAddresses[1]], timeout: .seconds(60))
+        let info = try await other.info(name)
+        #expect(info.segments.allSatisfy { $0.startOffset == 0 })
+        var after: [String] = []
+        let fromStart = info.segments.map { SegmentCursor(segment: $0.segment, offset: $0.startOffset) }
+        for try await e in other.events(fromStart, follow: false) {
+            after.append(String(decoding: e.event.payload, as: UTF8.self))
+        }
+        #expect(after.count == before.count + 1)
+        #expect(after.filter { $0 != "\u{1}" }.sorted() == before.sorted())
+        var coldLoads = 0
+        for address in ring.nodeAddresses {
+            let c = try await RingTests.client([address])
+            let stats = try await c.stats()
+            if let data = stats.data(using: .utf8),
+                let json = try JSONSerialization.jsonObject(with: data) as? [String: Any]
+            {
+                coldLoads += json["cold_block_loads"] as? Int ?? 0
+            }
+            await c.close()
+        }
+        #expect(coldLoads > 0, "the cold bytes came from object storage")
+        await node.close()
+        await other.close()
+        await store.close()
+    }
+}
