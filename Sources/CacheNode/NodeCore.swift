@@ -195,6 +195,9 @@ public final class NodeCore: Sendable {
             throw EddyError(.malformedFrame, "hello sent twice")
         case .stats:
             return .stats(statsJSON())
+        case .admin(let command, let arguments):
+            guard view == nil else { throw EddyError(.invalidArgument, "admin commands cannot be forwarded") }
+            return .stats(try await admin(command, arguments: arguments))
         case .subscribe, .credit, .unsubscribe:
             // A connection handles its own subscriptions; they never travel between nodes.
             throw EddyError(.invalidArgument, "\(request.type) cannot be forwarded")

@@ -104,7 +104,7 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
             }
         case .stats:
             respond(.stats(counters.json(store.stats)))
-        case .forwarded, .heartbeat, .subscribe, .credit, .unsubscribe:
+        case .forwarded, .heartbeat, .subscribe, .credit, .unsubscribe, .admin:
             respond(
                 .error(EddyError(.unknownMessageType, "\(request.type) is for cache nodes; this is the segment store")))
         case .read(let segment, let offset, let maxBytes, let waitMilliseconds):

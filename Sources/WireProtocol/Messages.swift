@@ -26,6 +26,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case subscribe = 0x0D
     case credit = 0x0E
     case unsubscribe = 0x0F
+    case admin = 0x10
     case forwarded = 0x20
     case heartbeat = 0x21
 
@@ -77,6 +78,10 @@ public enum Request: Sendable, Equatable {
     case credit(subscription: UInt32, bytes: UInt32)
     /// Ends a subscription; frames already on their way may still arrive. One-way: never answered.
     case unsubscribe(subscription: UInt32)
+    /// An administrative command of a cache node (`dlq.list`, `dlq.show`, `dlq.redrive`, `dlq.purge`,
+    /// `queue.journal`; docs/protocol.md), its arguments a JSON object; answered with a JSON document
+    /// (`statsResult`). Never forwarded.
+    case admin(command: String, arguments: String)
     /// A request one cache node passes to the owner of its segment, with the sender's ring view. The owner
     /// answers ``EddyError/Code/staleEpoch`` when its view's fingerprint differs, and never forwards it again.
     indirect case forwarded(RingView, Request)
@@ -101,6 +106,7 @@ public enum Request: Sendable, Equatable {
         case .subscribe: .subscribe
         case .credit: .credit
         case .unsubscribe: .unsubscribe
+        case .admin: .admin
         case .forwarded: .forwarded
         case .heartbeat: .heartbeat
         }
@@ -293,6 +299,11 @@ public enum MessageCodec {
             b.writeInteger(bytes)
         case .unsubscribe(let subscription):
             b.writeInteger(subscription)
+        case .admin(let command, let arguments):
+            b.writeShortString(command)
+            let utf8 = Array(arguments.utf8)
+            b.writeInteger(UInt32(utf8.count))
+            b.writeBytes(utf8)
         case .forwarded(let view, let inner):
             b.writeRingView(view)
             var innerFrame = frame(inner, id: id, allocator: allocator)
@@ -375,6 +386,10 @@ public enum MessageCodec {
             request = .credit(subscription: subscription, bytes: try b.read(UInt32.self))
         case .unsubscribe:
             request = .unsubscribe(subscription: try b.read(UInt32.self))
+        case .admin:
+            let command = try b.readShortString()
+            var arguments = try b.readSizedBuffer()
+            request = .admin(command: command, arguments: arguments.readString(length: arguments.readableBytes) ?? "")
         case .forwarded:
             let view = try b.readRingView()
             let innerType = try b.read(UInt8.self)

@@ -181,7 +181,8 @@ struct Node: AsyncParsableCommand {
 
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Ask a node or the store about itself.", subcommands: [AdminStats.self])
+        abstract: "Ask a node or the store about itself.",
+        subcommands: [AdminStats.self, AdminDLQ.self, AdminQueue.self])
 }
 
 struct AdminStats: AsyncParsableCommand {

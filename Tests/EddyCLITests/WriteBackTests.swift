@@ -151,3 +151,59 @@ struct WriteBackTests {
         await store.close()
     }
 }
+
+extension WriteBackTests {
+    @Test(
+        "a flush that keeps failing becomes a dead letter, shows in `eddy admin dlq list`, and redrive finishes it once the fault is gone"
+    )
+    func deadLetterAndRedrive() async throws {
+        // The fault: a file where the stream's folder of objects must go, so every flush fails (the filesystem
+        // backend refuses the key); removing the file removes the fault.
+        let objectsFolder = temporaryPath("dlq-objects")
+        try FileManager.default.createDirectory(atPath: objectsFolder, withIntermediateDirectories: true)
+        try "in the way".write(toFile: objectsFolder + "/dlq", atomically: true, encoding: .utf8)
+        let ring = try Ring(
+            nodes: 1, nodeArguments: ["--object-store", "file://\(objectsFolder)", "--flush-idle", "1"])
+        defer { ring.stopAll() }
+        let node = ring.nodeAddresses[0]
+        #expect(try eddy(["create", "dlq/events", "--segments", "1", "--server", node]).status == 0)
+        let lines = (0..<100).map { "event \($0)" }.joined(separator: "\n") + "\n"
+        #expect(try eddy(["append", "dlq/events", "--server", node], input: lines).status == 0)
+        // Five failed attempts with backoff, then the task is dead.
+        let deadline = ContinuousClock.now + .seconds(120)
+        var listed = ""
+        while ContinuousClock.now < deadline {
+            listed = try eddy(["admin", "dlq", "list", "--server", node]).stdout
+            if listed.contains("flush") { break }
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        #expect(listed.contains("flush") && listed.contains("attempts=5"), "dlq list: \(listed)")
+        #expect(listed.contains("segment=dlq/events/00000000"))
+        let stats = try eddy(["admin", "stats", "--server", node, "--format", "json"]).stdout
+        #expect(stats.contains("\"dead_letters\":1"), "\(stats)")
+        let id = try #require(listed.split(separator: " ").first.map(String.init))
+        let shown = try eddy(["admin", "dlq", "show", id, "--server", node])
+        #expect(shown.status == 0 && shown.stdout.contains("\"last_error\""), "\(shown.stderr)")
+        #expect(try eddy(["admin", "dlq", "show", "999999", "--server", node]).status == 1)
+
+        // The fault is gone. Redrive finishes the job.
+        try FileManager.default.removeItem(atPath: objectsFolder + "/dlq")
+        let objects = try FileObjectStore(root: objectsFolder)
+        let redrive = try eddy(["admin", "dlq", "redrive", "--all", "--server", node])
+        #expect(redrive.status == 0 && redrive.stdout.contains("redriven 1"), "\(redrive.stdout) \(redrive.stderr)")
+        let segment = SegmentID(stream: try StreamName(scope: "dlq", stream: "events"), number: 0)
+        let flushDeadline = ContinuousClock.now + .seconds(60)
+        var manifest = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
+        while manifest.flushed == 0 && ContinuousClock.now < flushDeadline {
+            try await Task.sleep(for: .milliseconds(300))
+            manifest = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
+        }
+        #expect(manifest.flushed > 0)
+        #expect(try eddy(["admin", "dlq", "list", "--server", node]).stdout.contains("no dead letters"))
+        // The journal is readable through the admin command, and `purge` and bad input answer clearly.
+        #expect(try eddy(["admin", "queue", "journal", "--server", node]).status == 0)
+        #expect(try eddy(["admin", "dlq", "purge", "--server", node]).status != 0)
+        let store = try eddy(["admin", "dlq", "list", "--server", ring.storeAddress])
+        #expect(store.status == 1 && store.stderr.contains("cache nodes"), "\(store.stderr)")
+    }
+}

@@ -59,6 +59,8 @@ struct WireProtocolTests {
         .subscribe(segment: segment, offset: 1 << 33, window: 4 << 20, heartbeatMilliseconds: 500),
         .credit(subscription: 7, bytes: 1 << 21),
         .unsubscribe(subscription: 7),
+        .admin(command: "dlq.redrive", arguments: "{\"ids\":[1,2],\"per_second\":5}"),
+        .admin(command: "queue.stats", arguments: ""),
     ]
 
     @Test("every request round-trips through its frame", arguments: requests)
