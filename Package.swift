@@ -179,7 +179,7 @@ let package = Package(
             name: "CacheNodeTests",
             dependencies: [
                 "CacheNode", "EddyClient", "EddyTestSupport", "StoreServer", "StoreClient", "SegmentStore",
-                "WireProtocol", "StreamModel", "Workloads", "CacheCore",
+                "WireProtocol", "StreamModel", "Workloads", "CacheCore", "ObjectStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -304,6 +304,13 @@ final class WriteBack: Sendable {
         let state = segments.withLock { $0[task.segment] }
         manifest.sealed = (state?.sealed ?? false) && end >= (state?.length ?? .max)
         manifest.updatedMilliseconds = WallClock.milliseconds()
+        // Another node (the segment's next owner, or the one before) may have moved the manifest on meanwhile:
+        // never move it back.
+        let stored = try await SegmentManifest.load(from: objects, prefix: prefix, segment: task.segment)
+        if stored.flushed >= manifest.flushed {
+            segments.withLock { $0[task.segment, default: FlushState()].manifest = stored }
+            return
+        }
         try await manifest.save(to: objects, prefix: prefix, segment: task.segment)
         let saved = manifest
         segments.withLock { s in

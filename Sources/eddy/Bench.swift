@@ -8,7 +8,9 @@ import Synchronization
 struct Bench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: appends to the store, reads and fan-out through the ring, the block cache in process.",
-        subcommands: [BenchAppend.self, BenchRead.self, BenchFanout.self, BenchCache.self, BenchNIO.self])
+        subcommands: [
+            BenchAppend.self, BenchRead.self, BenchFanout.self, BenchCache.self, BenchNIO.self, BenchQueue.self,
+        ])
 }
 
 struct BenchAppend: AsyncParsableCommand {

@@ -29,7 +29,12 @@ final class Output: Sendable {
             return b
         }
         guard !bytes.isEmpty else { return }
-        FileHandle.standardOutput.write(Data(bytes))
+        do {
+            try FileHandle.standardOutput.write(contentsOf: Data(bytes))
+        } catch {
+            // The reader went away (`eddy read | head`): stop quietly, as Unix tools do on a broken pipe.
+            exit(0)
+        }
     }
 }
 
