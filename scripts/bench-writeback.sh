@@ -15,7 +15,10 @@ SIZE=${SIZE:-1000}
 ROUNDS=${ROUNDS:-3}
 dir=$(mktemp -d /tmp/eddy-bench-wb.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
+cleanup() {
+  for p in "${pids[@]}" $(cat "$dir"/*.pid 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$dir"
+}
 trap cleanup EXIT
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -45,7 +48,7 @@ start_node() { # name objectstore-args...
   local name=$1; shift
   local n=127.0.0.1:$(port)
   "$B" node --listen "$n" --store "$S" --members "$n" --flush-idle 1 "$@" > "$dir/node-$name.log" 2>&1 &
-  pids+=($!)
+  echo $! > "$dir/node-$name.pid"  # this runs in $(...): the PID goes through a file
   wait_log "$dir/node-$name.log" "eddy node ready"
   echo "$n"
 }

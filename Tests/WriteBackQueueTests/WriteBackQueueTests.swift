@@ -95,9 +95,9 @@ import Testing
         // The fault is gone: redrive finishes the job with a fresh attempt count.
         broken.store(false, ordering: .relaxed)
         #expect(try await queue.redrive(queue: "flush") == 1)
-        try await waitUntil { done.load(ordering: .relaxed) == 21 }
+        // The handler ran; the worker acks right after it.
+        try await waitUntil { done.load(ordering: .relaxed) == 21 && queue.metrics().depth == 0 }
         #expect(queue.deadLetters().isEmpty)
-        #expect(queue.metrics().depth == 0)
         await queue.shutdown()
     }
 
@@ -219,9 +219,12 @@ import Testing
                 try await lease.ack()
             }
         }
-        try await waitUntil { queue.rolledJournalSegments >= 1 }
+        // Rolled to the archive, then truncated.
+        try await waitUntil {
+            guard queue.rolledJournalSegments >= 1 else { return false }
+            return ((try? await journal.bounds().start) ?? 0) > 0
+        }
         let (start, end) = try await journal.bounds()
-        #expect(start > 0, "the journal was truncated")
         let rolled = try await archive.listAll(prefix: "journal/node-a/")
         #expect(!rolled.isEmpty)
         #expect(
