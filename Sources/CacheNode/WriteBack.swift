@@ -253,10 +253,14 @@ final class WriteBack: Sendable {
 
     /// Runs one flush task: the object, then the manifest; then plans the next task of the segment.
     func flush(_ task: FlushTask) async throws {
-        defer {
-            segments.withLock { $0[task.segment]?.pending = false }
-            Task { await self.plan(task.segment) }
-        }
+        try await flushRange(task)
+        // Done: the segment may have its next task. (A failed task stays the segment's one task: the queue
+        // retries it, or it waits in the dead letters for a redrive.)
+        segments.withLock { $0[task.segment]?.pending = false }
+        Task { await self.plan(task.segment) }
+    }
+
+    func flushRange(_ task: FlushTask) async throws {
         var manifest = try await manifest(of: task.segment)
         guard manifest.flushed == task.from else { return }  // done already, or stale: the scan plans anew
         let readFrom = min(task.from, manifest.nextFrame)
