@@ -19,7 +19,7 @@ struct Eddy: AsyncParsableCommand {
             """,
         subcommands: [
             Up.self, Store.self, Create.self, Delete.self, List.self, Info.self, Append.self, Read.self, Tail.self,
-            Seal.self, Truncate.self, Node.self, Admin.self, Bench.self, Sim.self, CrashWriter.self,
+            Seal.self, Truncate.self, Node.self, Admin.self, Export.self, Bench.self, Sim.self, CrashWriter.self,
         ]
     )
 }

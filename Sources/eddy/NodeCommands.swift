@@ -60,6 +60,25 @@ struct ObjectStoreOptions: ParsableArguments {
     )
     var objectStore: String?
 
+    @OptionGroup var s3: S3Options
+
+    /// The location given, or `fallback` when none was; nil for `none`.
+    func location(fallback: String?) throws -> ObjectStoreLocation? {
+        guard let url = objectStore ?? fallback, url != "none" else { return nil }
+        return try s3.location(url)
+    }
+
+    /// The store at the location given (or `fallback`); nil for `none`.
+    func open(fallback: String? = nil) throws -> (
+        store: any ObjectStore, prefix: String, location: ObjectStoreLocation
+    )? {
+        guard let location = try location(fallback: fallback) else { return nil }
+        return (try location.makeStore(environment: ProcessInfo.processInfo.environment), location.prefix, location)
+    }
+}
+
+/// The S3 settings beside an object storage URL.
+struct S3Options: ParsableArguments {
     @Option(name: .long, help: "S3 endpoint URL (http://HOST:PORT); AWS when not given.")
     var s3Endpoint: String?
 
@@ -69,20 +88,11 @@ struct ObjectStoreOptions: ParsableArguments {
     @Flag(name: .long, help: "Path-style S3 addressing (HOST/BUCKET/KEY), what most S3-compatible servers want.")
     var s3PathStyle = false
 
-    /// The location given, or `fallback` when none was; nil for `none`.
-    func location(fallback: String?) throws -> ObjectStoreLocation? {
-        guard let url = objectStore ?? fallback, url != "none" else { return nil }
-        return try ObjectStoreLocation(
+    /// `url` (file://DIR or s3://BUCKET/PREFIX) with these settings.
+    func location(_ url: String) throws -> ObjectStoreLocation {
+        try ObjectStoreLocation(
             parsing: url, endpoint: s3Endpoint, region: s3Region, pathStyle: s3PathStyle,
             environment: ProcessInfo.processInfo.environment)
-    }
-
-    /// The store at the location given (or `fallback`); nil for `none`.
-    func open(fallback: String? = nil) throws -> (
-        store: any ObjectStore, prefix: String, location: ObjectStoreLocation
-    )? {
-        guard let location = try location(fallback: fallback) else { return nil }
-        return (try location.makeStore(environment: ProcessInfo.processInfo.environment), location.prefix, location)
     }
 }
 

@@ -24,11 +24,14 @@ struct CommandResult {
     var stderr: String
 }
 
-/// Runs `eddy ARGS` with `input` on stdin and waits for it.
-func eddy(_ arguments: [String], input: String = "") throws -> CommandResult {
+/// Runs `eddy ARGS` with `input` on stdin (and `environment` added to this process's) and waits for it.
+func eddy(_ arguments: [String], input: String = "", environment: [String: String] = [:]) throws -> CommandResult {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: eddyBinary)
     process.arguments = arguments
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let stdin = Pipe()
     let stdout = Pipe()
     let stderr = Pipe()

@@ -207,3 +207,55 @@ extension WriteBackTests {
         #expect(store.status == 1 && store.stderr.contains("cache nodes"), "\(store.stderr)")
     }
 }
+
+extension WriteBackTests {
+    @Test(
+        "eddy export writes one object per event named by its pointer: the listing is the stream's order; again, only what is new"
+    )
+    func exportEvents() async throws {
+        let ring = try Ring(nodes: 1)
+        defer { ring.stopAll() }
+        let node = ring.nodeAddresses[0]
+        #expect(try eddy(["create", "ex/events", "--segments", "2", "--server", node]).status == 0)
+        let lines = (0..<60).map { "event \($0)" }
+        let appended = try eddy(["append", "ex/events", "--server", node], input: lines.joined(separator: "\n") + "\n")
+        #expect(appended.status == 0)
+        let pointers = appended.stdout.split(separator: "\n").map(String.init)
+        #expect(pointers.count == 60)
+        let payloadOf = Dictionary(uniqueKeysWithValues: zip(pointers, lines))
+
+        // To a folder.
+        let folder = temporaryPath("export")
+        let first = try eddy(["export", "ex/events", "--to", "file://\(folder)", "--server", node])
+        #expect(
+            first.status == 0 && first.stdout.contains("exported 60 events") && first.stdout.contains("60 written"),
+            "\(first.stdout) \(first.stderr)")
+        let files = try FileObjectStore(root: folder)
+        let keys = try await files.listAll(prefix: "ex/events/").map(\.key)
+        #expect(keys == pointers.sorted())
+        for key in keys.prefix(5) {
+            #expect(String(buffer: try await files.get(key)) == payloadOf[key])
+        }
+        let again = try eddy(["export", "ex/events", "--to", "file://\(folder)", "--server", node])
+        #expect(again.stdout.contains("0 written, 60 already there"), "\(again.stdout)")
+
+        // To SeaweedFS, after a pointer: only the later events of that segment.
+        let seaweed = try await SeaweedFS.shared()
+        let bucket = "eddy-export-" + UUID().uuidString.lowercased().prefix(8)
+        let s3 = try await seaweed.makeStore(bucket: bucket)
+        let bySegment = Dictionary(grouping: pointers) { $0.split(separator: "/")[2] }
+        let segment0 = try #require(bySegment.values.max { $0.count < $1.count })
+        try #require(segment0.count > 10)
+        let after = try eddy(
+            [
+                "export", "ex/events", "--to", "s3://\(bucket)/exports", "--s3-endpoint", seaweed.endpoint,
+                "--s3-path-style", "--from", segment0[9], "--server", node,
+            ], environment: ["AWS_ACCESS_KEY_ID": seaweed.accessKey, "AWS_SECRET_ACCESS_KEY": seaweed.secretKey])
+        #expect(after.status == 0, "\(after.stderr)")
+        let exported = try await s3.listAll(prefix: "exports/ex/events/").map(\.key)
+        #expect(exported == segment0.dropFirst(10).map { "exports/" + $0 })
+        // Bad input answers clearly.
+        let bad = try eddy(["export", "ex/events", "--to", "ftp://x", "--server", node])
+        #expect(bad.status == 1 && bad.stderr.contains("file://DIR or s3://BUCKET/PREFIX"), "\(bad.stderr)")
+    }
+}
