@@ -88,6 +88,7 @@ let package = Package(
         .target(
             name: "ObjectStorage",
             dependencies: [
+                "StreamModel",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),

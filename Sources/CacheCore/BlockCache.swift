@@ -144,6 +144,14 @@ public final class BlockCache: Sendable {
         try lookup(block)?.buffer()
     }
 
+    /// The cached bytes of `block`, or nil, without counting a hit or a miss or touching the policy: for work that
+    /// is not a reader's (write-back reading a block to flush it).
+    /// - Throws: ``EddyError/Code/corruptData`` if a compressed block fails to decompress.
+    public func peek(_ block: BlockID) throws(EddyError) -> ByteBuffer? {
+        let storage = shard(block).state.withLock { s in s.entries[s.key(block)] }
+        return try storage?.buffer()
+    }
+
     /// Whether `block` is cached, without counting a hit or a miss or touching the policy.
     public func contains(_ block: BlockID) -> Bool {
         shard(block).state.withLock { s in s.entries[s.key(block)] != nil }

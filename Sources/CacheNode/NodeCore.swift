@@ -100,8 +100,11 @@ public final class NodeCore: Sendable {
         self.peers = peers
         let storeUpstream = store
         let blockGeometry = geometry
+        let ownerCache = cache
         writeBack = configuration.writeBack.map {
-            WriteBack(configuration: $0, node: configuration, store: storeUpstream, geometry: blockGeometry)
+            WriteBack(
+                configuration: $0, node: configuration, store: storeUpstream, geometry: blockGeometry,
+                cache: ownerCache)
         }
         let box = PlacementBox()
         membership = Membership(configuration: configuration, upstreams: peers) { ring in box.core?.ringChanged(ring) }

@@ -59,6 +59,7 @@ extension NodeCore {
             document["objects_written"] = writeBack.objectsWritten.load(ordering: .relaxed)
             document["objects_adopted"] = writeBack.objectsAdopted.load(ordering: .relaxed)
             document["cold_block_loads"] = writeBack.coldReads.load(ordering: .relaxed)
+            document["flush_blocks_from_cache"] = writeBack.cachedFlushReads.load(ordering: .relaxed)
             document["retention_truncations"] = writeBack.truncations.load(ordering: .relaxed)
             document["queue_depth"] = queue?.depth ?? 0
             document["queue_leased"] = queue?.leased ?? 0

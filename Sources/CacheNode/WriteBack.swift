@@ -1,3 +1,4 @@
+import CacheCore
 import Foundation
 import Logging
 import NIOCore
@@ -54,6 +55,8 @@ final class WriteBack: Sendable {
     let node: NodeConfiguration
     let store: Upstream
     let geometry: BlockGeometry
+    /// The owner cache: a block to flush that is cached is not read from the store again.
+    let cache: BlockCache
     let logger: Logger
     let queue = Mutex<WriteBackQueue?>(nil)
     let segments = Mutex<[SegmentID: FlushState]>([:])
@@ -61,6 +64,7 @@ final class WriteBack: Sendable {
     let objectsWritten = Atomic<Int>(0)
     let objectsAdopted = Atomic<Int>(0)
     let coldReads = Atomic<Int>(0)
+    let cachedFlushReads = Atomic<Int>(0)
     let truncations = Atomic<Int>(0)
     static let flushQueue = "flush"
 
@@ -76,11 +80,15 @@ final class WriteBack: Sendable {
         var history: [(at: Int64, boundary: UInt64)] = []
     }
 
-    init(configuration: WriteBackConfiguration, node: NodeConfiguration, store: Upstream, geometry: BlockGeometry) {
+    init(
+        configuration: WriteBackConfiguration, node: NodeConfiguration, store: Upstream, geometry: BlockGeometry,
+        cache: BlockCache
+    ) {
         self.configuration = configuration
         self.node = node
         self.store = store
         self.geometry = geometry
+        self.cache = cache
         self.logger = node.logger
     }
 
@@ -171,26 +179,33 @@ final class WriteBack: Sendable {
     }
 
     /// Looks at every segment this node owns (the store's length against the manifest) and queues what is due.
+    /// One `listStreams` gives every segment's state.
     func scan(core: NodeCore) async {
-        for segment in core.ownedSegmentIDs() where segment.stream.scope != "_eddy" {
-            do {
-                let r = try await store.send(.segmentInfo(segment), timeout: node.requestTimeout)
-                guard case .segmentInfo(let info) = r else { continue }
-                let now = WallClock.milliseconds()
-                segments.withLock { s in
-                    var state = s[segment, default: FlushState()]
-                    if info.length != state.length || info.sealed != state.sealed || state.lastChange == 0 {
-                        state.lastChange = now
-                    }
-                    state.length = info.length
-                    state.sealed = info.sealed
-                    state.startOffset = info.startOffset
-                    s[segment] = state
+        let owned = core.ownedSegmentIDs().filter { $0.stream.scope != "_eddy" }
+        guard !owned.isEmpty else { return }
+        let infos: [SegmentID: SegmentInfo]
+        do {
+            guard case .streamList(let streams) = try await store.send(.listStreams, timeout: node.requestTimeout)
+            else { return }
+            infos = Dictionary(streams.flatMap(\.segments).map { ($0.segment, $0) }) { first, _ in first }
+        } catch {
+            logger.debug("flush scan: \(error)")
+            return
+        }
+        let now = WallClock.milliseconds()
+        for segment in owned {
+            guard let info = infos[segment] else { continue }
+            segments.withLock { s in
+                var state = s[segment, default: FlushState()]
+                if info.length != state.length || info.sealed != state.sealed || state.lastChange == 0 {
+                    state.lastChange = now
                 }
-                await plan(segment)
-            } catch {
-                logger.debug("flush scan: \(segment): \(error)")
+                state.length = info.length
+                state.sealed = info.sealed
+                state.startOffset = info.startOffset
+                s[segment] = state
             }
+            await plan(segment)
         }
     }
 
@@ -233,14 +248,17 @@ final class WriteBack: Sendable {
     func manifest(of segment: SegmentID) async throws -> SegmentManifest {
         if let known = segments.withLock({ $0[segment]?.manifest }) { return known }
         var loaded = try await SegmentManifest.load(from: objects, prefix: prefix, segment: segment)
-        let start = segments.withLock { $0[segment]?.startOffset ?? 0 }
-        if loaded.objects == 0 && loaded.flushed < start {
+        if loaded.objects == 0,
+            case .segmentInfo(let info) = try await store.send(
+                .segmentInfo(segment), timeout: node.requestTimeout),
+            loaded.flushed < info.startOffset
+        {
             // The store dropped the segment's front before write-back began: flushing starts at its truncation
             // point (an event boundary).
-            loaded.first = start
-            loaded.flushed = start
-            loaded.eventBoundary = start
-            loaded.nextFrame = start
+            loaded.first = info.startOffset
+            loaded.flushed = info.startOffset
+            loaded.eventBoundary = info.startOffset
+            loaded.nextFrame = info.startOffset
         }
         return segments.withLock { s in
             if let raced = s[segment]?.manifest, raced.flushed >= loaded.flushed { return raced }
@@ -264,7 +282,7 @@ final class WriteBack: Sendable {
         var manifest = try await manifest(of: task.segment)
         guard manifest.flushed == task.from else { return }  // done already, or stale: the scan plans anew
         let readFrom = min(task.from, manifest.nextFrame)
-        var bytes = try await readStore(task.segment, from: readFrom, to: task.to)
+        var bytes = try await readSegment(task.segment, from: readFrom, to: task.to)
         var data = bytes.getSlice(at: bytes.readerIndex + Int(task.from - readFrom), length: Int(task.to - task.from))!
         let key = BlockObject.key(prefix: prefix, segment: task.segment, start: task.from)
         var end = task.to
@@ -278,7 +296,7 @@ final class WriteBack: Sendable {
             // bytes are the store's.
             let existing = try BlockObject.decode(try await objects.get(key), key: key)
             if existing.end > task.to {
-                bytes = try await readStore(task.segment, from: readFrom, to: existing.end)
+                bytes = try await readSegment(task.segment, from: readFrom, to: existing.end)
             }
             data = bytes.getSlice(
                 at: bytes.readerIndex + Int(task.from - readFrom), length: Int(existing.end - task.from))!
@@ -325,12 +343,24 @@ final class WriteBack: Sendable {
         flushedBytes.add(Int(end - task.from), ordering: .relaxed)
     }
 
-    /// Bytes [from, to) of a segment from the store.
-    func readStore(_ segment: SegmentID, from: UInt64, to: UInt64) async throws -> ByteBuffer {
+    /// Bytes [from, to) of a segment: whole blocks the owner cache holds from there (they were appended through
+    /// this node), the rest from the store.
+    func readSegment(_ segment: SegmentID, from: UInt64, to: UInt64) async throws -> ByteBuffer {
         var out = ByteBufferAllocator().buffer(capacity: Int(to - from))
         var offset = from
         while offset < to {
-            let count = UInt32(min(to - offset, 1 << 20))
+            let index = geometry.index(containing: offset)
+            let block = geometry.range(ofBlock: index)
+            if offset == block.lowerBound, to >= block.upperBound,
+                let cached = try cache.peek(BlockID(segment: segment, index: index)),
+                cached.readableBytes == Int(geometry.blockSize)
+            {
+                out.writeImmutableBuffer(cached)
+                cachedFlushReads.add(1, ordering: .relaxed)
+                offset = block.upperBound
+                continue
+            }
+            let count = UInt32(min(to, block.upperBound) - offset)
             let r = try await store.send(
                 .read(segment: segment, offset: offset, maxBytes: count, waitMilliseconds: 0),
                 timeout: node.requestTimeout)

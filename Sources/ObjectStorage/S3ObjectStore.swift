@@ -3,6 +3,7 @@ import Crypto
 import Logging
 import NIOCore
 import NIOHTTP1
+import StreamModel
 import Synchronization
 
 #if canImport(Glibc)
@@ -333,45 +334,28 @@ public final class S3ObjectStore: ObjectStore {
         }
     }
 
-    /// One attempt, cut at the per-request timeout; transport failures become ``ObjectStoreError``.
-    ///
-    /// The request runs in a task of its own that the attempt races against a timer; on timeout the request's
-    /// task is cancelled and left to finish by itself. The attempt never waits for a request that does not
-    /// react to cancellation (a structured task group would, and could hang with it).
+    /// One attempt, cut at the per-request timeout (without waiting for a request that ignores the
+    /// cancellation: ``withAbandoningTimeout(_:_:)``); transport failures become ``ObjectStoreError``.
     func attemptOnce(_ request: HTTPClientRequest, method: String) async throws(ObjectStoreError) -> Answer {
         let timeout = configuration.requestTimeout
         let limit = configuration.maximumObjectBytes
         let client = client
-        let race = AttemptRace()
-        let result: Result<Answer, ObjectStoreError> = await withCheckedContinuation { continuation in
-            let work = Task {
-                let outcome: Result<Answer, ObjectStoreError>
-                do {
-                    let response = try await client.execute(
-                        request, timeout: .seconds(Int64(timeout.components.seconds) + 1))
-                    let body = try await response.body.collect(upTo: method == "HEAD" ? 0 : limit)
-                    outcome = .success(Answer(status: Int(response.status.code), headers: response.headers, body: body))
-                } catch let error as NIOTooManyBytesError {
-                    outcome = .failure(
-                        .server(status: 200, code: "TooLarge", message: "answer over \(limit) bytes: \(error)"))
-                } catch {
-                    outcome = .failure(.connection("\(request.method.rawValue) \(request.url): \(error)"))
-                }
-                if race.finish() {
-                    race.cancelTimer()
-                    continuation.resume(returning: outcome)
-                }
+        let outcome = await withAbandoningTimeout(timeout) { () -> Result<Answer, ObjectStoreError> in
+            do {
+                let response = try await client.execute(
+                    request, timeout: .seconds(Int64(timeout.components.seconds) + 1))
+                let body = try await response.body.collect(upTo: method == "HEAD" ? 0 : limit)
+                return .success(Answer(status: Int(response.status.code), headers: response.headers, body: body))
+            } catch let error as NIOTooManyBytesError {
+                return .failure(.server(status: 200, code: "TooLarge", message: "answer over \(limit) bytes: \(error)"))
+            } catch {
+                return .failure(.connection("\(request.method.rawValue) \(request.url): \(error)"))
             }
-            race.setTimer(
-                Task {
-                    guard (try? await Task.sleep(for: timeout)) != nil, race.finish() else { return }
-                    work.cancel()
-                    continuation.resume(
-                        returning: .failure(.timedOut("\(request.method.rawValue) \(request.url) took over \(timeout)"))
-                    )
-                })
         }
-        return try result.get()
+        guard let outcome else {
+            throw .timedOut("\(request.method.rawValue) \(request.url) took over \(timeout)")
+        }
+        return try outcome.get()
     }
 
     /// The error an unexpected answer means.
@@ -402,27 +386,6 @@ extension String {
         if text.hasSuffix("\"") { text = text.dropLast() }
         return String(text)
     }
-}
-
-/// AttemptRace decides which of a request and its timer ends an attempt: the first to call ``finish()``.
-final class AttemptRace: Sendable {
-    let done = Atomic<Bool>(false)
-    let timer = Mutex<Task<Void, Never>?>(nil)
-
-    /// True for the first caller only.
-    func finish() -> Bool {
-        done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged
-    }
-
-    func setTimer(_ task: Task<Void, Never>) {
-        let cancelNow = timer.withLock { slot -> Bool in
-            slot = task
-            return done.load(ordering: .acquiring)
-        }
-        if cancelNow { task.cancel() }
-    }
-
-    func cancelTimer() { timer.withLock { $0 }?.cancel() }
 }
 
 /// Base64 (RFC 4648, with padding) for `Content-MD5`.

@@ -71,8 +71,6 @@ struct BrokerState: Sendable {
         budgetTokens = configuration.retryBudgetBurst
     }
 
-    var liveCount: Int { entries.count }
-
     // MARK: - Enqueue
 
     /// Adds a message, not yet deliverable: ``markDurable(_:now:)`` schedules it once its record is durable.
@@ -266,12 +264,6 @@ struct BrokerState: Sendable {
             }
         }
         return records
-    }
-
-    /// The earliest time something is due (a delayed message or a lease deadline), for the timer.
-    var nextDue: Int64? {
-        let lease = leased.compactMap { entries[$0]?.lease?.deadline }.min()
-        return [delayed.min?.at, lease].compactMap { $0 }.min()
     }
 
     // MARK: - Dead letters

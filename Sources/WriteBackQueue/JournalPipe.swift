@@ -166,20 +166,3 @@ final class Signal: Sendable {
         for waiter in all { waiter.resume() }
     }
 }
-
-/// OnceResult resumes a continuation with the first of several racing results.
-final class OnceResult: Sendable {
-    let done = Atomic<Bool>(false)
-
-    /// Resumes `continuation` with `result` if nothing did before; returns whether this call did.
-    @discardableResult
-    func finish(
-        _ result: Result<Void, any Error>, _ continuation: CheckedContinuation<Result<Void, any Error>, Never>
-    ) -> Bool {
-        guard done.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else {
-            return false
-        }
-        continuation.resume(returning: result)
-        return true
-    }
-}

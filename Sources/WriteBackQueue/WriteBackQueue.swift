@@ -325,23 +325,15 @@ public final class WriteBackQueue: Sendable {
     /// ignore cancellation; the worker does not wait for it).
     func runBounded(_ body: @escaping @Sendable () async throws -> Void) async -> Result<Void, any Error> {
         let timeout = configuration.handlerTimeout
-        let once = OnceResult()
-        return await withCheckedContinuation { continuation in
-            let work = Task {
-                do {
-                    try await body()
-                    once.finish(.success(()), continuation)
-                } catch {
-                    once.finish(.failure(error), continuation)
-                }
-            }
-            Task {
-                try? await Task.sleep(for: timeout)
-                if once.finish(.failure(QueueError.handlerTimedOut("ran over \(timeout)")), continuation) {
-                    work.cancel()
-                }
+        let outcome = await withAbandoningTimeout(timeout) { () -> Result<Void, any Error> in
+            do {
+                try await body()
+                return .success(())
+            } catch {
+                return .failure(error)
             }
         }
+        return outcome ?? .failure(QueueError.handlerTimedOut("ran over \(timeout)"))
     }
 
     func duePeriodic() -> (String, @Sendable () async throws -> Void)? {

@@ -259,3 +259,41 @@ extension WriteBackTests {
         #expect(bad.status == 1 && bad.stderr.contains("file://DIR or s3://BUCKET/PREFIX"), "\(bad.stderr)")
     }
 }
+
+extension WriteBackTests {
+    @Test("blocks appended through the owner are flushed from its cache, byte-identical to the store's")
+    func flushFromTheOwnerCache() async throws {
+        let folder = temporaryPath("cache-flush")
+        let ring = try Ring(nodes: 1, nodeArguments: ["--object-store", "file://\(folder)", "--block-size", "64K"])
+        defer { ring.stopAll() }
+        let node = ring.nodeAddresses[0]
+        #expect(try eddy(["create", "cf/events", "--segments", "1", "--server", node]).status == 0)
+        let lines = (0..<3000).map { "event \($0) " + String(repeating: "z", count: 100) }
+        #expect(
+            try eddy(["append", "cf/events", "--server", node], input: lines.joined(separator: "\n") + "\n").status == 0
+        )
+        let segment = SegmentID(stream: try StreamName(scope: "cf", stream: "events"), number: 0)
+        let objects = try FileObjectStore(root: folder)
+        let store = try await RingTests.client([ring.storeAddress])
+        let length = try await store.info(segment).length
+        let fullBlocks = length / (64 << 10)
+        // The full blocks are flushed at once (the partial tail waits for --flush-idle).
+        let deadline = ContinuousClock.now + .seconds(60)
+        var manifest = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
+        while manifest.flushed < fullBlocks * (64 << 10) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+            manifest = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
+        }
+        #expect(manifest.flushed == fullBlocks * (64 << 10))
+        let stats = try await RingTests.client([node])
+        let json = try JSONSerialization.jsonObject(with: Data(try await stats.stats().utf8)) as? [String: Any]
+        #expect((json?["flush_blocks_from_cache"] as? Int ?? 0) > 0, "\(json ?? [:])")
+        for info in try await objects.listAll(prefix: BlockObject.segmentFolder(prefix: "", segment: segment)) {
+            let object = try BlockObject.decode(try await objects.get(info.key), key: info.key)
+            let (_, bytes) = try await store.read(segment, from: object.start, maxBytes: Int(object.end - object.start))
+            #expect(object.bytes == bytes, "\(info.key)")
+        }
+        await stats.close()
+        await store.close()
+    }
+}

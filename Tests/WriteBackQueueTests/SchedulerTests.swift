@@ -94,7 +94,9 @@ import Testing
         // Two of each class, then both are at their caps.
         #expect(taken.filter { $0 == .critical }.count == 2)
         #expect(taken.filter { $0 == .bulk }.count == 2)
+        #expect(drr.inFlight(.critical) == 2 && drr.inFlight(.bulk) == 2)
         drr.finished(.bulk)
+        #expect(drr.inFlight(.bulk) == 1)
         #expect(drr.pop()?.qos == .bulk)
         #expect(drr.pop() == nil)
     }
