@@ -85,6 +85,19 @@ public struct BlockObject: Sendable, Hashable {
         return buffer
     }
 
+    /// Writes the object create-only under `key`.
+    /// - Returns: nil when it was written (or the same bytes were there already: an earlier attempt's); the object
+    ///   found when the key holds a different one, for the caller to compare with its source.
+    /// - Throws: the store's error; ``EddyError/Code/corruptData`` when what is there is not a block object.
+    public func create(in store: any ObjectStore, key: String, level: Int32 = 1) async throws -> BlockObject? {
+        do {
+            _ = try await store.put(key, body: encoded(level: level), mode: .createOnly)
+            return nil
+        } catch ObjectStoreError.alreadyExists(_) {
+            return try BlockObject.decode(try await store.get(key), key: key)
+        }
+    }
+
     /// Decodes and checks an object.
     /// - Parameter key: the object's key, for messages.
     /// - Throws: ``EddyError/Code/corruptData`` naming the key and what failed (magic, header checksum,

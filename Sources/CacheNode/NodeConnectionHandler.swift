@@ -27,6 +27,10 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     private let reader: ReaderState
     private var state = State.awaitingHello
     private var tasks: [UInt32: Task<Void, Never>] = [:]
+    /// The last append of each segment on this connection (request ID and task): the next one waits for it, so a
+    /// writer's pipelined batches reach the store in the order they arrived (tasks on a multi-threaded pool may
+    /// otherwise overtake each other, and the store refuses a writer's batch that comes after a later one).
+    private var lastAppend: [SegmentID: (id: UInt32, task: Task<Void, Never>)] = [:]
     /// Tail reads parked in the core (no task): see ``NodeCore/parkRead(_:offset:maxBytes:wait:reader:forwardedBy:on:_:)``.
     private var parked = 0
     private var readHeld = false
@@ -187,7 +191,10 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         let core = self.core
         let reader = self.reader
         let allocator = context.channel.allocator
+        let appendSegment = Self.appendSegment(of: request)
+        let previous = appendSegment.flatMap { lastAppend[$0]?.task }
         let task = Task {
+            await previous?.value
             let result = await NodeConnectionHandler.answer(core, request, id: id, reader: reader, allocator: allocator)
             bound.eventLoop.execute {
                 bound.value.0.finish(
@@ -195,7 +202,16 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             }
         }
         tasks[id] = task
+        if let appendSegment { lastAppend[appendSegment] = (id, task) }
         if inFlight >= core.configuration.maxInFlightPerConnection { readHeld = true }
+    }
+
+    /// The segment of an append (a client's or a forwarded one); nil for any other request.
+    private static func appendSegment(of request: Request) -> SegmentID? {
+        switch request {
+        case .append(let segment, _, _, _), .forwarded(_, .append(let segment, _, _, _)): segment
+        default: nil
+        }
     }
 
     private var inFlight: Int { tasks.count + parked }
@@ -329,6 +345,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         delivered: (count: Int, info: SegmentInfo)?
     ) {
         tasks.removeValue(forKey: id)
+        if let (segment, _) = lastAppend.first(where: { $0.value.id == id }) { lastAppend[segment] = nil }
         guard state == .ready, book(id, delivered) else {
             core.budget.release(charged)
             resumeReadingIfAllowed(context)

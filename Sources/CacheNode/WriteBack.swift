@@ -287,14 +287,9 @@ final class WriteBack: Sendable {
         let key = BlockObject.key(prefix: prefix, segment: task.segment, start: task.from)
         var end = task.to
         let object = BlockObject(segment: task.segment.number, start: task.from, bytes: data)
-        do {
-            let outcome = try await objects.put(
-                key, body: object.encoded(level: configuration.compressionLevel), mode: .createOnly)
-            if outcome == .written { objectsWritten.add(1, ordering: .relaxed) }
-        } catch ObjectStoreError.alreadyExists(_) {
+        if let existing = try await object.create(in: objects, key: key, level: configuration.compressionLevel) {
             // An earlier attempt (maybe a dead owner's) wrote a different range at this start: adopt it if its
             // bytes are the store's.
-            let existing = try BlockObject.decode(try await objects.get(key), key: key)
             if existing.end > task.to {
                 bytes = try await readSegment(task.segment, from: readFrom, to: existing.end)
             }
@@ -305,6 +300,8 @@ final class WriteBack: Sendable {
             }
             end = existing.end
             objectsAdopted.add(1, ordering: .relaxed)
+        } else {
+            objectsWritten.add(1, ordering: .relaxed)
         }
         // Event boundaries up to `end`, from the first frame start at or after `readFrom`.
         var boundary = manifest.eventBoundary

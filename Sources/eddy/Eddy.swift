@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import ObjectStorage
 import StreamModel
 import WireProtocol
 
@@ -19,17 +20,21 @@ struct Eddy: AsyncParsableCommand {
             """,
         subcommands: [
             Up.self, Store.self, Create.self, Delete.self, List.self, Info.self, Append.self, Read.self, Tail.self,
-            Seal.self, Truncate.self, Node.self, Admin.self, Export.self, Bench.self, Sim.self, CrashWriter.self,
+            Seal.self, Truncate.self, Node.self, Admin.self, Export.self, Backup.self, Restore.self, Bench.self,
+            Sim.self, CrashWriter.self,
         ]
     )
 }
 
-/// Runs a command body and turns an ``EddyError`` into one line on stderr and exit status 1.
+/// Runs a command body and turns an ``EddyError`` or an ``ObjectStoreError`` into one line on stderr and exit status 1.
 func reportingErrors(_ body: () async throws -> Void) async throws {
     do {
         try await body()
     } catch let error as EddyError {
         FileHandle.standardError.write(Data("eddy: \(error.message)\n".utf8))
+        throw ExitCode(1)
+    } catch let error as ObjectStoreError {
+        FileHandle.standardError.write(Data("eddy: object store: \(error)\n".utf8))
         throw ExitCode(1)
     }
 }

@@ -134,9 +134,11 @@ import Testing
         let queue = try await WriteBackQueue.open(
             configuration: configuration, journal: MemoryJournalLog(), logger: Self.quiet())
         queue.handle("q") { _ in
-            // Ignores cancellation, like a storage call that hangs (without holding a thread).
+            // Ignores cancellation, like a storage call that hangs (without holding a thread). It hangs far longer
+            // than the test: a loaded test process can starve the 200 ms timer for seconds, and a handler that
+            // came back in 5 s once beat it and was acked.
             await withUnsafeContinuation { continuation in
-                DispatchQueue.global().asyncAfter(deadline: .now() + 5) { continuation.resume() }
+                DispatchQueue.global().asyncAfter(deadline: .now() + 600) { continuation.resume() }
             }
         }
         queue.start(workers: 1)

@@ -1,0 +1,143 @@
+import CacheNode
+import EddyTestSupport
+import Foundation
+import ObjectStorage
+import StreamModel
+import Testing
+
+/// `eddy backup` and `eddy restore` as a user runs them: real processes, SeaweedFS and a folder.
+@Suite("backup and restore as real processes", .serialized)
+struct BackupTests {
+    /// Every event of a stream as pointer -> JSON line (pointer, key, timestamp, payload), read through `node`.
+    static func events(_ stream: String, node: String) throws -> [String: String] {
+        let read = try eddy(["read", stream, "--format", "json", "--server", node])
+        try #require(read.status == 0, "\(read.stderr)")
+        var out: [String: String] = [:]
+        for line in read.stdout.split(separator: "\n") {
+            let object = try #require(
+                try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            out[try #require(object["pointer"] as? String)] = String(line)
+        }
+        return out
+    }
+
+    @Test("backup to SeaweedFS (incremental), delete the stream, restore it: every event back at the same pointer")
+    func backupDeleteRestore() async throws {
+        let ring = try Ring(nodes: 3)
+        defer { ring.stopAll() }
+        let node = ring.nodeAddresses[1]
+        let seaweed = try await SeaweedFS.shared()
+        let bucket = "eddy-backup-" + UUID().uuidString.lowercased().prefix(8)
+        let s3 = try await seaweed.makeStore(bucket: bucket)
+        let credentials = ["AWS_ACCESS_KEY_ID": seaweed.accessKey, "AWS_SECRET_ACCESS_KEY": seaweed.secretKey]
+        let s3Flags = ["--s3-endpoint", seaweed.endpoint, "--s3-path-style"]
+        func backup(_ arguments: [String]) throws -> CommandResult {
+            try eddy(
+                ["backup"] + arguments + ["--to", "s3://\(bucket)/backups"] + s3Flags + ["--server", node],
+                environment: credentials)
+        }
+        func restore(_ arguments: [String]) throws -> CommandResult {
+            try eddy(
+                ["restore"] + arguments + ["--from", "s3://\(bucket)/backups"] + s3Flags + ["--server", node],
+                environment: credentials)
+        }
+
+        #expect(try eddy(["create", "bk/events", "--segments", "3", "--server", node]).status == 0)
+        // About 1.2 MB per segment: each segment's backup spans more than one aligned MiB object. Sizes vary, so
+        // events straddle object boundaries.
+        let lines = (0..<6000).map { "event \($0) " + String(repeating: "x", count: 300 + ($0 * 37) % 500) }
+        let appended = try eddy(["append", "bk/events", "--server", node], input: lines.joined(separator: "\n") + "\n")
+        try #require(appended.status == 0, "\(appended.stderr)")
+
+        let first = try backup(["bk/events"])
+        #expect(first.status == 0, "\(first.stderr)")
+        #expect(first.stdout.contains("backed up bk/events") && first.stdout.contains("3 segments"), "\(first.stdout)")
+        let descriptor = try #require(
+            try await StreamDescriptor.load(
+                from: s3, prefix: "backups", stream: try StreamName(scope: "bk", stream: "events")))
+        #expect(descriptor.segments == 3)
+        let blocks = try await s3.listAll(prefix: "backups/bk/events/").map(\.key).filter { $0.hasSuffix(".blk") }
+        #expect(blocks.count >= 6, "\(blocks)")
+
+        // Incremental: only the new events are copied the second time.
+        let more = (0..<30).map { "later \($0)" }
+        #expect(
+            try eddy(["append", "bk/events", "--server", node], input: more.joined(separator: "\n") + "\n").status == 0)
+        let second = try backup(["bk/events"])
+        #expect(second.status == 0, "\(second.stderr)")
+        let newBytes = try #require(Self.number(before: " new bytes", in: second.stdout))
+        #expect(newBytes > 0 && newBytes < 2000, "\(second.stdout)")
+        #expect(try eddy(["seal", "bk/events", "--server", node]).status == 0)
+        let third = try backup(["bk/events"])
+        #expect(Self.number(before: " new bytes", in: third.stdout) == 0, "\(third.stdout)")
+
+        let before = try Self.events("bk/events", node: node)
+        #expect(before.count == 6030)
+        #expect(try eddy(["delete", "bk/events", "--server", node]).status == 0)
+        let restored = try restore(["bk/events"])
+        #expect(restored.status == 0, "\(restored.stderr)")
+        #expect(restored.stdout.contains("6030 events"), "\(restored.stdout)")
+        #expect(try Self.events("bk/events", node: node) == before, "every event at its old pointer")
+        let info = try eddy(["info", "bk/events", "--server", node])
+        #expect(
+            info.stdout.split(separator: "\n").count == 3 && !info.stdout.contains("sealed=false"), "\(info.stdout)")
+
+        // A restore never overwrites; --as makes a copy under another name.
+        let again = try restore(["bk/events"])
+        #expect(again.status == 1 && again.stderr.contains("exists"), "\(again.stderr)")
+        let copy = try restore(["bk/events", "--as", "bk/copy"])
+        #expect(copy.status == 0, "\(copy.stderr)")
+        let copied = try Self.events("bk/copy", node: node)
+        #expect(copied.count == 6030)
+        for (pointer, line) in before.prefix(50) {
+            let moved = pointer.replacingOccurrences(of: "bk/events/", with: "bk/copy/")
+            #expect(copied[moved] == line.replacingOccurrences(of: "bk/events/", with: "bk/copy/"))
+        }
+
+        // Clear messages for what cannot be done.
+        let missing = try restore(["bk/nothing"])
+        #expect(missing.status == 1 && missing.stderr.contains("no backup of bk/nothing"), "\(missing.stderr)")
+        let both = try eddy(["backup", "bk/events", "--all", "--to", "file:///tmp/x", "--server", node])
+        #expect(both.status != 0 && both.stderr.contains("--all"), "\(both.stderr)")
+    }
+
+    @Test("backup --all to a folder and restore --all; a stream truncated before its backup keeps its pointers")
+    func allStreamsAndATruncatedStream() async throws {
+        let ring = try Ring(nodes: 1)
+        defer { ring.stopAll() }
+        let node = ring.nodeAddresses[0]
+        #expect(try eddy(["create", "a/one", "--segments", "2", "--server", node]).status == 0)
+        #expect(try eddy(["create", "b/two", "--segments", "1", "--server", node]).status == 0)
+        let one = try eddy(
+            ["append", "a/one", "--server", node], input: (0..<200).map { "one \($0)" }.joined(separator: "\n") + "\n")
+        let two = try eddy(
+            ["append", "b/two", "--server", node], input: (0..<100).map { "two \($0)" }.joined(separator: "\n") + "\n")
+        #expect(one.status == 0 && two.status == 0)
+        // b/two loses its first 40 events before any backup: the backup starts at the 41st.
+        let twoPointers = two.stdout.split(separator: "\n").map(String.init)
+        #expect(try eddy(["truncate", "b/two", "--before", twoPointers[40], "--server", node]).status == 0)
+
+        let folder = temporaryPath("backup-all")
+        let backup = try eddy(["backup", "--all", "--to", "file://\(folder)/b", "--server", node])
+        #expect(backup.status == 0, "\(backup.stderr)")
+        #expect(backup.stdout.contains("a/one") && backup.stdout.contains("b/two"), "\(backup.stdout)")
+        let before = try Self.events("a/one", node: node).merging(Self.events("b/two", node: node)) { a, _ in a }
+        #expect(before.count == 260)
+
+        for name in ["a/one", "b/two"] { #expect(try eddy(["delete", name, "--server", node]).status == 0) }
+        let restore = try eddy(["restore", "--all", "--from", "file://\(folder)/b", "--server", node])
+        #expect(restore.status == 0, "\(restore.stderr)")
+        let after = try Self.events("a/one", node: node).merging(Self.events("b/two", node: node)) { a, _ in a }
+        #expect(after == before, "both streams back, b/two from its 41st event at the same pointers")
+        let info = try eddy(["info", "b/two", "--server", node])
+        let start = try EventPointer(parsing: twoPointers[40]).offset
+        #expect(info.stdout.contains("start=\(start) "), "\(info.stdout)")
+    }
+
+    /// The integer just before `suffix` in `text` (`... 1234 new bytes ...`).
+    static func number(before suffix: String, in text: String) -> Int? {
+        guard let range = text.range(of: suffix) else { return nil }
+        let digits = text[..<range.lowerBound].reversed().prefix { $0.isNumber }
+        return Int(String(digits.reversed()))
+    }
+}
