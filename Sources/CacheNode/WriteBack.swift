@@ -271,7 +271,9 @@ final class WriteBack: Sendable {
 
     /// Runs one flush task: the object, then the manifest; then plans the next task of the segment.
     func flush(_ task: FlushTask) async throws {
+        FlushCrashPoint.reach(.beforePut)
         try await flushRange(task)
+        FlushCrashPoint.reach(.afterManifest)
         // Done: the segment may have its next task. (A failed task stays the segment's one task: the queue
         // retries it, or it waits in the dead letters for a redrive.)
         segments.withLock { $0[task.segment]?.pending = false }
@@ -303,6 +305,7 @@ final class WriteBack: Sendable {
         } else {
             objectsWritten.add(1, ordering: .relaxed)
         }
+        FlushCrashPoint.reach(.afterPut)
         // Event boundaries up to `end`, from the first frame start at or after `readFrom`.
         var boundary = manifest.eventBoundary
         var next = manifest.nextFrame
@@ -526,4 +529,36 @@ struct FlushTask: Sendable, Hashable {
     }
 
     var attributes: [String: String] { ["segment": segment.description, "from": "\(from)", "to": "\(to)"] }
+}
+
+/// FlushCrashPoint is a test hook for crash tests of write-back: with `EDDY_TEST_CRASH_AT` set to a point's
+/// name and `EDDY_TEST_CRASH_MARKER` to a file path, the first node process of a ring to reach that point of a
+/// flush (after `EDDY_TEST_CRASH_SKIP` earlier passes, default 0) creates the marker and kills itself with
+/// SIGKILL; the marker keeps the others (and the node that takes over) from doing the same. Unset, it costs one
+/// check of a cached value.
+enum FlushCrashPoint: String {
+    /// A task was taken, nothing written yet.
+    case beforePut = "before-put"
+    /// The block object is written, the manifest not yet (and the task not acknowledged).
+    case afterPut = "after-put"
+    /// The manifest is written, the task not yet acknowledged.
+    case afterManifest = "after-manifest"
+
+    static let armed: (point: FlushCrashPoint, marker: String, skip: Int)? = {
+        let environment = ProcessInfo.processInfo.environment
+        guard let name = environment["EDDY_TEST_CRASH_AT"], let point = FlushCrashPoint(rawValue: name),
+            let marker = environment["EDDY_TEST_CRASH_MARKER"]
+        else { return nil }
+        return (point, marker, Int(environment["EDDY_TEST_CRASH_SKIP"] ?? "") ?? 0)
+    }()
+    static let passes = Atomic<Int>(0)
+
+    static func reach(_ point: FlushCrashPoint) {
+        guard let armed, armed.point == point else { return }
+        guard passes.add(1, ordering: .relaxed).newValue > armed.skip else { return }
+        let fd = open(armed.marker, O_CREAT | O_EXCL | O_WRONLY, 0o644)
+        guard fd >= 0 else { return }
+        close(fd)
+        kill(getpid(), SIGKILL)
+    }
 }

@@ -19,6 +19,8 @@ public struct ObjectStoreLocation: Sendable, Hashable, CustomStringConvertible {
     public var region: String
     /// Path-style S3 addressing.
     public var pathStyle: Bool
+    /// The time limit of one S3 attempt (`--s3-timeout`); the S3 default (30 s) when nil.
+    public var requestTimeout: Duration?
 
     /// Parses a location.
     /// - Parameters:
@@ -72,6 +74,7 @@ public struct ObjectStoreLocation: Sendable, Hashable, CustomStringConvertible {
             var configuration = S3Configuration(
                 bucket: bucket, credentials: credentials, endpoint: endpoint, region: region)
             configuration.pathStyle = pathStyle
+            if let requestTimeout { configuration.requestTimeout = requestTimeout }
             return try S3ObjectStore(configuration: configuration)
         }
     }

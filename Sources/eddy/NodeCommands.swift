@@ -88,11 +88,19 @@ struct S3Options: ParsableArguments {
     @Flag(name: .long, help: "Path-style S3 addressing (HOST/BUCKET/KEY), what most S3-compatible servers want.")
     var s3PathStyle = false
 
+    @Option(name: .long, help: "Seconds one S3 request may take before it is cut and retried.")
+    var s3Timeout: Double = 30
+
     /// `url` (file://DIR or s3://BUCKET/PREFIX) with these settings.
     func location(_ url: String) throws -> ObjectStoreLocation {
-        try ObjectStoreLocation(
+        guard s3Timeout > 0, s3Timeout <= 3600 else {
+            throw ValidationError("--s3-timeout must be more than 0 and at most 3600 seconds")
+        }
+        var location = try ObjectStoreLocation(
             parsing: url, endpoint: s3Endpoint, region: s3Region, pathStyle: s3PathStyle,
             environment: ProcessInfo.processInfo.environment)
+        location.requestTimeout = .milliseconds(Int64(s3Timeout * 1000))
+        return location
     }
 }
 

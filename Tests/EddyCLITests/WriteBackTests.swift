@@ -59,45 +59,11 @@ struct WriteBackTests {
         try await RingTests.fill(store, name, segments: segments, count: perSegment, size: 1_000)
 
         // Every segment flushed to its end: the manifests say so.
-        var lengths: [UInt32: UInt64] = [:]
-        for s in 0..<segments {
-            let r = try await store.send(.segmentInfo(SegmentID(stream: name, number: s)))
-            guard case .segmentInfo(let info) = r else { throw CLIError("segment info: \(r)") }
-            lengths[s] = info.length
-        }
-        let deadline = ContinuousClock.now + .seconds(300)
-        var manifests: [UInt32: SegmentManifest] = [:]
-        while manifests.count < Int(segments) {
-            for s in 0..<segments where manifests[s] == nil {
-                let m = try await SegmentManifest.load(
-                    from: objects, prefix: "eddy", segment: SegmentID(stream: name, number: s))
-                if m.flushed == lengths[s] { manifests[s] = m }
-            }
-            if ContinuousClock.now > deadline {
-                throw CLIError(
-                    "not flushed in 300 s: \(manifests.keys.sorted()); logs: \(ring.nodes.map(\.log).joined())")
-            }
-            try await Task.sleep(for: .milliseconds(500))
-        }
-        // The store's bytes, for the independent check.
-        let expected = ring.folder + "/expected"
-        try FileManager.default.createDirectory(atPath: expected, withIntermediateDirectories: true)
-        for s in 0..<segments {
-            var bytes = Data()
-            var offset: UInt64 = 0
-            while offset < lengths[s]! {
-                let (_, data) = try await store.read(
-                    SegmentID(stream: name, number: s), from: offset, maxBytes: 4 << 20)
-                bytes.append(contentsOf: data.readableBytesView)
-                offset += UInt64(data.readableBytes)
-            }
-            try bytes.write(to: URL(fileURLWithPath: expected + "/\(ObjectKey.fixedWidth(s, 8)).bin"))
-        }
-        let (status, output) = try Self.run(
-            [
-                "python3", Self.repository + "/scripts/verify-objects.py", "--endpoint", seaweed.endpoint, "--bucket",
-                String(bucket), "--prefix", "eddy", "--stream", "wb/events", "--expected", expected,
-            ], environment: environment)
+        let lengths = try await Self.lengths(store, name, segments: segments)
+        let manifests = try await Self.waitUntilFlushed(
+            objects, prefix: "eddy", name, lengths: lengths, within: .seconds(300), ring: ring)
+        let (status, output) = try await Self.verifyWithBoto3(
+            store, name, lengths: lengths, seaweed: seaweed, bucket: String(bucket), prefix: "eddy", ring: ring)
         #expect(status == 0, "boto3 check: \(output)")
         #expect(output.contains("OK"))
 
@@ -295,5 +261,66 @@ extension WriteBackTests {
         }
         await stats.close()
         await store.close()
+    }
+}
+
+extension WriteBackTests {
+    /// Each segment's length in the store.
+    static func lengths(_ store: EddyClient, _ name: StreamName, segments: UInt32) async throws -> [UInt32: UInt64] {
+        var lengths: [UInt32: UInt64] = [:]
+        for s in 0..<segments {
+            lengths[s] = try await store.info(SegmentID(stream: name, number: s)).length
+        }
+        return lengths
+    }
+
+    /// Waits until every segment's manifest says it is flushed to `lengths`; returns the manifests.
+    static func waitUntilFlushed(
+        _ objects: any ObjectStore, prefix: String, _ name: StreamName, lengths: [UInt32: UInt64],
+        within limit: Duration, ring: Ring, while poll: () async throws -> Void = {}
+    ) async throws -> [UInt32: SegmentManifest] {
+        let deadline = ContinuousClock.now + limit
+        var manifests: [UInt32: SegmentManifest] = [:]
+        while manifests.count < lengths.count {
+            for (s, length) in lengths where manifests[s] == nil {
+                let m = try await SegmentManifest.load(
+                    from: objects, prefix: prefix, segment: SegmentID(stream: name, number: s))
+                if m.flushed == length { manifests[s] = m }
+            }
+            if ContinuousClock.now > deadline {
+                throw CLIError(
+                    "\(name) not flushed in \(limit): \(manifests.keys.sorted()); logs: "
+                        + ring.nodes.map(\.log).joined())
+            }
+            try await poll()
+            try await Task.sleep(for: .milliseconds(500))
+        }
+        return manifests
+    }
+
+    /// Writes the store's bytes of each segment to a folder and has `scripts/verify-objects.py` (boto3) check the
+    /// bucket's objects against them: its exit status and output.
+    static func verifyWithBoto3(
+        _ store: EddyClient, _ name: StreamName, lengths: [UInt32: UInt64], seaweed: SeaweedFS, bucket: String,
+        prefix: String, ring: Ring
+    ) async throws -> (Int32, String) {
+        let expected = ring.folder + "/expected-\(name.scope)-\(name.stream)"
+        try FileManager.default.createDirectory(atPath: expected, withIntermediateDirectories: true)
+        for (s, length) in lengths {
+            var bytes = Data()
+            var offset: UInt64 = 0
+            while offset < length {
+                let (_, data) = try await store.read(
+                    SegmentID(stream: name, number: s), from: offset, maxBytes: 4 << 20)
+                bytes.append(contentsOf: data.readableBytesView)
+                offset += UInt64(data.readableBytes)
+            }
+            try bytes.write(to: URL(fileURLWithPath: expected + "/\(ObjectKey.fixedWidth(s, 8)).bin"))
+        }
+        return try run(
+            [
+                "python3", repository + "/scripts/verify-objects.py", "--endpoint", seaweed.endpoint, "--bucket",
+                bucket, "--prefix", prefix, "--stream", name.description, "--expected", expected,
+            ], environment: ["AWS_ACCESS_KEY_ID": seaweed.accessKey, "AWS_SECRET_ACCESS_KEY": seaweed.secretKey])
     }
 }
