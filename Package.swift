@@ -215,7 +215,7 @@ let package = Package(
             name: "EddyCLITests",
             dependencies: [
                 "StreamModel", "SegmentStore", "EddyClient", "StoreClient", "WireProtocol", "EddyTestSupport",
-                "ObjectStorage", "CacheNode",
+                "ObjectStorage", "CacheNode", "WriteBackQueue",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict
