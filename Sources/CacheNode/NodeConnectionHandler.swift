@@ -27,10 +27,12 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     private let reader: ReaderState
     private var state = State.awaitingHello
     private var tasks: [UInt32: Task<Void, Never>] = [:]
-    /// The last append of each segment on this connection (request ID and task): the next one waits for it, so a
-    /// writer's pipelined batches reach the store in the order they arrived (tasks on a multi-threaded pool may
-    /// otherwise overtake each other, and the store refuses a writer's batch that comes after a later one).
-    private var lastAppend: [SegmentID: (id: UInt32, task: Task<Void, Never>)] = [:]
+    /// The last append of each segment on this connection (request ID and its turn): the next one starts when it
+    /// has finished, and fails at once when it failed. So a writer's pipelined batches reach the store in the
+    /// order they arrived (tasks on a multi-threaded pool may otherwise overtake each other), and a batch that
+    /// failed is never overtaken by a later one: the client retries them in order, and the store, which refuses a
+    /// writer's batch that comes after a later one, takes them.
+    private var lastAppend: [SegmentID: (id: UInt32, turn: AppendTurn)] = [:]
     /// Tail reads parked in the core (no task): see ``NodeCore/parkRead(_:offset:maxBytes:wait:reader:forwardedBy:on:_:)``.
     private var parked = 0
     private var readHeld = false
@@ -192,17 +194,26 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         let reader = self.reader
         let allocator = context.channel.allocator
         let appendSegment = Self.appendSegment(of: request)
-        let previous = appendSegment.flatMap { lastAppend[$0]?.task }
+        let previous = appendSegment.flatMap { lastAppend[$0]?.turn }
+        let turn = appendSegment.map { _ in AppendTurn() }
         let task = Task {
-            await previous?.value
-            let result = await NodeConnectionHandler.answer(core, request, id: id, reader: reader, allocator: allocator)
+            let result: Finished
+            if let previous, let segment = appendSegment, await previous.succeeded() == false {
+                let error = EddyError(
+                    .unavailable, "an earlier append to \(segment) on this connection failed: send them again in order")
+                result = Finished(
+                    frame: OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator), failed: true)
+            } else {
+                result = await NodeConnectionHandler.answer(core, request, id: id, reader: reader, allocator: allocator)
+            }
+            turn?.finish(succeeded: !result.failed)
             bound.eventLoop.execute {
                 bound.value.0.finish(
                     bound.value.1, id, result.frame, charged: result.charged, delivered: result.delivered)
             }
         }
         tasks[id] = task
-        if let appendSegment { lastAppend[appendSegment] = (id, task) }
+        if let appendSegment, let turn { lastAppend[appendSegment] = (id, turn) }
         if inFlight >= core.configuration.maxInFlightPerConnection { readHeld = true }
     }
 
@@ -283,6 +294,8 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         var frame: OutboundFrame
         var charged: Int64 = 0
         var delivered: (count: Int, info: SegmentInfo)? = nil
+        /// The answer is an error.
+        var failed = false
     }
 
     /// The frame answering `request`, and the bytes it holds of the node's budget (reads).
@@ -306,10 +319,14 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
                 id: id, offset: read.offset, info: read.info, slices: read.slices, allocator: allocator)
             return Finished(frame: frame, charged: charged, delivered: (read.count, read.info))
         case .success(nil):
+            let response = await core.handle(request)
+            var failed = false
+            if case .error = response { failed = true }
             return Finished(
-                frame: OutboundFrame(MessageCodec.frame(await core.handle(request), id: id), allocator: allocator))
+                frame: OutboundFrame(MessageCodec.frame(response, id: id), allocator: allocator), failed: failed)
         case .failure(let error):
-            return Finished(frame: OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator))
+            return Finished(
+                frame: OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator), failed: true)
         }
     }
 
@@ -438,6 +455,35 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             readHeld = true
         } else {
             context.read()
+        }
+    }
+}
+
+/// AppendTurn is one append's place in its segment's line on a connection: the next append waits for
+/// ``succeeded()``, which returns once ``finish(succeeded:)`` was called.
+final class AppendTurn: Sendable {
+    private let state = Mutex<(outcome: Bool?, waiters: [CheckedContinuation<Bool, Never>])>((nil, []))
+
+    /// Ends the turn (once; later calls do nothing) and lets the next append go.
+    func finish(succeeded: Bool) {
+        let waiters = state.withLock { s -> [CheckedContinuation<Bool, Never>] in
+            guard s.outcome == nil else { return [] }
+            s.outcome = succeeded
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: succeeded) }
+    }
+
+    /// Waits for the turn's end; whether its append succeeded.
+    func succeeded() async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            let outcome = state.withLock { s -> Bool? in
+                if let outcome = s.outcome { return outcome }
+                s.waiters.append(continuation)
+                return nil
+            }
+            if let outcome { continuation.resume(returning: outcome) }
         }
     }
 }

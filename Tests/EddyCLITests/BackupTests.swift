@@ -141,3 +141,25 @@ struct BackupTests {
         return Int(String(digits.reversed()))
     }
 }
+
+@Suite("pipelined appends through nodes, as real processes")
+struct PipelinedAppendTests {
+    @Test("a writer's pipelined batches of one segment reach the store in order through every node (owner or not)")
+    func pipelinedBatchesStayInOrder() throws {
+        let ring = try Ring(nodes: 3)
+        defer { ring.stopAll() }
+        #expect(try eddy(["create", "pa/events", "--segments", "1", "--server", ring.nodeAddresses[0]]).status == 0)
+        var expected: [String] = []
+        for (n, node) in ring.nodeAddresses.enumerated() {
+            let lines = (0..<2000).map { "node \(n) event \($0)" }
+            // Batches of 5 events, 32 in flight: the node must not let a later batch overtake an earlier one.
+            let appended = try eddy(
+                ["append", "pa/events", "--batch", "5", "--inflight", "32", "--server", node],
+                input: lines.joined(separator: "\n") + "\n")
+            #expect(appended.status == 0, "through \(node): \(appended.stderr)")
+            expected += lines
+        }
+        let read = try eddy(["read", "pa/events", "--server", ring.nodeAddresses[2]])
+        #expect(read.stdout.split(separator: "\n").map(String.init) == expected)
+    }
+}
