@@ -85,16 +85,25 @@ public struct BlockObject: Sendable, Hashable {
         return buffer
     }
 
+    /// What ``create(in:key:level:)`` found.
+    public enum CreateOutcome: Sendable {
+        /// The object was written.
+        case written
+        /// The key held these very bytes already (an earlier attempt's).
+        case alreadyPresent
+        /// The key holds another object (another range from the same start): the caller compares it with its
+        /// source and adopts it or refuses.
+        case differs(BlockObject)
+    }
+
     /// Writes the object create-only under `key`.
-    /// - Returns: nil when it was written (or the same bytes were there already: an earlier attempt's); the object
-    ///   found when the key holds a different one, for the caller to compare with its source.
     /// - Throws: the store's error; ``EddyError/Code/corruptData`` when what is there is not a block object.
-    public func create(in store: any ObjectStore, key: String, level: Int32 = 1) async throws -> BlockObject? {
+    public func create(in store: any ObjectStore, key: String, level: Int32 = 1) async throws -> CreateOutcome {
         do {
-            _ = try await store.put(key, body: encoded(level: level), mode: .createOnly)
-            return nil
+            return try await store.put(key, body: encoded(level: level), mode: .createOnly) == .written
+                ? .written : .alreadyPresent
         } catch ObjectStoreError.alreadyExists(_) {
-            return try BlockObject.decode(try await store.get(key), key: key)
+            return .differs(try BlockObject.decode(try await store.get(key), key: key))
         }
     }
 

@@ -27,12 +27,12 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     private let reader: ReaderState
     private var state = State.awaitingHello
     private var tasks: [UInt32: Task<Void, Never>] = [:]
-    /// The last append of each segment on this connection (request ID and its turn): the next one starts when it
-    /// has finished, and fails at once when it failed. So a writer's pipelined batches reach the store in the
+    /// The last append of each segment on this connection (request ID, and whether it succeeded once it has
+    /// finished): the next one starts when it has finished, and fails at once when it failed. So a writer's pipelined batches reach the store in the
     /// order they arrived (tasks on a multi-threaded pool may otherwise overtake each other), and a batch that
     /// failed is never overtaken by a later one: the client retries them in order, and the store, which refuses a
     /// writer's batch that comes after a later one, takes them.
-    private var lastAppend: [SegmentID: (id: UInt32, turn: AppendTurn)] = [:]
+    private var lastAppend: [SegmentID: (id: UInt32, succeeded: EventLoopFuture<Bool>)] = [:]
     /// Tail reads parked in the core (no task): see ``NodeCore/parkRead(_:offset:maxBytes:wait:reader:forwardedBy:on:_:)``.
     private var parked = 0
     private var readHeld = false
@@ -194,11 +194,11 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         let reader = self.reader
         let allocator = context.channel.allocator
         let appendSegment = Self.appendSegment(of: request)
-        let previous = appendSegment.flatMap { lastAppend[$0]?.turn }
-        let turn = appendSegment.map { _ in AppendTurn() }
+        let previous = appendSegment.flatMap { lastAppend[$0]?.succeeded }
+        let turn = appendSegment.map { _ in context.eventLoop.makePromise(of: Bool.self) }
         let task = Task {
             let result: Finished
-            if let previous, let segment = appendSegment, await previous.succeeded() == false {
+            if let previous, let segment = appendSegment, (try? await previous.get()) != true {
                 let error = EddyError(
                     .unavailable, "an earlier append to \(segment) on this connection failed: send them again in order")
                 result = Finished(
@@ -206,14 +206,15 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             } else {
                 result = await NodeConnectionHandler.answer(core, request, id: id, reader: reader, allocator: allocator)
             }
-            turn?.finish(succeeded: !result.failed)
+            turn?.succeed(!result.failed)
             bound.eventLoop.execute {
+                if let segment = appendSegment { bound.value.0.endAppend(segment, id: id) }
                 bound.value.0.finish(
                     bound.value.1, id, result.frame, charged: result.charged, delivered: result.delivered)
             }
         }
         tasks[id] = task
-        if let appendSegment, let turn { lastAppend[appendSegment] = (id, turn) }
+        if let appendSegment, let turn { lastAppend[appendSegment] = (id, turn.futureResult) }
         if inFlight >= core.configuration.maxInFlightPerConnection { readHeld = true }
     }
 
@@ -223,6 +224,11 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         case .append(let segment, _, _, _), .forwarded(_, .append(let segment, _, _, _)): segment
         default: nil
         }
+    }
+
+    /// Forgets a finished append when it is still the last of its segment.
+    private func endAppend(_ segment: SegmentID, id: UInt32) {
+        if lastAppend[segment]?.id == id { lastAppend[segment] = nil }
     }
 
     private var inFlight: Int { tasks.count + parked }
@@ -362,7 +368,6 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         delivered: (count: Int, info: SegmentInfo)?
     ) {
         tasks.removeValue(forKey: id)
-        if let (segment, _) = lastAppend.first(where: { $0.value.id == id }) { lastAppend[segment] = nil }
         guard state == .ready, book(id, delivered) else {
             core.budget.release(charged)
             resumeReadingIfAllowed(context)
@@ -455,35 +460,6 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             readHeld = true
         } else {
             context.read()
-        }
-    }
-}
-
-/// AppendTurn is one append's place in its segment's line on a connection: the next append waits for
-/// ``succeeded()``, which returns once ``finish(succeeded:)`` was called.
-final class AppendTurn: Sendable {
-    private let state = Mutex<(outcome: Bool?, waiters: [CheckedContinuation<Bool, Never>])>((nil, []))
-
-    /// Ends the turn (once; later calls do nothing) and lets the next append go.
-    func finish(succeeded: Bool) {
-        let waiters = state.withLock { s -> [CheckedContinuation<Bool, Never>] in
-            guard s.outcome == nil else { return [] }
-            s.outcome = succeeded
-            defer { s.waiters = [] }
-            return s.waiters
-        }
-        for waiter in waiters { waiter.resume(returning: succeeded) }
-    }
-
-    /// Waits for the turn's end; whether its append succeeded.
-    func succeeded() async -> Bool {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
-            let outcome = state.withLock { s -> Bool? in
-                if let outcome = s.outcome { return outcome }
-                s.waiters.append(continuation)
-                return nil
-            }
-            if let outcome { continuation.resume(returning: outcome) }
         }
     }
 }

@@ -159,9 +159,19 @@ public enum StreamBackup {
             let bytes = try await read(source, segment, from: at, to: to)
             let key = BlockObject.key(prefix: prefix, segment: segment, start: at)
             let object = BlockObject(segment: segment.number, start: at, bytes: bytes)
-            if let existing = try await object.create(in: store, key: key) {
+            switch try await object.create(in: store, key: key) {
+            case .written:
+                report.objects += 1
+                at = to
+            case .alreadyPresent:
+                report.objectsPresent += 1
+                at = to
+            case .differs(let existing):
                 // An interrupted backup wrote a shorter or longer range here: keep it if it is this stream's.
-                let theirs = try await read(source, segment, from: at, to: min(existing.end, info.length))
+                let theirs =
+                    existing.end <= to
+                    ? bytes.getSlice(at: bytes.readerIndex, length: Int(existing.end - at))!
+                    : try await read(source, segment, from: at, to: min(existing.end, info.length))
                 guard existing.end <= info.length, existing.bytes == theirs else {
                     throw EddyError(
                         .corruptData, "object \(key) holds bytes that differ from \(segment)'s: another stream's backup"
@@ -169,9 +179,6 @@ public enum StreamBackup {
                 }
                 report.objectsPresent += 1
                 at = existing.end
-            } else {
-                report.objects += 1
-                at = to
             }
             report.bytes += at - before
             counter.add(at - before)
@@ -251,12 +258,7 @@ public enum StreamBackup {
         into sink: any RequestSender, concurrency: Int = 4, progress: @escaping @Sendable (UInt64) -> Void = { _ in }
     ) async throws -> Report {
         let count = try await segmentCount(of: stream, in: store, prefix: prefix)
-        let existing = try await sink.listStreams()
-        guard !existing.contains(where: { $0.name == target }) else {
-            throw EddyError(
-                .streamExists, "\(target) exists: delete it first, or restore it under another name with --as")
-        }
-        try await sink.createStream(target, segments: UInt32(count))
+        try await createNew(target, segments: count, in: sink)
         let counter = ProgressCounter(progress)
         let writer = restoreWriter + "-" + UUID().uuidString.prefix(8).lowercased()
         return try await forEach(Array(0..<count), concurrency: concurrency) { number in
@@ -264,6 +266,17 @@ public enum StreamBackup {
                 from: SegmentID(stream: stream, number: UInt32(number)),
                 to: SegmentID(stream: target, number: UInt32(number)), store: store, prefix: prefix, sink: sink,
                 writer: writer, counter: counter)
+        }
+    }
+
+    /// Creates `target`, which must not exist yet.
+    static func createNew(_ target: StreamName, segments: Int, in sink: any RequestSender) async throws(EddyError) {
+        do {
+            try await sink.createStream(target, segments: UInt32(segments))
+        } catch {
+            guard error.code == .streamExists else { throw error }
+            throw EddyError(
+                .streamExists, "\(target) exists: delete it first, or restore it under another name with --as")
         }
     }
 

@@ -289,7 +289,10 @@ final class WriteBack: Sendable {
         let key = BlockObject.key(prefix: prefix, segment: task.segment, start: task.from)
         var end = task.to
         let object = BlockObject(segment: task.segment.number, start: task.from, bytes: data)
-        if let existing = try await object.create(in: objects, key: key, level: configuration.compressionLevel) {
+        switch try await object.create(in: objects, key: key, level: configuration.compressionLevel) {
+        case .written: objectsWritten.add(1, ordering: .relaxed)
+        case .alreadyPresent: objectsAdopted.add(1, ordering: .relaxed)
+        case .differs(let existing):
             // An earlier attempt (maybe a dead owner's) wrote a different range at this start: adopt it if its
             // bytes are the store's.
             if existing.end > task.to {
@@ -302,8 +305,6 @@ final class WriteBack: Sendable {
             }
             end = existing.end
             objectsAdopted.add(1, ordering: .relaxed)
-        } else {
-            objectsWritten.add(1, ordering: .relaxed)
         }
         FlushCrashPoint.reach(.afterPut)
         // Event boundaries up to `end`, from the first frame start at or after `readFrom`.

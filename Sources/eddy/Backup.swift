@@ -12,7 +12,7 @@ struct StreamSelection: ParsableArguments {
     @Flag(name: .long, help: "Every stream (but Eddy's own `_eddy` scope).") var all = false
 
     func validate() throws {
-        guard (stream == nil) != !all else { throw ValidationError("name one SCOPE/STREAM, or give --all") }
+        guard (stream != nil) != all else { throw ValidationError("name one SCOPE/STREAM, or give --all") }
     }
 }
 
@@ -104,19 +104,23 @@ struct Restore: AsyncParsableCommand {
     }
 }
 
-/// Progress of a long copy on stderr, at most once a second.
+/// Progress of a long copy on stderr (`... WHAT: N UNIT`), at most once a second.
 final class ProgressLine: Sendable {
     let what: String
+    let unit: String
     let last = Mutex<ContinuousClock.Instant>(.now)
 
-    init(what: String) { self.what = what }
+    init(what: String, unit: String = "bytes") {
+        self.what = what
+        self.unit = unit
+    }
 
-    func update(_ bytes: UInt64) {
+    func update(_ count: UInt64) {
         let due = last.withLock { last -> Bool in
             guard ContinuousClock.now - last >= .seconds(1) else { return false }
             last = .now
             return true
         }
-        if due { FileHandle.standardError.write(Data("... \(what): \(bytes) bytes\n".utf8)) }
+        if due { FileHandle.standardError.write(Data("... \(what): \(count) \(unit)\n".utf8)) }
     }
 }

@@ -20,9 +20,8 @@ struct Eddy: AsyncParsableCommand {
             """,
         subcommands: [
             Up.self, Store.self, Create.self, Delete.self, List.self, Info.self, Append.self, Read.self, Tail.self,
-            Seal.self, Truncate.self, Node.self, Admin.self, Export.self, Backup.self, Restore.self, CrashQueue.self,
-            Bench.self,
-            Sim.self, CrashWriter.self,
+            Seal.self, Truncate.self, Node.self, Admin.self, Export.self, Backup.self, Restore.self, Bench.self,
+            Sim.self, CrashWriter.self, CrashQueue.self,
         ]
     )
 }

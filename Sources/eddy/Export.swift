@@ -32,7 +32,7 @@ struct Export: AsyncParsableCommand {
             let cursors = try await readCursors(client, stream: stream, from: from)
             var written = 0
             var present = 0
-            var lastReport = ContinuousClock.now
+            let progress = ProgressLine(what: "exporting \(stream)", unit: "events")
             try await withThrowingTaskGroup(of: PutOutcome.self) { group in
                 var inFlight = 0
                 for try await e in client.events(cursors, follow: false) {
@@ -44,10 +44,7 @@ struct Export: AsyncParsableCommand {
                         inFlight -= 1
                         if outcome == .written { written += 1 } else { present += 1 }
                     }
-                    if ContinuousClock.now - lastReport > .seconds(1) {
-                        lastReport = ContinuousClock.now
-                        FileHandle.standardError.write(Data("... \(written + present) events\n".utf8))
-                    }
+                    progress.update(UInt64(written + present))
                 }
                 for try await outcome in group {
                     if outcome == .written { written += 1 } else { present += 1 }

@@ -43,16 +43,9 @@ final class FaultProxy {
     func control(_ path: String) throws -> [String: Any] {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let connected = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
+        guard withLoopbackAddress(port: port, { connect(fd, $0, $1) }) == 0 else {
+            throw CLIError("fault proxy not listening")
         }
-        guard connected == 0 else { throw CLIError("fault proxy not listening") }
         let request = Array("GET /__fault/\(path) HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".utf8)
         guard write(fd, request, request.count) == request.count else { throw CLIError("fault proxy write") }
         var answer: [UInt8] = []
