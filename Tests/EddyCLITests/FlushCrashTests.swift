@@ -38,6 +38,10 @@ struct FlushCrashTests {
         let segment = SegmentID(stream: name, number: 0)
         try await RingTests.fill(store, name, segments: 1, count: 1_000, size: 1_000)  // about 16 blocks
         let length = try await store.info(segment).length
+        // One task per 64 KiB block: the kill at the fourth pass comes before the end. (How far the manifest got
+        // when the test looks depends on how soon the next owner takes over, which a loaded machine delays or
+        // not: that is not asserted.)
+        try #require(length > 8 * 65_536)
         let objects = try FileObjectStore(root: folder)
 
         // The owner dies at the crash point of its fourth pass.
@@ -52,7 +56,6 @@ struct FlushCrashTests {
         let early = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
         let earlyBlocks = try await Self.blocks(objects, segment)
         #expect(early.flushed <= (earlyBlocks.last?.end ?? 0), "the manifest points at no missing object")
-        #expect(early.flushed < length, "the kill came before the end")
 
         // Another node takes the segment over and finishes it.
         let manifests = try await WriteBackTests.waitUntilFlushed(
