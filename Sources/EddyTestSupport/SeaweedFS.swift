@@ -107,6 +107,8 @@ public final class SeaweedFS: @unchecked Sendable {
         }
         try? pipe?.fileHandleForWriting.close()
         child.waitUntilExit()
+        // A restart writes its own PID: until then, ``weedIsAlive()`` must not judge the new one by the old.
+        try? FileManager.default.removeItem(atPath: directory + "/weed.pid")
     }
 
     /// Waits (up to 60 s) until the S3 port answers HTTP.
