@@ -55,33 +55,39 @@ public struct BlockObject: Sendable, Hashable {
 
     /// The encoded object: header and (compressed) bytes.
     /// - Parameter level: the zstd level; the bytes are stored plain when compression does not shrink them.
+    ///
+    /// zstd writes straight into the object's buffer after room for the header, so the bytes are copied once
+    /// (compressed) or twice (plain, when compression did not pay).
     public func encoded(level: Int32 = 1) -> ByteBuffer {
         let crc = bytes.withUnsafeReadableBytes { CRC32C.checksum($0) }
+        let length = bytes.readableBytes
+        var buffer = ByteBufferAllocator().buffer(capacity: Self.headerSize + ZSTD_compressBound(length))
+        buffer.moveWriterIndex(forwardBy: Self.headerSize)
         var codec: UInt8 = 0
-        var payload = bytes
-        if bytes.readableBytes > 0 {
-            var out = [UInt8](repeating: 0, count: ZSTD_compressBound(bytes.readableBytes))
-            let n = out.withUnsafeMutableBytes { o in
-                bytes.withUnsafeReadableBytes { ZSTD_compress(o.baseAddress, o.count, $0.baseAddress, $0.count, level) }
+        if length > 0 {
+            let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { out in
+                let n = bytes.withUnsafeReadableBytes {
+                    ZSTD_compress(out.baseAddress, out.count, $0.baseAddress, $0.count, level)
+                }
+                return ZSTD_isError(n) == 0 && n < length ? n : 0
             }
-            if ZSTD_isError(n) == 0 && n < bytes.readableBytes {
-                codec = 1
-                payload = ByteBuffer(bytes: out[0..<n])
-            }
+            if n > 0 { codec = 1 }
         }
-        var buffer = ByteBufferAllocator().buffer(capacity: Self.headerSize + payload.readableBytes)
-        buffer.writeBytes(Self.magic)
-        buffer.writeInteger(UInt16(1))
-        buffer.writeInteger(codec)
-        buffer.writeInteger(UInt8(0))
-        buffer.writeInteger(segment)
-        buffer.writeInteger(start)
-        buffer.writeInteger(end)
-        buffer.writeInteger(UInt32(payload.readableBytes))
-        buffer.writeInteger(crc)
-        let headerCRC = buffer.withUnsafeReadableBytes { CRC32C.checksum($0) }
-        buffer.writeInteger(headerCRC)
-        buffer.writeImmutableBuffer(payload)
+        if codec == 0 { buffer.writeImmutableBuffer(bytes) }
+        let stored = UInt32(buffer.writerIndex - Self.headerSize)
+        var at = 0
+        func put<T: FixedWidthInteger>(_ value: T) { at += buffer.setInteger(value, at: at) }
+        at += buffer.setBytes(Self.magic, at: 0)
+        put(UInt16(1))
+        put(codec)
+        put(UInt8(0))
+        put(segment)
+        put(start)
+        put(end)
+        put(stored)
+        put(crc)
+        let headerCRC = buffer.withUnsafeReadableBytes { CRC32C.checksum(UnsafeRawBufferPointer(rebasing: $0[0..<at])) }
+        put(headerCRC)
         return buffer
     }
 

@@ -163,3 +163,59 @@ struct PipelinedAppendTests {
         #expect(read.stdout.split(separator: "\n").map(String.init) == expected)
     }
 }
+
+extension BackupTests {
+    @Test(
+        "restore --from a node's write-back folder (no descriptor): the flushed events back at their pointers, the event cut by the flushed watermark left out with a warning"
+    )
+    func restoreFromWriteBack() async throws {
+        let folder = temporaryPath("restore-wb")
+        // 64 KiB blocks and the default --flush-idle of 30 s: the full blocks are flushed, the tail is not, so the
+        // manifest's watermark is a block boundary inside an event.
+        let ring = try Ring(nodes: 1, nodeArguments: ["--object-store", "file://\(folder)", "--block-size", "64K"])
+        defer { ring.stopAll() }
+        let node = ring.nodeAddresses[0]
+        #expect(try eddy(["create", "rw/events", "--segments", "2", "--server", node]).status == 0)
+        let lines = (0..<4000).map { "event \($0) " + String(repeating: "w", count: 90 + ($0 * 13) % 70) }
+        let appended = try eddy(["append", "rw/events", "--server", node], input: lines.joined(separator: "\n") + "\n")
+        try #require(appended.status == 0, "\(appended.stderr)")
+
+        let name = try StreamName(scope: "rw", stream: "events")
+        let objects = try FileObjectStore(root: folder)
+        let store = try await RingTests.client([ring.storeAddress])
+        defer { Task { await store.close() } }
+        var watermarks: [UInt32: UInt64] = [:]
+        for s: UInt32 in 0..<2 {
+            let segment = SegmentID(stream: name, number: s)
+            let full = try await store.info(segment).length / (64 << 10) * (64 << 10)
+            try #require(full >= 2 * (64 << 10), "each segment fills at least two blocks")
+            let deadline = ContinuousClock.now + .seconds(120)
+            var manifest = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
+            while manifest.flushed < full && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+                manifest = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
+            }
+            try #require(manifest.flushed == full, "segment \(s) flushed to \(manifest.flushed), not \(full)")
+            watermarks[s] = full
+        }
+        #expect(try await objects.head("rw/events/stream.json") == nil, "no descriptor at a write-back location")
+
+        let restored = try eddy(
+            ["restore", "rw/events", "--as", "rw/copy", "--from", "file://\(folder)", "--server", node])
+        #expect(restored.status == 0, "\(restored.stderr)")
+        #expect(restored.stderr.contains("never flushed; left out"), "a warning per cut event: \(restored.stderr)")
+        // The copy holds exactly the events that end at or before each segment's watermark, at the same offsets.
+        let source = try Self.events("rw/events", node: node)
+        var expected: [String: String] = [:]
+        for (pointer, line) in source {
+            let p = try EventPointer(parsing: pointer)
+            guard p.nextOffset <= watermarks[p.segment.number]! else { continue }
+            expected[pointer.replacingOccurrences(of: "rw/events/", with: "rw/copy/")] =
+                line.replacingOccurrences(of: "rw/events/", with: "rw/copy/")
+        }
+        #expect(expected.count > 1000 && expected.count < source.count, "\(expected.count) of \(source.count)")
+        let copy = try Self.events("rw/copy", node: node)
+        #expect(copy.count == expected.count)
+        #expect(copy == expected, "the copy holds the flushed events at their offsets")
+    }
+}
