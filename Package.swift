@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "EddyClient", targets: ["EddyClient"]),
         .library(name: "ObjectStorage", targets: ["ObjectStorage"]),
         .library(name: "WriteBackQueue", targets: ["WriteBackQueue"]),
+        .library(name: "EddyConfig", targets: ["EddyConfig"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
@@ -34,6 +35,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // C libraries named by the mission, found through pkg-config (Debian's -dev packages).
@@ -132,11 +134,21 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The configuration file (YAML), its environment variables, and the log handler of the servers.
+        .target(
+            name: "EddyConfig",
+            dependencies: [
+                "StreamModel", "WireProtocol", "CacheCore",
+                .product(name: "Yams", package: "Yams"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "eddy",
             dependencies: [
                 "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CacheCore", "Workloads",
-                "HashRing", "CacheNode", "EddyClient", "CNUMA", "CZstd", "ObjectStorage", "WriteBackQueue",
+                "HashRing", "CacheNode", "EddyClient", "CNUMA", "CZstd", "ObjectStorage", "WriteBackQueue", "EddyConfig",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -215,8 +227,9 @@ let package = Package(
             name: "EddyCLITests",
             dependencies: [
                 "StreamModel", "SegmentStore", "EddyClient", "StoreClient", "WireProtocol", "EddyTestSupport",
-                "ObjectStorage", "CacheNode", "WriteBackQueue",
+                "ObjectStorage", "CacheNode", "WriteBackQueue", "EddyConfig",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

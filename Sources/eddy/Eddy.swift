@@ -1,4 +1,5 @@
 import ArgumentParser
+import EddyConfig
 import Foundation
 import Logging
 import ObjectStorage
@@ -21,9 +22,32 @@ struct Eddy: AsyncParsableCommand {
         subcommands: [
             Up.self, Store.self, Create.self, Delete.self, List.self, Info.self, Append.self, Read.self, Tail.self,
             Seal.self, Truncate.self, Node.self, Admin.self, Export.self, Backup.self, Restore.self, Bench.self,
-            Sim.self, CrashWriter.self, CrashQueue.self,
+            Sim.self, Config.self, CrashWriter.self, CrashQueue.self,
         ]
     )
+
+    /// Parses the command line with a server command's configuration in front of it (``ConfigFile/expand(_:environment:)``:
+    /// the file, then `EDDY_...` variables, then the flags), then runs the command.
+    static func main() async {
+        let arguments: [String]
+        do {
+            arguments = try ConfigFile.expand(
+                Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment)
+        } catch {
+            FileHandle.standardError.write(Data("eddy: configuration:\n\(error)\n".utf8))
+            Foundation.exit(1)
+        }
+        do {
+            var command = try parseAsRoot(arguments)
+            if var asynchronous = command as? AsyncParsableCommand {
+                try await asynchronous.run()
+            } else {
+                try command.run()
+            }
+        } catch {
+            exit(withError: error)
+        }
+    }
 }
 
 /// Runs a command body and turns an ``EddyError`` or an ``ObjectStoreError`` into one line on stderr and exit status 1.
@@ -39,16 +63,53 @@ func reportingErrors(_ body: () async throws -> Void) async throws {
     }
 }
 
-/// Sets up logging to stderr once, at `level`.
-func bootstrapLogging(level: Logger.Level) {
-    LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
-        handler.logLevel = level
-        return handler
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension EddyLogHandler.Format: ExpressibleByArgument {}
+
+/// What every server command (`eddy store`, `eddy node`, `eddy up`) takes beside its own settings: the
+/// configuration file, logging, and the shutdown grace period.
+struct ServerProcessOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: "A YAML configuration file (docs/operations.md); EDDY_... variables and these flags override it.")
+    var config: String?
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    @Option(name: .long, help: "Log lines as text or json.")
+    var logFormat: EddyLogHandler.Format = .text
+
+    @Option(name: .long, help: "Levels per subsystem, LABEL=LEVEL,... (eddy.node=debug,eddy.s3=trace).")
+    var logLevels: String = ""
+
+    @Option(
+        name: .long, help: "Seconds a clean shutdown may take after SIGTERM or SIGINT before the process exits with 1.")
+    var shutdownGrace: Double = 30
+
+    func validate() throws {
+        _ = try LogLevels(parsing: logLevels)
+        guard (0...3600).contains(shutdownGrace) else {
+            throw ValidationError("--shutdown-grace must be from 0 to 3600 seconds")
+        }
+    }
+
+    /// Starts the shutdown's clock: past the grace period the process logs it and exits with status 1 (a close
+    /// that hangs on a dead peer must not keep a stopping server alive). Cancel the task when done.
+    func startGraceTimer(logger: Logger) -> Task<Void, Never> {
+        let grace = shutdownGrace
+        return Task.detached {
+            do { try await Task.sleep(for: .milliseconds(Int64(grace * 1000))) } catch { return }
+            logger.error("shutdown took longer than its grace period; exiting", metadata: ["grace-seconds": "\(grace)"])
+            Foundation.exit(1)
+        }
+    }
+
+    /// Sets up logging for the process.
+    func bootstrapLogging() throws {
+        EddyLogHandler.bootstrap(level: logLevel, levels: try LogLevels(parsing: logLevels), format: logFormat)
     }
 }
-
-extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 /// The server options every client command shares.
 struct ServerOption: ParsableArguments {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import CacheCore
 import CacheNode
+import EddyConfig
 import Foundation
 import Logging
 import NIOCore
@@ -30,7 +31,9 @@ struct NodeOptions: ParsableArguments {
     @Option(name: .long, help: "The node's zone label (clients prefer their own zone).")
     var zone: String = ""
 
-    @Flag(name: .long, help: "Tell the stream policy where each reader is (reader-aware eviction; experimental).")
+    @Flag(
+        name: .long, inversion: .prefixedNo,
+        help: "Tell the stream policy where each reader is (reader-aware eviction; experimental).")
     var readerHints = false
 
     @Option(
@@ -85,7 +88,9 @@ struct S3Options: ParsableArguments {
     @Option(name: .long, help: "S3 region (else AWS_REGION, else us-east-1).")
     var s3Region: String?
 
-    @Flag(name: .long, help: "Path-style S3 addressing (HOST/BUCKET/KEY), what most S3-compatible servers want.")
+    @Flag(
+        name: .long, inversion: .prefixedNo,
+        help: "Path-style S3 addressing (HOST/BUCKET/KEY), what most S3-compatible servers want.")
     var s3PathStyle = false
 
     @Option(name: .long, help: "Seconds one S3 request may take before it is cut and retried.")
@@ -146,21 +151,6 @@ struct WriteBackOptions: ParsableArguments {
     }
 }
 
-/// Parses `123`, `64K`, `256M`, `2G`.
-func parseSize(_ text: String, what: String) throws -> Int64 {
-    let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
-    var digits = text.uppercased()
-    var scale: Int64 = 1
-    if let last = digits.last, let u = units[last] {
-        scale = u
-        digits.removeLast()
-    }
-    guard let n = Int64(digits), n > 0 else {
-        throw EddyError(.invalidArgument, "\(what) '\(text)' is not a size (a number with K, M or G)")
-    }
-    return n * scale
-}
-
 struct Node: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a cache node: one member of the ring in front of a store.",
@@ -174,13 +164,13 @@ struct Node: AsyncParsableCommand {
     @Option(name: .long, help: "The store, HOST:PORT.") var store: String = "127.0.0.1:9099"
     @Option(name: .long, help: "Every member of the ring, this node included: HOST:PORT,HOST:PORT,...")
     var members: String
-    @Option(name: .long, help: "Log level.") var logLevel: Logger.Level = .info
     @OptionGroup var options: NodeOptions
     @OptionGroup var writeBack: WriteBackOptions
+    @OptionGroup var process: ServerProcessOptions
 
     func run() async throws {
         try await reportingErrors {
-            bootstrapLogging(level: logLevel)
+            try process.bootstrapLogging()
             var c = NodeConfiguration(
                 listen: try ServerAddress(parsing: listen), store: try ServerAddress(parsing: store),
                 members: try members.split(separator: ",").map { try ServerAddress(parsing: String($0)) })
@@ -191,6 +181,8 @@ struct Node: AsyncParsableCommand {
             logger.info("eddy node ready", metadata: ["listen": "\(c.listen)", "store": "\(c.store)"])
             let signal = await waitForSignal()
             logger.info("shutting down", metadata: ["signal": "\(signal)"])
+            let timer = process.startGraceTimer(logger: logger)
+            defer { timer.cancel() }
             await node.close()
             logger.info("stopped")
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import CNUMA
 import CZstd
 import CacheNode
+import EddyConfig
 import Foundation
 import Logging
 import SegmentStore
@@ -18,11 +19,8 @@ struct StoreOptions: ParsableArguments {
     @Option(name: .long, help: "Journal I/O path: auto (io_uring, else pwrite+fdatasync), io_uring or posix.")
     var io: String = "auto"
 
-    @Option(name: .long, help: "Journal bytes between checkpoints.")
-    var checkpointBytes: UInt64 = 64 << 20
-
-    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
-    var logLevel: Logger.Level = .info
+    @Option(name: .long, help: "Journal bytes between checkpoints (suffixes K, M, G).")
+    var checkpointBytes: String = "64M"
 
     func backend() throws -> IOBackend {
         guard let b = IOBackend(rawValue: io) else {
@@ -38,7 +36,7 @@ func startStore(data: String, address: ServerAddress, options: StoreOptions) asy
     let logger = Logger(label: "eddy")
     var configuration = StoreConfiguration(dataDirectory: data, logger: Logger(label: "eddy.store"))
     configuration.ioBackend = try options.backend()
-    configuration.checkpointBytes = options.checkpointBytes
+    configuration.checkpointBytes = UInt64(try parseSize(options.checkpointBytes, what: "--checkpoint-bytes"))
     let store = try SegmentStore(configuration: configuration)
     logger.info(
         "platform",
@@ -59,15 +57,17 @@ func startStore(data: String, address: ServerAddress, options: StoreOptions) asy
 }
 
 /// Runs a store and its server until SIGINT or SIGTERM, then shuts down cleanly (checkpoint included).
-func serveStore(data: String, listen: String, options: StoreOptions) async throws {
-    bootstrapLogging(level: options.logLevel)
+func serveStore(data: String, listen: String, options: StoreOptions, process: ServerProcessOptions) async throws {
+    try process.bootstrapLogging()
     let logger = Logger(label: "eddy")
     let (store, server) = try await startStore(
         data: data, address: try ServerAddress(parsing: listen), options: options)
     let signal = await waitForSignal()
     logger.info("shutting down", metadata: ["signal": "\(signal)"])
+    let timer = process.startGraceTimer(logger: logger)
     await server.close()
     store.close()
+    timer.cancel()
     logger.info("stopped")
 }
 
@@ -100,9 +100,12 @@ struct Store: AsyncParsableCommand {
     var listen: String = "127.0.0.1:9099"
 
     @OptionGroup var options: StoreOptions
+    @OptionGroup var process: ServerProcessOptions
 
     func run() async throws {
-        try await reportingErrors { try await serveStore(data: data, listen: listen, options: options) }
+        try await reportingErrors {
+            try await serveStore(data: data, listen: listen, options: options, process: process)
+        }
     }
 }
 
@@ -126,10 +129,11 @@ struct Up: AsyncParsableCommand {
     @OptionGroup var options: StoreOptions
     @OptionGroup var nodeOptions: NodeOptions
     @OptionGroup var writeBack: WriteBackOptions
+    @OptionGroup var process: ServerProcessOptions
 
     func run() async throws {
         try await reportingErrors {
-            bootstrapLogging(level: options.logLevel)
+            try process.bootstrapLogging()
             let logger = Logger(label: "eddy")
             let objects = try writeBack.objects.location(fallback: "file://\(data)/objects")
             let storeAddress = try ServerAddress(parsing: store)
@@ -159,6 +163,8 @@ struct Up: AsyncParsableCommand {
             Output.shared.flush()
             let signal = await waitForSignal()
             logger.info("shutting down", metadata: ["signal": "\(signal)"])
+            let timer = process.startGraceTimer(logger: logger)
+            defer { timer.cancel() }
             for n in started { await n.close() }
             await server.close()
             segmentStore.close()

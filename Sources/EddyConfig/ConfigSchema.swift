@@ -1,0 +1,195 @@
+import StreamModel
+
+/// One setting of Eddy's configuration file: where it lives in the file (`section.name`), what values it takes,
+/// its default, and which command-line flag of which server command it stands for.
+///
+/// The file, the environment and the command line are three ways to give the same flags: a key `node.cache-bytes`
+/// is the flag `--cache-bytes` of `eddy node` (and of `eddy up`), and the environment variable
+/// `EDDY_NODE_CACHE_BYTES`. The command line wins over the environment, which wins over the file
+/// (docs/operations.md, "Configuration").
+public struct ConfigKey: Sendable, Hashable {
+    /// What values a key takes.
+    public enum Kind: Sendable, Hashable {
+        /// Any text.
+        case text
+        /// A byte count with an optional K, M or G suffix.
+        case size
+        /// A whole number in a range.
+        case integer(ClosedRange<Int>)
+        /// A number in a range (seconds, shares).
+        case number(ClosedRange<Double>)
+        /// `true` or `false`.
+        case boolean
+        /// HOST:PORT.
+        case address
+        /// A list of HOST:PORT (a YAML list, or one string with commas).
+        case addresses
+        /// One of these words.
+        case choice([String])
+        /// A mapping of logger label (or label prefix) to level.
+        case levels
+        /// An eviction policy, `NAME` or `NAME:PARAM=VALUE,...` (CacheCore's `PolicyKind.parse`).
+        case policy
+    }
+
+    /// The section of the file: `store`, `node`, `up`, `log` or `shutdown`.
+    public let section: String
+    /// The key within its section; also the flag's name.
+    public let name: String
+    /// What values it takes.
+    public let kind: Kind
+    /// The default, as documented (empty: none).
+    public let defaultValue: String
+    /// What it does.
+    public let help: String
+    /// The server commands (`store`, `node`, `up`) that take it.
+    public let commands: Set<String>
+    /// The flag, `--name` unless it differs.
+    public let flag: String
+
+    init(
+        _ section: String, _ name: String, _ kind: Kind, _ defaultValue: String, _ help: String,
+        commands: Set<String>, flag: String? = nil
+    ) {
+        self.section = section
+        self.name = name
+        self.kind = kind
+        self.defaultValue = defaultValue
+        self.help = help
+        self.commands = commands
+        self.flag = flag ?? "--\(name)"
+    }
+
+    /// `section.name`, how messages and the docs name the key.
+    public var path: String { "\(section).\(name)" }
+
+    /// The environment variable that overrides the key: `EDDY_` and the path in capitals, `.` and `-` as `_`.
+    public var environmentName: String {
+        "EDDY_" + path.uppercased().map { $0 == "." || $0 == "-" ? "_" : $0 }.map(String.init).joined()
+    }
+}
+
+/// Every key of the configuration file.
+public enum ConfigSchema {
+    static let store: Set<String> = ["store"]
+    static let node: Set<String> = ["node"]
+    static let nodeAndUp: Set<String> = ["node", "up"]
+    static let storeAndUp: Set<String> = ["store", "up"]
+    static let servers: Set<String> = ["store", "node", "up"]
+
+    /// The log levels of swift-log.
+    public static let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
+
+    /// Every key, in the order of the docs.
+    public static let keys: [ConfigKey] = [
+        ConfigKey(
+            "store", "data", .text, "", "The store's data directory (required by `eddy store`).", commands: store),
+        ConfigKey("store", "listen", .address, "127.0.0.1:9099", "The store's protocol address.", commands: store),
+        ConfigKey(
+            "store", "io", .choice(["auto", "io_uring", "posix"]), "auto",
+            "Journal I/O: io_uring when the kernel allows it (auto), or pwrite + fdatasync.", commands: storeAndUp),
+        ConfigKey(
+            "store", "checkpoint-bytes", .size, "64M", "Journal bytes between checkpoints.", commands: storeAndUp),
+
+        ConfigKey(
+            "node", "listen", .address, "", "The node's protocol address; also its name in `members` (required).",
+            commands: node),
+        ConfigKey("node", "store", .address, "127.0.0.1:9099", "The store the node reads from.", commands: node),
+        ConfigKey(
+            "node", "members", .addresses, "", "Every member of the ring, this node included (required).",
+            commands: node),
+        ConfigKey("node", "cache-bytes", .size, "256M", "Memory for cached blocks.", commands: nodeAndUp),
+        ConfigKey(
+            "node", "policy", .policy, "stream", "The eviction policy, NAME or NAME:PARAM=VALUE (docs/tuning.md).",
+            commands: nodeAndUp),
+        ConfigKey("node", "block-size", .size, "1M", "The cache's block size.", commands: nodeAndUp),
+        ConfigKey(
+            "node", "near-cache-share", .number(0...0.9), "0.1",
+            "Share of the cache for full blocks of segments other nodes own.", commands: nodeAndUp),
+        ConfigKey(
+            "node", "zone", .text, "", "The node's zone label; clients prefer their own zone.", commands: nodeAndUp),
+        ConfigKey(
+            "node", "reader-hints", .boolean, "false",
+            "Tell the stream policy where each reader is (experimental).", commands: nodeAndUp),
+        ConfigKey(
+            "node", "trace-out", .text, "",
+            "Record the node's block requests to this file (`eddy sim --format block`).",
+            commands: nodeAndUp),
+        ConfigKey(
+            "node", "object-store", .text, "",
+            "Write-back target: file://DIR or s3://BUCKET/PREFIX, or none (`eddy up`: DATA/objects).",
+            commands: nodeAndUp),
+        ConfigKey("node", "s3-endpoint", .text, "", "S3 endpoint URL; AWS when not given.", commands: nodeAndUp),
+        ConfigKey(
+            "node", "s3-region", .text, "", "S3 region (else AWS_REGION, else us-east-1).", commands: nodeAndUp),
+        ConfigKey(
+            "node", "s3-path-style", .boolean, "false", "Path-style S3 addressing (most S3-compatible servers).",
+            commands: nodeAndUp),
+        ConfigKey(
+            "node", "s3-timeout", .number(0.001...3600), "30", "Seconds one S3 request may take before it is retried.",
+            commands: nodeAndUp),
+        ConfigKey(
+            "node", "retain-bytes", .size, "", "Keep at most this many flushed bytes of each segment in the store.",
+            commands: nodeAndUp),
+        ConfigKey(
+            "node", "retain-seconds", .number(0.001...(100 * 365 * 86400)), "",
+            "Keep flushed bytes in the store this long after their flush.", commands: nodeAndUp),
+        ConfigKey(
+            "node", "flush-idle", .number(0.001...86400), "30",
+            "Seconds without appends after which a partial tail block is flushed.", commands: nodeAndUp),
+        ConfigKey(
+            "node", "max-flush-lag", .size, "", "Refuse appends to a segment with more unflushed bytes than this.",
+            commands: nodeAndUp),
+        ConfigKey("node", "flush-workers", .integer(1...64), "4", "Flush workers per node.", commands: nodeAndUp),
+
+        ConfigKey("up", "data", .text, "./data", "`eddy up`'s data directory.", commands: ["up"]),
+        ConfigKey("up", "store", .address, "127.0.0.1:9099", "`eddy up`'s store address.", commands: ["up"]),
+        ConfigKey(
+            "up", "nodes", .addresses, "127.0.0.1:9090,127.0.0.1:9091,127.0.0.1:9092", "`eddy up`'s node addresses.",
+            commands: ["up"]),
+
+        ConfigKey(
+            "log", "level", .choice(levels), "info", "The level of every logger.", commands: servers,
+            flag: "--log-level"),
+        ConfigKey(
+            "log", "format", .choice(["text", "json"]), "text", "One line per event: text, or a JSON object.",
+            commands: servers, flag: "--log-format"),
+        ConfigKey(
+            "log", "levels", .levels, "",
+            "Levels per subsystem: logger label (or its prefix, such as eddy.node or eddy.s3) to level.",
+            commands: servers, flag: "--log-levels"),
+
+        ConfigKey(
+            "shutdown", "grace-seconds", .number(0...3600), "30",
+            "On SIGTERM or SIGINT, how long a clean shutdown may take before the process exits with status 1.",
+            commands: servers,
+            flag: "--shutdown-grace"),
+    ]
+
+    /// The key at `path` (`section.name`).
+    public static func key(_ path: String) -> ConfigKey? { keys.first { $0.path == path } }
+
+    /// The sections of the file.
+    public static var sections: [String] {
+        var seen: [String] = []
+        for k in keys where !seen.contains(k.section) { seen.append(k.section) }
+        return seen
+    }
+}
+
+/// Parses `123`, `64K`, `256M`, `2G` (binary units).
+/// - Parameter what: how messages name the value (a flag or a key).
+/// - Throws: ``EddyError/Code/invalidArgument`` naming `what`.
+public func parseSize(_ text: String, what: String) throws(EddyError) -> Int64 {
+    let units: [Character: Int64] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+    var digits = text.uppercased()
+    var scale: Int64 = 1
+    if let last = digits.last, let u = units[last] {
+        scale = u
+        digits.removeLast()
+    }
+    guard let n = Int64(digits), n > 0, n <= Int64.max / scale else {
+        throw EddyError(.invalidArgument, "\(what) '\(text)' is not a size (a number with K, M or G)")
+    }
+    return n * scale
+}

@@ -1,0 +1,193 @@
+import ArgumentParser
+import CacheNode
+import EddyConfig
+import Foundation
+import WireProtocol
+
+struct Config: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Check, show or write out the configuration file of the servers (docs/operations.md).",
+        subcommands: [ConfigCheck.self, ConfigShow.self, ConfigExample.self])
+}
+
+struct ConfigCheck: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Report every problem of a configuration file: the key, the value and why.",
+        discussion: """
+            Unknown sections and keys are errors. A file that sets a server's own keys (store.data, node.listen,
+            node.members, up.*) is also checked as that server's whole command line. Exit status 0 when the file is
+            good, 1 otherwise.
+            """)
+
+    @Argument(help: "The YAML file.") var file: String
+
+    func run() async throws {
+        let config: ConfigFile
+        do {
+            config = try ConfigFile.load(path: file)
+        } catch {
+            for p in error.problems { FileHandle.standardError.write(Data("\(p)\n".utf8)) }
+            FileHandle.standardError.write(Data("\(file): \(error.problems.count) problem(s)\n".utf8))
+            throw ExitCode(1)
+        }
+        var problems: [String] = []
+        // Each server the file describes (its own keys set) is checked as that server's whole command line; the
+        // settings `eddy up` shares with them (cache against block size, the journal I/O path) always are.
+        let servers: [(String, ParsableCommand.Type, Bool)] = [
+            ("store", Store.self, config.values.contains { $0.key.path == "store.data" }),
+            ("node", Node.self, config.values.contains { ["node.listen", "node.members"].contains($0.key.path) }),
+            ("up", Up.self, true),
+        ]
+        for (name, type, describes) in servers where describes {
+            do {
+                let parsed = try type.parse(config.arguments(for: name))
+                try (parsed as? any ConfigurableServer)?.check()
+            } catch {
+                problems.append("as `eddy \(name)`: \(type.message(for: error))")
+            }
+        }
+        guard problems.isEmpty else {
+            for p in problems { FileHandle.standardError.write(Data("\(file): \(p)\n".utf8)) }
+            throw ExitCode(1)
+        }
+        print("\(file): OK, \(config.values.count) key(s) set")
+    }
+}
+
+struct ConfigShow: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "show",
+        abstract: "Print the settings a server command would run with, as JSON keyed by the file's keys.",
+        discussion: """
+            The file (--config or EDDY_CONFIG), the EDDY_... variables and the flags are applied as the command
+            would: eddy config show node --config eddy.yaml --cache-bytes 1G
+            """)
+
+    @Argument(help: "store, node or up.") var command: String
+    @Argument(parsing: .allUnrecognized, help: "The command's flags.") var arguments: [String] = []
+
+    func run() async throws {
+        guard ConfigFile.commands.contains(command) else {
+            throw ValidationError("'\(command)' is not a server command: use store, node or up")
+        }
+        let expanded: [String]
+        do {
+            expanded = try ConfigFile.expand([command] + arguments, environment: ProcessInfo.processInfo.environment)
+        } catch {
+            FileHandle.standardError.write(Data("eddy: configuration:\n\(error)\n".utf8))
+            throw ExitCode(1)
+        }
+        let rest = Array(expanded.dropFirst())
+        let settings: [String: String]
+        switch command {
+        case "store": settings = try Store.parse(rest).settings
+        case "node": settings = try Node.parse(rest).settings
+        default: settings = try Up.parse(rest).settings
+        }
+        let data = try JSONSerialization.data(withJSONObject: settings, options: [.sortedKeys, .prettyPrinted])
+        print(String(decoding: data, as: UTF8.self))
+    }
+}
+
+struct ConfigExample: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "example",
+        abstract: "Print a configuration file with every key at its default, commented.")
+
+    func run() async throws { print(ConfigFile.example(), terminator: "") }
+}
+
+/// A server command whose settings can be listed by configuration key.
+protocol ConfigurableServer {
+    /// Every setting, keyed by the configuration file's key (`node.cache-bytes`), as the flag's text.
+    var settings: [String: String] { get }
+    /// Checks what parsing alone cannot (settings that must hold together).
+    func check() throws
+}
+
+extension StoreOptions {
+    /// Checks the settings without opening a store.
+    func check() throws {
+        _ = try backend()
+        _ = try parseSize(checkpointBytes, what: "--checkpoint-bytes")
+    }
+
+    var settings: [String: String] { ["store.io": io, "store.checkpoint-bytes": checkpointBytes] }
+}
+
+extension NodeOptions {
+    var settings: [String: String] {
+        [
+            "node.cache-bytes": cacheBytes, "node.policy": policy, "node.block-size": blockSize,
+            "node.near-cache-share": "\(nearCacheShare)", "node.zone": zone, "node.reader-hints": "\(readerHints)",
+            "node.trace-out": traceOut ?? "",
+        ]
+    }
+}
+
+extension WriteBackOptions {
+    var settings: [String: String] {
+        [
+            "node.object-store": objects.objectStore ?? "", "node.s3-endpoint": objects.s3.s3Endpoint ?? "",
+            "node.s3-region": objects.s3.s3Region ?? "", "node.s3-path-style": "\(objects.s3.s3PathStyle)",
+            "node.s3-timeout": "\(objects.s3.s3Timeout)", "node.retain-bytes": retainBytes ?? "",
+            "node.retain-seconds": retainSeconds.map { "\($0)" } ?? "", "node.flush-idle": "\(flushIdle)",
+            "node.max-flush-lag": maxFlushLag ?? "", "node.flush-workers": "\(flushWorkers)",
+        ]
+    }
+}
+
+extension ServerProcessOptions {
+    var settings: [String: String] {
+        [
+            "log.level": "\(logLevel)", "log.format": logFormat.rawValue, "log.levels": logLevels,
+            "shutdown.grace-seconds": "\(shutdownGrace)",
+        ]
+    }
+}
+
+extension Store: ConfigurableServer {
+    var settings: [String: String] {
+        options.settings.merging(process.settings) { a, _ in a }.merging(["store.data": data, "store.listen": listen]) {
+            a, _ in a
+        }
+    }
+    func check() throws {
+        try options.check()
+        _ = try ServerAddress(parsing: listen)
+    }
+}
+
+extension Node: ConfigurableServer {
+    var settings: [String: String] {
+        var all = options.settings.merging(writeBack.settings) { a, _ in a }.merging(process.settings) { a, _ in a }
+        all["node.listen"] = listen
+        all["node.store"] = store
+        all["node.members"] = members
+        return all
+    }
+    func check() throws {
+        var c = NodeConfiguration(
+            listen: try ServerAddress(parsing: listen), store: try ServerAddress(parsing: store),
+            members: try members.split(separator: ",").map { try ServerAddress(parsing: String($0)) })
+        try options.apply(to: &c)
+    }
+}
+
+extension Up: ConfigurableServer {
+    var settings: [String: String] {
+        var all = options.settings.merging(nodeOptions.settings) { a, _ in a }
+            .merging(writeBack.settings) { a, _ in a }.merging(process.settings) { a, _ in a }
+        all["up.data"] = data
+        all["up.store"] = store
+        all["up.nodes"] = nodes
+        return all
+    }
+    func check() throws {
+        try options.check()
+        let members = try nodes.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
+        var c = NodeConfiguration(listen: members[0], store: try ServerAddress(parsing: store), members: members)
+        try nodeOptions.apply(to: &c)
+    }
+}
