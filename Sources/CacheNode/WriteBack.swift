@@ -524,12 +524,11 @@ struct FlushTask: Sendable, Hashable {
     var from: UInt64
     var to: UInt64
 
-    init(segment: SegmentID, from: UInt64, to: UInt64) {
-        self.segment = segment
-        self.from = from
-        self.to = to
-    }
+    var attributes: [String: String] { ["segment": segment.description, "from": "\(from)", "to": "\(to)"] }
+}
 
+extension FlushTask {
+    /// The task a message's attributes carry; nil when they are not a flush task's.
     init?(attributes: [String: String]) {
         guard let text = attributes["segment"], let segment = try? SegmentID(parsing: text),
             let from = attributes["from"].flatMap(UInt64.init), let to = attributes["to"].flatMap(UInt64.init),
@@ -537,8 +536,6 @@ struct FlushTask: Sendable, Hashable {
         else { return nil }
         self.init(segment: segment, from: from, to: to)
     }
-
-    var attributes: [String: String] { ["segment": segment.description, "from": "\(from)", "to": "\(to)"] }
 }
 
 /// FlushCrashPoint is a test hook for crash tests of write-back: with `EDDY_TEST_CRASH_AT` set to a point's

@@ -14,6 +14,11 @@ struct StreamSelection: ParsableArguments {
     func validate() throws {
         guard (stream != nil) != all else { throw ValidationError("name one SCOPE/STREAM, or give --all") }
     }
+
+    /// The stream named, or every stream `everything` lists with --all.
+    func names(all everything: () async throws -> [StreamName]) async throws -> [StreamName] {
+        all ? try await everything() : [try parseStream(stream!)]
+    }
 }
 
 struct Backup: AsyncParsableCommand {
@@ -37,11 +42,8 @@ struct Backup: AsyncParsableCommand {
         let location = try s3.location(to)
         try await withClient(server) { client in
             let store = try location.makeStore(environment: ProcessInfo.processInfo.environment)
-            let names: [StreamName]
-            if selection.all {
-                names = try await client.listStreams().map(\.name).filter { $0.scope != "_eddy" }
-            } else {
-                names = [try parseStream(selection.stream!)]
+            let names = try await selection.names {
+                try await client.listStreams().map(\.name).filter { $0.scope != "_eddy" }
             }
             for name in names {
                 let progress = ProgressLine(what: "backing up \(name)")
@@ -80,14 +82,10 @@ struct Restore: AsyncParsableCommand {
         let location = try s3.location(from)
         try await withClient(server) { client in
             let store = try location.makeStore(environment: ProcessInfo.processInfo.environment)
-            let names: [StreamName]
-            if selection.all {
-                names = try await StreamBackup.backedUpStreams(in: store, prefix: location.prefix)
-                guard !names.isEmpty else {
-                    throw EddyError(.streamNotFound, "no stream backups at \(location)")
-                }
-            } else {
-                names = [try parseStream(selection.stream!)]
+            let names = try await selection.names {
+                let found = try await StreamBackup.backedUpStreams(in: store, prefix: location.prefix)
+                guard !found.isEmpty else { throw EddyError(.streamNotFound, "no stream backups at \(location)") }
+                return found
             }
             for name in names {
                 let destination = try target.map(parseStream) ?? name

@@ -34,15 +34,14 @@ struct ConfigCheck: AsyncParsableCommand {
         var problems: [String] = []
         // Each server the file describes (its own keys set) is checked as that server's whole command line; the
         // settings `eddy up` shares with them (cache against block size, the journal I/O path) always are.
-        let servers: [(String, ParsableCommand.Type, Bool)] = [
-            ("store", Store.self, config.values.contains { $0.key.path == "store.data" }),
-            ("node", Node.self, config.values.contains { ["node.listen", "node.members"].contains($0.key.path) }),
-            ("up", Up.self, true),
+        let describes = [
+            "store": config.values.contains { $0.key.path == "store.data" },
+            "node": config.values.contains { ["node.listen", "node.members"].contains($0.key.path) },
+            "up": true,
         ]
-        for (name, type, describes) in servers where describes {
+        for (name, type) in configurableServers where describes[name] == true {
             do {
-                let parsed = try type.parse(config.arguments(for: name))
-                try (parsed as? any ConfigurableServer)?.check()
+                try type.parse(config.arguments(for: name)).check()
             } catch {
                 problems.append("as `eddy \(name)`: \(type.message(for: error))")
             }
@@ -68,23 +67,17 @@ struct ConfigShow: AsyncParsableCommand {
     @Argument(parsing: .allUnrecognized, help: "The command's flags.") var arguments: [String] = []
 
     func run() async throws {
-        guard ConfigFile.commands.contains(command) else {
+        guard let type = configurableServers.first(where: { $0.name == command })?.type else {
             throw ValidationError("'\(command)' is not a server command: use store, node or up")
         }
         let expanded: [String]
         do {
             expanded = try ConfigFile.expand([command] + arguments, environment: ProcessInfo.processInfo.environment)
         } catch {
-            FileHandle.standardError.write(Data("eddy: configuration:\n\(error)\n".utf8))
+            reportConfigurationErrors(error)
             throw ExitCode(1)
         }
-        let rest = Array(expanded.dropFirst())
-        let settings: [String: String]
-        switch command {
-        case "store": settings = try Store.parse(rest).settings
-        case "node": settings = try Node.parse(rest).settings
-        default: settings = try Up.parse(rest).settings
-        }
+        let settings = try type.parse(Array(expanded.dropFirst())).settings
         let data = try JSONSerialization.data(withJSONObject: settings, options: [.sortedKeys, .prettyPrinted])
         print(String(decoding: data, as: UTF8.self))
     }
@@ -96,6 +89,16 @@ struct ConfigExample: AsyncParsableCommand {
         abstract: "Print a configuration file with every key at its default, commented.")
 
     func run() async throws { print(ConfigFile.example(), terminator: "") }
+}
+
+/// The server commands a configuration file configures, by the name `ConfigFile.expand` knows them by.
+let configurableServers: [(name: String, type: any (ParsableCommand & ConfigurableServer).Type)] = [
+    ("store", Store.self), ("node", Node.self), ("up", Up.self),
+]
+
+/// Prints a configuration's problems, one per line, under `eddy: configuration:`.
+func reportConfigurationErrors(_ error: ConfigErrors) {
+    FileHandle.standardError.write(Data("eddy: configuration:\n\(error)\n".utf8))
 }
 
 /// A server command whose settings can be listed by configuration key.

@@ -34,7 +34,7 @@ struct Eddy: AsyncParsableCommand {
             arguments = try ConfigFile.expand(
                 Array(CommandLine.arguments.dropFirst()), environment: ProcessInfo.processInfo.environment)
         } catch {
-            FileHandle.standardError.write(Data("eddy: configuration:\n\(error)\n".utf8))
+            reportConfigurationErrors(error)
             Foundation.exit(1)
         }
         do {
@@ -94,15 +94,20 @@ struct ServerProcessOptions: ParsableArguments {
         }
     }
 
-    /// Starts the shutdown's clock: past the grace period the process logs it and exits with status 1 (a close
-    /// that hangs on a dead peer must not keep a stopping server alive). Cancel the task when done.
-    func startGraceTimer(logger: Logger) -> Task<Void, Never> {
+    /// Waits for SIGINT or SIGTERM, then runs `close` on the shutdown's clock: past the grace period the process
+    /// logs it and exits with status 1 (a close that hangs on a dead peer must not keep a stopping server alive).
+    func serveUntilSignal(logger: Logger, close: () async -> Void) async {
+        let signal = await waitForSignal()
+        logger.info("shutting down", metadata: ["signal": "\(signal)"])
         let grace = shutdownGrace
-        return Task.detached {
+        let timer = Task.detached {
             do { try await Task.sleep(for: .milliseconds(Int64(grace * 1000))) } catch { return }
             logger.error("shutdown took longer than its grace period; exiting", metadata: ["grace-seconds": "\(grace)"])
             Foundation.exit(1)
         }
+        await close()
+        timer.cancel()
+        logger.info("stopped")
     }
 
     /// Sets up logging for the process.

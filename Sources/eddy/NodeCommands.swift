@@ -179,12 +179,7 @@ struct Node: AsyncParsableCommand {
             let node = try await CacheNode.start(configuration: c)
             let logger = Logger(label: "eddy")
             logger.info("eddy node ready", metadata: ["listen": "\(c.listen)", "store": "\(c.store)"])
-            let signal = await waitForSignal()
-            logger.info("shutting down", metadata: ["signal": "\(signal)"])
-            let timer = process.startGraceTimer(logger: logger)
-            defer { timer.cancel() }
-            await node.close()
-            logger.info("stopped")
+            await process.serveUntilSignal(logger: logger) { await node.close() }
         }
     }
 }

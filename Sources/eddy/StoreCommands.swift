@@ -62,13 +62,10 @@ func serveStore(data: String, listen: String, options: StoreOptions, process: Se
     let logger = Logger(label: "eddy")
     let (store, server) = try await startStore(
         data: data, address: try ServerAddress(parsing: listen), options: options)
-    let signal = await waitForSignal()
-    logger.info("shutting down", metadata: ["signal": "\(signal)"])
-    let timer = process.startGraceTimer(logger: logger)
-    await server.close()
-    store.close()
-    timer.cancel()
-    logger.info("stopped")
+    await process.serveUntilSignal(logger: logger) {
+        await server.close()
+        store.close()
+    }
 }
 
 /// Waits for SIGINT or SIGTERM and returns its number.
@@ -161,14 +158,11 @@ struct Up: AsyncParsableCommand {
             Output.shared.line("write-back to \(objects.map(\.description) ?? "nothing (--object-store none)")")
             Output.shared.line("eddy up: try `eddy create demo/events --segments 4` in another terminal; Ctrl-C stops")
             Output.shared.flush()
-            let signal = await waitForSignal()
-            logger.info("shutting down", metadata: ["signal": "\(signal)"])
-            let timer = process.startGraceTimer(logger: logger)
-            defer { timer.cancel() }
-            for n in started { await n.close() }
-            await server.close()
-            segmentStore.close()
-            logger.info("stopped")
+            await process.serveUntilSignal(logger: logger) {
+                for n in started { await n.close() }
+                await server.close()
+                segmentStore.close()
+            }
         }
     }
 }
