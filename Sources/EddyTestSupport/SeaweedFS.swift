@@ -122,7 +122,12 @@ public final class SeaweedFS: @unchecked Sendable {
             }
             try await Task.sleep(for: .milliseconds(200))
         }
-        throw SeaweedFSError("SeaweedFS's S3 port \(s3Port) did not answer within 60 s; log: \(log())")
+        let pid = (try? String(contentsOfFile: directory + "/weed.pid", encoding: .utf8))?
+            .trimmingCharacters(in: .whitespacesAndNewlines)
+        let state = pid.flatMap { try? String(contentsOfFile: "/proc/\($0)/stat", encoding: .utf8) } ?? "(none)"
+        throw SeaweedFSError(
+            "SeaweedFS's S3 port \(s3Port) did not answer within 60 s; weed pid \(pid ?? "(not written)"), "
+                + "/proc stat \(state.prefix(80)); log: \(log())")
     }
 
     /// Whether the `weed` process the wrapper started is still running (true until its PID is known).
