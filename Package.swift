@@ -26,6 +26,7 @@ let package = Package(
         .library(name: "ObjectStorage", targets: ["ObjectStorage"]),
         .library(name: "WriteBackQueue", targets: ["WriteBackQueue"]),
         .library(name: "EddyConfig", targets: ["EddyConfig"]),
+        .library(name: "EddyAdmin", targets: ["EddyAdmin"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
@@ -36,6 +37,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
+        // The admin HTTP server, the process lifecycle and the metrics (issue 8). Hummingbird's default traits pull in
+        // swift-configuration, which Eddy does not use.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C libraries named by the mission, found through pkg-config (Debian's -dev packages).
@@ -52,6 +59,7 @@ let package = Package(
             dependencies: [
                 "StreamModel", "CIOUring",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),
@@ -122,6 +130,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strict
         ),
@@ -144,11 +153,28 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The admin HTTP server of stores and nodes (Hummingbird): health, readiness, JSON documents, Prometheus
+        // metrics; and the services a server process runs in its ServiceGroup.
+        .target(
+            name: "EddyAdmin",
+            dependencies: [
+                "StreamModel", "CacheNode", "StoreServer", "SegmentStore", "WriteBackQueue",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .executableTarget(
             name: "eddy",
             dependencies: [
                 "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CacheCore", "Workloads",
                 "HashRing", "CacheNode", "EddyClient", "CNUMA", "CZstd", "ObjectStorage", "WriteBackQueue", "EddyConfig",
+                "EddyAdmin",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -195,6 +221,17 @@ let package = Package(
                 "WireProtocol", "StreamModel", "Workloads", "CacheCore", "ObjectStorage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "EddyAdminTests",
+            dependencies: [
+                "EddyAdmin", "CacheNode", "EddyTestSupport", "StoreServer", "StoreClient", "SegmentStore", "ObjectStorage",
+                "WireProtocol", "StreamModel",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),

@@ -26,3 +26,9 @@ if ! python3 -c 'import boto3, zstandard' 2>/dev/null; then
   echo "installing: boto3 zstandard (pip)" >&2
   python3 -m pip install -q --disable-pip-version-check boto3 zstandard
 fi
+
+# Prometheus's own exposition parser checks the /metrics output in the admin tests.
+if ! python3 -c 'import prometheus_client' 2>/dev/null; then
+  echo "installing: prometheus-client (pip)" >&2
+  python3 -m pip install -q --disable-pip-version-check prometheus-client
+fi

@@ -28,22 +28,6 @@ public final class CacheNode: Sendable {
         self.connections = connections
     }
 
-    /// The accepted connections, so closing the node closes them too: clients see the node go at once and fail
-    /// over, instead of waiting on a node that no longer answers.
-    final class OpenConnections: Sendable {
-        private let channels = Mutex<[ObjectIdentifier: Channel]>([:])
-
-        func add(_ channel: Channel) {
-            let id = ObjectIdentifier(channel)
-            channels.withLock { $0[id] = channel }
-            channel.closeFuture.whenComplete { _ in _ = self.channels.withLock { $0.removeValue(forKey: id) } }
-        }
-
-        func closeAll() {
-            for c in channels.withLock({ Array($0.values) }) { c.close(promise: nil) }
-        }
-    }
-
     /// Binds, joins the ring and starts serving.
     /// - Throws: ``EddyError/Code/invalidArgument`` for bad settings, ``EddyError/Code/ioError`` when the
     ///   address cannot be bound.
@@ -114,12 +98,44 @@ public final class CacheNode: Sendable {
     /// Stops accepting connections, stops heartbeats, closes the listener, every client and peer connection
     /// (their requests in progress are cancelled; clients fail over), and the upstream connections.
     public func close() async {
-        for t in background.withLock({ $0 }) { t.cancel() }
-        await core.writeBack?.shutdown()
+        await shutdown(grace: .zero)
+    }
+
+    /// Shuts the node down gracefully, in order: `/ready` says draining; the listener closes (no new
+    /// connections); requests in progress get up to half of `grace` to finish (tail reads parked at a segment's
+    /// end are not waited for); write-back workers finish the flush in hand (their leases are acked or nacked, not
+    /// left dangling) for up to the rest; the queue's journal is made durable; then every connection closes and
+    /// clients fail over to the other nodes.
+    public func drain(grace: Duration) async {
+        await shutdown(grace: grace)
+    }
+
+    private func shutdown(grace: Duration) async {
+        let start = ContinuousClock.now
+        core.draining.store(true, ordering: .relaxed)
         try? await channel.close()
+        if grace > .zero {
+            core.configuration.logger.info(
+                "draining", metadata: ["requests": "\(core.counters.inFlight.load(ordering: .relaxed))"])
+            let deadline = start + grace / 2
+            while core.counters.inFlight.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(5))
+            }
+            let left = core.counters.inFlight.load(ordering: .relaxed)
+            if left > 0 {
+                core.configuration.logger.warning(
+                    "requests still in progress at the end of the drain; cancelled", metadata: ["requests": "\(left)"])
+            }
+        }
+        for t in background.withLock({ $0 }) { t.cancel() }
+        let finishWork = max(.zero, start + grace - ContinuousClock.now)
+        await core.writeBack?.shutdown(finishWork: grace > .zero ? finishWork : .zero)
         connections.closeAll()
         await core.store.close()
         core.trace?.close()
         for p in core.peers.values { await p.close() }
+        if grace > .zero {
+            core.configuration.logger.info("drained", metadata: ["took": "\(ContinuousClock.now - start)"])
+        }
     }
 }

@@ -5,11 +5,12 @@ import StreamModel
 import WriteBackQueue
 
 extension NodeCore {
-    /// Answers an administrative command (`Request.admin`) with a JSON document: the node's write-back queue and
-    /// its dead letters. docs/operations.md lists the commands and the keys of their answers.
+    /// Answers an administrative command (`Request.admin`, and the admin HTTP server's `/queues` and `/dlq`) with
+    /// a JSON document: the node's write-back queue and its dead letters. docs/operations.md lists the commands
+    /// and the keys of their answers.
     /// - Throws: ``EddyError/Code/invalidArgument`` for an unknown command or bad arguments;
     ///   ``EddyError/Code/unavailable`` when write-back is off or its queue is not open yet.
-    func admin(_ command: String, arguments text: String) async throws(EddyError) -> String {
+    public func admin(_ command: String, arguments text: String) async throws(EddyError) -> String {
         let arguments: [String: Any]
         if text.isEmpty {
             arguments = [:]
@@ -142,7 +143,9 @@ extension NodeCore {
     }
 
     static func json(_ object: [String: Any]) -> String {
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+        let data =
+            (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
     }
 }

@@ -1,4 +1,5 @@
 import CacheCore
+import CoreMetrics
 import Logging
 import StreamModel
 import WireProtocol
@@ -46,6 +47,8 @@ public struct NodeConfiguration: Sendable {
     public var writeBack: WriteBackConfiguration?
     /// Where the node logs.
     public var logger: Logger = Logger(label: "eddy.node")
+    /// Where the node's request latency histograms go (`eddy_request_duration_seconds`); nil: not recorded.
+    public var metricsFactory: (any MetricsFactory)? = nil
 
     /// Creates a configuration.
     public init(listen: ServerAddress, store: ServerAddress, members: [ServerAddress]) {

@@ -196,6 +196,8 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         let appendSegment = Self.appendSegment(of: request)
         let previous = appendSegment.flatMap { lastAppend[$0]?.succeeded }
         let turn = appendSegment.map { _ in context.eventLoop.makePromise(of: Bool.self) }
+        let started = NIODeadline.now().uptimeNanoseconds
+        core.counters.inFlight.add(1, ordering: .relaxed)
         let task = Task {
             let result: Finished
             if let previous, let segment = appendSegment, (try? await previous.get()) != true {
@@ -206,6 +208,8 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             } else {
                 result = await NodeConnectionHandler.answer(core, request, id: id, reader: reader, allocator: allocator)
             }
+            core.timers?.record(request, since: started)
+            core.counters.inFlight.subtract(1, ordering: .relaxed)
             turn?.succeed(!result.failed)
             bound.eventLoop.execute {
                 if let segment = appendSegment { bound.value.0.endAppend(segment, id: id) }
@@ -258,6 +262,10 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             let (handler, context) = bound.value
             handler.parked -= 1
             guard handler.state == .ready else { return }
+            if case .changed = outcome {
+            } else {
+                handler.core.timers?.record(request, since: started.uptimeNanoseconds)
+            }
             switch outcome {
             case .answer(let answer):
                 handler.finishParked(context, id, request, answer)

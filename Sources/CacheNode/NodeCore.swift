@@ -24,6 +24,10 @@ public final class NodeCore: Sendable {
     let peers: [String: Upstream]
     let membership: Membership
     let counters = NodeCounters()
+    /// Latency per request type, when a metrics factory is configured.
+    let timers: RequestTimers?
+    /// Set when a drain starts: `/ready` answers not ready.
+    let draining = Atomic<Bool>(false)
     let ledger = StoreReadLedger()
     let budget: ByteBudget
     let trace: AccessTrace?
@@ -34,7 +38,7 @@ public final class NodeCore: Sendable {
     /// The last state seen of segments owned elsewhere (from forwarded answers), to know which blocks are full.
     private let hints = Mutex<[SegmentID: SegmentInfo]>([:])
     /// Segment names the store has, for the bounded-load assignment; and that assignment on the current ring.
-    private let placement: Mutex<Placement>
+    let placement: Mutex<Placement>
     private let catalogRefresh = SingleFlight<Int, Set<String>>()
     private let blockLoads = SingleFlight<BlockID, ByteBuffer>()
     /// Store reads by (segment, start offset); a read that completes a block gives the cached block.
@@ -91,6 +95,7 @@ public final class NodeCore: Sendable {
             near = nil
         }
         budget = ByteBudget(limit: configuration.maxBytesInFlight)
+        timers = configuration.metricsFactory.map { RequestTimers(factory: $0, node: configuration.name) }
         trace = try configuration.traceOut.map { (path) throws(EddyError) in try AccessTrace(path: path) }
         store = Upstream(address: configuration.store, group: group, connectTimeout: configuration.requestTimeout)
         var peers: [String: Upstream] = [:]

@@ -1,9 +1,11 @@
 import CacheCore
 import Foundation
+import StreamModel
 
 extension NodeCore {
-    /// The node's stats document (`eddy admin stats`, docs/operations.md lists every key; the keys are stable).
-    func statsJSON() -> String {
+    /// The node's stats document (`eddy admin stats`, `/stats`; docs/operations.md lists every key; the keys are
+    /// stable).
+    public func statsJSON() -> String {
         let c = counters
         let ledger = self.ledger.summary
         let owned = cache.stats
@@ -67,7 +69,202 @@ extension NodeCore {
             document["dead_letters"] = queue?.totalDeadLetters ?? 0
             document["object_store"] = writeBack.objects.location
         }
-        let data = (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])) ?? Data("{}".utf8)
+        let data =
+            (try? JSONSerialization.data(withJSONObject: document, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+extension NodeCore {
+    /// The ring as this node sees it (`/ring`): epoch, fingerprint, the members alive, the configured members,
+    /// and how many segments each member owns.
+    public func ringJSON() -> String {
+        let ring = self.ring
+        let loads = placement.withLock { $0.assignment.loads }
+        return Self.json([
+            "node": me, "epoch": Int(ring.epoch), "fingerprint": String(ring.fingerprint, radix: 16),
+            "members": ring.members, "configured_members": configuration.members.map(\.description),
+            "segments_owned": loads, "ring_changes": counters.ringChanges.load(ordering: .relaxed),
+        ])
+    }
+
+    /// The store's streams (`/streams`): per segment its start, length, whether sealed, and its owner on this
+    /// node's ring.
+    /// - Throws: ``EddyError/Code/unavailable`` when the store does not answer.
+    public func streamsJSON() async throws(EddyError) -> String {
+        let response = try await store.send(.listStreams, timeout: configuration.requestTimeout)
+        guard case .streamList(let streams) = response else {
+            if case .error(let error) = response { throw error }
+            throw EddyError(.malformedFrame, "the store answered a stream list with \(response)")
+        }
+        let owners = placement.withLock { $0.assignment }
+        let lags = writeBack?.lags() ?? [:]
+        let list = streams.sorted { $0.name.description < $1.name.description }.map { stream -> [String: Any] in
+            [
+                "name": stream.name.description,
+                "segments": stream.segments.map { info -> [String: Any] in
+                    var entry: [String: Any] = [
+                        "segment": info.segment.description, "start": info.startOffset, "length": info.length,
+                        "sealed": info.sealed,
+                        "owner": owners[info.segment.description] ?? ring.candidate(for: info.segment.description)
+                            ?? me,
+                    ]
+                    if let lag = lags[info.segment] { entry["flush_lag_bytes"] = lag }
+                    return entry
+                },
+            ]
+        }
+        return Self.json(["node": me, "streams": list])
+    }
+
+    /// Why the node is not ready to serve (empty when it is): draining, not in its own ring, or the store not
+    /// answering within `timeout` (`/ready`).
+    public func notReadyReasons(timeout: Duration = .seconds(2)) async -> [String] {
+        var reasons: [String] = []
+        if draining.load(ordering: .relaxed) { reasons.append("draining: the node is shutting down") }
+        if !ring.members.contains(me) { reasons.append("not in the ring") }
+        do {
+            let response = try await store.send(.listStreams, timeout: timeout)
+            if case .error(let error) = response { reasons.append("store \(configuration.store): \(error)") }
+        } catch {
+            reasons.append("store \(configuration.store) unreachable: \(error.message)")
+        }
+        return reasons
+    }
+
+    /// The node's metrics now, from its counters (`/metrics`; docs/operations.md lists them). Every series has
+    /// the label `node`; cache series also `policy` and `cache` (`owner` or `near`).
+    public func metricSamples() -> [MetricSample] {
+        let c = counters
+        let node = ("node", me)
+        let ledger = self.ledger.summary
+        let ring = self.ring
+        var out: [MetricSample] = []
+        func add(_ name: String, _ kind: MetricSample.Kind, _ value: some BinaryInteger, help: String) {
+            out.append(MetricSample(name, kind, Double(value), labels: [node], help: help))
+        }
+        func add(_ name: String, _ kind: MetricSample.Kind, _ value: Double, help: String) {
+            out.append(MetricSample(name, kind, value, labels: [node], help: help))
+        }
+        for (label, cache) in [("owner", Optional(self.cache)), ("near", near)] {
+            guard let cache else { continue }
+            let stats = cache.stats
+            let labels = [node, ("policy", label == "owner" ? configuration.policy : "s3fifo"), ("cache", label)]
+            let rows: [(String, MetricSample.Kind, Double, String)] = [
+                ("eddy_cache_lookup_hits_total", .counter, Double(stats.hits), "Block lookups that hit the cache."),
+                ("eddy_cache_lookup_misses_total", .counter, Double(stats.misses), "Block lookups that missed."),
+                ("eddy_cache_hit_bytes_total", .counter, Double(stats.byteHits), "Bytes of blocks found in the cache."),
+                ("eddy_cache_evictions_total", .counter, Double(stats.evictions), "Blocks evicted."),
+                ("eddy_cache_blocks", .gauge, Double(stats.entries), "Blocks in the cache."),
+                ("eddy_cache_memory_bytes", .gauge, Double(cache.chargedBytes), "Bytes the cached blocks hold."),
+                (
+                    "eddy_cache_capacity_bytes", .gauge, Double(cache.configuration.capacity),
+                    "The cache's budget in bytes."
+                ),
+            ]
+            for (name, kind, value, help) in rows {
+                out.append(MetricSample(name, kind, value, labels: labels, help: help))
+            }
+        }
+        add(
+            "eddy_cache_hits_total", .counter, c.hits.load(ordering: .relaxed),
+            help: "Reads answered from cached blocks.")
+        add("eddy_cache_misses_total", .counter, c.misses.load(ordering: .relaxed), help: "Reads that needed a load.")
+        add("eddy_reads_total", .counter, c.reads.load(ordering: .relaxed), help: "Read requests served.")
+        add(
+            "eddy_near_cache_hits_total", .counter, c.nearHits.load(ordering: .relaxed),
+            help: "Reads answered from the near cache.")
+        add(
+            "eddy_forwards_total", .counter, c.forwards.load(ordering: .relaxed),
+            help: "Requests forwarded to the owner.")
+        add(
+            "eddy_stale_forwards_total", .counter, c.staleForwards.load(ordering: .relaxed),
+            help: "Forwards refused for a stale ring.")
+        add(
+            "eddy_coalesced_loads_total", .counter, c.coalesced.load(ordering: .relaxed),
+            help: "Block loads shared by concurrent readers.")
+        add(
+            "eddy_read_aheads_total", .counter, c.readAheads.load(ordering: .relaxed),
+            help: "Blocks read ahead of sequential readers.")
+        add("eddy_appends_total", .counter, c.appends.load(ordering: .relaxed), help: "Append requests.")
+        add(
+            "eddy_served_bytes_total", .counter, c.bytesServed.load(ordering: .relaxed),
+            help: "Event bytes sent to readers.")
+        add("eddy_store_reads_total", .counter, ledger.requests, help: "Reads the node sent to the store.")
+        add("eddy_store_read_bytes_total", .counter, ledger.bytes, help: "Bytes the node read from the store.")
+        add(
+            "eddy_store_read_distinct_bytes_total", .counter, ledger.distinctBytes,
+            help: "Distinct bytes read from the store.")
+        add(
+            "eddy_store_read_amplification", .gauge,
+            ledger.distinctBytes == 0 ? 0 : Double(ledger.bytes) / Double(ledger.distinctBytes),
+            help: "Store bytes read per distinct byte (1 = each byte read once).")
+        add("eddy_tail_waiters", .gauge, tailWaiters, help: "Readers waiting at a segment's tail.")
+        add("eddy_subscriptions", .gauge, c.subscriptions.load(ordering: .relaxed), help: "Open subscriptions.")
+        add(
+            "eddy_connections", .gauge, c.connections.load(ordering: .relaxed),
+            help: "Open client and peer connections.")
+        add("eddy_requests_in_flight", .gauge, c.inFlight.load(ordering: .relaxed), help: "Requests being answered.")
+        add("eddy_bytes_in_flight", .gauge, budget.used, help: "Bytes of answers and loads in flight.")
+        add("eddy_ring_epoch", .gauge, ring.epoch, help: "The ring's epoch.")
+        add("eddy_ring_members", .gauge, ring.members.count, help: "Members in the ring.")
+        add("eddy_ring_changes_total", .counter, c.ringChanges.load(ordering: .relaxed), help: "Ring changes seen.")
+        guard let writeBack else { return out }
+        add(
+            "eddy_flushed_bytes_total", .counter, writeBack.flushedBytes.load(ordering: .relaxed),
+            help: "Bytes flushed to object storage.")
+        add(
+            "eddy_objects_written_total", .counter, writeBack.objectsWritten.load(ordering: .relaxed),
+            help: "Block objects written.")
+        add(
+            "eddy_cold_block_loads_total", .counter, writeBack.coldReads.load(ordering: .relaxed),
+            help: "Blocks loaded from object storage.")
+        add(
+            "eddy_retention_truncations_total", .counter, writeBack.truncations.load(ordering: .relaxed),
+            help: "Store truncations after flushes.")
+        for (segment, lag) in writeBack.lags().sorted(by: { $0.key.description < $1.key.description }) {
+            out.append(
+                MetricSample(
+                    "eddy_flush_lag_bytes", .gauge, Double(lag), labels: [node, ("segment", segment.description)],
+                    help: "Appended bytes not yet flushed to object storage, per segment."))
+        }
+        guard let metrics = writeBack.metrics() else { return out }
+        for (key, lane) in metrics.lanes.sorted(by: { $0.key < $1.key }) {
+            let labels = [node, ("queue", key.queue), ("qos", key.qos.description)]
+            out.append(
+                MetricSample(
+                    "eddy_queue_depth", .gauge, Double(lane.depth), labels: labels,
+                    help: "Live messages (ready, delayed, leased)."))
+            out.append(
+                MetricSample(
+                    "eddy_queue_leased", .gauge, Double(lane.leased), labels: labels,
+                    help: "Messages leased to a worker."))
+            out.append(
+                MetricSample(
+                    "eddy_queue_oldest_age_seconds", .gauge, Double(lane.oldestAgeMilliseconds) / 1000,
+                    labels: labels, help: "Age of the oldest live message."))
+        }
+        for (key, totals) in metrics.laneTotals.sorted(by: { $0.key < $1.key }) {
+            let labels = [node, ("queue", key.queue), ("qos", key.qos.description)]
+            out.append(
+                MetricSample(
+                    "eddy_queue_retries_total", .counter, Double(totals.retries), labels: labels,
+                    help: "Retries after failed attempts."))
+            out.append(
+                MetricSample(
+                    "eddy_queue_dead_lettered_total", .counter, Double(totals.deadLettered), labels: labels,
+                    help: "Messages moved to the dead-letter queue."))
+        }
+        for (queue, count) in metrics.deadLetters.sorted(by: { $0.key < $1.key }) {
+            out.append(
+                MetricSample(
+                    "eddy_queue_dead_letters", .gauge, Double(count), labels: [node, ("queue", queue)],
+                    help: "Messages in the dead-letter queue."))
+        }
+        add("eddy_queue_enqueued_total", .counter, metrics.enqueued, help: "Messages enqueued.")
+        add("eddy_queue_acked_total", .counter, metrics.acked, help: "Messages acked.")
+        add("eddy_queue_lease_expiries_total", .counter, metrics.expiries, help: "Leases that expired.")
+        return out
     }
 }

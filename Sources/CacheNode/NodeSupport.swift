@@ -21,6 +21,8 @@ final class NodeCounters: Sendable {
     let ringChanges = Atomic<Int>(0)
     let bytesServed = Atomic<Int>(0)
     let connections = Atomic<Int>(0)
+    /// Requests being answered by a task (parked tail reads not included): a drain waits for them.
+    let inFlight = Atomic<Int>(0)
 }
 
 /// StoreReadLedger records which bytes of which blocks the node read from the store, so it can say how many

@@ -157,9 +157,9 @@ final class WriteBack: Sendable {
         }
     }
 
-    func shutdown() async {
+    func shutdown(finishWork: Duration = .zero) async {
         let current = queue.withLock { $0 }
-        await current?.shutdown()
+        await current?.shutdown(finishWork: finishWork)
     }
 
     // MARK: - Planning
@@ -505,6 +505,11 @@ final class WriteBack: Sendable {
         segments.withLock { s in
             s.values.reduce(0) { $0 + Int($1.length - min($1.length, $1.manifest?.flushed ?? 0)) }
         }
+    }
+
+    /// Unflushed bytes per segment this node tracks.
+    func lags() -> [SegmentID: UInt64] {
+        segments.withLock { s in s.mapValues { $0.length - min($0.length, $0.manifest?.flushed ?? 0) } }
     }
 
     /// Unflushed bytes of one segment.

@@ -203,6 +203,9 @@ public struct ConfigFile: Sendable {
             do { _ = try LogLevels(parsing: text) } catch { throw refuse(error.message) }
         case .policy:
             do { _ = try PolicyKind.parse(text) } catch { throw refuse(error.message) }
+        case .adminAddress:
+            guard text != "auto", text != "none" else { break }
+            do { _ = try ServerAddress(parsing: text) } catch { throw refuse("\(error.message), or auto, or none") }
         }
     }
 

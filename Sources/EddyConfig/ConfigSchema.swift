@@ -30,6 +30,8 @@ public struct ConfigKey: Sendable, Hashable {
         case levels
         /// An eviction policy, `NAME` or `NAME:PARAM=VALUE,...` (CacheCore's `PolicyKind.parse`).
         case policy
+        /// An admin HTTP address: HOST:PORT, `auto` (the protocol address's port + 100) or `none`.
+        case adminAddress
     }
 
     /// The section of the file: `store`, `node`, `up`, `log` or `shutdown`.
@@ -86,6 +88,10 @@ public enum ConfigSchema {
             "store", "data", .text, "", "The store's data directory (required by `eddy store`).", commands: store),
         ConfigKey("store", "listen", .address, "127.0.0.1:9099", "The store's protocol address.", commands: store),
         ConfigKey(
+            "store", "admin-listen", .adminAddress, "auto",
+            "The store's admin HTTP address (health, metrics): HOST:PORT, auto (protocol port + 100) or none.",
+            commands: store),
+        ConfigKey(
             "store", "io", .choice(["auto", "io_uring", "posix"]), "auto",
             "Journal I/O: io_uring when the kernel allows it (auto), or pwrite + fdatasync.", commands: storeAndUp),
         ConfigKey(
@@ -93,6 +99,10 @@ public enum ConfigSchema {
 
         ConfigKey(
             "node", "listen", .address, "", "The node's protocol address; also its name in `members` (required).",
+            commands: node),
+        ConfigKey(
+            "node", "admin-listen", .adminAddress, "auto",
+            "The node's admin HTTP address (health, metrics, dashboard): HOST:PORT, auto (protocol port + 100) or none.",
             commands: node),
         ConfigKey("node", "store", .address, "127.0.0.1:9099", "The store the node reads from.", commands: node),
         ConfigKey(
@@ -146,6 +156,10 @@ public enum ConfigSchema {
         ConfigKey("up", "store", .address, "127.0.0.1:9099", "`eddy up`'s store address.", commands: ["up"]),
         ConfigKey(
             "up", "nodes", .addresses, "127.0.0.1:9090,127.0.0.1:9091,127.0.0.1:9092", "`eddy up`'s node addresses.",
+            commands: ["up"]),
+        ConfigKey(
+            "up", "admin-listen", .choice(["auto", "none"]), "auto",
+            "`eddy up`'s admin HTTP servers: auto (each at its server's port + 100: 9199, 9190-9192) or none.",
             commands: ["up"]),
 
         ConfigKey(

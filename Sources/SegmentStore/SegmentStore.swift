@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import Logging
 import StreamModel
@@ -23,6 +24,8 @@ public struct StoreConfiguration: Sendable {
     public var maxBatchBytes: Int = 32 << 20
     /// Where the store logs.
     public var logger: Logger
+    /// Where the journal's sync latency histogram goes (`eddy_store_journal_sync_seconds`); nil: not recorded.
+    public var metricsFactory: (any MetricsFactory)? = nil
     /// Whether ``SegmentStore/close()`` takes a checkpoint. Tests turn it off to leave a journal to replay,
     /// as a crash would.
     var checkpointOnClose = true

@@ -94,8 +94,15 @@ public final class StoreClient: RequestSender {
     public func submit(_ request: Request, timeout: Duration? = nil) -> EventLoopFuture<Response> {
         let promise = channel.eventLoop.makePromise(of: Response.self)
         let limit = timeout.map { TimeAmount($0) }
+        // A write to a connection that closed meanwhile never reaches the handler that would answer or time out
+        // the request: fail it here, at once, so the caller fails over instead of waiting out its deadline. (When
+        // the handler has the request already, it fails it first; NIO ignores the second completion.)
+        let written = channel.eventLoop.makePromise(of: Void.self)
+        written.futureResult.whenFailure { error in
+            promise.fail(EddyError(.connectionFailed, "the connection closed before the request was sent: \(error)"))
+        }
         channel.writeAndFlush(
-            ClientHandler.Outgoing.request(request, promise: promise, timeout: limit), promise: nil)
+            ClientHandler.Outgoing.request(request, promise: promise, timeout: limit), promise: written)
         return promise.futureResult
     }
 

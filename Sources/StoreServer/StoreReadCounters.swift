@@ -36,6 +36,9 @@ final class StoreReadCounters: Sendable {
         }
     }
 
+    /// The counts per stream now.
+    func snapshot() -> [StreamName: Counts] { state.withLock { $0 } }
+
     /// The stats document: read counters in total at the top level, per stream under `streams`, and the
     /// journal's counters under `journal` (docs/operations.md).
     func json(_ journal: StoreStats) -> String {
@@ -69,7 +72,7 @@ final class StoreReadCounters: Sendable {
                 "bytes": journal.bytes, "duplicates": journal.duplicates, "checkpoints": journal.checkpoints,
             ])
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         return String(decoding: (try? encoder.encode(document)) ?? Data("{}".utf8), as: UTF8.self)
     }
 }

@@ -1,8 +1,10 @@
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
 import SegmentStore
 import StreamModel
+import Synchronization
 import WireProtocol
 
 /// Settings of a ``StoreServer``.
@@ -33,12 +35,23 @@ public struct StoreServerConfiguration: Sendable {
 public final class StoreServer: Sendable {
     /// The address the server is bound to (with the real port when 0 was asked for).
     public let localAddress: SocketAddress
+    /// The store it serves.
+    public let store: SegmentStore
     private let channel: Channel
     private let threadPool: NIOThreadPool
+    private let counters: StoreReadCounters
+    private let closing = Atomic<Bool>(false)
+    private let connections: OpenConnections
 
-    private init(channel: Channel, threadPool: NIOThreadPool) {
+    private init(
+        store: SegmentStore, channel: Channel, threadPool: NIOThreadPool, counters: StoreReadCounters,
+        connections: OpenConnections
+    ) {
+        self.store = store
+        self.connections = connections
         self.channel = channel
         self.threadPool = threadPool
+        self.counters = counters
         self.localAddress = channel.localAddress!
     }
 
@@ -51,6 +64,7 @@ public final class StoreServer: Sendable {
         let threadPool = NIOThreadPool(numberOfThreads: 2)
         threadPool.start()
         let counters = StoreReadCounters()
+        let connections = OpenConnections()
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -61,6 +75,7 @@ public final class StoreServer: Sendable {
             )
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    connections.add(channel)
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
@@ -73,7 +88,8 @@ public final class StoreServer: Sendable {
             let channel = try await bootstrap.bind(
                 host: configuration.address.host, port: configuration.address.port
             ).get()
-            let server = StoreServer(channel: channel, threadPool: threadPool)
+            let server = StoreServer(
+                store: store, channel: channel, threadPool: threadPool, counters: counters, connections: connections)
             configuration.logger.info("store server listening", metadata: ["address": "\(server.address)"])
             return server
         } catch {
@@ -88,10 +104,77 @@ public final class StoreServer: Sendable {
     /// The bound address as `HOST:PORT`.
     public var address: ServerAddress { ServerAddress(host: localAddress.ipAddress ?? "?", port: port) }
 
-    /// Stops accepting connections and closes the listening socket.
+    /// Whether the server is accepting connections (not closing).
+    public var isServing: Bool { !closing.load(ordering: .relaxed) }
+
+    /// The stats document (`eddy admin stats` against the store, `/stats`; docs/operations.md lists the keys).
+    public func statsJSON() -> String { counters.json(store.stats) }
+
+    /// The store's streams (`/streams`): per segment its start, length and whether it is sealed.
+    public func streamsJSON() -> String {
+        let streams = store.listStreams().sorted { $0.name.description < $1.name.description }.map {
+            stream -> [String: Any] in
+            [
+                "name": stream.name.description,
+                "segments": stream.segments.map {
+                    [
+                        "segment": $0.segment.description, "start": $0.startOffset, "length": $0.length,
+                        "sealed": $0.sealed,
+                    ]
+                        as [String: Any]
+                },
+            ]
+        }
+        let data =
+            (try? JSONSerialization.data(
+                withJSONObject: ["streams": streams], options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        return String(decoding: data, as: UTF8.self)
+    }
+
+    /// The store's metrics now, from its counters (`/metrics`; docs/operations.md lists them).
+    public func metricSamples() -> [MetricSample] {
+        let stats = store.stats
+        let streams = store.listStreams()
+        var out: [MetricSample] = [
+            MetricSample("eddy_store_appended_events_total", .counter, Double(stats.events), help: "Events appended."),
+            MetricSample(
+                "eddy_store_appended_bytes_total", .counter, Double(stats.bytes), help: "Event bytes appended."),
+            MetricSample(
+                "eddy_store_duplicate_appends_total", .counter, Double(stats.duplicates),
+                help: "Retried appends answered from the writer windows."),
+            MetricSample(
+                "eddy_store_journal_syncs_total", .counter, Double(stats.syncs),
+                help: "Journal group commits (one sync each)."),
+            MetricSample(
+                "eddy_store_journal_records_total", .counter, Double(stats.records), help: "Journal records written."),
+            MetricSample(
+                "eddy_store_checkpoints_total", .counter, Double(stats.checkpoints), help: "Checkpoints taken."),
+            MetricSample("eddy_store_streams", .gauge, Double(streams.count), help: "Streams in the store."),
+            MetricSample(
+                "eddy_store_segments", .gauge, Double(streams.reduce(0) { $0 + $1.segments.count }),
+                help: "Segments in the store."),
+        ]
+        for (stream, counts) in counters.snapshot().sorted(by: { $0.key.description < $1.key.description }) {
+            let labels = [("stream", stream.description)]
+            out.append(
+                MetricSample(
+                    "eddy_store_read_requests_total", .counter, Double(counts.readRequests), labels: labels,
+                    help: "Reads served (of one byte or more)."))
+            out.append(
+                MetricSample(
+                    "eddy_store_read_bytes_total", .counter, Double(counts.readBytes), labels: labels,
+                    help: "Bytes served by reads."))
+        }
+        return out
+    }
+
+    /// Stops accepting connections, lets the reads in progress finish, then closes every connection (nodes and
+    /// clients see the store go at once).
     public func close() async {
+        closing.store(true, ordering: .relaxed)
         try? await channel.close()
         try? await threadPool.shutdownGracefully()
+        connections.closeAll()
     }
 
     /// Waits until the listening socket is closed.

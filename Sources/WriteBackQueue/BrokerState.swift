@@ -57,6 +57,8 @@ struct BrokerState: Sendable {
         var deadLettered = 0
         var redriven = 0
         var purged = 0
+        /// Retries and dead letters per queue and class.
+        var lanes: [QueueMetrics.LaneKey: QueueMetrics.LaneTotals] = [:]
     }
 
     init(configuration: QueueConfiguration) {
@@ -172,6 +174,8 @@ struct BrokerState: Sendable {
             return [.nack(id, attempts: attempts, availableAt: entry.availableAt, error: error), kill(id, reason, now)]
         }
         counters.retries += 1
+        counters.lanes[QueueMetrics.LaneKey(queue: entry.message.queue, qos: entry.message.qos), default: .init()]
+            .retries += 1
         var at = now + (delay?.milliseconds ?? backoff(attempts: attempts))
         at = max(at, budgetTime(now: now))
         entries[id]!.availableAt = at
@@ -215,6 +219,8 @@ struct BrokerState: Sendable {
         entries[id]!.deadAt = now
         entries[id]!.message.lastError = reason
         counters.deadLettered += 1
+        let message = entries[id]!.message
+        counters.lanes[QueueMetrics.LaneKey(queue: message.queue, qos: message.qos), default: .init()].deadLettered += 1
         return .dead(id, at: now, reason: reason)
     }
 
@@ -394,8 +400,18 @@ public struct QueueMetrics: Sendable, Hashable {
         public var depth: Int { ready + delayed + leased }
     }
 
+    /// Lifetime counters of one queue and class.
+    public struct LaneTotals: Sendable, Hashable {
+        /// Retries scheduled after a failed attempt.
+        public var retries = 0
+        /// Messages moved to the dead-letter queue.
+        public var deadLettered = 0
+    }
+
     /// Figures per queue and class (only those with live messages).
     public var lanes: [LaneKey: Lane]
+    /// Retries and dead letters per queue and class, since the process started.
+    public var laneTotals: [LaneKey: LaneTotals]
     /// Dead letters per queue.
     public var deadLetters: [String: Int]
     /// Lifetime counters (since the process started).
@@ -412,6 +428,7 @@ public struct QueueMetrics: Sendable, Hashable {
     init(lanes: [LaneKey: Lane], deadLetters: [String: Int], counters: BrokerState.Counters) {
         self.lanes = lanes
         self.deadLetters = deadLetters
+        laneTotals = counters.lanes
         enqueued = counters.enqueued
         acked = counters.acked
         retries = counters.retries

@@ -558,14 +558,29 @@ public final class WriteBackQueue: Sendable {
         }
     }
 
-    /// Stops the workers and the timer, and waits (up to `grace`) until every journal record is written.
-    public func shutdown(grace: Duration = .seconds(10)) async {
-        let (tasks, writer) = runtime.withLockedValue { runtime -> ([Task<Void, Never>], Task<Void, Never>?) in
+    /// Stops the queue in order: no new leases; each worker may finish the message in hand for up to
+    /// `finishWork` (its ack or nack is journaled, so no lease is left dangling; what still runs then is
+    /// cancelled and its lease expires); then it waits up to `grace` until every journal record is durable.
+    public func shutdown(finishWork: Duration = .zero, grace: Duration = .seconds(10)) async {
+        let (workers, background, writer) = runtime.withLockedValue {
+            runtime -> ([Task<Void, Never>], [Task<Void, Never>], Task<Void, Never>?) in
             runtime.stopped = true
-            return (runtime.workers.values.map(\.task) + runtime.background, runtime.writer)
+            return (runtime.workers.values.map(\.task), runtime.background, runtime.writer)
         }
         wakeup.signal()
-        for task in tasks { task.cancel() }
+        for task in background { task.cancel() }
+        if finishWork > .zero {
+            let finished = await withAbandoningTimeout(finishWork) {
+                for task in workers { await task.value }
+                return true
+            }
+            if finished == nil {
+                logger.warning(
+                    "queue workers did not finish their messages in time; cancelled (their leases expire and the messages come back)",
+                    metadata: ["waited": "\(finishWork)"])
+            }
+        }
+        for task in workers { task.cancel() }
         let sequence = pipe.lastSequence
         let deadline = ContinuousClock.now + grace
         while pipe.durableSequence < sequence && ContinuousClock.now < deadline {

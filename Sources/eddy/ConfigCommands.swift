@@ -152,13 +152,15 @@ extension ServerProcessOptions {
 
 extension Store: ConfigurableServer {
     var settings: [String: String] {
-        options.settings.merging(process.settings) { a, _ in a }.merging(["store.data": data, "store.listen": listen]) {
+        options.settings.merging(process.settings) { a, _ in a }.merging([
+            "store.data": data, "store.listen": listen, "store.admin-listen": process.adminListen,
+        ]) {
             a, _ in a
         }
     }
     func check() throws {
         try options.check()
-        _ = try ServerAddress(parsing: listen)
+        _ = try process.adminAddress(beside: try ServerAddress(parsing: listen))
     }
 }
 
@@ -168,6 +170,7 @@ extension Node: ConfigurableServer {
         all["node.listen"] = listen
         all["node.store"] = store
         all["node.members"] = members
+        all["node.admin-listen"] = process.adminListen
         return all
     }
     func check() throws {
@@ -185,6 +188,7 @@ extension Up: ConfigurableServer {
         all["up.data"] = data
         all["up.store"] = store
         all["up.nodes"] = nodes
+        all["up.admin-listen"] = process.adminListen
         return all
     }
     func check() throws {

@@ -1,8 +1,10 @@
 import ArgumentParser
+import EddyAdmin
 import EddyConfig
 import Foundation
 import Logging
 import ObjectStorage
+import ServiceLifecycle
 import StreamModel
 import WireProtocol
 
@@ -87,6 +89,11 @@ struct ServerProcessOptions: ParsableArguments {
         name: .long, help: "Seconds a clean shutdown may take after SIGTERM or SIGINT before the process exits with 1.")
     var shutdownGrace: Double = 30
 
+    @Option(
+        name: .long,
+        help: "Admin HTTP address (health, metrics, dashboard): HOST:PORT, auto (the protocol port + 100) or none.")
+    var adminListen: String = "auto"
+
     func validate() throws {
         _ = try LogLevels(parsing: logLevels)
         guard (0...3600).contains(shutdownGrace) else {
@@ -94,20 +101,28 @@ struct ServerProcessOptions: ParsableArguments {
         }
     }
 
-    /// Waits for SIGINT or SIGTERM, then runs `close` on the shutdown's clock: past the grace period the process
-    /// logs it and exits with status 1 (a close that hangs on a dead peer must not keep a stopping server alive).
-    func serveUntilSignal(logger: Logger, close: () async -> Void) async {
-        let signal = await waitForSignal()
-        logger.info("shutting down", metadata: ["signal": "\(signal)"])
-        let grace = shutdownGrace
-        let timer = Task.detached {
-            do { try await Task.sleep(for: .milliseconds(Int64(grace * 1000))) } catch { return }
-            logger.error("shutdown took longer than its grace period; exiting", metadata: ["grace-seconds": "\(grace)"])
-            Foundation.exit(1)
-        }
-        await close()
-        timer.cancel()
+    /// Runs `services` until SIGTERM or SIGINT, then drains them in the reverse of their order on the shutdown's
+    /// clock (``runUntilSignal(_:grace:logger:)``): past the grace period the process exits with status 1.
+    func serve(_ services: [any Service], logger: Logger) async throws {
+        try await runUntilSignal(services, grace: .milliseconds(Int64(shutdownGrace * 1000)), logger: logger)
         logger.info("stopped")
+    }
+
+    /// The admin HTTP address for a server listening on `listen`: `--admin-listen`, where `auto` is the same host
+    /// at the protocol port + 100 (the store's 9099 gives 9199, node 9090 gives 9190); nil for `none`.
+    func adminAddress(beside listen: ServerAddress) throws -> ServerAddress? {
+        switch adminListen {
+        case "none": return nil
+        case "auto":
+            guard listen.port + 100 <= 65535 else {
+                throw ValidationError("--admin-listen auto: port \(listen.port) + 100 is past 65535; give HOST:PORT")
+            }
+            return ServerAddress(host: listen.host, port: listen.port == 0 ? 0 : listen.port + 100)
+        default:
+            do { return try ServerAddress(parsing: adminListen) } catch {
+                throw ValidationError("--admin-listen: \(error.message) (or auto, or none)")
+            }
+        }
     }
 
     /// Sets up logging for the process.

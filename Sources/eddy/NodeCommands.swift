@@ -1,12 +1,14 @@
 import ArgumentParser
 import CacheCore
 import CacheNode
+import EddyAdmin
 import EddyConfig
 import Foundation
 import Logging
 import NIOCore
 import ObjectStorage
 import SegmentStore
+import ServiceLifecycle
 import StoreServer
 import StreamModel
 import WireProtocol
@@ -176,10 +178,25 @@ struct Node: AsyncParsableCommand {
                 members: try members.split(separator: ",").map { try ServerAddress(parsing: String($0)) })
             try options.apply(to: &c)
             try writeBack.apply(to: &c, fallback: nil)
+            let adminAddress = try process.adminAddress(beside: c.listen)
+            let metrics = MetricsExporter()
+            c.metricsFactory = adminAddress == nil ? nil : metrics.factory  // nothing records what no one can scrape
             let node = try await CacheNode.start(configuration: c)
+            var services: [any Service] = []
+            if let adminAddress {
+                do {
+                    services.append(
+                        try await startAdmin(
+                            adminAddress, for: "node", routes: AdminRoutes.node(node, metrics: metrics)))
+                } catch {
+                    await node.close()
+                    throw error
+                }
+            }
             let logger = Logger(label: "eddy")
             logger.info("eddy node ready", metadata: ["listen": "\(c.listen)", "store": "\(c.store)"])
-            await process.serveUntilSignal(logger: logger) { await node.close() }
+            services.append(ClosingService.node(node, grace: .milliseconds(Int64(process.shutdownGrace * 1000 / 2))))
+            try await process.serve(services, logger: logger)
         }
     }
 }

@@ -2,10 +2,13 @@ import ArgumentParser
 import CNUMA
 import CZstd
 import CacheNode
+import EddyAdmin
 import EddyConfig
 import Foundation
+import Hummingbird
 import Logging
 import SegmentStore
+import ServiceLifecycle
 import StoreServer
 import StreamModel
 import WireProtocol
@@ -30,13 +33,16 @@ struct StoreOptions: ParsableArguments {
     }
 }
 
-/// Opens the store and starts its server, logging the platform facts (which journal I/O path is in use).
-func startStore(data: String, address: ServerAddress, options: StoreOptions) async throws -> (SegmentStore, StoreServer)
+/// Opens the store and starts its server, logging the platform facts (which journal I/O path is in use); the
+/// journal's sync latency goes to `metrics` (none: not recorded).
+func startStore(data: String, address: ServerAddress, options: StoreOptions, metrics: MetricsExporter?) async throws
+    -> StoreServer
 {
     let logger = Logger(label: "eddy")
     var configuration = StoreConfiguration(dataDirectory: data, logger: Logger(label: "eddy.store"))
     configuration.ioBackend = try options.backend()
     configuration.checkpointBytes = UInt64(try parseSize(options.checkpointBytes, what: "--checkpoint-bytes"))
+    configuration.metricsFactory = metrics?.factory
     let store = try SegmentStore(configuration: configuration)
     logger.info(
         "platform",
@@ -49,23 +55,44 @@ func startStore(data: String, address: ServerAddress, options: StoreOptions) asy
         let server = try await StoreServer.start(
             store: store, configuration: StoreServerConfiguration(address: address))
         logger.info("eddy store ready", metadata: ["listen": "\(server.address)", "data": "\(data)"])
-        return (store, server)
+        return server
     } catch {
         store.close()
         throw error
     }
 }
 
-/// Runs a store and its server until SIGINT or SIGTERM, then shuts down cleanly (checkpoint included).
+/// Starts an admin HTTP server at `address` with `routes`, logging where it listens.
+func startAdmin(
+    _ address: ServerAddress, for what: String, routes: (Router<BasicRequestContext>) -> Void
+) async throws -> AdminServer {
+    let admin = try await AdminServer.start(address: address, logger: Logger(label: "eddy.admin"), install: routes)
+    Logger(label: "eddy").info("admin listening", metadata: ["admin": "http://\(admin.address)/", "server": "\(what)"])
+    return admin
+}
+
+/// Runs a store, its server and its admin server until SIGINT or SIGTERM, then shuts down cleanly (admin last,
+/// checkpoint included).
 func serveStore(data: String, listen: String, options: StoreOptions, process: ServerProcessOptions) async throws {
     try process.bootstrapLogging()
     let logger = Logger(label: "eddy")
-    let (store, server) = try await startStore(
-        data: data, address: try ServerAddress(parsing: listen), options: options)
-    await process.serveUntilSignal(logger: logger) {
-        await server.close()
-        store.close()
+    let address = try ServerAddress(parsing: listen)
+    let adminAddress = try process.adminAddress(beside: address)
+    let metrics = MetricsExporter()
+    let server = try await startStore(
+        data: data, address: address, options: options, metrics: adminAddress == nil ? nil : metrics)
+    var services: [any Service] = []
+    if let adminAddress {
+        do {
+            services.append(
+                try await startAdmin(adminAddress, for: "store", routes: AdminRoutes.store(server, metrics: metrics)))
+        } catch {
+            await ClosingService.store(server).close()
+            throw error
+        }
     }
+    services.append(ClosingService.store(server))
+    try await process.serve(services, logger: logger)
 }
 
 /// Waits for SIGINT or SIGTERM and returns its number.
@@ -131,38 +158,59 @@ struct Up: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             try process.bootstrapLogging()
+            guard process.adminListen == "auto" || process.adminListen == "none" else {
+                throw ValidationError("eddy up takes --admin-listen auto or none (each server's port + 100)")
+            }
             let logger = Logger(label: "eddy")
             let objects = try writeBack.objects.location(fallback: "file://\(data)/objects")
             let storeAddress = try ServerAddress(parsing: store)
             let members = try nodes.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
-            let (segmentStore, server) = try await startStore(
-                data: data + "/store", address: storeAddress, options: options)
+            let storeMetrics = MetricsExporter()
+            let server = try await startStore(
+                data: data + "/store", address: storeAddress, options: options,
+                metrics: process.adminListen == "none" ? nil : storeMetrics)
             Output.shared.line("store  listening on \(server.address), data in \(data)/store")
+            var admins: [AdminServer] = []
             var started: [CacheNode] = []
             do {
+                if let address = try process.adminAddress(beside: storeAddress) {
+                    admins.append(
+                        try await startAdmin(
+                            address, for: "store", routes: AdminRoutes.store(server, metrics: storeMetrics)))
+                    Output.shared.line("store  admin on http://\(admins.last!.address)/")
+                }
                 for m in members {
+                    let metrics = MetricsExporter()
                     var c = NodeConfiguration(listen: m, store: server.address, members: members)
                     try nodeOptions.apply(to: &c)
                     try writeBack.apply(to: &c, fallback: "file://\(data)/objects")
                     c.logger = Logger(label: "eddy.node.\(m.port)")
+                    c.metricsFactory = process.adminListen == "none" ? nil : metrics.factory
                     if let path = c.traceOut { c.traceOut = "\(path).\(m.port)" }  // one trace per node
-                    started.append(try await CacheNode.start(configuration: c))
+                    let node = try await CacheNode.start(configuration: c)
+                    started.append(node)
                     Output.shared.line("node   listening on \(m), policy \(c.policy), cache \(c.cacheBytes) bytes")
+                    if let address = try process.adminAddress(beside: m) {
+                        admins.append(
+                            try await startAdmin(
+                                address, for: "node \(m)", routes: AdminRoutes.node(node, metrics: metrics)))
+                        Output.shared.line("node   admin and dashboard on http://\(admins.last!.address)/")
+                    }
                 }
             } catch {
                 for n in started { await n.close() }
-                await server.close()
-                segmentStore.close()
+                for a in admins { await a.close() }
+                await ClosingService.store(server).close()
                 throw error
             }
             Output.shared.line("write-back to \(objects.map(\.description) ?? "nothing (--object-store none)")")
             Output.shared.line("eddy up: try `eddy create demo/events --segments 4` in another terminal; Ctrl-C stops")
             Output.shared.flush()
-            await process.serveUntilSignal(logger: logger) {
-                for n in started { await n.close() }
-                await server.close()
-                segmentStore.close()
-            }
+            // Shut down in reverse: the nodes drain first, then the store checkpoints, the admin servers go last.
+            let grace = Duration.milliseconds(Int64(process.shutdownGrace * 1000 / 2))
+            let services: [any Service] =
+                admins + [ClosingService.store(server)] + started.map { ClosingService.node($0, grace: grace) }
+            try await process.serve(services, logger: logger)
         }
     }
 }

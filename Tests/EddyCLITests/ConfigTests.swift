@@ -23,6 +23,7 @@ struct ConfigTests {
             return (other, other)
         case .levels: return ("{eddy.s3: debug, eddy.node: trace}", "eddy.s3=debug,eddy.node=trace")
         case .policy: return ("\"s3fifo:small=0.2\"", "s3fifo:small=0.2")
+        case .adminAddress: return ("127.0.0.1:7790", "127.0.0.1:7790")
         }
     }
 

@@ -64,6 +64,10 @@ final class Locked<T>: @unchecked Sendable {
     func set(_ v: T) { lock.withLock { value = v } }
 }
 
+/// Server processes started by the tests put their admin servers on a port of the system's choice (the default,
+/// the protocol port + 100, could be another test's port); the environment keeps a test's own setting.
+let testAdminEnvironment = ["EDDY_STORE_ADMIN_LISTEN": "127.0.0.1:0", "EDDY_NODE_ADMIN_LISTEN": "127.0.0.1:0"]
+
 /// A running `eddy store` on a free loopback port.
 final class StoreProcess {
     let process = Process()
@@ -77,6 +81,7 @@ final class StoreProcess {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: eddyBinary)
         process.arguments = ["store", "--data", data, "--listen", "127.0.0.1:0"]
+        process.environment = ProcessInfo.processInfo.environment.merging(testAdminEnvironment) { a, _ in a }
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
@@ -128,9 +133,8 @@ final class ServerProcess {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: eddyBinary)
         process.arguments = arguments
-        if !environment.isEmpty {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
+        process.environment = ProcessInfo.processInfo.environment.merging(testAdminEnvironment) { a, _ in a }
+            .merging(environment) { $1 }
         process.standardError = FileHandle(forWritingAtPath: logPath)
         process.standardOutput = FileHandle.nullDevice
         try process.run()
@@ -147,6 +151,14 @@ final class ServerProcess {
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// The admin server's address (HOST:PORT) from the log, once it listens.
+    var adminAddress: String? {
+        guard let line = log.split(separator: "\n").first(where: { $0.contains("admin listening") }),
+            let range = line.range(of: #"admin=http://[^/ ]+"#, options: .regularExpression)
+        else { return nil }
+        return String(line[range].dropFirst("admin=http://".count))
+    }
 
     /// SIGKILL, no goodbye.
     func kill() {

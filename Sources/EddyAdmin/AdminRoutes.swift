@@ -1,0 +1,109 @@
+import CacheNode
+import Foundation
+import Hummingbird
+import SegmentStore
+import StoreServer
+import StreamModel
+
+/// The admin API's routes for a node and for the store (docs/operations.md, "Admin API").
+public enum AdminRoutes {
+    static let prometheusContentType = "text/plain; version=0.0.4; charset=utf-8"
+
+    /// The node's routes: `/health`, `/ready`, `/ring`, `/stats`, `/streams`, `/queues`, `/queues/journal`,
+    /// `/dlq`, `/dlq/{id}`, `POST /dlq/redrive`, `POST /dlq/purge`, `/metrics`.
+    public static func node(_ node: CacheNode, metrics: MetricsExporter) -> (Router<BasicRequestContext>) -> Void {
+        let core = node.core
+        let name = core.configuration.name
+        return { router in
+            router.get("health") { _, _ in
+                AdminResponse.json(["status": "ok", "role": "node", "node": name])
+            }
+            router.get("ready") { _, _ in
+                let reasons = await core.notReadyReasons()
+                return AdminResponse.json(
+                    ["ready": reasons.isEmpty, "role": "node", "node": name, "reasons": reasons],
+                    status: reasons.isEmpty ? .ok : .serviceUnavailable)
+            }
+            router.get("ring") { _, _ in AdminResponse.json(core.ringJSON()) }
+            router.get("stats") { _, _ in AdminResponse.json(core.statsJSON()) }
+            router.get("streams") { _, _ in
+                await AdminResponse.answering { () throws(EddyError) in AdminResponse.json(try await core.streamsJSON())
+                }
+            }
+            router.get("queues") { _, _ in
+                await AdminResponse.answering { () throws(EddyError) in
+                    AdminResponse.json(try await core.admin("queue.stats", arguments: ""))
+                }
+            }
+            router.get("queues/journal") { request, _ in
+                let limit = request.uri.queryParameters.get("limit", as: Int.self) ?? 1000
+                return await AdminResponse.answering { () throws(EddyError) in
+                    AdminResponse.json(try await core.admin("queue.journal", arguments: "{\"limit\":\(limit)}"))
+                }
+            }
+            router.get("dlq") { request, _ in
+                var arguments: [String: Any] = [:]
+                if let queue = request.uri.queryParameters.get("queue") { arguments["queue"] = queue }
+                let text = Self.text(arguments)
+                return await AdminResponse.answering { () throws(EddyError) in
+                    AdminResponse.json(try await core.admin("dlq.list", arguments: text))
+                }
+            }
+            router.get("dlq/:id") { _, context in
+                let id = context.parameters.get("id", as: UInt64.self)
+                return await AdminResponse.answering { () throws(EddyError) in
+                    guard let id else { throw EddyError(.invalidArgument, "a dead letter's id is a number") }
+                    return AdminResponse.json(try await core.admin("dlq.show", arguments: "{\"id\":\(id)}"))
+                }
+            }
+            for action in ["redrive", "purge"] {
+                router.post("dlq/\(action)") { request, _ in
+                    await AdminResponse.answering { () throws(EddyError) in
+                        let body = Self.text(try await AdminResponse.body(request))
+                        return AdminResponse.json(try await core.admin("dlq.\(action)", arguments: body))
+                    }
+                }
+            }
+            router.get("metrics") { _, _ in
+                AdminResponse.text(metrics.render(core.metricSamples()), contentType: prometheusContentType)
+            }
+        }
+    }
+
+    /// The store's routes: `/health`, `/ready`, `/stats`, `/streams`, `/metrics`; the node-only paths answer 404
+    /// with a JSON error that says to ask a node.
+    public static func store(_ server: StoreServer, metrics: MetricsExporter) -> (Router<BasicRequestContext>) -> Void {
+        { router in
+            router.get("health") { _, _ in AdminResponse.json(["status": "ok", "role": "store"]) }
+            router.get("ready") { _, _ in
+                let serving = server.isServing
+                return AdminResponse.json(
+                    ["ready": serving, "role": "store", "reasons": serving ? [] : ["the store is shutting down"]],
+                    status: serving ? .ok : .serviceUnavailable)
+            }
+            router.get("stats") { _, _ in AdminResponse.json(server.statsJSON()) }
+            router.get("streams") { _, _ in AdminResponse.json(server.streamsJSON()) }
+            router.get("metrics") { _, _ in
+                AdminResponse.text(metrics.render(server.metricSamples()), contentType: prometheusContentType)
+            }
+            for path in ["ring", "queues", "dlq", "whatif"] {
+                router.get(RouterPath(stringLiteral: path)) { _, _ in
+                    AdminResponse.json(
+                        [
+                            "error": [
+                                "code": "notFound", "message": "the store has no /\(path); ask a node's admin port",
+                            ]
+                        ],
+                        status: .notFound)
+                }
+            }
+        }
+    }
+
+    static func text(_ object: [String: Any]) -> String {
+        let data =
+            (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data("{}".utf8)
+        return String(decoding: data, as: UTF8.self)
+    }
+}

@@ -1,0 +1,158 @@
+import Foundation
+import Hummingbird
+import Logging
+import NIOCore
+import ServiceLifecycle
+import StreamModel
+import Synchronization
+import WireProtocol
+
+/// AdminServer is the admin HTTP server of a store or a node (`--admin-listen`): liveness and readiness probes,
+/// JSON documents about the server, and its Prometheus metrics. docs/operations.md lists the endpoints.
+///
+/// It is started before the server reports itself ready (a port in use fails the start with a clear error) and
+/// runs until ``close()``; as a ``Service`` it closes when its `ServiceGroup` shuts down gracefully.
+public final class AdminServer: Service, Sendable, CustomStringConvertible {
+    /// The address it is bound to (with the real port when 0 was asked for).
+    public let address: ServerAddress
+    private let task: Task<Void, Never>
+    private let group: ServiceGroup
+
+    private init(address: ServerAddress, task: Task<Void, Never>, group: ServiceGroup) {
+        self.address = address
+        self.task = task
+        self.group = group
+    }
+
+    /// Binds `address` and serves the routes `install` adds to the router.
+    /// - Throws: ``EddyError/Code/ioError`` when the address cannot be bound.
+    public static func start(
+        address: ServerAddress, logger: Logger, install: (Router<BasicRequestContext>) -> Void
+    ) async throws(EddyError) -> AdminServer {
+        let router = Router()
+        install(router)
+        let started = StartSignal()
+        let application = Application(
+            router: router,
+            configuration: ApplicationConfiguration(
+                address: .hostname(address.host, port: address.port), serverName: "eddy-admin"),
+            onServerRunning: { channel in started.finish(.success(channel.localAddress?.port ?? address.port)) },
+            logger: logger)
+        // The application runs in a group of its own, so closing it is a graceful HTTP shutdown (requests in
+        // progress finish) rather than a cancellation.
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(services: [application], logger: logger))
+        let task = Task {
+            do {
+                try await group.run()
+                started.finish(.failure(EddyError(.ioError, "admin server on \(address) stopped before it started")))
+            } catch {
+                started.finish(.failure(EddyError(.ioError, "cannot listen on \(address) (admin): \(error)")))
+            }
+        }
+        switch await started.wait() {
+        case .success(let port):
+            return AdminServer(address: ServerAddress(host: address.host, port: port), task: task, group: group)
+        case .failure(let error):
+            task.cancel()
+            throw error
+        }
+    }
+
+    /// Stops serving: requests in progress finish, then the listener closes.
+    public func close() async {
+        await group.triggerGracefulShutdown()
+        await task.value
+    }
+
+    /// Serves until the group shuts down gracefully, then closes.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await close()
+    }
+
+    public var description: String { "admin server \(address)" }
+
+    /// The first outcome of a start: the bound port or the error.
+    private final class StartSignal: Sendable {
+        private let state = Mutex<(Result<Int, EddyError>?, CheckedContinuation<Result<Int, EddyError>, Never>?)>(
+            (nil, nil))
+
+        func finish(_ result: Result<Int, EddyError>) {
+            let waiter = state.withLock { s -> CheckedContinuation<Result<Int, EddyError>, Never>? in
+                guard s.0 == nil else { return nil }
+                s.0 = result
+                defer { s.1 = nil }
+                return s.1
+            }
+            waiter?.resume(returning: result)
+        }
+
+        func wait() async -> Result<Int, EddyError> {
+            await withCheckedContinuation { continuation in
+                let ready = state.withLock { s -> Result<Int, EddyError>? in
+                    if let r = s.0 { return r }
+                    s.1 = continuation
+                    return nil
+                }
+                if let ready { continuation.resume(returning: ready) }
+            }
+        }
+    }
+}
+
+/// The answers of the admin API: JSON documents, errors as `{"error": {"code", "message"}}` with a status that
+/// fits the error.
+enum AdminResponse {
+    static func json(_ text: String, status: HTTPResponse.Status = .ok) -> Response {
+        var buffer = ByteBuffer()
+        buffer.writeString(text)
+        buffer.writeString("\n")
+        return Response(
+            status: status, headers: [.contentType: "application/json; charset=utf-8"],
+            body: ResponseBody(byteBuffer: buffer))
+    }
+
+    static func json(_ object: [String: Any], status: HTTPResponse.Status = .ok) -> Response {
+        let data =
+            (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+            ?? Data("{}".utf8)
+        return json(String(decoding: data, as: UTF8.self), status: status)
+    }
+
+    static func error(_ error: EddyError) -> Response {
+        let status: HTTPResponse.Status =
+            switch error.code {
+            case .invalidArgument, .invalidName, .malformedFrame, .malformedEvent: .badRequest
+            case .streamNotFound, .segmentNotFound: .notFound
+            case .unavailable, .connectionFailed, .shuttingDown, .overloaded: .serviceUnavailable
+            case .timedOut: .gatewayTimeout
+            default: .internalServerError
+            }
+        return json(["error": ["code": "\(error.code)", "message": error.message]], status: status)
+    }
+
+    static func text(_ bytes: [UInt8], contentType: String) -> Response {
+        Response(
+            status: .ok, headers: [.contentType: contentType],
+            body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    /// The request's body as a JSON object (empty body: an empty object).
+    static func body(_ request: Request) async throws(EddyError) -> [String: Any] {
+        var request = request
+        let buffer: ByteBuffer
+        do { buffer = try await request.collectBody(upTo: 1 << 20) } catch {
+            throw EddyError(.invalidArgument, "request body: \(error)")
+        }
+        guard buffer.readableBytes > 0 else { return [:] }
+        guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView))) as? [String: Any]
+        else { throw EddyError(.invalidArgument, "the request body must be a JSON object") }
+        return object
+    }
+
+    /// Runs `body` and turns a thrown ``EddyError`` into an error answer.
+    static func answering(_ body: () async throws(EddyError) -> Response) async -> Response {
+        do throws(EddyError) { return try await body() } catch { return Self.error(error) }
+    }
+}
