@@ -128,8 +128,7 @@ public final class CacheNode: Sendable {
             }
         }
         for t in background.withLock({ $0 }) { t.cancel() }
-        let finishWork = max(.zero, start + grace - ContinuousClock.now)
-        await core.writeBack?.shutdown(finishWork: grace > .zero ? finishWork : .zero)
+        await core.writeBack?.shutdown(finishWork: max(.zero, start + grace - ContinuousClock.now))
         connections.closeAll()
         await core.store.close()
         core.trace?.close()

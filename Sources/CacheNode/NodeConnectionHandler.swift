@@ -262,14 +262,12 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             let (handler, context) = bound.value
             handler.parked -= 1
             guard handler.state == .ready else { return }
-            if case .changed = outcome {
-            } else {
-                handler.core.timers?.record(request, since: started.uptimeNanoseconds)
-            }
             switch outcome {
             case .answer(let answer):
+                handler.core.timers?.record(request, since: started.uptimeNanoseconds)
                 handler.finishParked(context, id, request, answer)
             case .failed(let error):
+                handler.core.timers?.record(request, since: started.uptimeNanoseconds)
                 handler.finish(
                     context, id,
                     OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: context.channel.allocator),

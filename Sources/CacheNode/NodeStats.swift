@@ -1,6 +1,7 @@
 import CacheCore
 import Foundation
 import StreamModel
+import Synchronization
 
 extension NodeCore {
     /// The node's stats document (`eddy admin stats`, `/stats`; docs/operations.md lists every key; the keys are
@@ -140,89 +141,84 @@ extension NodeCore {
         let node = ("node", me)
         let ledger = self.ledger.summary
         let ring = self.ring
+        func load(_ counter: borrowing Atomic<Int>) -> Double { Double(counter.load(ordering: .relaxed)) }
         var out: [MetricSample] = []
-        func add(_ name: String, _ kind: MetricSample.Kind, _ value: some BinaryInteger, help: String) {
-            out.append(MetricSample(name, kind, Double(value), labels: [node], help: help))
-        }
-        func add(_ name: String, _ kind: MetricSample.Kind, _ value: Double, help: String) {
-            out.append(MetricSample(name, kind, value, labels: [node], help: help))
-        }
         for (label, cache) in [("owner", Optional(self.cache)), ("near", near)] {
             guard let cache else { continue }
             let stats = cache.stats
-            let labels = [node, ("policy", label == "owner" ? configuration.policy : "s3fifo"), ("cache", label)]
-            let rows: [(String, MetricSample.Kind, Double, String)] = [
-                ("eddy_cache_lookup_hits_total", .counter, Double(stats.hits), "Block lookups that hit the cache."),
-                ("eddy_cache_lookup_misses_total", .counter, Double(stats.misses), "Block lookups that missed."),
-                ("eddy_cache_hit_bytes_total", .counter, Double(stats.byteHits), "Bytes of blocks found in the cache."),
-                ("eddy_cache_evictions_total", .counter, Double(stats.evictions), "Blocks evicted."),
-                ("eddy_cache_blocks", .gauge, Double(stats.entries), "Blocks in the cache."),
-                ("eddy_cache_memory_bytes", .gauge, Double(cache.chargedBytes), "Bytes the cached blocks hold."),
-                (
-                    "eddy_cache_capacity_bytes", .gauge, Double(cache.configuration.capacity),
-                    "The cache's budget in bytes."
-                ),
-            ]
-            for (name, kind, value, help) in rows {
-                out.append(MetricSample(name, kind, value, labels: labels, help: help))
-            }
+            let policy = label == "owner" ? configuration.policy : "s3fifo"
+            out += MetricSample.rows(
+                [node, ("policy", policy), ("cache", label)],
+                [
+                    ("eddy_cache_lookup_hits_total", .counter, Double(stats.hits), "Block lookups that hit the cache."),
+                    ("eddy_cache_lookup_misses_total", .counter, Double(stats.misses), "Block lookups that missed."),
+                    (
+                        "eddy_cache_hit_bytes_total", .counter, Double(stats.byteHits),
+                        "Bytes of blocks found in the cache."
+                    ),
+                    ("eddy_cache_evictions_total", .counter, Double(stats.evictions), "Blocks evicted."),
+                    ("eddy_cache_blocks", .gauge, Double(stats.entries), "Blocks in the cache."),
+                    ("eddy_cache_memory_bytes", .gauge, Double(cache.chargedBytes), "Bytes the cached blocks hold."),
+                    (
+                        "eddy_cache_capacity_bytes", .gauge, Double(cache.configuration.capacity),
+                        "The cache's budget in bytes."
+                    ),
+                ])
         }
-        add(
-            "eddy_cache_hits_total", .counter, c.hits.load(ordering: .relaxed),
-            help: "Reads answered from cached blocks.")
-        add("eddy_cache_misses_total", .counter, c.misses.load(ordering: .relaxed), help: "Reads that needed a load.")
-        add("eddy_reads_total", .counter, c.reads.load(ordering: .relaxed), help: "Read requests served.")
-        add(
-            "eddy_near_cache_hits_total", .counter, c.nearHits.load(ordering: .relaxed),
-            help: "Reads answered from the near cache.")
-        add(
-            "eddy_forwards_total", .counter, c.forwards.load(ordering: .relaxed),
-            help: "Requests forwarded to the owner.")
-        add(
-            "eddy_stale_forwards_total", .counter, c.staleForwards.load(ordering: .relaxed),
-            help: "Forwards refused for a stale ring.")
-        add(
-            "eddy_coalesced_loads_total", .counter, c.coalesced.load(ordering: .relaxed),
-            help: "Block loads shared by concurrent readers.")
-        add(
-            "eddy_read_aheads_total", .counter, c.readAheads.load(ordering: .relaxed),
-            help: "Blocks read ahead of sequential readers.")
-        add("eddy_appends_total", .counter, c.appends.load(ordering: .relaxed), help: "Append requests.")
-        add(
-            "eddy_served_bytes_total", .counter, c.bytesServed.load(ordering: .relaxed),
-            help: "Event bytes sent to readers.")
-        add("eddy_store_reads_total", .counter, ledger.requests, help: "Reads the node sent to the store.")
-        add("eddy_store_read_bytes_total", .counter, ledger.bytes, help: "Bytes the node read from the store.")
-        add(
-            "eddy_store_read_distinct_bytes_total", .counter, ledger.distinctBytes,
-            help: "Distinct bytes read from the store.")
-        add(
-            "eddy_store_read_amplification", .gauge,
-            ledger.distinctBytes == 0 ? 0 : Double(ledger.bytes) / Double(ledger.distinctBytes),
-            help: "Store bytes read per distinct byte (1 = each byte read once).")
-        add("eddy_tail_waiters", .gauge, tailWaiters, help: "Readers waiting at a segment's tail.")
-        add("eddy_subscriptions", .gauge, c.subscriptions.load(ordering: .relaxed), help: "Open subscriptions.")
-        add(
-            "eddy_connections", .gauge, c.connections.load(ordering: .relaxed),
-            help: "Open client and peer connections.")
-        add("eddy_requests_in_flight", .gauge, c.inFlight.load(ordering: .relaxed), help: "Requests being answered.")
-        add("eddy_bytes_in_flight", .gauge, budget.used, help: "Bytes of answers and loads in flight.")
-        add("eddy_ring_epoch", .gauge, ring.epoch, help: "The ring's epoch.")
-        add("eddy_ring_members", .gauge, ring.members.count, help: "Members in the ring.")
-        add("eddy_ring_changes_total", .counter, c.ringChanges.load(ordering: .relaxed), help: "Ring changes seen.")
+        out += MetricSample.rows(
+            [node],
+            [
+                ("eddy_cache_hits_total", .counter, load(c.hits), "Reads answered from cached blocks."),
+                ("eddy_cache_misses_total", .counter, load(c.misses), "Reads that needed a load."),
+                ("eddy_reads_total", .counter, load(c.reads), "Read requests served."),
+                ("eddy_near_cache_hits_total", .counter, load(c.nearHits), "Reads answered from the near cache."),
+                ("eddy_forwards_total", .counter, load(c.forwards), "Requests forwarded to the owner."),
+                ("eddy_stale_forwards_total", .counter, load(c.staleForwards), "Forwards refused for a stale ring."),
+                (
+                    "eddy_coalesced_loads_total", .counter, load(c.coalesced),
+                    "Block loads shared by concurrent readers."
+                ),
+                ("eddy_read_aheads_total", .counter, load(c.readAheads), "Blocks read ahead of sequential readers."),
+                ("eddy_appends_total", .counter, load(c.appends), "Append requests."),
+                ("eddy_served_bytes_total", .counter, load(c.bytesServed), "Event bytes sent to readers."),
+                ("eddy_store_reads_total", .counter, Double(ledger.requests), "Reads the node sent to the store."),
+                ("eddy_store_read_bytes_total", .counter, Double(ledger.bytes), "Bytes the node read from the store."),
+                (
+                    "eddy_store_read_distinct_bytes_total", .counter, Double(ledger.distinctBytes),
+                    "Distinct bytes read from the store."
+                ),
+                (
+                    "eddy_store_read_amplification", .gauge,
+                    ledger.distinctBytes == 0 ? 0 : Double(ledger.bytes) / Double(ledger.distinctBytes),
+                    "Store bytes read per distinct byte (1 = each byte read once)."
+                ),
+                ("eddy_tail_waiters", .gauge, Double(tailWaiters), "Readers waiting at a segment's tail."),
+                ("eddy_subscriptions", .gauge, load(c.subscriptions), "Open subscriptions."),
+                ("eddy_connections", .gauge, load(c.connections), "Open client and peer connections."),
+                ("eddy_requests_in_flight", .gauge, load(c.inFlight), "Requests being answered."),
+                ("eddy_bytes_in_flight", .gauge, Double(budget.used), "Bytes of answers and loads in flight."),
+                ("eddy_ring_epoch", .gauge, Double(ring.epoch), "The ring's epoch."),
+                ("eddy_ring_members", .gauge, Double(ring.members.count), "Members in the ring."),
+                ("eddy_ring_changes_total", .counter, load(c.ringChanges), "Ring changes seen."),
+            ])
         guard let writeBack else { return out }
-        add(
-            "eddy_flushed_bytes_total", .counter, writeBack.flushedBytes.load(ordering: .relaxed),
-            help: "Bytes flushed to object storage.")
-        add(
-            "eddy_objects_written_total", .counter, writeBack.objectsWritten.load(ordering: .relaxed),
-            help: "Block objects written.")
-        add(
-            "eddy_cold_block_loads_total", .counter, writeBack.coldReads.load(ordering: .relaxed),
-            help: "Blocks loaded from object storage.")
-        add(
-            "eddy_retention_truncations_total", .counter, writeBack.truncations.load(ordering: .relaxed),
-            help: "Store truncations after flushes.")
+        out += MetricSample.rows(
+            [node],
+            [
+                (
+                    "eddy_flushed_bytes_total", .counter, load(writeBack.flushedBytes),
+                    "Bytes flushed to object storage."
+                ),
+                ("eddy_objects_written_total", .counter, load(writeBack.objectsWritten), "Block objects written."),
+                (
+                    "eddy_cold_block_loads_total", .counter, load(writeBack.coldReads),
+                    "Blocks loaded from object storage."
+                ),
+                (
+                    "eddy_retention_truncations_total", .counter, load(writeBack.truncations),
+                    "Store truncations after flushes."
+                ),
+            ])
         for (segment, lag) in writeBack.lags().sorted(by: { $0.key.description < $1.key.description }) {
             out.append(
                 MetricSample(
@@ -231,30 +227,27 @@ extension NodeCore {
         }
         guard let metrics = writeBack.metrics() else { return out }
         for (key, lane) in metrics.lanes.sorted(by: { $0.key < $1.key }) {
-            let labels = [node, ("queue", key.queue), ("qos", key.qos.description)]
-            out.append(
-                MetricSample(
-                    "eddy_queue_depth", .gauge, Double(lane.depth), labels: labels,
-                    help: "Live messages (ready, delayed, leased)."))
-            out.append(
-                MetricSample(
-                    "eddy_queue_leased", .gauge, Double(lane.leased), labels: labels,
-                    help: "Messages leased to a worker."))
-            out.append(
-                MetricSample(
-                    "eddy_queue_oldest_age_seconds", .gauge, Double(lane.oldestAgeMilliseconds) / 1000,
-                    labels: labels, help: "Age of the oldest live message."))
+            out += MetricSample.rows(
+                [node, ("queue", key.queue), ("qos", key.qos.description)],
+                [
+                    ("eddy_queue_depth", .gauge, Double(lane.depth), "Live messages (ready, delayed, leased)."),
+                    ("eddy_queue_leased", .gauge, Double(lane.leased), "Messages leased to a worker."),
+                    (
+                        "eddy_queue_oldest_age_seconds", .gauge, Double(lane.oldestAgeMilliseconds) / 1000,
+                        "Age of the oldest live message."
+                    ),
+                ])
         }
         for (key, totals) in metrics.laneTotals.sorted(by: { $0.key < $1.key }) {
-            let labels = [node, ("queue", key.queue), ("qos", key.qos.description)]
-            out.append(
-                MetricSample(
-                    "eddy_queue_retries_total", .counter, Double(totals.retries), labels: labels,
-                    help: "Retries after failed attempts."))
-            out.append(
-                MetricSample(
-                    "eddy_queue_dead_lettered_total", .counter, Double(totals.deadLettered), labels: labels,
-                    help: "Messages moved to the dead-letter queue."))
+            out += MetricSample.rows(
+                [node, ("queue", key.queue), ("qos", key.qos.description)],
+                [
+                    ("eddy_queue_retries_total", .counter, Double(totals.retries), "Retries after failed attempts."),
+                    (
+                        "eddy_queue_dead_lettered_total", .counter, Double(totals.deadLettered),
+                        "Messages moved to the dead-letter queue."
+                    ),
+                ])
         }
         for (queue, count) in metrics.deadLetters.sorted(by: { $0.key < $1.key }) {
             out.append(
@@ -262,9 +255,13 @@ extension NodeCore {
                     "eddy_queue_dead_letters", .gauge, Double(count), labels: [node, ("queue", queue)],
                     help: "Messages in the dead-letter queue."))
         }
-        add("eddy_queue_enqueued_total", .counter, metrics.enqueued, help: "Messages enqueued.")
-        add("eddy_queue_acked_total", .counter, metrics.acked, help: "Messages acked.")
-        add("eddy_queue_lease_expiries_total", .counter, metrics.expiries, help: "Leases that expired.")
+        out += MetricSample.rows(
+            [node],
+            [
+                ("eddy_queue_enqueued_total", .counter, Double(metrics.enqueued), "Messages enqueued."),
+                ("eddy_queue_acked_total", .counter, Double(metrics.acked), "Messages acked."),
+                ("eddy_queue_lease_expiries_total", .counter, Double(metrics.expiries), "Leases that expired."),
+            ])
         return out
     }
 }

@@ -6,12 +6,12 @@ import WireProtocol
 /// RequestTimers records how long the node takes to answer each type of request, as swift-metrics timers
 /// (`eddy_request_duration_seconds{node, type}`; Prometheus histograms through the admin server's factory).
 /// A forwarded request counts under `forwarded_` and its inner type. Each timer is made once, so recording one
-/// is a locked lookup and the histogram's own update.
+/// is a locked lookup by a small number (the message type, + 256 when forwarded) and the histogram's update.
 final class RequestTimers: Sendable {
     private let factory: any MetricsFactory
     private let node: String
     /// Timers by request type, made on first use (a node that never sees a type exports no series for it).
-    private let timers = Mutex<[String: CoreMetrics.Timer]>([:])
+    private let timers = Mutex<[Int: CoreMetrics.Timer]>([:])
 
     init(factory: any MetricsFactory, node: String) {
         self.factory = factory
@@ -21,12 +21,16 @@ final class RequestTimers: Sendable {
     /// Records `request`, started at `start` (uptime nanoseconds), as done now.
     func record(_ request: Request, since start: UInt64) {
         let elapsed = Int64(truncatingIfNeeded: NIODeadline.now().uptimeNanoseconds &- start)
-        let name = Self.name(of: request)
+        let key: Int =
+            if case .forwarded(_, let inner) = request { 256 + Int(inner.type.rawValue) } else {
+                Int(request.type.rawValue)
+            }
         let timer = timers.withLock { t in
-            if let timer = t[name] { return timer }
+            if let timer = t[key] { return timer }
             let timer = CoreMetrics.Timer(
-                label: "eddy_request_duration_seconds", dimensions: [("node", node), ("type", name)], factory: factory)
-            t[name] = timer
+                label: "eddy_request_duration_seconds", dimensions: [("node", node), ("type", Self.name(of: request))],
+                factory: factory)
+            t[key] = timer
             return timer
         }
         timer.recordNanoseconds(elapsed)

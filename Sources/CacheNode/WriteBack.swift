@@ -349,11 +349,7 @@ final class WriteBack: Sendable {
     func readSegment(_ segment: SegmentID, from: UInt64, to: UInt64) async throws -> ByteBuffer {
         // The usual task, one whole block the cache holds: its buffer itself, no copy.
         let first = geometry.index(containing: from)
-        if geometry.range(ofBlock: first) == from..<to,
-            let cached = try cache.peek(BlockID(segment: segment, index: first)),
-            cached.readableBytes == Int(to - from)
-        {
-            cachedFlushReads.add(1, ordering: .relaxed)
+        if geometry.range(ofBlock: first) == from..<to, let cached = try fullCachedBlock(segment, first) {
             return cached
         }
         var out = ByteBufferAllocator().buffer(capacity: Int(to - from))
@@ -361,12 +357,8 @@ final class WriteBack: Sendable {
         while offset < to {
             let index = geometry.index(containing: offset)
             let block = geometry.range(ofBlock: index)
-            if offset == block.lowerBound, to >= block.upperBound,
-                let cached = try cache.peek(BlockID(segment: segment, index: index)),
-                cached.readableBytes == Int(geometry.blockSize)
-            {
+            if offset == block.lowerBound, to >= block.upperBound, let cached = try fullCachedBlock(segment, index) {
                 out.writeImmutableBuffer(cached)
-                cachedFlushReads.add(1, ordering: .relaxed)
                 offset = block.upperBound
                 continue
             }
@@ -505,6 +497,15 @@ final class WriteBack: Sendable {
         segments.withLock { s in
             s.values.reduce(0) { $0 + Int($1.length - min($1.length, $1.manifest?.flushed ?? 0)) }
         }
+    }
+
+    /// Block `index` of `segment` when the owner cache holds all of it (counted as a flush read from the cache).
+    private func fullCachedBlock(_ segment: SegmentID, _ index: UInt64) throws -> ByteBuffer? {
+        guard let cached = try cache.peek(BlockID(segment: segment, index: index)),
+            cached.readableBytes == Int(geometry.blockSize)
+        else { return nil }
+        cachedFlushReads.add(1, ordering: .relaxed)
+        return cached
     }
 
     /// Unflushed bytes per segment this node tracks.

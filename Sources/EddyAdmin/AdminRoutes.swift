@@ -58,8 +58,9 @@ public enum AdminRoutes {
             }
             for action in ["redrive", "purge"] {
                 router.post("dlq/\(action)") { request, _ in
+                    // The body is the command's JSON arguments; the node checks them as for `eddy admin dlq`.
                     await AdminResponse.answering { () throws(EddyError) in
-                        let body = Self.text(try await AdminResponse.body(request))
+                        let body = try await AdminResponse.body(request)
                         return AdminResponse.json(try await core.admin("dlq.\(action)", arguments: body))
                     }
                 }

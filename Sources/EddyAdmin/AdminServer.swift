@@ -4,7 +4,6 @@ import Logging
 import NIOCore
 import ServiceLifecycle
 import StreamModel
-import Synchronization
 import WireProtocol
 
 /// AdminServer is the admin HTTP server of a store or a node (`--admin-listen`): liveness and readiness probes,
@@ -31,12 +30,13 @@ public final class AdminServer: Service, Sendable, CustomStringConvertible {
     ) async throws(EddyError) -> AdminServer {
         let router = Router()
         install(router)
-        let started = StartSignal()
+        // The first outcome wins: the bound port (from the server) or an error (the run ended before it started).
+        let (outcomes, started) = AsyncStream<Result<Int, EddyError>>.makeStream()
         let application = Application(
             router: router,
             configuration: ApplicationConfiguration(
                 address: .hostname(address.host, port: address.port), serverName: "eddy-admin"),
-            onServerRunning: { channel in started.finish(.success(channel.localAddress?.port ?? address.port)) },
+            onServerRunning: { channel in started.yield(.success(channel.localAddress?.port ?? address.port)) },
             logger: logger)
         // The application runs in a group of its own, so closing it is a graceful HTTP shutdown (requests in
         // progress finish) rather than a cancellation.
@@ -45,12 +45,14 @@ public final class AdminServer: Service, Sendable, CustomStringConvertible {
         let task = Task {
             do {
                 try await group.run()
-                started.finish(.failure(EddyError(.ioError, "admin server on \(address) stopped before it started")))
+                started.yield(.failure(EddyError(.ioError, "admin server on \(address) stopped before it started")))
             } catch {
-                started.finish(.failure(EddyError(.ioError, "cannot listen on \(address) (admin): \(error)")))
+                started.yield(.failure(EddyError(.ioError, "cannot listen on \(address) (admin): \(error)")))
             }
+            started.finish()
         }
-        switch await started.wait() {
+        var first = outcomes.makeAsyncIterator()
+        switch await first.next() ?? .failure(EddyError(.ioError, "admin server on \(address) did not start")) {
         case .success(let port):
             return AdminServer(address: ServerAddress(host: address.host, port: port), task: task, group: group)
         case .failure(let error):
@@ -72,33 +74,6 @@ public final class AdminServer: Service, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "admin server \(address)" }
-
-    /// The first outcome of a start: the bound port or the error.
-    private final class StartSignal: Sendable {
-        private let state = Mutex<(Result<Int, EddyError>?, CheckedContinuation<Result<Int, EddyError>, Never>?)>(
-            (nil, nil))
-
-        func finish(_ result: Result<Int, EddyError>) {
-            let waiter = state.withLock { s -> CheckedContinuation<Result<Int, EddyError>, Never>? in
-                guard s.0 == nil else { return nil }
-                s.0 = result
-                defer { s.1 = nil }
-                return s.1
-            }
-            waiter?.resume(returning: result)
-        }
-
-        func wait() async -> Result<Int, EddyError> {
-            await withCheckedContinuation { continuation in
-                let ready = state.withLock { s -> Result<Int, EddyError>? in
-                    if let r = s.0 { return r }
-                    s.1 = continuation
-                    return nil
-                }
-                if let ready { continuation.resume(returning: ready) }
-            }
-        }
-    }
 }
 
 /// The answers of the admin API: JSON documents, errors as `{"error": {"code", "message"}}` with a status that
@@ -138,17 +113,12 @@ enum AdminResponse {
             body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
-    /// The request's body as a JSON object (empty body: an empty object).
-    static func body(_ request: Request) async throws(EddyError) -> [String: Any] {
+    /// The request's body as text (at most 1 MiB).
+    static func body(_ request: Request) async throws(EddyError) -> String {
         var request = request
-        let buffer: ByteBuffer
-        do { buffer = try await request.collectBody(upTo: 1 << 20) } catch {
+        do { return String(buffer: try await request.collectBody(upTo: 1 << 20)) } catch {
             throw EddyError(.invalidArgument, "request body: \(error)")
         }
-        guard buffer.readableBytes > 0 else { return [:] }
-        guard let object = (try? JSONSerialization.jsonObject(with: Data(buffer.readableBytesView))) as? [String: Any]
-        else { throw EddyError(.invalidArgument, "the request body must be a JSON object") }
-        return object
     }
 
     /// Runs `body` and turns a thrown ``EddyError`` into an error answer.

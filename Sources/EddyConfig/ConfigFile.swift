@@ -204,8 +204,7 @@ public struct ConfigFile: Sendable {
         case .policy:
             do { _ = try PolicyKind.parse(text) } catch { throw refuse(error.message) }
         case .adminAddress:
-            guard text != "auto", text != "none" else { break }
-            do { _ = try ServerAddress(parsing: text) } catch { throw refuse("\(error.message), or auto, or none") }
+            do { _ = try AdminListen(parsing: text) } catch { throw refuse(error.message) }
         }
     }
 

@@ -1,4 +1,5 @@
 import StreamModel
+import WireProtocol
 
 /// One setting of Eddy's configuration file: where it lives in the file (`section.name`), what values it takes,
 /// its default, and which command-line flag of which server command it stands for.
@@ -206,4 +207,40 @@ public func parseSize(_ text: String, what: String) throws(EddyError) -> Int64 {
         throw EddyError(.invalidArgument, "\(what) '\(text)' is not a size (a number with K, M or G)")
     }
     return n * scale
+}
+
+/// An admin HTTP address setting (`--admin-listen`, the keys `*.admin-listen`): `auto`, the protocol address's
+/// host at its port + 100 (the store's 9099 gives 9199, node 9090 gives 9190); `none`; or HOST:PORT.
+public enum AdminListen: Sendable, Hashable {
+    case auto
+    case none
+    case address(ServerAddress)
+
+    /// Parses `auto`, `none` or HOST:PORT.
+    /// - Throws: ``EddyError/Code/invalidArgument`` saying what it takes.
+    public init(parsing text: String) throws(EddyError) {
+        switch text {
+        case "auto": self = .auto
+        case "none": self = .none
+        default:
+            do { self = .address(try ServerAddress(parsing: text)) } catch {
+                throw EddyError(.invalidArgument, "\(error.message), or auto, or none")
+            }
+        }
+    }
+
+    /// The admin address of a server listening on `listen`; nil for `none`. A protocol port of 0 (chosen by the
+    /// system) gives 0 too.
+    /// - Throws: ``EddyError/Code/invalidArgument`` when `auto` would pass port 65535.
+    public func address(beside listen: ServerAddress) throws(EddyError) -> ServerAddress? {
+        switch self {
+        case .none: return nil
+        case .address(let address): return address
+        case .auto:
+            guard listen.port + 100 <= 65535 else {
+                throw EddyError(.invalidArgument, "admin address auto: port \(listen.port) + 100 is past 65535")
+            }
+            return ServerAddress(host: listen.host, port: listen.port == 0 ? 0 : listen.port + 100)
+        }
+    }
 }

@@ -134,10 +134,9 @@ final class JournalThread: @unchecked Sendable {
 
         if !records.isEmpty {
             do throws(EddyError) {
-                let started = ContinuousClock.now
+                let started = DispatchTime.now().uptimeNanoseconds
                 try journal.append(buffer.bytes)
-                let elapsed = (ContinuousClock.now - started).components
-                syncTimer?.recordNanoseconds(elapsed.seconds * 1_000_000_000 + elapsed.attoseconds / 1_000_000_000)
+                syncTimer?.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started)
                 for record in records { try files.apply(record) }
             } catch {
                 failure = error

@@ -135,35 +135,37 @@ public final class StoreServer: Sendable {
     public func metricSamples() -> [MetricSample] {
         let stats = store.stats
         let streams = store.listStreams()
-        var out: [MetricSample] = [
-            MetricSample("eddy_store_appended_events_total", .counter, Double(stats.events), help: "Events appended."),
-            MetricSample(
-                "eddy_store_appended_bytes_total", .counter, Double(stats.bytes), help: "Event bytes appended."),
-            MetricSample(
-                "eddy_store_duplicate_appends_total", .counter, Double(stats.duplicates),
-                help: "Retried appends answered from the writer windows."),
-            MetricSample(
-                "eddy_store_journal_syncs_total", .counter, Double(stats.syncs),
-                help: "Journal group commits (one sync each)."),
-            MetricSample(
-                "eddy_store_journal_records_total", .counter, Double(stats.records), help: "Journal records written."),
-            MetricSample(
-                "eddy_store_checkpoints_total", .counter, Double(stats.checkpoints), help: "Checkpoints taken."),
-            MetricSample("eddy_store_streams", .gauge, Double(streams.count), help: "Streams in the store."),
-            MetricSample(
-                "eddy_store_segments", .gauge, Double(streams.reduce(0) { $0 + $1.segments.count }),
-                help: "Segments in the store."),
-        ]
+        var out = MetricSample.rows(
+            [],
+            [
+                ("eddy_store_appended_events_total", .counter, Double(stats.events), "Events appended."),
+                ("eddy_store_appended_bytes_total", .counter, Double(stats.bytes), "Event bytes appended."),
+                (
+                    "eddy_store_duplicate_appends_total", .counter, Double(stats.duplicates),
+                    "Retried appends answered from the writer windows."
+                ),
+                (
+                    "eddy_store_journal_syncs_total", .counter, Double(stats.syncs),
+                    "Journal group commits (one sync each)."
+                ),
+                ("eddy_store_journal_records_total", .counter, Double(stats.records), "Journal records written."),
+                ("eddy_store_checkpoints_total", .counter, Double(stats.checkpoints), "Checkpoints taken."),
+                ("eddy_store_streams", .gauge, Double(streams.count), "Streams in the store."),
+                (
+                    "eddy_store_segments", .gauge, Double(streams.reduce(0) { $0 + $1.segments.count }),
+                    "Segments in the store."
+                ),
+            ])
         for (stream, counts) in counters.snapshot().sorted(by: { $0.key.description < $1.key.description }) {
-            let labels = [("stream", stream.description)]
-            out.append(
-                MetricSample(
-                    "eddy_store_read_requests_total", .counter, Double(counts.readRequests), labels: labels,
-                    help: "Reads served (of one byte or more)."))
-            out.append(
-                MetricSample(
-                    "eddy_store_read_bytes_total", .counter, Double(counts.readBytes), labels: labels,
-                    help: "Bytes served by reads."))
+            out += MetricSample.rows(
+                [("stream", stream.description)],
+                [
+                    (
+                        "eddy_store_read_requests_total", .counter, Double(counts.readRequests),
+                        "Reads served (of one byte or more)."
+                    ),
+                    ("eddy_store_read_bytes_total", .counter, Double(counts.readBytes), "Bytes served by reads."),
+                ])
         }
         return out
     }

@@ -2,7 +2,7 @@
 /// labels), what kind it is, its help text and its value now. Stores and nodes list their samples from the
 /// counters they keep anyway; the admin server turns them into Prometheus metrics (`/metrics`), so a scrape
 /// costs the hot path nothing.
-public struct MetricSample: Sendable, Hashable {
+public struct MetricSample: Sendable {
     /// Counter (only grows) or gauge (goes up and down).
     public enum Kind: Sendable, Hashable {
         /// A count since the process started: requests, bytes. Named `..._total`.
@@ -31,16 +31,8 @@ public struct MetricSample: Sendable, Hashable {
         self.help = help
     }
 
-    public static func == (a: MetricSample, b: MetricSample) -> Bool {
-        a.name == b.name && a.kind == b.kind && a.value == b.value && a.help == b.help
-            && a.labels.elementsEqual(b.labels, by: { $0 == $1 })
-    }
-
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(name)
-        for (k, v) in labels {
-            hasher.combine(k)
-            hasher.combine(v)
-        }
+    /// One sample per row (name, kind, value, help), all with `labels`.
+    public static func rows(_ labels: [(String, String)], _ rows: [(String, Kind, Double, String)]) -> [MetricSample] {
+        rows.map { MetricSample($0.0, $0.1, $0.2, labels: labels, help: $0.3) }
     }
 }

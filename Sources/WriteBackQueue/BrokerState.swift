@@ -174,8 +174,7 @@ struct BrokerState: Sendable {
             return [.nack(id, attempts: attempts, availableAt: entry.availableAt, error: error), kill(id, reason, now)]
         }
         counters.retries += 1
-        counters.lanes[QueueMetrics.LaneKey(queue: entry.message.queue, qos: entry.message.qos), default: .init()]
-            .retries += 1
+        counters.lanes[QueueMetrics.LaneKey(of: entry.message), default: .init()].retries += 1
         var at = now + (delay?.milliseconds ?? backoff(attempts: attempts))
         at = max(at, budgetTime(now: now))
         entries[id]!.availableAt = at
@@ -219,8 +218,7 @@ struct BrokerState: Sendable {
         entries[id]!.deadAt = now
         entries[id]!.message.lastError = reason
         counters.deadLettered += 1
-        let message = entries[id]!.message
-        counters.lanes[QueueMetrics.LaneKey(queue: message.queue, qos: message.qos), default: .init()].deadLettered += 1
+        counters.lanes[QueueMetrics.LaneKey(of: entries[id]!.message), default: .init()].deadLettered += 1
         return .dead(id, at: now, reason: reason)
     }
 
@@ -358,7 +356,7 @@ struct BrokerState: Sendable {
                 dead[message.queue, default: 0] += 1
                 continue
             }
-            let key = QueueMetrics.LaneKey(queue: message.queue, qos: message.qos)
+            let key = QueueMetrics.LaneKey(of: message)
             var lane = lanes[key] ?? QueueMetrics.Lane()
             if entry.lease != nil {
                 lane.leased += 1
@@ -442,4 +440,9 @@ public struct QueueMetrics: Sendable, Hashable {
     public var leased: Int { lanes.values.reduce(0) { $0 + $1.leased } }
     /// Dead letters over all queues.
     public var totalDeadLetters: Int { deadLetters.values.reduce(0, +) }
+}
+
+extension QueueMetrics.LaneKey {
+    /// The lane of `message`.
+    init(of message: QueueMessage) { self.init(queue: message.queue, qos: message.qos) }
 }

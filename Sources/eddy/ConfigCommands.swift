@@ -160,7 +160,7 @@ extension Store: ConfigurableServer {
     }
     func check() throws {
         try options.check()
-        _ = try process.adminAddress(beside: try ServerAddress(parsing: listen))
+        _ = try process.admin(beside: try ServerAddress(parsing: listen))
     }
 }
 

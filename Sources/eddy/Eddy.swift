@@ -2,6 +2,7 @@ import ArgumentParser
 import EddyAdmin
 import EddyConfig
 import Foundation
+import Hummingbird
 import Logging
 import ObjectStorage
 import ServiceLifecycle
@@ -101,33 +102,49 @@ struct ServerProcessOptions: ParsableArguments {
         }
     }
 
+    /// The whole shutdown's time limit.
+    var grace: Duration { .milliseconds(Int64(shutdownGrace * 1000)) }
+
+    /// How long one node's drain may take: half the grace, so the store's close has time too.
+    var drainGrace: Duration { grace / 2 }
+
     /// Runs `services` until SIGTERM or SIGINT, then drains them in the reverse of their order on the shutdown's
     /// clock (``runUntilSignal(_:grace:logger:)``): past the grace period the process exits with status 1.
     func serve(_ services: [any Service], logger: Logger) async throws {
-        try await runUntilSignal(services, grace: .milliseconds(Int64(shutdownGrace * 1000)), logger: logger)
+        try await runUntilSignal(services, grace: grace, logger: logger)
         logger.info("stopped")
     }
 
-    /// The admin HTTP address for a server listening on `listen`: `--admin-listen`, where `auto` is the same host
-    /// at the protocol port + 100 (the store's 9099 gives 9199, node 9090 gives 9190); nil for `none`.
-    func adminAddress(beside listen: ServerAddress) throws -> ServerAddress? {
-        switch adminListen {
-        case "none": return nil
-        case "auto":
-            guard listen.port + 100 <= 65535 else {
-                throw ValidationError("--admin-listen auto: port \(listen.port) + 100 is past 65535; give HOST:PORT")
-            }
-            return ServerAddress(host: listen.host, port: listen.port == 0 ? 0 : listen.port + 100)
-        default:
-            do { return try ServerAddress(parsing: adminListen) } catch {
-                throw ValidationError("--admin-listen: \(error.message) (or auto, or none)")
-            }
+    /// The admin side of a server listening on `listen` (``AdminListen``); nil for `none`.
+    func admin(beside listen: ServerAddress) throws -> AdminSetup? {
+        do {
+            return try AdminListen(parsing: adminListen).address(beside: listen).map { AdminSetup(address: $0) }
+        } catch {
+            throw ValidationError("--admin-listen: \(error.message)")
         }
     }
 
     /// Sets up logging for the process.
     func bootstrapLogging() throws {
         EddyLogHandler.bootstrap(level: logLevel, levels: try LogLevels(parsing: logLevels), format: logFormat)
+    }
+}
+
+/// A server's admin HTTP side: where it listens and the registry its metrics go to. Metrics are only recorded
+/// for a server that has one (nothing records what no one can scrape).
+struct AdminSetup {
+    let address: ServerAddress
+    let metrics = MetricsExporter()
+
+    /// Starts the admin server with the routes `routes` makes for this setup's metrics, logging where it listens.
+    func start(for what: String, routes: (MetricsExporter) -> (Router<BasicRequestContext>) -> Void) async throws
+        -> AdminServer
+    {
+        let admin = try await AdminServer.start(
+            address: address, logger: Logger(label: "eddy.admin"), install: routes(metrics))
+        Logger(label: "eddy").info(
+            "admin listening", metadata: ["admin": "http://\(admin.address)/", "server": "\(what)"])
+        return admin
     }
 }
 

@@ -178,16 +178,13 @@ struct Node: AsyncParsableCommand {
                 members: try members.split(separator: ",").map { try ServerAddress(parsing: String($0)) })
             try options.apply(to: &c)
             try writeBack.apply(to: &c, fallback: nil)
-            let adminAddress = try process.adminAddress(beside: c.listen)
-            let metrics = MetricsExporter()
-            c.metricsFactory = adminAddress == nil ? nil : metrics.factory  // nothing records what no one can scrape
+            let admin = try process.admin(beside: c.listen)
+            c.metricsFactory = admin?.metrics.factory
             let node = try await CacheNode.start(configuration: c)
             var services: [any Service] = []
-            if let adminAddress {
+            if let admin {
                 do {
-                    services.append(
-                        try await startAdmin(
-                            adminAddress, for: "node", routes: AdminRoutes.node(node, metrics: metrics)))
+                    services.append(try await admin.start(for: "node") { AdminRoutes.node(node, metrics: $0) })
                 } catch {
                     await node.close()
                     throw error
@@ -195,7 +192,7 @@ struct Node: AsyncParsableCommand {
             }
             let logger = Logger(label: "eddy")
             logger.info("eddy node ready", metadata: ["listen": "\(c.listen)", "store": "\(c.store)"])
-            services.append(ClosingService.node(node, grace: .milliseconds(Int64(process.shutdownGrace * 1000 / 2))))
+            services.append(ClosingService.node(node, grace: process.drainGrace))
             try await process.serve(services, logger: logger)
         }
     }

@@ -5,7 +5,6 @@ import CacheNode
 import EddyAdmin
 import EddyConfig
 import Foundation
-import Hummingbird
 import Logging
 import SegmentStore
 import ServiceLifecycle
@@ -62,30 +61,18 @@ func startStore(data: String, address: ServerAddress, options: StoreOptions, met
     }
 }
 
-/// Starts an admin HTTP server at `address` with `routes`, logging where it listens.
-func startAdmin(
-    _ address: ServerAddress, for what: String, routes: (Router<BasicRequestContext>) -> Void
-) async throws -> AdminServer {
-    let admin = try await AdminServer.start(address: address, logger: Logger(label: "eddy.admin"), install: routes)
-    Logger(label: "eddy").info("admin listening", metadata: ["admin": "http://\(admin.address)/", "server": "\(what)"])
-    return admin
-}
-
 /// Runs a store, its server and its admin server until SIGINT or SIGTERM, then shuts down cleanly (admin last,
 /// checkpoint included).
 func serveStore(data: String, listen: String, options: StoreOptions, process: ServerProcessOptions) async throws {
     try process.bootstrapLogging()
     let logger = Logger(label: "eddy")
     let address = try ServerAddress(parsing: listen)
-    let adminAddress = try process.adminAddress(beside: address)
-    let metrics = MetricsExporter()
-    let server = try await startStore(
-        data: data, address: address, options: options, metrics: adminAddress == nil ? nil : metrics)
+    let admin = try process.admin(beside: address)
+    let server = try await startStore(data: data, address: address, options: options, metrics: admin?.metrics)
     var services: [any Service] = []
-    if let adminAddress {
+    if let admin {
         do {
-            services.append(
-                try await startAdmin(adminAddress, for: "store", routes: AdminRoutes.store(server, metrics: metrics)))
+            services.append(try await admin.start(for: "store") { AdminRoutes.store(server, metrics: $0) })
         } catch {
             await ClosingService.store(server).close()
             throw error
@@ -165,35 +152,30 @@ struct Up: AsyncParsableCommand {
             let objects = try writeBack.objects.location(fallback: "file://\(data)/objects")
             let storeAddress = try ServerAddress(parsing: store)
             let members = try nodes.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
-            let storeMetrics = MetricsExporter()
+            let storeAdmin = try process.admin(beside: storeAddress)
             let server = try await startStore(
-                data: data + "/store", address: storeAddress, options: options,
-                metrics: process.adminListen == "none" ? nil : storeMetrics)
+                data: data + "/store", address: storeAddress, options: options, metrics: storeAdmin?.metrics)
             Output.shared.line("store  listening on \(server.address), data in \(data)/store")
             var admins: [AdminServer] = []
             var started: [CacheNode] = []
             do {
-                if let address = try process.adminAddress(beside: storeAddress) {
-                    admins.append(
-                        try await startAdmin(
-                            address, for: "store", routes: AdminRoutes.store(server, metrics: storeMetrics)))
+                if let storeAdmin {
+                    admins.append(try await storeAdmin.start(for: "store") { AdminRoutes.store(server, metrics: $0) })
                     Output.shared.line("store  admin on http://\(admins.last!.address)/")
                 }
                 for m in members {
-                    let metrics = MetricsExporter()
+                    let admin = try process.admin(beside: m)
                     var c = NodeConfiguration(listen: m, store: server.address, members: members)
                     try nodeOptions.apply(to: &c)
                     try writeBack.apply(to: &c, fallback: "file://\(data)/objects")
                     c.logger = Logger(label: "eddy.node.\(m.port)")
-                    c.metricsFactory = process.adminListen == "none" ? nil : metrics.factory
+                    c.metricsFactory = admin?.metrics.factory
                     if let path = c.traceOut { c.traceOut = "\(path).\(m.port)" }  // one trace per node
                     let node = try await CacheNode.start(configuration: c)
                     started.append(node)
                     Output.shared.line("node   listening on \(m), policy \(c.policy), cache \(c.cacheBytes) bytes")
-                    if let address = try process.adminAddress(beside: m) {
-                        admins.append(
-                            try await startAdmin(
-                                address, for: "node \(m)", routes: AdminRoutes.node(node, metrics: metrics)))
+                    if let admin {
+                        admins.append(try await admin.start(for: "node \(m)") { AdminRoutes.node(node, metrics: $0) })
                         Output.shared.line("node   admin and dashboard on http://\(admins.last!.address)/")
                     }
                 }
@@ -207,9 +189,9 @@ struct Up: AsyncParsableCommand {
             Output.shared.line("eddy up: try `eddy create demo/events --segments 4` in another terminal; Ctrl-C stops")
             Output.shared.flush()
             // Shut down in reverse: the nodes drain first, then the store checkpoints, the admin servers go last.
-            let grace = Duration.milliseconds(Int64(process.shutdownGrace * 1000 / 2))
             let services: [any Service] =
-                admins + [ClosingService.store(server)] + started.map { ClosingService.node($0, grace: grace) }
+                admins + [ClosingService.store(server)]
+                + started.map { ClosingService.node($0, grace: process.drainGrace) }
             try await process.serve(services, logger: logger)
         }
     }

@@ -152,14 +152,6 @@ final class ServerProcess {
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
-    /// The admin server's address (HOST:PORT) from the log, once it listens.
-    var adminAddress: String? {
-        guard let line = log.split(separator: "\n").first(where: { $0.contains("admin listening") }),
-            let range = line.range(of: #"admin=http://[^/ ]+"#, options: .regularExpression)
-        else { return nil }
-        return String(line[range].dropFirst("admin=http://".count))
-    }
-
     /// SIGKILL, no goodbye.
     func kill() {
         Glibc.kill(process.processIdentifier, SIGKILL)
