@@ -89,6 +89,7 @@ let package = Package(
             dependencies: [
                 "WireProtocol", "StreamModel",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
@@ -175,6 +176,7 @@ let package = Package(
                 "HashRing", "CacheNode", "EddyClient", "CNUMA", "CZstd", "ObjectStorage", "WriteBackQueue", "EddyConfig",
                 "EddyAdmin",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

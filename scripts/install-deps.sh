@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs the C libraries Eddy links (Debian packages) when they are missing. Idempotent.
+# Installs what the build and the tests need when it is missing: the C libraries Eddy links and Chromium (the
+# dashboard test opens the page in it) from Debian, and the PyPI tools below. Idempotent.
 set -euo pipefail
-packages=(liburing-dev libnuma-dev libzstd-dev zlib1g-dev pkg-config)
+packages=(liburing-dev libnuma-dev libzstd-dev zlib1g-dev pkg-config chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -31,4 +32,10 @@ fi
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   echo "installing: prometheus-client (pip)" >&2
   python3 -m pip install -q --disable-pip-version-check prometheus-client
+fi
+
+# The deployment test validates the rendered Kubernetes manifests against the schemas offline.
+if ! python3 -c 'import kubernetes_validate, yaml' 2>/dev/null; then
+  echo "installing: kubernetes-validate (pip)" >&2
+  python3 -m pip install -q --disable-pip-version-check kubernetes-validate
 fi

@@ -17,6 +17,8 @@ public struct BlockCacheConfiguration: Sendable {
     public var residency: Residency = .plain
     /// Bytes of metadata charged per cached block (index entry, policy node, storage header).
     public var entryOverhead: Int64 = 256
+    /// The typical block size, which sizes the policies' tables (``PolicyKind/make(capacity:parameters:objectSize:)``).
+    public var blockSize: Int64 = Int64(BlockGeometry.defaultBlockSize)
 
     /// Creates a configuration.
     public init(capacity: Int64) { self.capacity = capacity }
@@ -115,7 +117,8 @@ public final class BlockCache: Sendable {
         let perShard = configuration.capacity / Int64(configuration.shards)
         shards = (0..<configuration.shards).map { _ in
             let sink = EvictionSink()
-            let policy = configuration.policy.make(capacity: perShard, parameters: configuration.policyParameters)
+            let policy = configuration.policy.make(
+                capacity: perShard, parameters: configuration.policyParameters, objectSize: configuration.blockSize)
             policy.evictionHandler = { sink.ids.append($0) }
             return ShardBox(Shard(policy: policy, sink: sink))
         }

@@ -73,28 +73,34 @@ public enum PolicyKind: String, CaseIterable, Sendable {
         return (kind, values)
     }
 
-    /// Makes a policy of this kind for `capacity`, with `parameters` overriding the defaults.
-    public func make(capacity: Int64, parameters: [String: Double] = [:]) -> any EvictionPolicy {
+    /// Makes a policy of this kind for `capacity`, with `parameters` overriding the defaults. `objectSize` is the
+    /// typical weight of an object (1 when counting objects; the block size in a block cache): tables start sized
+    /// for `capacity / objectSize` objects, and W-TinyLFU sizes its frequency sketch and ageing period by it.
+    public func make(capacity: Int64, parameters: [String: Double] = [:], objectSize: Int64 = 1) -> any EvictionPolicy {
         func p(_ key: String, _ fallback: Double) -> Double { parameters[key] ?? fallback }
         switch self {
-        case .lru: return LRU(capacity: capacity)
-        case .fifo: return FIFO(capacity: capacity)
-        case .clock: return Clock(capacity: capacity, maxFrequency: (Int32(1) << Int32(p("bits", 1))) - 1)
-        case .lfu: return LFU(capacity: capacity)
-        case .sieve: return Sieve(capacity: capacity)
-        case .belady: return Belady(capacity: capacity)
+        case .lru: return LRU(capacity: capacity, objectSize: objectSize)
+        case .fifo: return FIFO(capacity: capacity, objectSize: objectSize)
+        case .clock:
+            return Clock(
+                capacity: capacity, maxFrequency: (Int32(1) << Int32(p("bits", 1))) - 1,
+                objectSize: objectSize)
+        case .lfu: return LFU(capacity: capacity, objectSize: objectSize)
+        case .sieve: return Sieve(capacity: capacity, objectSize: objectSize)
+        case .belady: return Belady(capacity: capacity, objectSize: objectSize)
         case .s3fifo:
             return S3FIFO(
                 capacity: capacity, smallRatio: p("small", 0.1), ghostRatio: p("ghost", 0.9),
-                moveToMainThreshold: Int32(p("threshold", 2)))
-        case .arc: return ARC(capacity: capacity)
-        case .twoQ: return TwoQ(capacity: capacity, inRatio: p("in", 0.25), outRatio: p("out", 0.5))
+                moveToMainThreshold: Int32(p("threshold", 2)), objectSize: objectSize)
+        case .arc: return ARC(capacity: capacity, objectSize: objectSize)
+        case .twoQ:
+            return TwoQ(capacity: capacity, inRatio: p("in", 0.25), outRatio: p("out", 0.5), objectSize: objectSize)
         case .lirs: return LIRS(capacity: capacity, hirRatio: p("hir", 0.01))
-        case .wtinylfu: return WTinyLFU(capacity: capacity, windowRatio: p("window", 0.01))
+        case .wtinylfu: return WTinyLFU(capacity: capacity, windowRatio: p("window", 0.01), objectSize: objectSize)
         case .stream:
             return StreamAware(
                 capacity: capacity, tailWindow: UInt64(p("tail", 2)), maxCursors: Int(p("cursors", 16)),
-                sample: Int(p("sample", 16)))
+                sample: Int(p("sample", 16)), objectSize: objectSize)
         }
     }
 }

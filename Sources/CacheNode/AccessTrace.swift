@@ -1,3 +1,4 @@
+import CacheCore
 import Foundation
 import StreamModel
 import Synchronization
@@ -11,7 +12,6 @@ import Synchronization
 final class AccessTrace: Sendable {
     private struct State {
         var buffer = ""
-        var ordinals: [SegmentID: Int] = [:]
     }
 
     private let handle: FileHandle
@@ -31,17 +31,10 @@ final class AccessTrace: Sendable {
         self.handle = handle
     }
 
-    /// Records one block request.
-    func record(_ segment: SegmentID, block: UInt64, size: Int, reader: Int, tail: Bool) {
+    /// Records one block request of the segment numbered `ordinal` (``SegmentOrdinals``).
+    func record(_ ordinal: UInt32, block: UInt64, size: Int, reader: Int, tail: Bool) {
         let micros = Int((ContinuousClock.now - start).inSeconds * 1e6)
         let full = state.withLock { s -> String? in
-            let ordinal: Int
-            if let o = s.ordinals[segment] {
-                ordinal = o
-            } else {
-                ordinal = s.ordinals.count
-                s.ordinals[segment] = ordinal
-            }
             s.buffer += "\(micros),\(ordinal),\(block),\(size),\(reader),\(tail ? "tail" : "catchup")\n"
             guard s.buffer.utf8.count >= 64 << 10 else { return nil }
             defer { s.buffer = "" }
@@ -58,5 +51,21 @@ final class AccessTrace: Sendable {
         }
         handle.write(Data(rest.utf8))
         try? handle.close()
+    }
+}
+
+/// SegmentOrdinals numbers segments in order of first request, so a segment fits a ``BlockKey``: the access trace
+/// and the what-if number them alike, and the what-if's figures match `eddy sim` on the trace.
+final class SegmentOrdinals: Sendable {
+    private let map = Mutex<[SegmentID: UInt32]>([:])
+
+    /// The segment's number (given now if it has none).
+    func ordinal(of segment: SegmentID) -> UInt32 {
+        map.withLock { m in
+            if let o = m[segment] { return o }
+            let o = UInt32(m.count) & BlockKey.maxSegment
+            m[segment] = o
+            return o
+        }
     }
 }

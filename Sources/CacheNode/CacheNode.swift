@@ -89,6 +89,16 @@ public final class CacheNode: Sendable {
         if let writeBack = core.writeBack {
             background.append(Task { await writeBack.run(core: core) })
         }
+        // The what-if's shadows run on a thread of their own, four times a second, off the request path and off
+        // Swift's cooperative pool (a long replay must not hold up the tasks that serve requests).
+        let logger = configuration.logger
+        core.whatIf?.startReplaying(every: .milliseconds(250)) { old, new, share in
+            logger.notice(
+                "what-if over its CPU budget: sampling rate lowered, shadows started again",
+                metadata: [
+                    "old-rate": "\(old)", "rate": "\(new)", "cpu-share": "\(String(format: "%.3f", share))",
+                ])
+        }
         return CacheNode(core: core, channel: channel, background: background, connections: connections)
     }
 
@@ -128,6 +138,7 @@ public final class CacheNode: Sendable {
             }
         }
         for t in background.withLock({ $0 }) { t.cancel() }
+        core.whatIf?.stopReplaying()
         await core.writeBack?.shutdown(finishWork: max(.zero, start + grace - ContinuousClock.now))
         connections.closeAll()
         await core.store.close()

@@ -20,6 +20,7 @@ extension NodeCore {
             else { throw EddyError(.invalidArgument, "admin arguments must be a JSON object, got '\(text)'") }
             arguments = parsed
         }
+        if command == "whatif" { return try whatIfJSON() }
         guard let writeBack else {
             throw EddyError(.unavailable, "write-back is off on \(me) (start the node with --object-store)")
         }

@@ -43,6 +43,18 @@ public struct NodeConfiguration: Sendable {
     public var maxInFlightPerConnection: Int = 1024
     /// When set, every block request is appended to this file as a block trace that `eddy sim` replays.
     public var traceOut: String?
+    /// Whether the node runs the what-if (``WhatIf``): shadow copies of the policies on a spatially hashed sample of
+    /// its owner block requests, served on the admin API's `/whatif`.
+    public var whatIf = true
+    /// The what-if's sampling rate in (0, 1]; nil: automatic (``WhatIf/Configuration/automaticRate(cacheBytes:blockSize:)``).
+    public var whatIfRate: Double? = nil
+    /// The cache sizes the what-if simulates, in bytes; nil: 0.25, 0.5, 1, 2 and 4 times the owner cache.
+    public var whatIfSizes: [Int64]? = nil
+    /// The policies the what-if shadows; nil: every policy that runs online.
+    public var whatIfPolicies: [String]? = nil
+    /// With the automatic rate, the share of the node's CPU time the what-if may take before it lowers its rate
+    /// (``WhatIf/Configuration/cpuBudget``).
+    public var whatIfCPUBudget: Double = 0.03
     /// Write-back to object storage (flushes, cold reads, retention); nil: off.
     public var writeBack: WriteBackConfiguration?
     /// Where the node logs.
@@ -76,5 +88,19 @@ public struct NodeConfiguration: Sendable {
             throw EddyError(.invalidArgument, "cache of \(cacheBytes) bytes holds fewer than 4 blocks")
         }
         _ = try PolicyKind.parse(policy)
+        if whatIf { try whatIfConfiguration(ownerCacheBytes: cacheBytes).validate() }
+    }
+
+    /// The owner cache's share of ``cacheBytes`` (the rest is the near cache).
+    var ownerCacheBytes: Int64 { cacheBytes - Int64(Double(cacheBytes) * nearCacheShare) }
+
+    /// What the what-if runs, for an owner cache of `ownerCacheBytes`.
+    func whatIfConfiguration(ownerCacheBytes: Int64) -> WhatIf.Configuration {
+        var c = WhatIf.Configuration.node(cacheBytes: ownerCacheBytes, blockSize: Int64(blockSize))
+        if let whatIfSizes { c.cacheBytes = whatIfSizes }
+        if let whatIfPolicies { c.policies = whatIfPolicies }
+        c.rate = whatIfRate
+        c.cpuBudget = whatIfCPUBudget
+        return c
     }
 }

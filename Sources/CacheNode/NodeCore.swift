@@ -31,6 +31,10 @@ public final class NodeCore: Sendable {
     let ledger = StoreReadLedger()
     let budget: ByteBudget
     let trace: AccessTrace?
+    /// The what-if's shadow policies, when on.
+    public let whatIf: WhatIf?
+    /// Small numbers for segments in the access trace and the what-if's block keys, in order of first request.
+    private let ordinals = SegmentOrdinals()
     /// Write-back to object storage, when configured.
     let writeBack: WriteBack?
 
@@ -80,16 +84,18 @@ public final class NodeCore: Sendable {
         self.me = configuration.name
         geometry = try BlockGeometry(blockSize: configuration.blockSize)
         let (kind, parameters) = try PolicyKind.parse(configuration.policy)
-        let nearBytes = Int64(Double(configuration.cacheBytes) * configuration.nearCacheShare)
-        var owned = BlockCacheConfiguration(capacity: configuration.cacheBytes - nearBytes)
+        let nearBytes = configuration.cacheBytes - configuration.ownerCacheBytes
+        var owned = BlockCacheConfiguration(capacity: configuration.ownerCacheBytes)
         owned.policy = kind
         owned.policyParameters = parameters
         owned.shards = 8
+        owned.blockSize = Int64(configuration.blockSize)
         cache = try BlockCache(configuration: owned)
         if nearBytes >= Int64(configuration.blockSize) * 2 {
             var n = BlockCacheConfiguration(capacity: nearBytes)
             n.policy = .s3fifo
             n.shards = 2
+            n.blockSize = Int64(configuration.blockSize)
             near = try BlockCache(configuration: n)
         } else {
             near = nil
@@ -97,6 +103,9 @@ public final class NodeCore: Sendable {
         budget = ByteBudget(limit: configuration.maxBytesInFlight)
         timers = configuration.metricsFactory.map { RequestTimers(factory: $0, node: configuration.name) }
         trace = try configuration.traceOut.map { (path) throws(EddyError) in try AccessTrace(path: path) }
+        whatIf =
+            configuration.whatIf
+            ? try WhatIf(configuration.whatIfConfiguration(ownerCacheBytes: configuration.ownerCacheBytes)) : nil
         store = Upstream(address: configuration.store, group: group, connectTimeout: configuration.requestTimeout)
         var peers: [String: Upstream] = [:]
         for m in configuration.members where m != configuration.listen {
@@ -572,10 +581,11 @@ public final class NodeCore: Sendable {
         if configuration.readerHints, let reader {
             cache.readerMoved(reader.id, to: BlockID(segment: segment, index: index), tail: tail || !full)
         }
-        if let trace {
-            let size = full ? Int(geometry.blockSize) : Int(info.length - geometry.range(ofBlock: index).lowerBound)
-            trace.record(segment, block: index, size: size, reader: reader?.id ?? 0, tail: tail || !full)
-        }
+        guard trace != nil || whatIf != nil else { return }
+        let size = full ? Int(geometry.blockSize) : Int(info.length - geometry.range(ofBlock: index).lowerBound)
+        let ordinal = ordinals.ordinal(of: segment)
+        trace?.record(ordinal, block: index, size: size, reader: reader?.id ?? 0, tail: tail || !full)
+        whatIf?.record(BlockKey(segment: ordinal, block: index & BlockKey.maxBlock).rawValue, size: Int64(size))
     }
 
     private func countLookup(hit: Bool) {

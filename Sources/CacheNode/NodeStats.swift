@@ -78,6 +78,61 @@ extension NodeCore {
 }
 
 extension NodeCore {
+    /// Every configured member's stats document, asked over the protocol (`/cluster`, the dashboard's source):
+    /// `{"node": ME, "members": {ADDRESS: STATS or {"error": MESSAGE}}}`. A member that does not answer within
+    /// `timeout` shows its error; the others are unaffected.
+    public func clusterJSON(timeout: Duration = .seconds(1)) async -> String {
+        var members: [String: Any] = [:]
+        await withTaskGroup(of: (String, String).self) { group in
+            for m in configuration.members {
+                let name = m.description
+                group.addTask {
+                    if name == self.me { return (name, self.statsJSON()) }
+                    guard let peer = self.peers[name] else { return (name, Self.json(["error": "not a peer"])) }
+                    do {
+                        let response = try await peer.send(.stats, timeout: timeout)
+                        guard case .stats(let json) = response else {
+                            return (name, Self.json(["error": "\(response)"]))
+                        }
+                        return (name, json)
+                    } catch {
+                        return (name, Self.json(["error": "\(error)"]))
+                    }
+                }
+            }
+            for await (name, json) in group {
+                members[name] =
+                    (try? JSONSerialization.jsonObject(with: Data(json.utf8))) ?? ["error": "unreadable stats"]
+            }
+        }
+        return Self.json(["node": me, "members": members])
+    }
+
+    /// The what-if table (`/whatif`, `eddy admin whatif`): under `rows`, one `{"policy", "cache_bytes",
+    /// "hit_ratio", "byte_hit_ratio"}` per policy and size, with the sampling beside it (`sample_rate`,
+    /// `requests`, `sampled_requests`, `dropped_requests`, `replay_seconds`, `restarts`) and the node's own policy and owner
+    /// cache size (`policy`, `cache_bytes`) for comparison.
+    /// - Throws: ``EddyError/Code/unavailable`` when the node runs without the what-if.
+    public func whatIfJSON() throws(EddyError) -> String {
+        guard let whatIf else {
+            throw EddyError(.unavailable, "the what-if is off on \(me) (it was started with --no-whatif)")
+        }
+        whatIf.replay()
+        let totals = whatIf.totals
+        let rows = whatIf.rows().map { r -> [String: Any] in
+            [
+                "policy": r.policy, "cache_bytes": r.cacheBytes, "hit_ratio": r.hitRatio,
+                "byte_hit_ratio": r.byteHitRatio,
+            ]
+        }
+        return Self.json([
+            "node": me, "policy": configuration.policy, "cache_bytes": Int(cache.configuration.capacity),
+            "sample_rate": totals.rate, "requests": totals.requests, "sampled_requests": totals.sampled,
+            "dropped_requests": totals.dropped, "replay_seconds": totals.replaySeconds, "restarts": totals.restarts,
+            "rows": rows,
+        ])
+    }
+
     /// The ring as this node sees it (`/ring`): epoch, fingerprint, the members alive, the configured members,
     /// and how many segments each member owns.
     public func ringJSON() -> String {

@@ -9,7 +9,7 @@ import StreamModel
 public enum AdminRoutes {
     static let prometheusContentType = "text/plain; version=0.0.4; charset=utf-8"
 
-    /// The node's routes: `/health`, `/ready`, `/ring`, `/stats`, `/streams`, `/queues`, `/queues/journal`,
+    /// The node's routes: `/` (the dashboard), `/health`, `/ready`, `/cluster`, `/ring`, `/stats`, `/whatif`, `/streams`, `/queues`, `/queues/journal`,
     /// `/dlq`, `/dlq/{id}`, `POST /dlq/redrive`, `POST /dlq/purge`, `/metrics`.
     public static func node(_ node: CacheNode, metrics: MetricsExporter) -> (Router<BasicRequestContext>) -> Void {
         let core = node.core
@@ -24,8 +24,15 @@ public enum AdminRoutes {
                     ["ready": reasons.isEmpty, "role": "node", "node": name, "reasons": reasons],
                     status: reasons.isEmpty ? .ok : .serviceUnavailable)
             }
+            router.get("/") { _, _ in
+                AdminResponse.text(Array(Dashboard.html.utf8), contentType: "text/html; charset=utf-8")
+            }
+            router.get("cluster") { _, _ in AdminResponse.json(await core.clusterJSON()) }
             router.get("ring") { _, _ in AdminResponse.json(core.ringJSON()) }
             router.get("stats") { _, _ in AdminResponse.json(core.statsJSON()) }
+            router.get("whatif") { _, _ in
+                await AdminResponse.answering { () throws(EddyError) in AdminResponse.json(try core.whatIfJSON()) }
+            }
             router.get("streams") { _, _ in
                 await AdminResponse.answering { () throws(EddyError) in AdminResponse.json(try await core.streamsJSON())
                 }
@@ -74,8 +81,9 @@ public enum AdminRoutes {
     /// The store's routes: `/health`, `/ready`, `/stats`, `/streams`, `/metrics`; the node-only paths answer 404
     /// with a JSON error that says to ask a node.
     public static func store(_ server: StoreServer, metrics: MetricsExporter) -> (Router<BasicRequestContext>) -> Void {
-        { router in
-            router.get("health") { _, _ in AdminResponse.json(["status": "ok", "role": "store"]) }
+        let listen = server.address.description
+        return { router in
+            router.get("health") { _, _ in AdminResponse.json(["status": "ok", "role": "store", "listen": listen]) }
             router.get("ready") { _, _ in
                 let serving = server.isServing
                 return AdminResponse.json(
@@ -87,12 +95,15 @@ public enum AdminRoutes {
             router.get("metrics") { _, _ in
                 AdminResponse.text(metrics.render(server.metricSamples()), contentType: prometheusContentType)
             }
-            for path in ["ring", "queues", "dlq", "whatif"] {
+            for path in ["ring", "queues", "dlq", "whatif", "cluster", "/"] {
                 router.get(RouterPath(stringLiteral: path)) { _, _ in
                     AdminResponse.json(
                         [
                             "error": [
-                                "code": "notFound", "message": "the store has no /\(path); ask a node's admin port",
+                                "code": "notFound",
+                                "message": path == "/"
+                                    ? "the dashboard is on the nodes' admin ports"
+                                    : "the store has no /\(path); ask a node's admin port",
                             ]
                         ],
                         status: .notFound)

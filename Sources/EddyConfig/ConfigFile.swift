@@ -138,12 +138,12 @@ public struct ConfigFile: Sendable {
         switch (key.kind, node) {
         case (_, .scalar(let s)):
             return s.string
-        case (.addresses, .sequence(let items)):
+        case (.addresses, .sequence(let items)), (.sizes, .sequence(let items)), (.policies, .sequence(let items)):
             var out: [String] = []
             for item in items {
                 guard let s = item.scalar else {
                     throw ConfigProblem(
-                        key: key.path, value: "", source: source, reason: "each member of the list must be HOST:PORT")
+                        key: key.path, value: "", source: source, reason: "each member of the list must be one value")
                 }
                 out.append(s.string)
             }
@@ -205,6 +205,20 @@ public struct ConfigFile: Sendable {
             do { _ = try PolicyKind.parse(text) } catch { throw refuse(error.message) }
         case .adminAddress:
             do { _ = try AdminListen(parsing: text) } catch { throw refuse(error.message) }
+        case .policies:
+            for item in text.split(separator: ",", omittingEmptySubsequences: false) {
+                do { _ = try PolicyKind.parse(String(item)) } catch { throw refuse(error.message) }
+            }
+        case .sizes:
+            for item in text.split(separator: ",", omittingEmptySubsequences: false) {
+                guard let n = try? parseSize(String(item), what: key.path), n > 0 else {
+                    throw refuse("'\(item)' is not a size (a positive number with K, M or G)")
+                }
+            }
+        case .rate:
+            guard text == "auto" || Double(text).map({ $0 > 0 && $0 <= 1 }) == true else {
+                throw refuse("must be auto or a number above 0 and at most 1")
+            }
         }
     }
 
@@ -285,7 +299,8 @@ public struct ConfigFile: Sendable {
                     "  # \(key.help) (\(key.environmentName); \(key.flag) of eddy \(key.commands.sorted().joined(separator: ", ")))\n"
                 let value: String
                 switch key.kind {
-                case .addresses where !key.defaultValue.isEmpty:
+                case .addresses where !key.defaultValue.isEmpty, .sizes where !key.defaultValue.isEmpty,
+                    .policies where !key.defaultValue.isEmpty:
                     value = "[" + key.defaultValue.split(separator: ",").joined(separator: ", ") + "]"
                 default:
                     value = key.defaultValue

@@ -33,6 +33,12 @@ public struct ConfigKey: Sendable, Hashable {
         case policy
         /// An admin HTTP address: HOST:PORT, `auto` (the protocol address's port + 100) or `none`.
         case adminAddress
+        /// A list of eviction policies (a YAML list, or one string with commas).
+        case policies
+        /// A list of byte counts with optional K, M or G suffixes (a YAML list, or one string with commas).
+        case sizes
+        /// A sampling rate: `auto` or a number above 0 and at most 1.
+        case rate
     }
 
     /// The section of the file: `store`, `node`, `up`, `log` or `shutdown`.
@@ -126,6 +132,25 @@ public enum ConfigSchema {
             "node", "trace-out", .text, "",
             "Record the node's block requests to this file (`eddy sim --format block`).",
             commands: nodeAndUp),
+        ConfigKey(
+            "node", "whatif", .boolean, "true",
+            "Run the what-if: shadow policies on a sample of the block requests (`/whatif`, docs/tuning.md).",
+            commands: nodeAndUp),
+        ConfigKey(
+            "node", "whatif-rate", .rate, "auto",
+            "The what-if's sampling rate, or auto (every request until the smallest size holds 2048 blocks).",
+            commands: nodeAndUp),
+        ConfigKey(
+            "node", "whatif-cpu-budget", .number(0.001...1), "0.03",
+            "With the automatic rate, the share of the node's CPU the what-if may use before it lowers its rate.",
+            commands: nodeAndUp),
+        ConfigKey(
+            "node", "whatif-sizes", .sizes, "",
+            "Cache sizes the what-if simulates (default: 0.25, 0.5, 1, 2 and 4 times the owner cache).",
+            commands: nodeAndUp),
+        ConfigKey(
+            "node", "whatif-policies", .policies, "",
+            "Policies the what-if shadows (default: every policy but belady).", commands: nodeAndUp),
         ConfigKey(
             "node", "object-store", .text, "",
             "Write-back target: file://DIR or s3://BUCKET/PREFIX, or none (`eddy up`: DATA/objects).",

@@ -4,18 +4,6 @@ import Foundation
 import StreamModel
 import WireProtocol
 
-/// Sends an admin command to the node and returns its JSON answer as an object.
-func adminCall(_ client: EddyClient, _ command: String, _ arguments: [String: Any] = [:]) async throws -> [String: Any]
-{
-    let text = String(
-        decoding: try JSONSerialization.data(withJSONObject: arguments, options: [.sortedKeys]), as: UTF8.self)
-    let r = try await client.send(.admin(command: command, arguments: text))
-    guard case .stats(let json) = r,
-        let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
-    else { throw EddyError(.malformedFrame, "the node answered \(command) with \(r)") }
-    return object
-}
-
 func printJSON(_ object: Any) {
     let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])) ?? Data()
     print(String(decoding: data, as: UTF8.self))
@@ -39,16 +27,14 @@ struct AdminDLQList: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "list", abstract: "List the dead letters, oldest first.")
     @Option(name: .long, help: "Only this queue's.") var queue: String?
-    @Option(name: .long, help: "Output: text or json.") var format: String = "text"
-    @OptionGroup var server: ServerOption
+    @OptionGroup var output: FormatOption
+    @OptionGroup var target: AdminTarget
 
     func run() async throws {
-        try await withClient(server) { client in
-            var arguments: [String: Any] = [:]
-            if let queue { arguments["queue"] = queue }
-            let answer = try await adminCall(client, "dlq.list", arguments)
+        try await AdminConnection.with(target) { admin in
+            let answer = try await admin.ask(.dlqList(queue: queue))
             let letters = answer["dead_letters"] as? [[String: Any]] ?? []
-            if format == "json" {
+            if output.json {
                 printJSON(answer)
                 return
             }
@@ -67,10 +53,10 @@ struct AdminDLQList: AsyncParsableCommand {
 struct AdminDLQShow: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "show", abstract: "One dead letter, whole (JSON).")
     @Argument(help: "The message ID.") var id: UInt64
-    @OptionGroup var server: ServerOption
+    @OptionGroup var target: AdminTarget
 
     func run() async throws {
-        try await withClient(server) { client in printJSON(try await adminCall(client, "dlq.show", ["id": id])) }
+        try await AdminConnection.with(target) { admin in printJSON(try await admin.ask(.dlqShow(id: id))) }
     }
 }
 
@@ -83,20 +69,18 @@ struct AdminDLQRedrive: AsyncParsableCommand {
     @Option(name: .long, help: "Every dead letter of this queue.") var queue: String?
     @Flag(name: .long, help: "Every dead letter.") var all = false
     @Option(name: .long, help: "Rate limit.") var perSecond: Double = 10
-    @OptionGroup var server: ServerOption
+    @OptionGroup var target: AdminTarget
 
     func run() async throws {
         guard perSecond > 0 else { throw ValidationError("--per-second must be positive") }
         let chosen = try parseIDs(ids)
         guard chosen != nil || queue != nil || all else { throw ValidationError("give --ids, --queue or --all") }
-        try await withClient(server) { client in
-            var arguments: [String: Any] = [:]
-            if let queue { arguments["queue"] = queue }
-            let letters = try await adminCall(client, "dlq.list", arguments)["dead_letters"] as? [[String: Any]] ?? []
+        try await AdminConnection.with(target) { admin in
+            let letters = try await admin.ask(.dlqList(queue: queue))["dead_letters"] as? [[String: Any]] ?? []
             let targets = chosen ?? letters.compactMap { ($0["id"] as? NSNumber)?.uint64Value }
             var done = 0
             for id in targets {
-                let answer = try await adminCall(client, "dlq.redrive", ["ids": [id]])
+                let answer = try await admin.ask(.dlqRedrive(["ids": [id]]))
                 done += (answer["redriven"] as? Int) ?? 0
                 FileHandle.standardError.write(Data("redriven \(done)/\(targets.count)\r".utf8))
                 if done < targets.count { try await Task.sleep(for: .milliseconds(Int64(1000 / perSecond))) }
@@ -112,16 +96,16 @@ struct AdminDLQPurge: AsyncParsableCommand {
     @Option(name: .long, help: "Message IDs, comma-separated.") var ids: String?
     @Option(name: .long, help: "Every dead letter of this queue.") var queue: String?
     @Flag(name: .long, help: "Every dead letter.") var all = false
-    @OptionGroup var server: ServerOption
+    @OptionGroup var target: AdminTarget
 
     func run() async throws {
         let chosen = try parseIDs(ids)
         guard chosen != nil || queue != nil || all else { throw ValidationError("give --ids, --queue or --all") }
-        try await withClient(server) { client in
+        try await AdminConnection.with(target) { admin in
             var arguments: [String: Any] = ["all": all]
             if let chosen { arguments["ids"] = chosen }
             if let queue { arguments["queue"] = queue }
-            let answer = try await adminCall(client, "dlq.purge", arguments)
+            let answer = try await admin.ask(.dlqPurge(arguments))
             print("purged \(answer["purged"] ?? 0)")
         }
     }
@@ -136,10 +120,10 @@ struct AdminQueue: AsyncParsableCommand {
 struct AdminQueueStats: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stats", abstract: "Depth per queue and class, oldest age, leases, retries, dead letters (JSON).")
-    @OptionGroup var server: ServerOption
+    @OptionGroup var target: AdminTarget
 
     func run() async throws {
-        try await withClient(server) { client in printJSON(try await adminCall(client, "queue.stats")) }
+        try await AdminConnection.with(target) { admin in printJSON(try await admin.ask(.queueStats)) }
     }
 }
 
@@ -148,13 +132,13 @@ struct AdminQueueJournal: AsyncParsableCommand {
         commandName: "journal",
         abstract: "The queue journal ranges the node rolled to object storage, and their records.")
     @Option(name: .long, help: "At most this many records.") var limit: Int = 1000
-    @Option(name: .long, help: "Output: text or json.") var format: String = "text"
-    @OptionGroup var server: ServerOption
+    @OptionGroup var output: FormatOption
+    @OptionGroup var target: AdminTarget
 
     func run() async throws {
-        try await withClient(server) { client in
-            let answer = try await adminCall(client, "queue.journal", ["limit": limit])
-            if format == "json" {
+        try await AdminConnection.with(target) { admin in
+            let answer = try await admin.ask(.queueJournal(limit: limit))
+            if output.json {
                 printJSON(answer)
                 return
             }

@@ -31,6 +31,7 @@ struct BenchCache: AsyncParsableCommand {
             }
             var configuration = BlockCacheConfiguration(capacity: Int64(capacityMib) << 20)
             configuration.policy = try PolicyKind.parse(policy).0
+            configuration.blockSize = Int64(blockKib) << 10
             switch residency {
             case "plain": configuration.residency = .plain
             case "zstd": configuration.residency = .zstd(level: level)

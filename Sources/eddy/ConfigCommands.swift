@@ -16,8 +16,9 @@ struct ConfigCheck: AsyncParsableCommand {
         abstract: "Report every problem of a configuration file: the key, the value and why.",
         discussion: """
             Unknown sections and keys are errors. A file that sets a server's own keys (store.data, node.listen,
-            node.members, up.*) is also checked as that server's whole command line. Exit status 0 when the file is
-            good, 1 otherwise.
+            node.members, up.*) is also checked as that server's whole command line, with the EDDY_ environment
+            variables added as the server would add them (EDDY_NODE_LISTEN=... eddy config check FILE checks a
+            shared file as one machine's node). Exit status 0 when the file is good, 1 otherwise.
             """)
 
     @Argument(help: "The YAML file.") var file: String
@@ -32,16 +33,21 @@ struct ConfigCheck: AsyncParsableCommand {
             throw ExitCode(1)
         }
         var problems: [String] = []
-        // Each server the file describes (its own keys set) is checked as that server's whole command line; the
-        // settings `eddy up` shares with them (cache against block size, the journal I/O path) always are.
-        let describes = [
-            "store": config.values.contains { $0.key.path == "store.data" },
-            "node": config.values.contains { ["node.listen", "node.members"].contains($0.key.path) },
-            "up": true,
-        ]
+        // Each server the file (or the environment) describes, its own keys set, is checked as that server's whole
+        // command line; the settings `eddy up` shares with them (cache against block size, the journal I/O path)
+        // always are.
+        let environment = ProcessInfo.processInfo.environment
+        func sets(_ paths: [String]) -> Bool {
+            config.values.contains { paths.contains($0.key.path) }
+                || ConfigSchema.keys.contains { paths.contains($0.path) && environment[$0.environmentName] != nil }
+        }
+        let describes = ["store": sets(["store.data"]), "node": sets(["node.listen", "node.members"]), "up": true]
         for (name, type) in configurableServers where describes[name] == true {
             do {
-                try type.parse(config.arguments(for: name)).check()
+                let arguments =
+                    config.arguments(for: name)
+                    + (try ConfigFile.environmentArguments(for: name, environment: environment))
+                try type.parse(arguments).check()
             } catch {
                 problems.append("as `eddy \(name)`: \(type.message(for: error))")
             }
@@ -124,7 +130,9 @@ extension NodeOptions {
         [
             "node.cache-bytes": cacheBytes, "node.policy": policy, "node.block-size": blockSize,
             "node.near-cache-share": "\(nearCacheShare)", "node.zone": zone, "node.reader-hints": "\(readerHints)",
-            "node.trace-out": traceOut ?? "",
+            "node.trace-out": traceOut ?? "", "node.whatif": "\(whatIf)", "node.whatif-rate": whatIfRate,
+            "node.whatif-cpu-budget": "\(whatIfCPUBudget)",
+            "node.whatif-sizes": whatIfSizes ?? "", "node.whatif-policies": whatIfPolicies ?? "",
         ]
     }
 }

@@ -43,6 +43,31 @@ struct NodeOptions: ParsableArguments {
         help: "Record the node's block requests to FILE (block trace with reader and kind; `eddy sim --format block`).")
     var traceOut: String?
 
+    @Flag(
+        name: .customLong("whatif"), inversion: .prefixedNo,
+        help: "Run shadow policies on a sample of the block requests and serve their hit ratios (/whatif).")
+    var whatIf = true
+
+    @Option(
+        name: .customLong("whatif-rate"),
+        help: "The what-if's sampling rate in (0, 1], or auto (all requests while the smallest size is 2048 blocks).")
+    var whatIfRate: String = "auto"
+
+    @Option(
+        name: .customLong("whatif-cpu-budget"),
+        help: "With --whatif-rate auto, the share of the node's CPU the what-if may use before it lowers its rate.")
+    var whatIfCPUBudget: Double = 0.03
+
+    @Option(
+        name: .customLong("whatif-sizes"),
+        help: "Cache sizes the what-if simulates, comma-separated (default: 0.25-4 x the owner cache).")
+    var whatIfSizes: String?
+
+    @Option(
+        name: .customLong("whatif-policies"),
+        help: "Policies the what-if shadows, comma-separated (default: every policy but belady).")
+    var whatIfPolicies: String?
+
     func apply(to c: inout NodeConfiguration) throws {
         c.cacheBytes = try parseSize(cacheBytes, what: "--cache-bytes")
         c.blockSize = UInt64(try parseSize(blockSize, what: "--block-size"))
@@ -51,6 +76,18 @@ struct NodeOptions: ParsableArguments {
         c.zone = zone
         c.traceOut = traceOut
         c.readerHints = readerHints
+        c.whatIf = whatIf
+        if whatIfRate != "auto" {
+            guard let rate = Double(whatIfRate), rate > 0, rate <= 1 else {
+                throw ValidationError("--whatif-rate '\(whatIfRate)': auto or a number above 0 and at most 1")
+            }
+            c.whatIfRate = rate
+        }
+        c.whatIfSizes = try whatIfSizes.map { list in
+            try list.split(separator: ",").map { try parseSize(String($0), what: "--whatif-sizes") }
+        }
+        c.whatIfCPUBudget = whatIfCPUBudget
+        c.whatIfPolicies = whatIfPolicies.map { $0.split(separator: ",").map(String.init) }
         try c.validate()
     }
 }
@@ -201,23 +238,24 @@ struct Node: AsyncParsableCommand {
 struct Admin: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Ask a node or the store about itself.",
-        subcommands: [AdminStats.self, AdminDLQ.self, AdminQueue.self])
+        discussion: """
+            The commands ask the server's admin HTTP API (--admin, default the protocol port + 100) and fall back to
+            its protocol port when it has none (started with --admin-listen none or on another port).
+            """,
+        subcommands: [AdminStats.self, AdminWhatIf.self, AdminDLQ.self, AdminQueue.self])
 }
 
 struct AdminStats: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "stats",
         abstract: "A node's (or the store's) counters: hits, misses, store reads, ring (docs/operations.md).")
-    @Option(name: .long, help: "Output: text or json.") var format: String = "text"
-    @OptionGroup var server: ServerOption
+    @OptionGroup var output: FormatOption
+    @OptionGroup var target: AdminTarget
 
     func run() async throws {
-        guard format == "text" || format == "json" else {
-            throw ValidationError("unknown --format '\(format)': use text or json")
-        }
-        try await withClient(server) { client in
-            let json = try await client.stats()
-            if format == "json" {
+        try await AdminConnection.with(target) { admin in
+            let json = try await admin.statsText()
+            if output.json {
                 print(json)
                 return
             }
@@ -237,5 +275,75 @@ struct AdminStats: AsyncParsableCommand {
                 }
             }
         }
+    }
+}
+
+struct AdminWhatIf: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "whatif",
+        abstract:
+            "What each eviction policy would hit on this node at each cache size (SHARDS shadows; docs/tuning.md).")
+    @OptionGroup var output: FormatOption
+    @OptionGroup var target: AdminTarget
+
+    func run() async throws {
+        try await AdminConnection.with(target) { admin in
+            let answer = try await admin.ask(.whatIf)
+            if output.json { return printJSON(answer) }
+            print(WhatIfTable.text(answer), terminator: "")
+        }
+    }
+}
+
+/// The what-if answer as a table: a row per policy, a column per cache size, the best policy of each size marked.
+enum WhatIfTable {
+    static func text(_ answer: [String: Any]) -> String {
+        let rows = answer["rows"] as? [[String: Any]] ?? []
+        var sizes: [Int64] = []
+        var policies: [String] = []
+        var ratio: [String: [Int64: Double]] = [:]
+        for r in rows {
+            guard let p = r["policy"] as? String, let b = (r["cache_bytes"] as? NSNumber)?.int64Value,
+                let h = (r["hit_ratio"] as? NSNumber)?.doubleValue
+            else { continue }
+            if !sizes.contains(b) { sizes.append(b) }
+            if !policies.contains(p) { policies.append(p) }
+            ratio[p, default: [:]][b] = h
+        }
+        let best = Dictionary(
+            uniqueKeysWithValues: sizes.map { b in (b, policies.map { ratio[$0]?[b] ?? 0 }.max() ?? 0) })
+        var out = String(
+            format: "%@: policy %@, owner cache %@, sample rate %.4g (%d of %d block requests)\n",
+            "\(answer["node"] ?? "?")", "\(answer["policy"] ?? "?")",
+            formatBytes((answer["cache_bytes"] as? NSNumber)?.int64Value ?? 0),
+            (answer["sample_rate"] as? NSNumber)?.doubleValue ?? 0,
+            (answer["sampled_requests"] as? NSNumber)?.intValue ?? 0, (answer["requests"] as? NSNumber)?.intValue ?? 0)
+        out += "hit ratio".padding(toLength: 12, withPad: " ", startingAt: 0)
+        for b in sizes { out += formatBytes(b).leftPadded(11) }
+        out += "\n"
+        for p in policies {
+            out += p.padding(toLength: 12, withPad: " ", startingAt: 0)
+            for b in sizes {
+                let h = ratio[p]?[b] ?? 0
+                out += (String(format: "%.3f", h) + (h == best[b] ? "*" : " ")).leftPadded(11)
+            }
+            out += "\n"
+        }
+        out += "* the best policy at that size\n"
+        return out
+    }
+
+    static func formatBytes(_ n: Int64) -> String {
+        if n >= 1 << 30, n % (1 << 30) == 0 { return "\(n >> 30)G" }
+        if n >= 1 << 20, n % (1 << 20) == 0 { return "\(n >> 20)M" }
+        if n >= 1 << 20 { return String(format: "%.1fM", Double(n) / 1048576) }
+        if n >= 1 << 10, n % (1 << 10) == 0 { return "\(n >> 10)K" }
+        return "\(n)"
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String {
+        count >= width ? self : String(repeating: " ", count: width - count) + self
     }
 }

@@ -28,6 +28,13 @@ struct Sim: AsyncParsableCommand {
     @Option(name: .long, help: "Comma-separated cache sizes: fractions of the working set (< 1) or absolute.")
     var sizes: String = "0.01,0.05,0.1,0.2"
     @Flag(name: .long, help: "Weigh objects by their size; sizes are bytes.") var bytes = false
+    @Option(
+        name: .long,
+        help: """
+            The typical object weight that sizes the policies' tables (W-TinyLFU's sketch and ageing): 1 as in \
+            libCacheSim; give a node's block size to replay its --trace-out as its what-if does.
+            """)
+    var objectSize: Int64 = 1
     @Option(name: .long, help: "Write the results as CSV (with --generate: the trace).") var out: String?
     @Option(name: .long, help: "Write an SVG miss-ratio curve.") var plot: String?
     @Option(name: .long, help: "Generate a trace: stream or zipf.") var generate: String?
@@ -159,6 +166,7 @@ struct Sim: AsyncParsableCommand {
         err.write(Data("loading \(path) (\(format.rawValue))...\n".utf8))
         let t = try TraceReader.load(path: path, format: format, columns: columns)
         guard t.count > 0 else { throw EddyError(.invalidArgument, "\(path) holds no requests") }
+        guard objectSize > 0 else { throw EddyError(.invalidArgument, "--object-size must be positive") }
         let mode: SizeMode = bytes ? .bytes : .objects
         let ws = t.workingSet()
         let wss = bytes ? ws.bytes : Int64(ws.objects)
@@ -190,7 +198,7 @@ struct Sim: AsyncParsableCommand {
                 let ((label, kind, parameters), capacity) = jobs[i]
                 next += 1
                 group.addTask {
-                    let policy = kind.make(capacity: capacity, parameters: parameters)
+                    let policy = kind.make(capacity: capacity, parameters: parameters, objectSize: objectSize)
                     // Long traces report progress every 10M requests.
                     var reported = 0
                     let progress: ((Int) -> Void)? =

@@ -82,7 +82,9 @@ struct ReferenceTests {
     }
 
     @Test("each policy reproduces libCacheSim's misses", arguments: rows)
-    func reproduce(row: Row) throws {
+    func reproduce(row: Row) async throws { try await onOwnThread { try Self.reproduce(row) } }
+
+    static func reproduce(_ row: Row) throws {
         let kind = try #require(Self.algorithms[row.algorithm])
         // W-TinyLFU with a zero-sized window refuses everything in libCacheSim: a quirk the README says to skip.
         if kind == .wtinylfu && row.missRatio == 1.0 && row.cacheSize < 100 && row.mode == .objects { return }

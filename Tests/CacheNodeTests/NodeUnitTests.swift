@@ -26,6 +26,10 @@ final class NodeRing {
             c.blockSize = blockSize
             c.cacheBytes = 64 << 20
             c.logger.logLevel = .warning
+            // Nodes of one test process share its CPU, so the what-if's governor (a share of the process's CPU)
+            // cannot hold any one node's shadows back, and a debug build replays them ten times slower: off here,
+            // on where a test is about it (EddyAdminTests, WhatIfCLITests).
+            c.whatIf = false
             configure(&c)
             started.append(try await CacheNode.start(configuration: c))
         }

@@ -24,6 +24,9 @@ struct ConfigTests {
         case .levels: return ("{eddy.s3: debug, eddy.node: trace}", "eddy.s3=debug,eddy.node=trace")
         case .policy: return ("\"s3fifo:small=0.2\"", "s3fifo:small=0.2")
         case .adminAddress: return ("127.0.0.1:7790", "127.0.0.1:7790")
+        case .policies: return ("[lru, \"s3fifo:small=0.2\"]", "lru,s3fifo:small=0.2")
+        case .sizes: return ("[3M, 6M]", "3M,6M")
+        case .rate: return ("0.25", "0.25")
         }
     }
 

@@ -26,8 +26,16 @@ struct CommandResult {
 
 /// Runs `eddy ARGS` with `input` on stdin (and `environment` added to this process's) and waits for it.
 func eddy(_ arguments: [String], input: String = "", environment: [String: String] = [:]) throws -> CommandResult {
+    try runProgram(eddyBinary, arguments, input: input, environment: environment)
+}
+
+/// Runs the program at `path` with `arguments` and `input` on stdin (and `environment` added to this process's)
+/// and waits for it.
+func runProgram(_ path: String, _ arguments: [String], input: String = "", environment: [String: String] = [:])
+    throws -> CommandResult
+{
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: eddyBinary)
+    process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
     if !environment.isEmpty {
         process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }

@@ -9,9 +9,9 @@ public final class Clock: PolicyBase, EvictionPolicy {
     public let maxFrequency: Int32
 
     /// Creates a CLOCK of `capacity` with counters up to `maxFrequency`.
-    public init(capacity: Int64, maxFrequency: Int32 = 1) {
+    public init(capacity: Int64, maxFrequency: Int32 = 1, objectSize: Int64 = 1) {
         self.maxFrequency = maxFrequency
-        super.init(capacity: capacity)
+        super.init(capacity: capacity, objectSize: objectSize)
     }
 
     public var name: String { "clock" }

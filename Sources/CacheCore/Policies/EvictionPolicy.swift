@@ -79,12 +79,13 @@ open class PolicyBase {
     var used: Int64 = 0
     var resident = 0
 
-    init(capacity: Int64, expectedObjects: Int = 1024) {
+    /// `objectSize` is the typical weight of an object (1 when counting objects, a block's bytes in the block
+    /// cache): the tables start sized for `capacity / objectSize` objects, at most 65536, and grow as needed.
+    init(capacity: Int64, objectSize: Int64 = 1) {
         self.capacity = capacity
-        // Capacities in bytes (the block cache) are far larger than object counts: start small, grow as needed.
-        let hint = Int(min(capacity, 1 << 16))
-        nodes = NodeStore(capacity: max(expectedObjects, hint))
-        index = IDMap(capacity: max(expectedObjects, hint))
+        let expected = Int(min(capacity / max(1, objectSize), 1 << 16))
+        nodes = NodeStore(capacity: max(1024, expected))
+        index = IDMap(capacity: max(1024, expected))
     }
 
     public var occupied: Int64 { used }

@@ -23,14 +23,17 @@ public final class S3FIFO: PolicyBase, EvictionPolicy {
     let ghostCapacity: Int64
 
     /// Creates an S3-FIFO of `capacity` with the paper's defaults (10 % small, 90 % ghost, threshold 2).
-    public init(capacity: Int64, smallRatio: Double = 0.10, ghostRatio: Double = 0.90, moveToMainThreshold: Int32 = 2) {
+    public init(
+        capacity: Int64, smallRatio: Double = 0.10, ghostRatio: Double = 0.90, moveToMainThreshold: Int32 = 2,
+        objectSize: Int64 = 1
+    ) {
         self.smallRatio = smallRatio
         self.ghostRatio = ghostRatio
         self.moveToMainThreshold = moveToMainThreshold
         smallCapacity = Int64(Double(capacity) * smallRatio)
         mainCapacity = capacity - smallCapacity
         ghostCapacity = Int64(Double(capacity) * ghostRatio)
-        super.init(capacity: capacity)
+        super.init(capacity: capacity, objectSize: objectSize)
     }
 
     public var name: String { "s3fifo" }

@@ -97,14 +97,14 @@ public final class StreamAware: PolicyBase, EvictionPolicy, ReaderAware {
     /// Creates the policy; the defaults suit 1 MiB blocks.
     public init(
         capacity: Int64, tailWindow: UInt64 = 2, maxCursors: Int = 16, sample: Int = 16,
-        cursorIdleLimit: Int64 = 200_000, agingPeriod: Int64 = 1_000_000
+        cursorIdleLimit: Int64 = 200_000, agingPeriod: Int64 = 1_000_000, objectSize: Int64 = 1
     ) {
         self.tailWindow = tailWindow
         self.maxCursors = maxCursors
         self.sample = sample
         self.cursorIdleLimit = cursorIdleLimit
         self.agingPeriod = agingPeriod
-        super.init(capacity: capacity)
+        super.init(capacity: capacity, objectSize: objectSize)
     }
 
     public var name: String { "stream" }

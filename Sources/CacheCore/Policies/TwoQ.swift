@@ -16,11 +16,11 @@ public final class TwoQ: PolicyBase, EvictionPolicy {
     let mainCapacity: Int64
 
     /// Creates a 2Q of `capacity` with A1in and A1out shares.
-    public init(capacity: Int64, inRatio: Double = 0.25, outRatio: Double = 0.5) {
+    public init(capacity: Int64, inRatio: Double = 0.25, outRatio: Double = 0.5, objectSize: Int64 = 1) {
         inCapacity = Int64(Double(capacity) * inRatio)
         outCapacity = Int64(Double(capacity) * outRatio)
         mainCapacity = capacity - inCapacity
-        super.init(capacity: capacity)
+        super.init(capacity: capacity, objectSize: objectSize)
     }
 
     public var name: String { "2q" }

@@ -21,13 +21,15 @@ public final class WTinyLFU: PolicyBase, EvictionPolicy {
     private let decayPeriod: Int
 
     /// Creates a W-TinyLFU of `capacity` with a window of `windowRatio` of it.
-    public init(capacity: Int64, windowRatio: Double = 0.01) {
+    public init(capacity: Int64, windowRatio: Double = 0.01, objectSize: Int64 = 1) {
         windowCapacity = Int64(Double(capacity) * windowRatio)
         mainCapacity = capacity - windowCapacity
         segmentCapacity = (Int64(1.0 / 5.0 * Double(mainCapacity)), Int64(4.0 / 5.0 * Double(mainCapacity)))
-        sketch = CountingSketch(entries: Int(max(1, mainCapacity)), error: 0.001)
-        decayPeriod = Int(32 * mainCapacity)
-        super.init(capacity: capacity)
+        // The sketch counts objects: a main cache of bytes holds mainCapacity / objectSize of them.
+        let mainObjects = max(1, mainCapacity / max(1, objectSize))
+        sketch = CountingSketch(entries: Int(mainObjects), error: 0.001)
+        decayPeriod = Int(32 * mainObjects)
+        super.init(capacity: capacity, objectSize: objectSize)
     }
 
     public var name: String { "wtinylfu" }

@@ -1,0 +1,137 @@
+import CacheNode
+import EddyAdmin
+import EddyTestSupport
+import Foundation
+import NIOCore
+import StoreClient
+import StreamModel
+import Synchronization
+import Testing
+import WireProtocol
+
+/// Opens `url` in headless Chromium (Debian's `chromium`), lets the page run for `budget` milliseconds of
+/// virtual time (its timers fire, its fetches go to the real server) and returns the DOM it ends with.
+func chromiumDOM(_ url: String, budget: Int) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/chromium")
+    process.arguments = [
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--user-data-dir=" + NSTemporaryDirectory() + "eddy-chromium-" + UUID().uuidString,
+        "--virtual-time-budget=\(budget)", "--dump-dom", url,
+    ]
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    try #require(process.terminationStatus == 0, "chromium exited with \(process.terminationStatus)")
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// The text of the element with `id` in `dom` (the dashboard's cells hold plain text).
+func text(ofID id: String, in dom: String) -> String? {
+    guard let start = dom.range(of: "id=\"\(id)\"") else { return nil }
+    guard let open = dom[start.upperBound...].firstIndex(of: ">") else { return nil }
+    let rest = dom[dom.index(after: open)...]
+    guard let close = rest.firstIndex(of: "<") else { return nil }
+    return String(rest[..<close])
+}
+
+/// Waits for `condition`, failing the test after `timeout`.
+func within(_ timeout: Duration, _ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while !condition() {
+        try #require(ContinuousClock.now < deadline, "timed out")
+        try await Task.sleep(for: .milliseconds(50))
+    }
+}
+
+@Suite("dashboard in a real browser", .serialized)
+struct DashboardTests {
+    @Test("headless Chromium shows the ring, hit ratio, throughput and the what-if table, and they change under load")
+    func dashboard() async throws {
+        try #require(
+            FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium"),
+            "Debian's chromium is needed (scripts/install-deps.sh installs it)")
+        let rig = try await AdminRig()
+        do {
+            try await check(rig)
+        } catch {
+            await rig.shutdown()
+            throw error
+        }
+        await rig.shutdown()
+    }
+
+    /// Counters the load task and the test share.
+    final class Load: Sendable {
+        let stop = Atomic<Bool>(false)
+        let reads = Atomic<Int>(0)
+        var count: Int { reads.load(ordering: .relaxed) }
+    }
+
+    func check(_ rig: AdminRig) async throws {
+        let name = try StreamName(parsing: "dash/events")
+        let client = try await StoreClient.connect(to: rig.address)
+        try await client.createStream(name, segments: 2)
+        for s in 0..<2 {
+            let segment = SegmentID(stream: name, number: UInt32(s))
+            for _ in 0..<8 {
+                _ = try await client.append(
+                    segment, frames: try frames((0..<200).map { "e\($0)-" + String(repeating: "x", count: 400) }))
+            }
+        }
+        let state = Load()
+        // Load: readers scanning both segments again and again while the page is open.
+        let load = Task {
+            while !state.stop.load(ordering: .relaxed) {
+                for s in 0..<2 {
+                    let segment = SegmentID(stream: name, number: UInt32(s))
+                    var offset: UInt64 = 0
+                    let length = try await client.info(segment).length
+                    while offset < length && !state.stop.load(ordering: .relaxed) {
+                        offset += UInt64(
+                            try await client.read(segment, from: offset, maxBytes: 64 << 10).data.readableBytes)
+                        state.reads.add(1, ordering: .relaxed)
+                    }
+                }
+            }
+        }
+        defer {
+            state.stop.store(true, ordering: .relaxed)
+            load.cancel()
+        }
+        try await within(.seconds(30)) { state.count > 50 }
+
+        let url = "http://\(rig.nodeAdmin.address)/"
+        let first = try chromiumDOM(url, budget: 5000)
+        // The page ran its poll several times and drew every panel from the node's answers.
+        let samples = first.firstRange(of: #/data-samples="(\d+)"/#).flatMap {
+            Int(first[$0].split(separator: "\"")[1])
+        }
+        #expect((samples ?? 0) >= 2, "the page polled \(samples ?? 0) times")
+        #expect(text(ofID: "node", in: first) == rig.address.description)
+        #expect(text(ofID: "member-count", in: first) == "1 of 1 alive")
+        let hit = try #require(text(ofID: "hit-ratio-0", in: first).flatMap(Double.init), "no hit ratio in the page")
+        #expect(hit > 0 && hit <= 1)
+        let throughput = try #require(text(ofID: "throughput-0", in: first).flatMap(Double.init), "no throughput")
+        #expect(throughput > 0, "reads ran while the page was open")
+        #expect(first.components(separatedBy: "data-policy=").count - 1 == 11, "a what-if row per online policy")
+        let note1 = try #require(text(ofID: "whatif-note", in: first))
+        #expect(note1.contains("block requests sampled"), "\(note1)")
+        #expect(!first.contains("class=\"error\""), "the page reported an error")
+
+        // More load, and the page shows more requests.
+        let before = state.count
+        try await within(.seconds(30)) { state.count > before + 50 }
+        let second = try chromiumDOM(url, budget: 3000)
+        let note2 = try #require(text(ofID: "whatif-note", in: second))
+        func requests(_ note: String) -> Int? {
+            note.firstRange(of: #/of (\d+) block requests/#).flatMap { Int(note[$0].split(separator: " ")[1]) }
+        }
+        let r1 = try #require(requests(note1), "\(note1)")
+        let r2 = try #require(requests(note2), "\(note2)")
+        #expect(r2 > r1, "the what-if saw \(r1) then \(r2) requests")
+    }
+}

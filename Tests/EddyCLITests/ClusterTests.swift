@@ -1,0 +1,104 @@
+import Foundation
+import Testing
+
+/// The deployment files under cluster/: every Kustomize overlay renders with `kubectl kustomize` and validates
+/// against the Kubernetes schemas offline (`kubernetes-validate`, pip), and the configuration files they and the
+/// systemd units carry pass `eddy config check`.
+@Suite("deployment manifests")
+struct ClusterTests {
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+
+    /// Runs a program found on the PATH.
+    static func run(_ arguments: [String]) throws -> CommandResult { try runProgram("/usr/bin/env", arguments) }
+
+    /// Checks a rendered overlay's structure: the node StatefulSet's members list as many nodes as it has replicas,
+    /// both StatefulSets probe /health and /ready on the admin port, and which components it carries.
+    static let inspect = """
+        import sys, yaml
+        docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+        kinds = {(d["kind"], d["metadata"]["name"]): d for d in docs}
+        nodes = kinds[("StatefulSet", "eddy-node")]
+        store = kinds[("StatefulSet", "eddy-store")]
+        assert ("PodDisruptionBudget", "eddy-node") in kinds and ("ConfigMap", "eddy-config") not in kinds
+        assert any(k == "ConfigMap" and n.startswith("eddy-config") for k, n in kinds), "no configuration"
+        c = nodes["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        members = env["EDDY_NODE_MEMBERS"].split(",")
+        assert len(members) == nodes["spec"]["replicas"], (members, nodes["spec"]["replicas"])
+        assert all(m == "eddy-node-%d.eddy-node.$(POD_NAMESPACE).svc.cluster.local:9090" % i for i, m in enumerate(members))
+        for s in (nodes, store):
+            p = s["spec"]["template"]["spec"]["containers"][0]
+            assert p["livenessProbe"]["httpGet"]["path"] == "/health" and p["readinessProbe"]["httpGet"]["path"] == "/ready"
+            assert s["spec"]["volumeClaimTemplates"], "a persistent volume"
+        s3 = "EDDY_NODE_OBJECT_STORE" in env and c.get("envFrom") == [{"secretRef": {"name": "eddy-s3"}}]
+        dashboard = ("Service", "eddy-dashboard") in kinds
+        config = next(d for (k, n), d in kinds.items() if k == "ConfigMap")["data"]["eddy.yaml"]
+        open(sys.argv[2], "w").write(config)
+        # The environment of pod 0 in the namespace "default", for `eddy config check`.
+        pod = {"POD_NAME": "eddy-node-0", "POD_NAMESPACE": "default"}
+        with open(sys.argv[3], "w") as f:
+            for name, value in env.items():
+                if name.startswith("EDDY_"):
+                    for k, v in pod.items():
+                        value = value.replace("$(%s)" % k, v)
+                    f.write("%s=%s\\n" % (name, value))
+        print(nodes["spec"]["replicas"], env.get("EDDY_NODE_CACHE_BYTES"), "s3" if s3 else "-", "dashboard" if dashboard else "-")
+        """
+
+    @Test(
+        "every overlay renders with kubectl kustomize, validates against the Kubernetes schemas, and has its size",
+        arguments: [
+            ("small", "2 256M - -"), ("medium", "3 2G s3 dashboard"), ("large", "6 8G s3 dashboard"),
+        ])
+    func overlay(size: String, expected: String) throws {
+        let rendered = try Self.run(["kubectl", "kustomize", "\(Self.repository)/cluster/k8s/overlays/\(size)"])
+        try #require(rendered.status == 0, "kubectl kustomize \(size): \(rendered.stderr)")
+        let path = temporaryPath("k8s-\(size)") + ".yaml"
+        let config = temporaryPath("k8s-\(size)-eddy") + ".yaml"
+        let environment = temporaryPath("k8s-\(size)-env")
+        defer {
+            for p in [path, config, environment] { try? FileManager.default.removeItem(atPath: p) }
+        }
+        try rendered.stdout.write(toFile: path, atomically: true, encoding: .utf8)
+        let valid = try Self.run(["python3", "-m", "kubernetes_validate", "--strict", "-k", "1.32.0", path])
+        #expect(valid.status == 0, "\(size) does not validate: \(valid.stdout)\(valid.stderr)")
+        #expect(!valid.stdout.contains("ERROR"), "\(valid.stdout)")
+        let shape = try Self.run(["python3", "-c", Self.inspect, path, config, environment])
+        #expect(shape.status == 0, "\(size): \(shape.stderr)")
+        #expect(shape.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == expected, "\(size): \(shape.stdout)")
+        // The configuration file with pod 0's environment: the store and a node's whole command lines check out.
+        var variables = ["AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"]
+        for line in try String(contentsOfFile: environment, encoding: .utf8).split(separator: "\n") {
+            let kv = line.split(separator: "=", maxSplits: 1)
+            variables[String(kv[0])] = kv.count == 2 ? String(kv[1]) : ""
+        }
+        #expect(variables["EDDY_NODE_LISTEN"] == "eddy-node-0.eddy-node.default.svc.cluster.local:9090")
+        let check = try eddy(["config", "check", config], environment: variables)
+        #expect(check.status == 0, "\(size)'s eddy.yaml: \(check.stderr)")
+    }
+
+    @Test("the systemd units' configuration file passes eddy config check, and a unit file is not a config file")
+    func systemd() throws {
+        // One node machine's view: its own address from /etc/eddy/node.env.
+        let check = try eddy(
+            ["config", "check", "\(Self.repository)/cluster/systemd/eddy.yaml"],
+            environment: ["EDDY_NODE_LISTEN": "10.0.0.11:9090", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"])
+        #expect(check.status == 0, "\(check.stderr)")
+        let stranger = try eddy(
+            ["config", "check", "\(Self.repository)/cluster/systemd/eddy.yaml"],
+            environment: ["EDDY_NODE_LISTEN": "10.0.0.99:9090", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"])
+        #expect(
+            stranger.status == 1 && stranger.stderr.contains("members"), "a node not in the ring: \(stranger.stderr)")
+        for unit in ["eddy-store.service", "eddy-node.service"] {
+            let text = try String(contentsOfFile: "\(Self.repository)/cluster/systemd/\(unit)", encoding: .utf8)
+            #expect(
+                text.contains(
+                    "ExecStart=/usr/local/bin/eddy \(unit.hasPrefix("eddy-store") ? "store" : "node") --config /etc/eddy/eddy.yaml"
+                ))
+            #expect(text.contains("KillSignal=SIGTERM") && text.contains("TimeoutStopSec=45"))
+        }
+        let refused = try eddy(["config", "check", "\(Self.repository)/cluster/systemd/eddy-node.service"])
+        #expect(refused.status != 0)
+    }
+}
