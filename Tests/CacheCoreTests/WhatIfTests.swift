@@ -5,10 +5,10 @@ import Testing
 @testable import CacheCore
 @testable import Workloads
 
-/// Where long replays run: two at a time, off Swift's cooperative pool.
+/// Where long replays run: one at a time, off Swift's cooperative pool, so the rest of the suite keeps a core.
 let replayQueue: OperationQueue = {
     let q = OperationQueue()
-    q.maxConcurrentOperationCount = 2
+    q.maxConcurrentOperationCount = 1
     return q
 }()
 
