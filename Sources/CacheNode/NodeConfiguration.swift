@@ -88,7 +88,7 @@ public struct NodeConfiguration: Sendable {
             throw EddyError(.invalidArgument, "cache of \(cacheBytes) bytes holds fewer than 4 blocks")
         }
         _ = try PolicyKind.parse(policy)
-        if whatIf { try whatIfConfiguration(ownerCacheBytes: cacheBytes).validate() }
+        if whatIf { try whatIfConfiguration(ownerCacheBytes: ownerCacheBytes).validate() }
     }
 
     /// The owner cache's share of ``cacheBytes`` (the rest is the near cache).

@@ -9,8 +9,15 @@ struct ClusterTests {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().path
 
-    /// Runs a program found on the PATH.
-    static func run(_ arguments: [String]) throws -> CommandResult { try runProgram("/usr/bin/env", arguments) }
+    /// Runs a program found on the PATH, waiting on a thread of its own (off Swift's cooperative pool).
+    static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandResult {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread {
+                continuation.resume(
+                    with: Result { try runProgram("/usr/bin/env", arguments, environment: environment) })
+            }.start()
+        }
+    }
 
     /// Checks a rendered overlay's structure: the node StatefulSet's members list as many nodes as it has replicas,
     /// both StatefulSets probe /health and /ready on the admin port, and which components it carries.
@@ -51,8 +58,8 @@ struct ClusterTests {
         arguments: [
             ("small", "2 256M - -"), ("medium", "3 2G s3 dashboard"), ("large", "6 8G s3 dashboard"),
         ])
-    func overlay(size: String, expected: String) throws {
-        let rendered = try Self.run(["kubectl", "kustomize", "\(Self.repository)/cluster/k8s/overlays/\(size)"])
+    func overlay(size: String, expected: String) async throws {
+        let rendered = try await Self.run(["kubectl", "kustomize", "\(Self.repository)/cluster/k8s/overlays/\(size)"])
         try #require(rendered.status == 0, "kubectl kustomize \(size): \(rendered.stderr)")
         let path = temporaryPath("k8s-\(size)") + ".yaml"
         let config = temporaryPath("k8s-\(size)-eddy") + ".yaml"
@@ -61,10 +68,10 @@ struct ClusterTests {
             for p in [path, config, environment] { try? FileManager.default.removeItem(atPath: p) }
         }
         try rendered.stdout.write(toFile: path, atomically: true, encoding: .utf8)
-        let valid = try Self.run(["python3", "-m", "kubernetes_validate", "--strict", "-k", "1.32.0", path])
+        let valid = try await Self.run(["python3", "-m", "kubernetes_validate", "--strict", "-k", "1.32.0", path])
         #expect(valid.status == 0, "\(size) does not validate: \(valid.stdout)\(valid.stderr)")
         #expect(!valid.stdout.contains("ERROR"), "\(valid.stdout)")
-        let shape = try Self.run(["python3", "-c", Self.inspect, path, config, environment])
+        let shape = try await Self.run(["python3", "-c", Self.inspect, path, config, environment])
         #expect(shape.status == 0, "\(size): \(shape.stderr)")
         #expect(shape.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == expected, "\(size): \(shape.stdout)")
         // The configuration file with pod 0's environment: the store and a node's whole command lines check out.
@@ -74,18 +81,18 @@ struct ClusterTests {
             variables[String(kv[0])] = kv.count == 2 ? String(kv[1]) : ""
         }
         #expect(variables["EDDY_NODE_LISTEN"] == "eddy-node-0.eddy-node.default.svc.cluster.local:9090")
-        let check = try eddy(["config", "check", config], environment: variables)
+        let check = try await eddyAsync(["config", "check", config], environment: variables)
         #expect(check.status == 0, "\(size)'s eddy.yaml: \(check.stderr)")
     }
 
     @Test("the systemd units' configuration file passes eddy config check, and a unit file is not a config file")
-    func systemd() throws {
+    func systemd() async throws {
         // One node machine's view: its own address from /etc/eddy/node.env.
-        let check = try eddy(
+        let check = try await eddyAsync(
             ["config", "check", "\(Self.repository)/cluster/systemd/eddy.yaml"],
             environment: ["EDDY_NODE_LISTEN": "10.0.0.11:9090", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"])
         #expect(check.status == 0, "\(check.stderr)")
-        let stranger = try eddy(
+        let stranger = try await eddyAsync(
             ["config", "check", "\(Self.repository)/cluster/systemd/eddy.yaml"],
             environment: ["EDDY_NODE_LISTEN": "10.0.0.99:9090", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "y"])
         #expect(
@@ -98,7 +105,7 @@ struct ClusterTests {
                 ))
             #expect(text.contains("KillSignal=SIGTERM") && text.contains("TimeoutStopSec=45"))
         }
-        let refused = try eddy(["config", "check", "\(Self.repository)/cluster/systemd/eddy-node.service"])
+        let refused = try await eddyAsync(["config", "check", "\(Self.repository)/cluster/systemd/eddy-node.service"])
         #expect(refused.status != 0)
     }
 }

@@ -29,6 +29,17 @@ func eddy(_ arguments: [String], input: String = "", environment: [String: Strin
     try runProgram(eddyBinary, arguments, input: input, environment: environment)
 }
 
+/// `eddy ARGS` from an async test: the wait happens on a thread of its own, not on Swift's cooperative pool,
+/// whose two threads the in-process servers of other tests need meanwhile (their heartbeats).
+func eddyAsync(_ arguments: [String], input: String = "", environment: [String: String] = [:]) async throws
+    -> CommandResult
+{
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try eddy(arguments, input: input, environment: environment) }) }
+            .start()
+    }
+}
+
 /// Runs the program at `path` with `arguments` and `input` on stdin (and `environment` added to this process's)
 /// and waits for it.
 func runProgram(_ path: String, _ arguments: [String], input: String = "", environment: [String: String] = [:])

@@ -61,7 +61,7 @@ struct WhatIfCLITests {
             try await group.waitForAll()
         }
 
-        let text = try eddy([
+        let text = try await eddyAsync([
             "admin", "whatif", "--server", ring.nodeAddresses[0], "--admin", "127.0.0.1:\(adminPort)", "--format",
             "json",
         ])
@@ -77,7 +77,7 @@ struct WhatIfCLITests {
         #expect(sizes == [262_144, 524_288, 1_048_576, 2_097_152, 4_194_304])
 
         // The table, as an operator reads it.
-        let table = try eddy([
+        let table = try await eddyAsync([
             "admin", "whatif", "--server", ring.nodeAddresses[0], "--admin", "127.0.0.1:\(adminPort)",
         ])
         #expect(table.status == 0 && table.stdout.contains("s3fifo") && table.stdout.contains("4M"), "\(table.stdout)")
@@ -86,7 +86,7 @@ struct WhatIfCLITests {
         ring.nodes[0].stop()
         let csv = temporaryPath("whatif-sim") + ".csv"
         defer { try? FileManager.default.removeItem(atPath: csv) }
-        let sim = try eddy([
+        let sim = try await eddyAsync([
             "sim", trace, "--format", "block", "--bytes", "--object-size", "4096",
             "--policies", policies.sorted().joined(separator: ","),
             "--sizes", sizes.map(String.init).joined(separator: ","), "--out", csv,
