@@ -27,6 +27,7 @@ let package = Package(
         .library(name: "WriteBackQueue", targets: ["WriteBackQueue"]),
         .library(name: "EddyConfig", targets: ["EddyConfig"]),
         .library(name: "EddyAdmin", targets: ["EddyAdmin"]),
+        .library(name: "EtcdGateway", targets: ["EtcdGateway"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
@@ -196,6 +197,20 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // etcd's v3 JSON gateway over AsyncHTTPClient: leases, keys, ranges and watches for membership (issue 8).
+        .target(
+            name: "EtcdGateway",
+            dependencies: [
+                "StreamModel",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "EtcdGatewayTests", dependencies: ["EtcdGateway", "EddyTestSupport", "StreamModel"],
+            swiftSettings: strict),
         .testTarget(name: "StreamModelTests", dependencies: ["StreamModel"], swiftSettings: strict),
         .testTarget(name: "HashRingTests", dependencies: ["HashRing"], swiftSettings: strict),
         .testTarget(

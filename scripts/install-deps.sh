@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs what the build and the tests need when it is missing: the C libraries Eddy links and Chromium (the
-# dashboard test opens the page in it) from Debian, and the PyPI tools below. Idempotent.
+# Installs what the build and the tests need when it is missing: the C libraries Eddy links, etcd (the membership
+# tests start it) and Chromium (the dashboard test opens the page in it) from Debian, and the PyPI tools below.
+# Idempotent.
 set -euo pipefail
-packages=(liburing-dev libnuma-dev libzstd-dev zlib1g-dev pkg-config chromium)
+packages=(liburing-dev libnuma-dev libzstd-dev zlib1g-dev pkg-config chromium etcd-server)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

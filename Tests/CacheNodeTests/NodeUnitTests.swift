@@ -54,6 +54,19 @@ final class NodeRing {
 struct NodeTests {
     static let name = try! StreamName(parsing: "node/test")
 
+    /// Each node's count of ring changes.
+    static func ringChanges(_ ring: NodeRing) async throws -> [Int] {
+        var out: [Int] = []
+        for i in 0..<ring.addresses.count {
+            let c = try await ring.client(i)
+            let s =
+                try JSONSerialization.jsonObject(with: Data(try await c.send(.stats).statsJSON.utf8)) as! [String: Any]
+            out.append(s["ring_changes"] as? Int ?? -1)
+            await c.close()
+        }
+        return out
+    }
+
     @Test("appends through any node reach tail readers on every node: waiting reads answer as bytes arrive")
     func tailFanOut() async throws {
         let ring = try await NodeRing()
@@ -62,6 +75,7 @@ struct NodeTests {
         let segment = SegmentID(stream: Self.name, number: 0)
         // Tail readers on every node, waiting at offset 0.
         let addresses = ring.addresses
+        var ringChanges: [Int] = []
         let readers = try await withThrowingTaskGroup(of: ByteBuffer.self) { group in
             for i in 0..<3 {
                 for _ in 0..<5 {
@@ -74,6 +88,7 @@ struct NodeTests {
                 }
             }
             try await Task.sleep(for: .milliseconds(300))
+            ringChanges = try await Self.ringChanges(ring)
             let writer = try await ring.client(2)
             let ack = try await writer.append(
                 segment, frames: try frames(["one", "two"]), writerID: "w", firstEventNumber: 0)
@@ -86,14 +101,23 @@ struct NodeTests {
         #expect(readers.count == 15)
         let expected = try frames(["one", "two"])
         for d in readers { #expect(d == expected) }
-        // The owner learned the bytes from the append itself: no node read them from the store.
+        // The owner learned the bytes from the append itself: no node read them from the store. That holds while
+        // the nodes' rings stay as they were: a loaded machine can delay heartbeats past the failure timeout, a
+        // member leaves some node's ring for a moment, that node's append then reaches the store directly and the
+        // owner learns of it from the store (correct, and not what this asserts).
         #expect(ring.harness.store.stats.events == 2)
-        for i in 0..<3 {
-            let c = try await ring.client(i)
-            let s =
-                try JSONSerialization.jsonObject(with: Data(try await c.send(.stats).statsJSON.utf8)) as! [String: Any]
-            #expect(s["store_read_bytes"] as? Int == 0, "node \(i) read from the store: \(s)")
-            await c.close()
+        if try await Self.ringChanges(ring) == ringChanges {
+            for i in 0..<3 {
+                let c = try await ring.client(i)
+                let s =
+                    try JSONSerialization.jsonObject(with: Data(try await c.send(.stats).statsJSON.utf8))
+                    as! [String: Any]
+                #expect(s["store_read_bytes"] as? Int == 0, "node \(i) read from the store: \(s)")
+                await c.close()
+            }
+        } else {
+            FileHandle.standardError.write(
+                Data("tailFanOut: a ring changed during the append; store reads not checked\n".utf8))
         }
         let stats =
             try JSONSerialization.jsonObject(with: Data(try await setup.send(.stats).statsJSON.utf8)) as! [String: Any]
