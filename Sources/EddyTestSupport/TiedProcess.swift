@@ -83,8 +83,10 @@ final class TiedProcess: @unchecked Sendable {
     var logTail: String { String(((try? String(contentsOfFile: log, encoding: .utf8)) ?? "(no log)").suffix(2000)) }
 }
 
-/// A GET of `path` on a loopback port over a raw socket (2 s timeout): the whole answer, status line first, or nil
-/// when nothing answered.
+/// A GET of `path` on a loopback port over a raw socket (2 s timeout): the answer, status line first, or nil when
+/// nothing answered. It stops reading at the end of the body (by `Content-Length`, or the last chunk), not at the
+/// end of the connection: servers keep it open whatever the request says, and a read that waits for the close
+/// would hold a thread for the whole timeout.
 func loopbackGet(port: Int, path: String) -> String? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
@@ -95,10 +97,26 @@ func loopbackGet(port: Int, path: String) -> String? {
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
     var out: [UInt8] = []
     var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
+    while !complete(out) {
         let n = read(fd, &buffer, buffer.count)
         guard n > 0 else { break }
         out += buffer[0..<n]
     }
     return out.isEmpty ? nil : String(decoding: out, as: UTF8.self)
+}
+
+/// Whether `bytes` hold a whole HTTP answer: headers and a body of `Content-Length` bytes, or a chunked body's
+/// last chunk.
+private func complete(_ bytes: [UInt8]) -> Bool {
+    let text = String(decoding: bytes, as: UTF8.self)
+    guard let end = text.range(of: "\r\n\r\n") else { return false }
+    let headers = text[..<end.lowerBound].lowercased()
+    let body = text[end.upperBound...]
+    if let line = headers.split(separator: "\r\n").first(where: { $0.hasPrefix("content-length:") }),
+        let length = Int(line.dropFirst("content-length:".count).trimmingCharacters(in: .whitespaces))
+    {
+        return body.utf8.count >= length
+    }
+    if headers.contains("transfer-encoding: chunked") { return body.hasSuffix("0\r\n\r\n") }
+    return false
 }
