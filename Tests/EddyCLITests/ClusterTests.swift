@@ -1,3 +1,4 @@
+import EddyTestSupport
 import Foundation
 import Testing
 
@@ -11,12 +12,7 @@ struct ClusterTests {
 
     /// Runs a program found on the PATH, waiting on a thread of its own (off Swift's cooperative pool).
     static func run(_ arguments: [String], environment: [String: String] = [:]) async throws -> CommandResult {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread {
-                continuation.resume(
-                    with: Result { try runProgram("/usr/bin/env", arguments, environment: environment) })
-            }.start()
-        }
+        try await offPool { try runProgram("/usr/bin/env", arguments, environment: environment) }
     }
 
     /// Checks a rendered overlay's structure: the node StatefulSet's members list as many nodes as it has replicas,

@@ -34,10 +34,7 @@ func eddy(_ arguments: [String], input: String = "", environment: [String: Strin
 func eddyAsync(_ arguments: [String], input: String = "", environment: [String: String] = [:]) async throws
     -> CommandResult
 {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread { continuation.resume(with: Result { try eddy(arguments, input: input, environment: environment) }) }
-            .start()
-    }
+    try await offPool { try eddy(arguments, input: input, environment: environment) }
 }
 
 /// Runs the program at `path` with `arguments` and `input` on stdin (and `environment` added to this process's)
