@@ -6,7 +6,9 @@
 # Alternating rounds (ABBA) of `eddy bench read --mode mixed` and `eddy bench append` through each; medians and
 # ratios.
 # The what-if's own share of the node's CPU is its replay time over the node process's CPU time.
-# Usage: scripts/bench-admin-cost.sh [SECONDS per read round] (default 8); ROUNDS=5; BLOCK=64K CACHE=64M FILL=128.
+# Usage: scripts/bench-admin-cost.sh [SECONDS per read round] (default 8); ROUNDS=5; BLOCK=64K CACHE=64M FILL=128;
+# EXTRA_ON adds flags to the node with the defaults (EXTRA_ON="--whatif-cpu-budget 1": the what-if at rate 1, no
+# governor).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=.build/release/eddy
@@ -37,7 +39,8 @@ ADMIN=127.0.0.1:$(port)
 common=(--store "$S" --block-size "$BLOCK" --cache-bytes "$CACHE")
 "$B" node --listen "$OFF" --members "$OFF" "${common[@]}" --admin-listen none --no-whatif > "$dir/node-off.log" 2>&1 &
 echo $! > "$dir/node-off.pid"
-"$B" node --listen "$ON" --members "$ON" "${common[@]}" --admin-listen "$ADMIN" > "$dir/node-on.log" 2>&1 &
+# shellcheck disable=SC2086  # EXTRA_ON is a list of flags
+"$B" node --listen "$ON" --members "$ON" "${common[@]}" --admin-listen "$ADMIN" ${EXTRA_ON:-} > "$dir/node-on.log" 2>&1 &
 echo $! > "$dir/node-on.pid"
 wait_log "$dir/node-off.log" "eddy node ready"
 wait_log "$dir/node-on.log" "eddy node ready"

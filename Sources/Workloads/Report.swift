@@ -27,7 +27,13 @@ public enum Report {
                 String(format: "%.4f", r.byteMissRatio), String(format: "%.1f", r.requestsPerSecond / 1e6),
             ])
         }
-        let widths = (0..<header.count).map { c in rows.map { $0[c].count }.max() ?? 0 }
+        return aligned(rows)
+    }
+
+    /// Rows of cells as a text table: the first column left-aligned, the others right-aligned, two spaces apart.
+    public static func aligned(_ rows: [[String]]) -> String {
+        let columns = rows.map(\.count).max() ?? 0
+        let widths = (0..<columns).map { c in rows.map { c < $0.count ? $0[c].count : 0 }.max() ?? 0 }
         return rows.map { row in
             row.enumerated().map { c, cell in
                 c == 0
@@ -119,7 +125,8 @@ public enum Report {
         return s
     }
 
-    static func humanSize(_ v: Int64, bytes: Bool) -> String {
+    /// A count for people: bytes in KiB, MiB, ... (`4MiB`, `57.6MiB`), other counts in thousands.
+    public static func humanSize(_ v: Int64, bytes: Bool) -> String {
         guard bytes else { return v >= 10_000 ? String(format: "%.0fk", Double(v) / 1000) : "\(v)" }
         let units = ["B", "KiB", "MiB", "GiB", "TiB"]
         var value = Double(v)

@@ -143,10 +143,10 @@ enum AdminConnection {
     /// `stats` as the server sent it (its JSON text, keys sorted).
     func statsText() async throws -> String {
         switch self {
-        case .http:
-            let object = try await ask(.stats)
-            return String(
-                decoding: try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]), as: UTF8.self)
+        case .http(let base):
+            // The server's own text (keys sorted, as over the protocol), not a parse and a re-encoding of it.
+            return try await Self.requestText(base, "/stats", method: .GET, body: nil, timeout: .seconds(60))
+                .trimmingCharacters(in: .whitespacesAndNewlines)
         case .wire(let client):
             return try await client.stats()
         }
@@ -167,6 +167,17 @@ enum AdminConnection {
     static func request(_ base: String, _ path: String, method: HTTPMethod, body: [String: Any]?, timeout: TimeAmount)
         async throws -> [String: Any]
     {
+        let text = try await requestText(base, path, method: method, body: body, timeout: timeout)
+        guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
+            throw EddyError(.malformedFrame, "\(base)\(path) did not answer a JSON object")
+        }
+        return object
+    }
+
+    /// One admin API request's answer as sent; an error answer becomes an ``EddyError`` as in ``request``.
+    static func requestText(
+        _ base: String, _ path: String, method: HTTPMethod, body: [String: Any]?, timeout: TimeAmount
+    ) async throws -> String {
         var request = HTTPClientRequest(url: base + path)
         request.method = method
         if let body {
@@ -180,10 +191,9 @@ enum AdminConnection {
         } catch {
             throw EddyError(.unavailable, "cannot reach the admin API at \(base): \(error)")
         }
-        let bytes = try await response.body.collect(upTo: 64 << 20)
-        let text = String(buffer: bytes)
-        let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
+        let text = String(buffer: try await response.body.collect(upTo: 64 << 20))
         guard (200..<300).contains(response.status.code) else {
+            let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
             if let error = object?["error"] as? [String: Any], let message = error["message"] as? String {
                 let name = error["code"] as? String
                 let code = EddyError.Code.allCases.first { "\($0)" == name } ?? .unavailable
@@ -191,7 +201,6 @@ enum AdminConnection {
             }
             throw EddyError(.unavailable, "\(base)\(path) answered \(response.status.code): \(text.prefix(200))")
         }
-        guard let object else { throw EddyError(.malformedFrame, "\(base)\(path) did not answer a JSON object") }
-        return object
+        return text
     }
 }

@@ -12,6 +12,7 @@ import ServiceLifecycle
 import StoreServer
 import StreamModel
 import WireProtocol
+import Workloads
 
 /// Options of a cache node, shared by `eddy node` and `eddy up`.
 struct NodeOptions: ParsableArguments {
@@ -310,40 +311,23 @@ enum WhatIfTable {
             if !policies.contains(p) { policies.append(p) }
             ratio[p, default: [:]][b] = h
         }
-        let best = Dictionary(
-            uniqueKeysWithValues: sizes.map { b in (b, policies.map { ratio[$0]?[b] ?? 0 }.max() ?? 0) })
-        var out = String(
+        let best = sizes.map { b in policies.map { ratio[$0]?[b] ?? 0 }.max() ?? 0 }
+        let size = { (n: Int64) in Report.humanSize(n, bytes: true) }
+        let head = String(
             format: "%@: policy %@, owner cache %@, sample rate %.4g (%d of %d block requests)\n",
             "\(answer["node"] ?? "?")", "\(answer["policy"] ?? "?")",
-            formatBytes((answer["cache_bytes"] as? NSNumber)?.int64Value ?? 0),
+            size((answer["cache_bytes"] as? NSNumber)?.int64Value ?? 0),
             (answer["sample_rate"] as? NSNumber)?.doubleValue ?? 0,
             (answer["sampled_requests"] as? NSNumber)?.intValue ?? 0, (answer["requests"] as? NSNumber)?.intValue ?? 0)
-        out += "hit ratio".padding(toLength: 12, withPad: " ", startingAt: 0)
-        for b in sizes { out += formatBytes(b).leftPadded(11) }
-        out += "\n"
-        for p in policies {
-            out += p.padding(toLength: 12, withPad: " ", startingAt: 0)
-            for b in sizes {
-                let h = ratio[p]?[b] ?? 0
-                out += (String(format: "%.3f", h) + (h == best[b] ? "*" : " ")).leftPadded(11)
+        let table =
+            [["hit ratio"] + sizes.map(size)]
+            + policies.map { p in
+                [p]
+                    + sizes.indices.map { i in
+                        let h = ratio[p]?[sizes[i]] ?? 0
+                        return String(format: "%.3f", h) + (h == best[i] ? "*" : " ")
+                    }
             }
-            out += "\n"
-        }
-        out += "* the best policy at that size\n"
-        return out
-    }
-
-    static func formatBytes(_ n: Int64) -> String {
-        if n >= 1 << 30, n % (1 << 30) == 0 { return "\(n >> 30)G" }
-        if n >= 1 << 20, n % (1 << 20) == 0 { return "\(n >> 20)M" }
-        if n >= 1 << 20 { return String(format: "%.1fM", Double(n) / 1048576) }
-        if n >= 1 << 10, n % (1 << 10) == 0 { return "\(n >> 10)K" }
-        return "\(n)"
-    }
-}
-
-extension String {
-    func leftPadded(_ width: Int) -> String {
-        count >= width ? self : String(repeating: " ", count: width - count) + self
+        return head + Report.aligned(table) + "* the best policy at that size\n"
     }
 }

@@ -80,7 +80,8 @@ struct WhatIfCLITests {
         let table = try await eddyAsync([
             "admin", "whatif", "--server", ring.nodeAddresses[0], "--admin", "127.0.0.1:\(adminPort)",
         ])
-        #expect(table.status == 0 && table.stdout.contains("s3fifo") && table.stdout.contains("4M"), "\(table.stdout)")
+        #expect(
+            table.status == 0 && table.stdout.contains("s3fifo") && table.stdout.contains("4MiB"), "\(table.stdout)")
 
         // Stopping the node writes the rest of its trace; eddy sim replays it at the same sizes.
         ring.nodes[0].stop()
