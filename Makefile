@@ -8,13 +8,11 @@ DATA ?= ./data
 run: deps release
 	.build/release/eddy up --data $(DATA)
 
-## make test: the same set-up, then the format check and every test. The tests that drive eddy processes
-## (EddyCLITests) run in a test process of their own: their waits for those processes would otherwise take
-## Swift's cooperative threads from the servers other tests run in-process.
+## make test: the same set-up, then the format check and every test (scripts/test.sh: the tests that drive eddy
+## processes run in a test process of their own, and the failures of both runs are repeated at the end).
 test: deps lint
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build --skip EddyCLITests
-	$(SWIFT) test --skip-build --filter EddyCLITests
+	SWIFT=$(SWIFT) scripts/test.sh
 
 ## make lint: swift format's check against .swift-format (make format fixes what it reports).
 lint:

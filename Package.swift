@@ -128,7 +128,7 @@ let package = Package(
             name: "CacheNode",
             dependencies: [
                 "StreamModel", "HashRing", "CacheCore", "WireProtocol", "StoreClient", "CNUMA", "CZstd", "ObjectStorage",
-                "WriteBackQueue",
+                "WriteBackQueue", "EtcdGateway",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -235,7 +235,7 @@ let package = Package(
             name: "CacheNodeTests",
             dependencies: [
                 "CacheNode", "EddyClient", "EddyTestSupport", "StoreServer", "StoreClient", "SegmentStore",
-                "WireProtocol", "StreamModel", "Workloads", "CacheCore", "ObjectStorage",
+                "WireProtocol", "StreamModel", "Workloads", "CacheCore", "ObjectStorage", "EtcdGateway", "HashRing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -281,7 +281,7 @@ let package = Package(
             name: "EddyCLITests",
             dependencies: [
                 "StreamModel", "SegmentStore", "EddyClient", "StoreClient", "WireProtocol", "EddyTestSupport",
-                "ObjectStorage", "CacheNode", "WriteBackQueue", "EddyConfig",
+                "ObjectStorage", "CacheNode", "WriteBackQueue", "EddyConfig", "EtcdGateway",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -67,6 +67,13 @@ public final class CacheNode: Sendable {
         } catch {
             throw EddyError(.ioError, "cannot listen on \(configuration.listen): \(error)")
         }
+        do {
+            try await core.membership.join()
+        } catch {
+            try? await channel.close()
+            await core.store.close()
+            throw error
+        }
         await core.refreshCatalog()
         let heartbeats = Task { await core.membership.run() }
         let catalog = Task {
@@ -82,7 +89,8 @@ public final class CacheNode: Sendable {
             "cache node listening",
             metadata: [
                 "listen": "\(configuration.listen)", "store": "\(configuration.store)",
-                "members": "\(configuration.members.map(\.description).joined(separator: ","))",
+                "members": "\(core.membership.ring.members.joined(separator: ","))",
+                "membership": "\(core.membership.summary["membership"] ?? "")",
                 "policy": "\(configuration.policy)", "cache-bytes": "\(configuration.cacheBytes)",
             ])
         var background = [heartbeats, catalog]
@@ -123,6 +131,9 @@ public final class CacheNode: Sendable {
     private func shutdown(grace: Duration) async {
         let start = ContinuousClock.now
         core.draining.store(true, ordering: .relaxed)
+        // Leave the ring first (with etcd: the registration is revoked), so peers and clients move on while
+        // the requests in progress finish.
+        await core.membership.leave()
         try? await channel.close()
         if grace > .zero {
             core.configuration.logger.info(
@@ -143,7 +154,7 @@ public final class CacheNode: Sendable {
         connections.closeAll()
         await core.store.close()
         core.trace?.close()
-        for p in core.peers.values { await p.close() }
+        await core.peers.closeAll()
         if grace > .zero {
             core.configuration.logger.info("drained", metadata: ["took": "\(ContinuousClock.now - start)"])
         }

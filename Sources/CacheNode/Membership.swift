@@ -6,43 +6,55 @@ import StreamModel
 import Synchronization
 import WireProtocol
 
-/// Membership keeps the node's view of the ring: the static member list, heartbeats to every other member, and
-/// the ring of those alive. A member not heard from for `failureTimeout` leaves the ring; it rejoins when it
-/// answers again; every change gives a ring with the next epoch. Nodes that reach the same member list adopt
-/// the highest epoch among them (heartbeats carry it), so equal views carry equal epochs.
-final class Membership: Sendable {
-    struct State {
-        var ring: HashRing
-        var lastHeard: [String: ContinuousClock.Instant]
-    }
+/// How a node learns who is in the ring: the static member list with heartbeats (``StaticMembership``, the
+/// default) or registrations in etcd under a lease (``EtcdMembership``). Either keeps the ring in a
+/// ``RingHolder`` and tells the node of every change.
+protocol RingMembership: AnyObject, Sendable {
+    /// The ring and its epoch agreement.
+    var holder: RingHolder { get }
+    /// Every member this node knows of, alive or not (the static list, or every registration in etcd).
+    var knownMembers: [String] { get }
+    /// Why the node is not (yet) a proper member, for `/ready`; nil when it is.
+    var notReadyReason: String? { get }
+    /// `static` or `etcd`, with its settings, for `/ring`.
+    var summary: [String: String] { get }
+    /// Becomes a member (etcd: registers and reads the members) before the node reports itself ready.
+    func join() async throws(EddyError)
+    /// Keeps the view current until the task is cancelled.
+    func run() async
+    /// Refreshes the view now (after a peer refused a forward or could not be reached).
+    func probe() async
+    /// Records that `peer` is alive with `view` (from a heartbeat it sent).
+    func heard(_ peer: String, view: RingView)
+    /// Leaves the ring at the start of a drain (etcd: revokes the lease, so every node sees the DELETE now).
+    func leave() async
+}
 
+extension RingMembership {
+    var ring: HashRing { holder.ring }
+
+    func view(withMembers: Bool = false) -> RingView { holder.view(withMembers: withMembers) }
+
+    func adopt(_ view: RingView) { holder.adopt(view) }
+}
+
+/// RingHolder keeps the ring a node routes by. Nodes that reach the same member list adopt the highest epoch
+/// among them (forwards and heartbeats carry it), so equal views carry equal epochs.
+final class RingHolder: Sendable {
     let me: String
-    let peers: [String]
-    private let configuration: NodeConfiguration
-    private let state: Mutex<State>
-    private let upstreams: [String: Upstream]
-    private let probing = SingleFlight<Int, Void>()
+    private let current: Mutex<HashRing>
     private let onChange: @Sendable (HashRing) -> Void
+    private let logger: Logger
 
-    init(
-        configuration: NodeConfiguration, upstreams: [String: Upstream],
-        onChange: @escaping @Sendable (HashRing) -> Void
-    ) {
-        self.configuration = configuration
-        me = configuration.name
-        let all = Set(configuration.members.map(\.description))
-        peers = all.subtracting([me]).sorted()
-        self.upstreams = upstreams
+    init(me: String, ring: HashRing, logger: Logger, onChange: @escaping @Sendable (HashRing) -> Void) {
+        self.me = me
+        current = Mutex(ring)
+        self.logger = logger
         self.onChange = onChange
-        // Every listed member counts as alive at the start, so a static ring serves at once; those that do not
-        // answer leave it after the failure timeout.
-        let now = ContinuousClock.now
-        state = Mutex(
-            State(ring: HashRing(members: all), lastHeard: Dictionary(uniqueKeysWithValues: peers.map { ($0, now) })))
     }
 
     /// The current ring.
-    var ring: HashRing { state.withLock { $0.ring } }
+    var ring: HashRing { current.withLock { $0 } }
 
     /// This node's view as sent in forwards and heartbeats.
     func view(withMembers: Bool = false) -> RingView {
@@ -50,6 +62,104 @@ final class Membership: Sendable {
         return RingView(
             from: me, epoch: ring.epoch, fingerprint: ring.fingerprint, members: withMembers ? ring.members : [])
     }
+
+    /// Takes a peer's epoch when its member list is ours and its epoch is higher.
+    func adopt(_ view: RingView) {
+        current.withLock { ring in
+            if view.fingerprint == ring.fingerprint, view.epoch > ring.epoch {
+                ring = HashRing(members: ring.members, epoch: view.epoch, configuration: ring.configuration)
+            }
+        }
+    }
+
+    /// Replaces the ring with what `next` makes of it (nil: no change); a new member list is logged and told to
+    /// the node.
+    func update(_ next: (HashRing) -> HashRing?) {
+        let changed: HashRing? = current.withLock { ring in
+            guard let n = next(ring), n.members != ring.members else { return nil }
+            ring = n
+            return n
+        }
+        if let changed {
+            logger.notice(
+                "ring changed",
+                metadata: ["epoch": "\(changed.epoch)", "members": "\(changed.members.joined(separator: ","))"])
+            onChange(changed)
+        }
+    }
+}
+
+/// The upstream connections to peer nodes, made when a member is first asked (members come and go with etcd).
+final class PeerSet: Sendable {
+    private let upstreams = Mutex<[String: Upstream]>([:])
+    private let group: EventLoopGroup
+    private let connectTimeout: Duration
+
+    init(group: EventLoopGroup, connectTimeout: Duration) {
+        self.group = group
+        self.connectTimeout = connectTimeout
+    }
+
+    /// The connection to the member named `name` (`HOST:PORT`); nil when the name is not an address.
+    func upstream(_ name: String) -> Upstream? {
+        if let known = upstreams.withLock({ $0[name] }) { return known }
+        guard let address = try? ServerAddress(parsing: name) else { return nil }
+        return upstreams.withLock { u in
+            if let known = u[name] { return known }
+            let made = Upstream(address: address, group: group, connectTimeout: connectTimeout)
+            u[name] = made
+            return made
+        }
+    }
+
+    /// Closes the connections to members not in `keeping`.
+    func prune(keeping: Set<String>) async {
+        let gone: [Upstream] = upstreams.withLock { u in
+            let names = u.keys.filter { !keeping.contains($0) }
+            return names.compactMap { u.removeValue(forKey: $0) }
+        }
+        for g in gone { await g.close() }
+    }
+
+    /// Closes every connection.
+    func closeAll() async { await prune(keeping: []) }
+}
+
+/// StaticMembership is the static member list with heartbeats to every other member: a member not heard from for
+/// `failureTimeout` leaves the ring; it rejoins when it answers again; every change gives a ring with the next
+/// epoch.
+final class StaticMembership: RingMembership {
+    let holder: RingHolder
+    let peers: [String]
+    private let me: String
+    private let configuration: NodeConfiguration
+    private let lastHeard: Mutex<[String: ContinuousClock.Instant]>
+    private let upstreams: PeerSet
+    private let probing = SingleFlight<Int, Void>()
+
+    init(configuration: NodeConfiguration, upstreams: PeerSet, onChange: @escaping @Sendable (HashRing) -> Void) {
+        self.configuration = configuration
+        me = configuration.name
+        let all = Set(configuration.members.map(\.description))
+        peers = all.subtracting([me]).sorted()
+        self.upstreams = upstreams
+        // Every listed member counts as alive at the start, so a static ring serves at once; those that do not
+        // answer leave it after the failure timeout.
+        let now = ContinuousClock.now
+        lastHeard = Mutex(Dictionary(uniqueKeysWithValues: peers.map { ($0, now) }))
+        holder = RingHolder(
+            me: me, ring: HashRing(members: all), logger: configuration.logger, onChange: onChange)
+    }
+
+    var knownMembers: [String] { ([me] + peers).sorted() }
+
+    var notReadyReason: String? { ring.members.contains(me) ? nil : "not in the ring" }
+
+    var summary: [String: String] { ["membership": "static"] }
+
+    func join() async throws(EddyError) {}
+
+    func leave() async {}
 
     /// Runs heartbeat rounds until the task is cancelled.
     func run() async {
@@ -69,7 +179,7 @@ final class Membership: Sendable {
         let timeout = configuration.heartbeatInterval * 2
         await withTaskGroup(of: (String, Result<RingView, EddyError>?).self) { group in
             for peer in peers {
-                guard let upstream = upstreams[peer] else { continue }
+                guard let upstream = upstreams.upstream(peer) else { continue }
                 group.addTask {
                     do throws(EddyError) {
                         guard
@@ -84,10 +194,10 @@ final class Membership: Sendable {
             for await (peer, answer) in group {
                 switch answer {
                 case .success(let view): heard(peer, view: view)
-                case .failure(let error) where error.code == .unavailable && upstreams[peer]?.refused == true:
+                case .failure(let error) where error.code == .unavailable && upstreams.upstream(peer)?.refused == true:
                     // Nothing listens there (a killed process): leave now rather than after the timeout.
-                    state.withLock { s in
-                        if s.lastHeard[peer] != nil { s.lastHeard[peer] = .now - configuration.failureTimeout }
+                    lastHeard.withLock { l in
+                        if l[peer] != nil { l[peer] = .now - configuration.failureTimeout }
                     }
                 default: break
                 }
@@ -96,41 +206,21 @@ final class Membership: Sendable {
         evaluate()
     }
 
-    /// Records that `peer` is alive with `view` (from a heartbeat it sent or answered).
     func heard(_ peer: String, view: RingView) {
-        state.withLock { s in
-            guard s.lastHeard[peer] != nil else { return }
-            s.lastHeard[peer] = .now
+        lastHeard.withLock { l in
+            guard l[peer] != nil else { return }
+            l[peer] = .now
         }
         adopt(view)
         evaluate()
     }
 
-    /// Takes a peer's epoch when its member list is ours and its epoch is higher.
-    func adopt(_ view: RingView) {
-        state.withLock { s in
-            if view.fingerprint == s.ring.fingerprint, view.epoch > s.ring.epoch {
-                s.ring = HashRing(members: s.ring.members, epoch: view.epoch, configuration: s.ring.configuration)
-            }
-        }
-    }
-
     /// Recomputes who is alive; a change gives the next epoch and tells the node.
     private func evaluate() {
         let now = ContinuousClock.now
-        let changed: HashRing? = state.withLock { s in
-            let alive =
-                [me] + peers.filter { p in s.lastHeard[p].map { now - $0 < configuration.failureTimeout } ?? false }
-            let next = s.ring.with(members: alive)
-            guard next.epoch != s.ring.epoch else { return nil }
-            s.ring = next
-            return next
+        let alive = lastHeard.withLock { l in
+            [me] + peers.filter { p in l[p].map { now - $0 < configuration.failureTimeout } ?? false }
         }
-        if let changed {
-            configuration.logger.notice(
-                "ring changed",
-                metadata: ["epoch": "\(changed.epoch)", "members": "\(changed.members.joined(separator: ","))"])
-            onChange(changed)
-        }
+        holder.update { $0.with(members: alive) }
     }
 }

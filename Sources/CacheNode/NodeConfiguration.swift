@@ -10,8 +10,12 @@ public struct NodeConfiguration: Sendable {
     public var listen: ServerAddress
     /// The segment store.
     public var store: ServerAddress
-    /// Every member of the ring, this node included (the static list; heartbeats decide who is alive).
+    /// Every member of the ring, this node included (the static list; heartbeats decide who is alive). Not used
+    /// with ``etcd``.
     public var members: [ServerAddress]
+    /// Membership through etcd (registration under a lease, the ring from a watch); nil: the static ``members``
+    /// list with heartbeats.
+    public var etcd: EtcdMembershipConfiguration? = nil
     /// The node's zone label; clients prefer nodes of their own zone.
     public var zone: String = ""
     /// The memory budget for cached blocks, near cache included.
@@ -75,8 +79,12 @@ public struct NodeConfiguration: Sendable {
     /// Checks the settings.
     /// - Throws: ``EddyError/Code/invalidArgument`` naming the first bad setting.
     public func validate() throws(EddyError) {
-        guard members.contains(listen) else {
-            throw EddyError(.invalidArgument, "--members must include this node's own address \(listen)")
+        if let etcd {
+            try etcd.validate()
+        } else {
+            guard members.contains(listen) else {
+                throw EddyError(.invalidArgument, "--members must include this node's own address \(listen)")
+            }
         }
         guard blockSize >= 4096, blockSize <= 16 << 20 else {
             throw EddyError(.invalidArgument, "block size \(blockSize) is out of range 4096...16 MiB")

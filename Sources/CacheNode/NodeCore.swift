@@ -21,8 +21,8 @@ public final class NodeCore: Sendable {
     let cache: BlockCache
     let near: BlockCache?
     let store: Upstream
-    let peers: [String: Upstream]
-    let membership: Membership
+    let peers: PeerSet
+    let membership: any RingMembership
     let counters = NodeCounters()
     /// Latency per request type, when a metrics factory is configured.
     let timers: RequestTimers?
@@ -107,10 +107,7 @@ public final class NodeCore: Sendable {
             configuration.whatIf
             ? try WhatIf(configuration.whatIfConfiguration(ownerCacheBytes: configuration.ownerCacheBytes)) : nil
         store = Upstream(address: configuration.store, group: group, connectTimeout: configuration.requestTimeout)
-        var peers: [String: Upstream] = [:]
-        for m in configuration.members where m != configuration.listen {
-            peers[m.description] = Upstream(address: m, group: group, connectTimeout: configuration.requestTimeout)
-        }
+        let peers = PeerSet(group: group, connectTimeout: configuration.requestTimeout)
         self.peers = peers
         let storeUpstream = store
         let blockGeometry = geometry
@@ -121,7 +118,12 @@ public final class NodeCore: Sendable {
                 cache: ownerCache)
         }
         let box = PlacementBox()
-        membership = Membership(configuration: configuration, upstreams: peers) { ring in box.core?.ringChanged(ring) }
+        let onChange: @Sendable (HashRing) -> Void = { ring in box.core?.ringChanged(ring) }
+        if let etcd = configuration.etcd {
+            membership = EtcdMembership(configuration: configuration, etcd: etcd, onChange: onChange)
+        } else {
+            membership = StaticMembership(configuration: configuration, upstreams: peers, onChange: onChange)
+        }
         let ring = membership.ring
         placement = Mutex(Placement(ring: ring, assignment: ring.assign([String]())))
         box.core = self
@@ -143,6 +145,12 @@ public final class NodeCore: Sendable {
             p.assignment = ring.assign(p.catalog)
         }
         counters.ringChanges.add(1, ordering: .relaxed)
+        if configuration.etcd != nil {
+            // Members come and go: drop the connections to those gone.
+            let keep = Set(membership.knownMembers + ring.members)
+            let peers = self.peers
+            Task { await peers.prune(keeping: keep) }
+        }
     }
 
     /// Refreshes the list of segments from the store (shared by concurrent callers).
@@ -332,8 +340,8 @@ public final class NodeCore: Sendable {
     }
 
     private func forward(_ request: Request, to owner: String, timeout: Duration) async throws(EddyError) -> Response {
-        guard let peer = peers[owner] else {
-            throw EddyError(.internalError, "\(owner) is in the ring but not a configured member")
+        guard let peer = peers.upstream(owner) else {
+            throw EddyError(.internalError, "\(owner) is in the ring but is not a HOST:PORT address")
         }
         return try await peer.send(.forwarded(membership.view(), request), timeout: timeout)
     }
@@ -342,7 +350,8 @@ public final class NodeCore: Sendable {
         let view = membership.view()
         let timeout = configuration.requestTimeout
         await withTaskGroup(of: Void.self) { group in
-            for peer in peers.values {
+            for name in membership.knownMembers where name != me {
+                guard let peer = peers.upstream(name) else { continue }
                 group.addTask { _ = try? await peer.send(.forwarded(view, request), timeout: timeout) }
             }
         }

@@ -84,11 +84,12 @@ extension NodeCore {
     public func clusterJSON(timeout: Duration = .seconds(1)) async -> String {
         var members: [String: Any] = [:]
         await withTaskGroup(of: (String, String).self) { group in
-            for m in configuration.members {
-                let name = m.description
+            for name in Set(membership.knownMembers + ring.members) {
                 group.addTask {
                     if name == self.me { return (name, self.statsJSON()) }
-                    guard let peer = self.peers[name] else { return (name, Self.json(["error": "not a peer"])) }
+                    guard let peer = self.peers.upstream(name) else {
+                        return (name, Self.json(["error": "not a HOST:PORT address"]))
+                    }
                     do {
                         let response = try await peer.send(.stats, timeout: timeout)
                         guard case .stats(let json) = response else {
@@ -138,11 +139,13 @@ extension NodeCore {
     public func ringJSON() -> String {
         let ring = self.ring
         let loads = placement.withLock { $0.assignment.loads }
-        return Self.json([
+        var document: [String: Any] = [
             "node": me, "epoch": Int(ring.epoch), "fingerprint": String(ring.fingerprint, radix: 16),
-            "members": ring.members, "configured_members": configuration.members.map(\.description),
+            "members": ring.members, "configured_members": membership.knownMembers,
             "segments_owned": loads, "ring_changes": counters.ringChanges.load(ordering: .relaxed),
-        ])
+        ]
+        for (key, value) in membership.summary { document[key] = value }
+        return Self.json(document)
     }
 
     /// The store's streams (`/streams`): per segment its start, length, whether sealed, and its owner on this
@@ -179,7 +182,7 @@ extension NodeCore {
     public func notReadyReasons(timeout: Duration = .seconds(2)) async -> [String] {
         var reasons: [String] = []
         if draining.load(ordering: .relaxed) { reasons.append("draining: the node is shutting down") }
-        if !ring.members.contains(me) { reasons.append("not in the ring") }
+        if let reason = membership.notReadyReason { reasons.append(reason) }
         do {
             let response = try await store.send(.listStreams, timeout: timeout)
             if case .error(let error) = response { reasons.append("store \(configuration.store): \(error)") }

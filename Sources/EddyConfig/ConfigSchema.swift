@@ -113,8 +113,21 @@ public enum ConfigSchema {
             commands: node),
         ConfigKey("node", "store", .address, "127.0.0.1:9099", "The store the node reads from.", commands: node),
         ConfigKey(
-            "node", "members", .addresses, "", "Every member of the ring, this node included (required).",
+            "node", "membership", .choice(["static", "etcd"]), "static",
+            "How the node learns the ring: the static `members` list with heartbeats, or registrations in etcd.",
             commands: node),
+        ConfigKey(
+            "node", "members", .addresses, "",
+            "Every member of the ring, this node included (required with `membership: static`).", commands: node),
+        ConfigKey(
+            "node", "etcd", .text, "", "The etcd v3 gateway, http://HOST:PORT (required with `membership: etcd`).",
+            commands: node),
+        ConfigKey(
+            "node", "etcd-prefix", .text, "/eddy",
+            "The ring's etcd key prefix: members register at PREFIX/members/HOST:PORT.", commands: node),
+        ConfigKey(
+            "node", "etcd-lease-ttl", .integer(2...3600), "10",
+            "Seconds a member's etcd registration outlives its last keep-alive.", commands: node),
         ConfigKey("node", "cache-bytes", .size, "256M", "Memory for cached blocks.", commands: nodeAndUp),
         ConfigKey(
             "node", "policy", .policy, "stream", "The eviction policy, NAME or NAME:PARAM=VALUE (docs/tuning.md).",

@@ -41,7 +41,9 @@ struct ConfigCheck: AsyncParsableCommand {
             config.values.contains { paths.contains($0.key.path) }
                 || ConfigSchema.keys.contains { paths.contains($0.path) && environment[$0.environmentName] != nil }
         }
-        let describes = ["store": sets(["store.data"]), "node": sets(["node.listen", "node.members"]), "up": true]
+        let describes = [
+            "store": sets(["store.data"]), "node": sets(["node.listen", "node.members", "node.membership"]), "up": true,
+        ]
         for (name, type) in configurableServers where describes[name] == true {
             do {
                 let arguments =
@@ -177,14 +179,16 @@ extension Node: ConfigurableServer {
         var all = options.settings.merging(writeBack.settings) { a, _ in a }.merging(process.settings) { a, _ in a }
         all["node.listen"] = listen
         all["node.store"] = store
-        all["node.members"] = members
+        all["node.members"] = ring.members ?? ""
+        all["node.membership"] = ring.membership
+        all["node.etcd"] = ring.etcd ?? ""
+        all["node.etcd-prefix"] = ring.etcdPrefix
+        all["node.etcd-lease-ttl"] = "\(ring.etcdLeaseTtl)"
         all["node.admin-listen"] = process.adminListen
         return all
     }
     func check() throws {
-        var c = NodeConfiguration(
-            listen: try ServerAddress(parsing: listen), store: try ServerAddress(parsing: store),
-            members: try members.split(separator: ",").map { try ServerAddress(parsing: String($0)) })
+        var c = try ring.configuration(listen: listen, store: store)
         try options.apply(to: &c)
     }
 }

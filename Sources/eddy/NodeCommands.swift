@@ -93,6 +93,50 @@ struct NodeOptions: ParsableArguments {
     }
 }
 
+/// How a node learns the ring: the static list with heartbeats, or registrations in etcd (`eddy node`).
+struct MembershipOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: "static: the --members list, with heartbeats; etcd: members register in etcd under a lease (--etcd).")
+    var membership: String = "static"
+
+    @Option(
+        name: .long,
+        help: "Every member of the ring, this node included: HOST:PORT,HOST:PORT,... (--membership static).")
+    var members: String?
+
+    @Option(name: .long, help: "The etcd v3 gateway, http://HOST:PORT (--membership etcd).")
+    var etcd: String?
+
+    @Option(name: .long, help: "The ring's etcd key prefix: members register at PREFIX/members/HOST:PORT.")
+    var etcdPrefix: String = "/eddy"
+
+    @Option(name: .long, help: "Seconds a member's etcd registration outlives its last keep-alive (2-3600).")
+    var etcdLeaseTtl: Int = 10
+
+    /// A node configuration for `listen` and `store` with this membership.
+    func configuration(listen: String, store: String) throws -> NodeConfiguration {
+        let address = try ServerAddress(parsing: listen)
+        let list = try (members ?? "").split(separator: ",").map { try ServerAddress(parsing: String($0)) }
+        var c = NodeConfiguration(listen: address, store: try ServerAddress(parsing: store), members: list)
+        // The settings of the other kind of membership are ignored (a file can keep both, and one key switches).
+        switch membership {
+        case "static":
+            guard members != nil else { throw ValidationError("--membership static needs --members") }
+        case "etcd":
+            guard let etcd else { throw ValidationError("--membership etcd needs --etcd http://HOST:PORT") }
+            var e = EtcdMembershipConfiguration(endpoint: etcd)
+            e.prefix = etcdPrefix
+            e.leaseTTL = etcdLeaseTtl
+            c.etcd = e
+            c.members = [address]
+        default:
+            throw ValidationError("--membership '\(membership)': static or etcd")
+        }
+        return c
+    }
+}
+
 /// Where a node writes back (and `backup`, `restore`, `export` read and write): shared by `eddy node`,
 /// `eddy up` and those commands.
 struct ObjectStoreOptions: ParsableArguments {
@@ -200,10 +244,9 @@ struct Node: AsyncParsableCommand {
             owners, and keeps a near cache of full blocks it does not own.
             """)
 
-    @Option(name: .long, help: "HOST:PORT to listen on; also the node's name in --members.") var listen: String
+    @Option(name: .long, help: "HOST:PORT to listen on; also the node's name in the ring.") var listen: String
     @Option(name: .long, help: "The store, HOST:PORT.") var store: String = "127.0.0.1:9099"
-    @Option(name: .long, help: "Every member of the ring, this node included: HOST:PORT,HOST:PORT,...")
-    var members: String
+    @OptionGroup var ring: MembershipOptions
     @OptionGroup var options: NodeOptions
     @OptionGroup var writeBack: WriteBackOptions
     @OptionGroup var process: ServerProcessOptions
@@ -211,9 +254,7 @@ struct Node: AsyncParsableCommand {
     func run() async throws {
         try await reportingErrors {
             try process.bootstrapLogging()
-            var c = NodeConfiguration(
-                listen: try ServerAddress(parsing: listen), store: try ServerAddress(parsing: store),
-                members: try members.split(separator: ",").map { try ServerAddress(parsing: String($0)) })
+            var c = try ring.configuration(listen: listen, store: store)
             try options.apply(to: &c)
             try writeBack.apply(to: &c, fallback: nil)
             let admin = try process.admin(beside: c.listen)
@@ -229,6 +270,9 @@ struct Node: AsyncParsableCommand {
                 }
             }
             let logger = Logger(label: "eddy")
+            if c.etcd != nil, ring.members != nil {
+                logger.notice("--members is ignored: with --membership etcd the members are those registered in etcd")
+            }
             logger.info("eddy node ready", metadata: ["listen": "\(c.listen)", "store": "\(c.store)"])
             services.append(ClosingService.node(node, grace: process.drainGrace))
             try await process.serve(services, logger: logger)

@@ -10,6 +10,7 @@ struct ConfigTests {
     /// A value of `key` that is not its default, as YAML text and as the setting `eddy config show` prints.
     static func sample(_ key: ConfigKey) -> (yaml: String, shown: String) {
         switch key.kind {
+        case .text where key.name == "etcd": return ("http://127.0.0.1:2379", "http://127.0.0.1:2379")
         case .text: return ("\"/tmp/x-\(key.name)\"", "/tmp/x-\(key.name)")
         case .size where key.name == "block-size": return ("64K", "64K")  // the cache holds at least 4 blocks
         case .size: return ("3M", "3M")

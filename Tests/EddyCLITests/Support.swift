@@ -192,17 +192,24 @@ final class Ring {
     private(set) var nodes: [ServerProcess] = []
     let nodeArguments: [String]
     let environment: [String: String]
+    /// The nodes' membership flags: the static list of every node, or etcd's.
+    let membershipArguments: [String]
 
-    /// Starts a store and the first `running` of `count` nodes (all `count` are members); nodes get
-    /// `nodeArguments` and `environment` (added to this process's).
+    /// Starts a store and the first `running` of `count` nodes (all `count` are members, or, with `etcd`
+    /// (endpoint and key prefix), each registers there); nodes get `nodeArguments` and `environment` (added to
+    /// this process's).
     init(
-        nodes count: Int = 3, running: Int? = nil, nodeArguments: [String] = [], environment: [String: String] = [:]
+        nodes count: Int = 3, running: Int? = nil, nodeArguments: [String] = [], environment: [String: String] = [:],
+        etcd: (endpoint: String, prefix: String)? = nil
     ) throws {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         storeAddress = "127.0.0.1:\(try freePort())"
         nodeAddresses = try (0..<count).map { _ in "127.0.0.1:\(try freePort())" }
         self.nodeArguments = nodeArguments
         self.environment = environment
+        membershipArguments =
+            etcd.map { ["--membership", "etcd", "--etcd", $0.endpoint, "--etcd-prefix", $0.prefix] }
+            ?? ["--members", nodeAddresses.joined(separator: ",")]
         store = try ServerProcess(
             ["store", "--data", folder + "/store", "--listen", storeAddress], log: folder + "/store.log",
             marker: "eddy store ready")
@@ -216,10 +223,7 @@ final class Ring {
 
     func startNode(_ i: Int) throws -> ServerProcess {
         try ServerProcess(
-            [
-                "node", "--listen", nodeAddresses[i], "--store", storeAddress, "--members",
-                nodeAddresses.joined(separator: ","),
-            ] + nodeArguments,
+            ["node", "--listen", nodeAddresses[i], "--store", storeAddress] + membershipArguments + nodeArguments,
             log: folder + "/node-\(i).log", marker: "eddy node ready", environment: environment)
     }
 

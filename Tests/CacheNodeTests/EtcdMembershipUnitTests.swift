@@ -1,0 +1,76 @@
+import EddyTestSupport
+import EtcdGateway
+import Foundation
+import HashRing
+import Synchronization
+import Testing
+import WireProtocol
+
+@testable import CacheNode
+@testable import StreamModel
+
+/// The etcd membership's watch against a real etcd: resuming after a dropped watch replays what it missed, and a
+/// resume from a compacted revision reads the members again instead.
+@Suite("etcd membership: resuming the watch", .serialized)
+struct EtcdMembershipUnitTests {
+    final class Rings: Sendable {
+        let seen = Mutex<[[String]]>([])
+        func add(_ ring: HashRing) { seen.withLock { $0.append(ring.members) } }
+        var all: [[String]] { seen.withLock { $0 } }
+    }
+
+    static func membership(_ etcd: EtcdServer, prefix: String, rings: Rings) throws -> EtcdMembership {
+        var c = NodeConfiguration(
+            listen: try ServerAddress(parsing: "127.0.0.1:7001"), store: try ServerAddress(parsing: "127.0.0.1:7000"),
+            members: [])
+        var e = EtcdMembershipConfiguration(endpoint: etcd.endpoint)
+        e.prefix = prefix
+        c.etcd = e
+        return EtcdMembership(configuration: c, etcd: e) { rings.add($0) }
+    }
+
+    static func eventually(_ seconds: Double, _ what: String, _ condition: () -> Bool) async throws {
+        let deadline = ContinuousClock.now + .seconds(seconds)
+        while !condition() {
+            try #require(ContinuousClock.now < deadline, "timed out waiting for \(what)")
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    @Test(
+        "a watch resumed from a revision replays the changes since; one resumed from a compacted revision re-reads the members"
+    )
+    func resume() async throws {
+        let etcd = try EtcdServer()
+        try await etcd.waitUntilReady()
+        let client = EtcdClient(endpoint: etcd.endpoint)
+        let (b, c, d) = ("127.0.0.1:7002", "127.0.0.1:7003", "127.0.0.1:7004")
+
+        // Not compacted: every change since the revision is replayed, in order.
+        let replayed = Rings()
+        let m1 = try Self.membership(etcd, prefix: "/replay", rings: replayed)
+        let r1 = try await client.put("/replay/members/\(b)", [])
+        try await client.put("/replay/members/\(c)", [])
+        try await client.delete("/replay/members/\(b)")
+        let t1 = Task { await m1.follow(from: r1) }
+        defer { t1.cancel() }
+        try await Self.eventually(10, "the replay") { replayed.all.last == [c] }
+        #expect(replayed.all == [[b], [b, c], [c]])
+
+        // Compacted past the revision: etcd cancels the watch, and the membership reads the members instead
+        // (it never sees b), then follows the changes after.
+        let reread = Rings()
+        let m2 = try Self.membership(etcd, prefix: "/compacted", rings: reread)
+        let r2 = try await client.put("/compacted/members/\(b)", [])
+        try await client.put("/compacted/members/\(c)", [])
+        let r3 = try await client.delete("/compacted/members/\(b)")
+        try await client.compact(revision: r3)
+        let t2 = Task { await m2.follow(from: r2) }
+        defer { t2.cancel() }
+        try await Self.eventually(10, "the re-read") { reread.all.last == [c] }
+        #expect(reread.all == [[c]])
+        let r4 = try await client.put("/compacted/members/\(d)", [])
+        try await Self.eventually(10, "the next change") { reread.all.last == [c, d] }
+        #expect(m2.ring.epoch >= UInt64(r4), "the epoch is the revision of the change")
+    }
+}
