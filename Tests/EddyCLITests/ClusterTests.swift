@@ -15,8 +15,9 @@ struct ClusterTests {
         try await offPool { try runProgram("/usr/bin/env", arguments, environment: environment) }
     }
 
-    /// Checks a rendered overlay's structure: the node StatefulSet's members list as many nodes as it has replicas,
-    /// both StatefulSets probe /health and /ready on the admin port, and which components it carries.
+    /// Checks a rendered overlay's structure: the node StatefulSet's members list as many nodes as it has replicas
+    /// (or, with etcd membership, no list and an etcd), both StatefulSets probe /health and /ready on the admin
+    /// port, and which components it carries.
     static let inspect = """
         import sys, yaml
         docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
@@ -27,9 +28,16 @@ struct ClusterTests {
         assert any(k == "ConfigMap" and n.startswith("eddy-config") for k, n in kinds), "no configuration"
         c = nodes["spec"]["template"]["spec"]["containers"][0]
         env = {e["name"]: e.get("value") for e in c["env"]}
-        members = env["EDDY_NODE_MEMBERS"].split(",")
-        assert len(members) == nodes["spec"]["replicas"], (members, nodes["spec"]["replicas"])
-        assert all(m == "eddy-node-%d.eddy-node.$(POD_NAMESPACE).svc.cluster.local:9090" % i for i, m in enumerate(members))
+        etcd = env.get("EDDY_NODE_MEMBERSHIP") == "etcd"
+        if etcd:
+            # The ring comes from etcd: no members list, and an etcd the nodes reach by its Service.
+            assert "EDDY_NODE_MEMBERS" not in env, env
+            assert env["EDDY_NODE_ETCD"] == "http://eddy-etcd:2379", env
+            assert ("StatefulSet", "eddy-etcd") in kinds and ("Service", "eddy-etcd") in kinds
+        else:
+            members = env["EDDY_NODE_MEMBERS"].split(",")
+            assert len(members) == nodes["spec"]["replicas"], (members, nodes["spec"]["replicas"])
+            assert all(m == "eddy-node-%d.eddy-node.$(POD_NAMESPACE).svc.cluster.local:9090" % i for i, m in enumerate(members))
         for s in (nodes, store):
             p = s["spec"]["template"]["spec"]["containers"][0]
             assert p["livenessProbe"]["httpGet"]["path"] == "/health" and p["readinessProbe"]["httpGet"]["path"] == "/ready"
@@ -46,13 +54,14 @@ struct ClusterTests {
                     for k, v in pod.items():
                         value = value.replace("$(%s)" % k, v)
                     f.write("%s=%s\\n" % (name, value))
-        print(nodes["spec"]["replicas"], env.get("EDDY_NODE_CACHE_BYTES"), "s3" if s3 else "-", "dashboard" if dashboard else "-")
+        print(nodes["spec"]["replicas"], env.get("EDDY_NODE_CACHE_BYTES"), "s3" if s3 else "-", "dashboard" if dashboard else "-",
+              "etcd" if etcd else "-")
         """
 
     @Test(
         "every overlay renders with kubectl kustomize, validates against the Kubernetes schemas, and has its size",
         arguments: [
-            ("small", "2 256M - -"), ("medium", "3 2G s3 dashboard"), ("large", "6 8G s3 dashboard"),
+            ("small", "2 256M - - -"), ("medium", "3 2G s3 dashboard -"), ("large", "6 8G s3 dashboard etcd"),
         ])
     func overlay(size: String, expected: String) async throws {
         let rendered = try await Self.run(["kubectl", "kustomize", "\(Self.repository)/cluster/k8s/overlays/\(size)"])
