@@ -98,7 +98,10 @@ struct ReferenceTests {
         let result = Simulator.run(
             trace, policy: policy, mode: row.mode, nextAccess: kind == .belady ? trace.nextAccessTimes() : nil)
         if kind == .wtinylfu {
-            #expect(abs(result.missRatio - row.missRatio) <= 0.005, "\(row): \(result.missRatio) vs \(row.missRatio)")
+            // The sketch hashes as libCacheSim's does (XXH64, same seeds and indexing), which brought every row
+            // within 0.0025 (from 0.0034 with a hash of our own); the rows still differ by a few misses per
+            // thousand for a reason not found yet (docs/eviction.md).
+            #expect(abs(result.missRatio - row.missRatio) <= 0.0025, "\(row): \(result.missRatio) vs \(row.missRatio)")
         } else {
             #expect(result.misses == row.misses, "\(row): \(result.misses) misses, libCacheSim \(row.misses)")
         }
