@@ -143,7 +143,7 @@ struct NodeTests {
             if i == 0 { try await c0.seal(segment) }
             let (after, data) = try await waiting
             #expect(after.sealed && data.readableBytes == 0)
-            #expect(ContinuousClock.now - started < .seconds(5), "no stall on a sealed segment")
+            #expect(ContinuousClock.now - started < .seconds(12), "no stall on a sealed segment (the wait is 20 s)")
             await c.close()
         }
         // Truncate before the second event: below it is gone, at once, everywhere.
@@ -373,7 +373,7 @@ struct ParkedReadTests {
                 let (_, data) = try await r.read(segment, from: info.length, wait: .milliseconds(300))
                 let took = ContinuousClock.now - started
                 #expect(data.readableBytes == 0)
-                #expect(took >= .milliseconds(280) && took < .seconds(3), "node \(i) answered after \(took)")
+                #expect(took >= .milliseconds(280) && took < .seconds(10), "node \(i) answered after \(took)")
             }
             let s = try await ParkedReadTests.stats(r)
             #expect(s["parked_reads"] as? Int ?? 0 >= 1, "node \(i): \(s)")

@@ -132,7 +132,7 @@ struct StoreServerTests {
         waiting.cancel()
         let error = await waiting.value
         #expect(error?.code == .shuttingDown, "\(String(describing: error))")
-        #expect(ContinuousClock.now - start < .seconds(2))
+        #expect(ContinuousClock.now - start < .seconds(10), "cancelled, not waited out (the wait is 20 s)")
         // The store answers the abandoned read when bytes arrive; the client drops that answer.
         _ = try await writer.append(segment, frames: try frames(["late"]))
         let (_, data) = try await reader.read(segment, from: 0)
