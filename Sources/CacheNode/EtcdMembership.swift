@@ -112,7 +112,8 @@ final class EtcdMembership: RingMembership {
         var delay = Duration.milliseconds(100)
         while true {
             do throws(EddyError) {
-                try await register()
+                // Registered once is enough: a retry after a failed read does not grant a second lease.
+                if state.withLock({ $0.lease == nil }) { try await register() }
                 _ = try await refresh()
                 return
             } catch {
