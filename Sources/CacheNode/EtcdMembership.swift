@@ -62,15 +62,16 @@ final class EtcdMembership: RingMembership {
     private let ranging = SingleFlight<Int, Int64>()
 
     struct State {
-        /// Registered members by name, with their key's revision.
-        var members: [String: Int64] = [:]
+        /// Registered members by name.
+        var members: Set<String> = []
         var lease: Int64?
         /// Set when the registration is known to be gone: the keeper registers again at once.
         var lost = false
         var leaving = false
         /// The last error talking to etcd, while it lasts.
         var problem: String?
-        var registered = false
+        /// Whether this node's registration stands.
+        var registered: Bool { lease != nil && !lost && !leaving }
     }
 
     init(
@@ -88,7 +89,7 @@ final class EtcdMembership: RingMembership {
     private var key: String { settings.membersPrefix + me }
 
     var knownMembers: [String] {
-        state.withLock { Array($0.members.keys) }.sorted()
+        state.withLock { $0.members }.sorted()
     }
 
     var notReadyReason: String? {
@@ -142,7 +143,6 @@ final class EtcdMembership: RingMembership {
     func leave() async {
         let lease: Int64? = state.withLock { s in
             s.leaving = true
-            s.registered = false
             return s.lease
         }
         guard let lease else { return }
@@ -174,7 +174,6 @@ final class EtcdMembership: RingMembership {
         let wasLeaving = state.withLock { s in
             s.lease = lease
             s.lost = false
-            s.registered = !s.leaving
             return s.leaving
         }
         // A drain that began while this registration was on its way takes it back.
@@ -225,7 +224,7 @@ final class EtcdMembership: RingMembership {
         do {
             return try await ranging.run(0) {
                 let (values, revision) = try await client.range(prefix: prefix)
-                self.install(values.map { ($0.key, $0.modRevision) }, revision: revision)
+                self.install(values.map(\.key), revision: revision)
                 return revision
             }.0
         } catch let error as EddyError {
@@ -286,36 +285,30 @@ final class EtcdMembership: RingMembership {
     /// The member list after one watched change.
     private func apply(name key: String, revision: Int64, present: Bool) {
         guard let name = member(key) else { return }
-        let (members, ownKeyLost) = state.withLock { s -> ([(String, Int64)], Bool) in
-            if present { s.members[name] = revision } else { s.members[name] = nil }
+        let (members, ownKeyLost) = state.withLock { s -> (Set<String>, Bool) in
+            if present { s.members.insert(name) } else { s.members.remove(name) }
             let lost = !present && name == me && !s.leaving
-            if lost {
-                s.lost = true
-                s.registered = false
-            }
-            return (s.members.map { ($0.key, $0.value) }, lost)
+            if lost { s.lost = true }
+            return (s.members, lost)
         }
         if ownKeyLost { logger.warning("this node's etcd registration was deleted; registering again") }
-        installRing(members.map(\.0), revision: revision)
+        installRing(members, revision: revision)
     }
 
     /// Installs the member list read at `revision`.
-    private func install(_ values: [(key: String, revision: Int64)], revision: Int64) {
-        var members: [String: Int64] = [:]
-        for (key, r) in values {
-            if let name = member(key) { members[name] = r }
-        }
+    private func install(_ keys: [String], revision: Int64) {
+        let members = Set(keys.compactMap(member))
         state.withLock { s in
             s.members = members
-            if members[me] == nil, !s.leaving, s.lease != nil { s.lost = true }
+            if !members.contains(me), !s.leaving, s.lease != nil { s.lost = true }
         }
         noteRecovered()
-        installRing(Array(members.keys), revision: revision)
+        installRing(members, revision: revision)
     }
 
-    private func installRing(_ names: [String], revision: Int64) {
+    private func installRing(_ names: Set<String>, revision: Int64) {
         holder.update { ring in
-            guard Set(names) != Set(ring.members), !names.isEmpty || ring.epoch > 0 else { return nil }
+            guard names != Set(ring.members), !names.isEmpty || ring.epoch > 0 else { return nil }
             let epoch = max(UInt64(max(revision, 0)), ring.epoch + 1)
             return HashRing(members: names, epoch: epoch, configuration: ring.configuration)
         }

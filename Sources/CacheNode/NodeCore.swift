@@ -145,12 +145,10 @@ public final class NodeCore: Sendable {
             p.assignment = ring.assign(p.catalog)
         }
         counters.ringChanges.add(1, ordering: .relaxed)
-        if configuration.etcd != nil {
-            // Members come and go: drop the connections to those gone.
-            let keep = Set(membership.knownMembers + ring.members)
-            let peers = self.peers
-            Task { await peers.prune(keeping: keep) }
-        }
+        // Drop the connections to members no longer known (with etcd they come and go; a static list keeps all).
+        let keep = Set(membership.knownMembers + ring.members)
+        let peers = self.peers
+        Task { await peers.prune(keeping: keep) }
     }
 
     /// Refreshes the list of segments from the store (shared by concurrent callers).

@@ -139,6 +139,15 @@ extension NodeOptions {
     }
 }
 
+extension MembershipOptions {
+    var settings: [String: String] {
+        [
+            "node.membership": membership, "node.members": members ?? "", "node.etcd": etcd ?? "",
+            "node.etcd-prefix": etcdPrefix, "node.etcd-lease-ttl": "\(etcdLeaseTtl)",
+        ]
+    }
+}
+
 extension WriteBackOptions {
     var settings: [String: String] {
         [
@@ -177,13 +186,9 @@ extension Store: ConfigurableServer {
 extension Node: ConfigurableServer {
     var settings: [String: String] {
         var all = options.settings.merging(writeBack.settings) { a, _ in a }.merging(process.settings) { a, _ in a }
+            .merging(ring.settings) { a, _ in a }
         all["node.listen"] = listen
         all["node.store"] = store
-        all["node.members"] = ring.members ?? ""
-        all["node.membership"] = ring.membership
-        all["node.etcd"] = ring.etcd ?? ""
-        all["node.etcd-prefix"] = ring.etcdPrefix
-        all["node.etcd-lease-ttl"] = "\(ring.etcdLeaseTtl)"
         all["node.admin-listen"] = process.adminListen
         return all
     }

@@ -129,7 +129,6 @@ struct MembershipOptions: ParsableArguments {
             e.prefix = etcdPrefix
             e.leaseTTL = etcdLeaseTtl
             c.etcd = e
-            c.members = [address]
         default:
             throw ValidationError("--membership '\(membership)': static or etcd")
         }
