@@ -19,12 +19,15 @@ struct BenchAppend: AsyncParsableCommand {
         abstract: "Durable append throughput and latency: events/s, MB/s, p50/p99 per append request.",
         discussion: """
             W writers, each with its own connection and --inflight requests in progress, append batches of
-            --batch events of --size payload bytes until --events are acknowledged. Every acknowledgement means
+            --batch events of --size payload bytes until --events are acknowledged (or, with --duration, for that
+            many seconds). Every acknowledgement means
             the batch is on disk (fdatasync). The batch is framed once and resent, so the figure measures the
             network and the store, not the client's framing.
             """)
 
     @Option(name: .long, help: "Events to append in all.") var events: Int = 1_000_000
+    @Option(name: .long, help: "Append for this many seconds instead of until --events are acknowledged.")
+    var duration: Double?
     @Option(name: .long, help: "Payload bytes per event.") var size: Int = 100
     @Option(name: .long, help: "Writers (connections).") var writers: Int = 4
     @Option(name: .long, help: "Events per append request.") var batch: Int = 1000
@@ -40,6 +43,9 @@ struct BenchAppend: AsyncParsableCommand {
             guard events > 0, size >= 0, writers > 0, batch > 0, inflight > 0 else {
                 throw EddyError(.invalidArgument, "--events, --writers, --batch and --inflight must be positive")
             }
+            if let duration, !(duration > 0) {
+                throw EddyError(.invalidArgument, "--duration must be a positive number of seconds")
+            }
             let name = try parseStream(stream ?? "bench/append-\(UInt32.random(in: 0...UInt32.max))")
             let admin = try await connectStore(server)
             if (try? await admin.info(name)) == nil { try await admin.createStream(name, segments: segments) }
@@ -51,7 +57,8 @@ struct BenchAppend: AsyncParsableCommand {
                 try EventFrame.encode(Event(routingKey: nil, timestamp: 0, payload: payload), into: &frames)
             }
             let batchBuffer = ByteBuffer(bytes: frames)
-            let requests = (events + batch - 1) / batch
+            // With --duration the writers issue requests until the deadline; the count is only a bound then.
+            let requests = duration == nil ? (events + batch - 1) / batch : Int.max
             let issued = Counter()
             let done = Counter()
 
@@ -59,6 +66,7 @@ struct BenchAppend: AsyncParsableCommand {
             for _ in 0..<writers { connections.append(try await connectStore(server)) }
             let clients = connections
             let start = ContinuousClock.now
+            let deadline = duration.map { start + .milliseconds(Int64($0 * 1000)) }
             let progress = Task {
                 while !Task.isCancelled {
                     try await Task.sleep(for: .seconds(1))
@@ -75,6 +83,7 @@ struct BenchAppend: AsyncParsableCommand {
                             var mine: [Double] = []
                             let segment = SegmentID(stream: name, number: UInt32(w % segmentCount))
                             while issued.value.add(1, ordering: .relaxed).oldValue < requests {
+                                if let deadline, ContinuousClock.now >= deadline { break }
                                 let t0 = ContinuousClock.now
                                 _ = try await clients[w].append(segment, frames: batchBuffer)
                                 mine.append((ContinuousClock.now - t0).inSeconds)
@@ -94,12 +103,13 @@ struct BenchAppend: AsyncParsableCommand {
             if !keep { try await admin.deleteStream(name) }
             await admin.close()
 
-            let total = Double(requests * batch)
-            let framedBytes = Double(requests) * Double(frames.count)
+            let completed = done.value.load(ordering: .relaxed)
+            let total = Double(completed * batch)
+            let framedBytes = Double(completed) * Double(frames.count)
             func percentile(_ p: Double) -> Double {
                 latencies[min(latencies.count - 1, Int(Double(latencies.count) * p))]
             }
-            print("appended \(requests * batch) events of \(size) bytes in \(String(format: "%.2f", elapsed)) s")
+            print("appended \(completed * batch) events of \(size) bytes in \(String(format: "%.2f", elapsed)) s")
             print("  \(writers) writers x \(inflight) in flight, \(batch) events per request, \(segmentCount) segments")
             print(String(format: "  events/s: %.0f", total / elapsed))
             print(
