@@ -59,11 +59,9 @@ final class BlockStorage: Sendable {
         if case .zstd(let level) = residency, bytes.readableBytes > 0 {
             var out = [UInt8](repeating: 0, count: ZSTD_compressBound(bytes.readableBytes))
             let n = out.withUnsafeMutableBytes { o in
-                bytes.withUnsafeReadableBytes {
-                    ZSTD_compress(o.baseAddress, o.count, $0.baseAddress, $0.count, level)
-                }
+                bytes.withUnsafeReadableBytes { Zstd.compress($0, into: o, level: level) }
             }
-            if ZSTD_isError(n) == 0 && n < bytes.readableBytes {
+            if let n, n < bytes.readableBytes {
                 out.removeLast(out.count - n)
                 return Payload(plain: nil, compressed: out, length: bytes.readableBytes)
             }

@@ -1,4 +1,5 @@
 import CZstd
+import CacheCore
 import NIOCore
 import ObjectStorage
 import StreamModel
@@ -66,10 +67,8 @@ public struct BlockObject: Sendable, Hashable {
         var codec: UInt8 = 0
         if length > 0 {
             let n = buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 0) { out in
-                let n = bytes.withUnsafeReadableBytes {
-                    ZSTD_compress(out.baseAddress, out.count, $0.baseAddress, $0.count, level)
-                }
-                return ZSTD_isError(n) == 0 && n < length ? n : 0
+                let n = bytes.withUnsafeReadableBytes { Zstd.compress($0, into: out, level: level) }
+                return n.map { $0 < length ? $0 : 0 } ?? 0
             }
             if n > 0 { codec = 1 }
         }
