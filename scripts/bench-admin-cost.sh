@@ -57,7 +57,7 @@ ON_PID=$(cat "$dir/node-on.pid")
 echo $! > "$dir/scraper.pid"
 
 echo "node with everything off: $OFF; node with the defaults: $ON (admin http://$ADMIN/, scraped at 1 Hz)"
-echo "block $BLOCK, cache $CACHE, $FILL MiB per stream, append rounds of 200-byte events, store data in $store_data, $ROUNDS alternating rounds"
+echo "block $BLOCK, cache $CACHE, $FILL MiB per stream, append rounds of 200-byte events, store data in $store_data, $ROUNDS rounds of both sides at once"
 declare -A reads appends
 ratios_read=""; ratios_append=""
 cpu_before=$(cpu_seconds "$ON_PID")
