@@ -84,16 +84,7 @@ enum AdminConnection {
 
     /// Runs `body` with the connection `target` leads to, and reports errors as every command does.
     static func with(_ target: AdminTarget, _ body: (AdminConnection) async throws -> Void) async throws {
-        try await reportingErrors {
-            let connection = try await open(target)
-            do {
-                try await body(connection)
-            } catch {
-                await connection.close()
-                throw error
-            }
-            await connection.close()
-        }
+        try await withOpened({ try await open(target) }, close: { await $0.close() }, body)
     }
 
     static func open(_ target: AdminTarget) async throws -> AdminConnection {

@@ -83,11 +83,12 @@ struct BenchAppend: AsyncParsableCommand {
                             var mine: [Double] = []
                             let segment = SegmentID(stream: name, number: UInt32(w % segmentCount))
                             while issued.value.add(1, ordering: .relaxed).oldValue < requests {
-                                if let deadline, ContinuousClock.now >= deadline { break }
                                 let t0 = ContinuousClock.now
                                 _ = try await clients[w].append(segment, frames: batchBuffer)
                                 mine.append((ContinuousClock.now - t0).inSeconds)
                                 done.value.add(1, ordering: .relaxed)
+                                // Checked after a request, so even the shortest --duration measures one.
+                                if let deadline, ContinuousClock.now >= deadline { break }
                             }
                             return mine
                         }

@@ -20,15 +20,24 @@ func connect(_ server: ServerOption) async throws -> EddyClient {
 
 /// Connects, runs `body`, closes the connection (also when `body` throws), and reports errors as one line.
 func withClient(_ server: ServerOption, _ body: (EddyClient) async throws -> Void) async throws {
+    try await withOpened({ try await connect(server) }, close: { await $0.close() }, body)
+}
+
+/// Opens a connection with `open`, runs `body` with it, closes it (also when `body` throws), and reports errors
+/// as one line, as every command does.
+func withOpened<Connection>(
+    _ open: () async throws -> Connection, close: (Connection) async -> Void,
+    _ body: (Connection) async throws -> Void
+) async throws {
     try await reportingErrors {
-        let client = try await connect(server)
+        let connection = try await open()
         do {
-            try await body(client)
+            try await body(connection)
         } catch {
-            await client.close()
+            await close(connection)
             throw error
         }
-        await client.close()
+        await close(connection)
     }
 }
 
