@@ -252,7 +252,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
-        .testTarget(name: "CacheCoreTests", dependencies: ["CacheCore", "Workloads", "CZstd"], swiftSettings: strict),
+        .testTarget(
+            name: "CacheCoreTests", dependencies: ["CacheCore", "Workloads", "CZstd", "EddyTestSupport"],
+            swiftSettings: strict),
         .testTarget(
             name: "SegmentStoreTests",
             dependencies: ["SegmentStore", "StreamModel"],

@@ -40,3 +40,9 @@ if ! python3 -c 'import kubernetes_validate, yaml' 2>/dev/null; then
   echo "installing: kubernetes-validate (pip)" >&2
   python3 -m pip install -q --disable-pip-version-check kubernetes-validate
 fi
+
+# libCacheSim itself (its Python package runs the C policies): the LIRS test compares Eddy with it per request.
+if ! python3 -c 'import libcachesim' 2>/dev/null; then
+  echo "installing: libcachesim==0.3.5 (pip)" >&2
+  python3 -m pip install -q --disable-pip-version-check libcachesim==0.3.5
+fi

@@ -105,6 +105,22 @@ func loopbackGet(port: Int, path: String) -> String? {
     return out.isEmpty ? nil : String(decoding: out, as: UTF8.self)
 }
 
+/// Runs a program found on the PATH with `arguments` (the program first) and extra `environment`, and waits for it:
+/// its exit status and its output (stdout and stderr together). Blocking: call it through ``offPool(_:)``.
+public func runCommand(_ arguments: [String], environment: [String: String] = [:]) throws -> (Int32, String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = arguments
+    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    let out = Pipe()
+    process.standardOutput = out
+    process.standardError = out
+    try process.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+}
+
 /// Runs `body` on a thread of its own and waits for it: blocking waits (readiness polls, subprocesses) must not
 /// hold Swift's cooperative threads (two on this machine), which every other test's tasks need meanwhile.
 public func offPool<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {

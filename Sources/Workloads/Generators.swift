@@ -124,6 +124,54 @@ public enum TraceGenerator {
         return Trace(ids: ids, sizes: [UInt32](repeating: UInt32(blockSize), count: requests), name: "zipf")
     }
 
+    /// Independent requests over objects 1...`objects` with Zipf(`alpha`) popularity and log-normal sizes: each
+    /// object keeps one size, exp(N(`logMean`, `logSigma`²)) bytes rounded down (at least 1). The variable-size
+    /// workload on which LIRS is compared with libCacheSim request for request. Ranks are shuffled over IDs.
+    public static func zipfLogNormal(
+        objects: Int, alpha: Double, requests: Int, logMean: Double, logSigma: Double, seed: UInt64
+    ) -> Trace {
+        var rng = SeededRandom(seed: seed)
+        let sampler = ZipfSampler(n: objects, alpha: alpha)
+        var permutation = Array(1...UInt64(max(1, objects)))
+        permutation.shuffle(using: &rng)
+        let objectSizes: [UInt32] = (0..<max(1, objects)).map { _ in
+            // Box-Muller: one standard normal from two uniforms (1 - u keeps the logarithm finite).
+            let normal = (-2 * log(1 - rng.unit())).squareRoot() * cos(2 * Double.pi * rng.unit())
+            return UInt32(min(Double(UInt32.max), max(1, exp(logMean + logSigma * normal))))
+        }
+        var ids: [UInt64] = []
+        var sizes: [UInt32] = []
+        ids.reserveCapacity(requests)
+        sizes.reserveCapacity(requests)
+        for _ in 0..<requests {
+            let rank = sampler.sample(&rng)
+            ids.append(permutation[rank])
+            sizes.append(objectSizes[rank])
+        }
+        return Trace(ids: ids, sizes: sizes, name: "zipf-lognormal")
+    }
+
+    /// Writes `trace` in libCacheSim's oracleGeneral format (24-byte little-endian records: time = the request's
+    /// index, ID, size, and -1 for the next access), which libCacheSim's tools and ``TraceFormat/oracleGeneral``
+    /// read.
+    public static func writeOracleGeneral(_ trace: Trace, to path: String) throws(EddyError) {
+        var data = Data(capacity: trace.count * 24)
+        func put<T: FixedWidthInteger>(_ value: T) {
+            withUnsafeBytes(of: value.littleEndian) { data.append(contentsOf: $0) }
+        }
+        for i in 0..<trace.count {
+            put(UInt32(truncatingIfNeeded: i))
+            put(trace.ids[i])
+            put(trace.sizes[i])
+            put(Int64(-1))
+        }
+        do {
+            try data.write(to: URL(fileURLWithPath: path))
+        } catch {
+            throw EddyError(.ioError, "cannot write \(path): \(error.localizedDescription)")
+        }
+    }
+
     /// Writes `trace` (whose IDs are ``BlockKey``s) in the block format.
     public static func writeBlockTrace(_ trace: Trace, to path: String) throws(EddyError) {
         var out = "time,segment,block,size\n"
