@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Write-back figures in one run (docs/benchmarks.md, "Write-back"):
-#  1. appends/s through a node with write-back off, to the filesystem, and to SeaweedFS (alternating rounds);
+#  1. appends/s through a node with write-back off, to the filesystem, and to SeaweedFS (alternating rounds; a
+#     round starts once the previous one's blocks are flushed);
 #  2. flush throughput: a stream appended straight to the store, then flushed by a node (MB/s of segment bytes);
 #  3. cold reads: after truncating the store, the whole stream read back through a node from object storage
 #     (MB/s, and the time to the first event of a cold block);
@@ -66,6 +67,10 @@ for r in $(seq 1 "$ROUNDS"); do
       | awk '/events\/s/ {print $2}')
     rates[$t]="${rates[$t]:-} $rate"
     echo "round $r $t: $rate events/s"
+    # The next round starts once this one's blocks are flushed, so no round pays for another's write-back.
+    if [ "$t" != off ]; then
+      for _ in $(seq 1 600); do [ "$(stat_of "$n" flush_lag_bytes)" = 0 ] && break; sleep 0.1; done
+    fi
   done
 done
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

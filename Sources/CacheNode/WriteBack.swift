@@ -32,6 +32,12 @@ public struct WriteBackConfiguration: Sendable {
     public var queue = QueueConfiguration()
     /// The zstd level of block objects.
     public var compressionLevel: Int32 = 1
+    /// A segment's manifest is saved at most once per this interval: a flush that finishes sooner after the last
+    /// save advances it in memory, and one save within the interval records every flush since (the first flush of
+    /// a segment saves at once). Retention and truncation only go as far as the saved manifest, and a new owner
+    /// re-flushes from the saved watermark (finding the objects already there), so nothing depends on the unsaved
+    /// part. Each save is two fsyncs on the file backend, or a GET and a PUT on S3.
+    public var manifestInterval: Duration = .milliseconds(200)
 
     /// A configuration writing to `objectStore` under `prefix`.
     public init(objectStore: any ObjectStore, prefix: String = "") {
@@ -70,7 +76,17 @@ final class WriteBack: Sendable {
 
     /// What the node knows of one segment's flushing.
     struct FlushState: Sendable {
+        /// The manifest as flushing advanced it (every object it counts is written).
         var manifest: SegmentManifest?
+        /// The manifest as last saved to (or read from) object storage: what retention and truncation go by.
+        var saved: SegmentManifest?
+        /// When `saved` was written (0: not by this node yet).
+        var savedAt: Int64 = 0
+        /// A save is running, or one is due within the interval.
+        var saving = false
+        var saveScheduled = false
+        /// Bytes flushed since the last save (counted in `flushedBytes` once saved).
+        var unsavedBytes = 0
         var pending = false
         var length: UInt64 = 0
         var startOffset: UInt64 = 0
@@ -160,6 +176,7 @@ final class WriteBack: Sendable {
     func shutdown(finishWork: Duration = .zero) async {
         let current = queue.withLock { $0 }
         await current?.shutdown(finishWork: finishWork)
+        await saveAllManifests()
     }
 
     // MARK: - Planning
@@ -182,7 +199,7 @@ final class WriteBack: Sendable {
     /// One `listStreams` gives every segment's state.
     func scan(core: NodeCore) async {
         let owned = core.ownedSegmentIDs().filter { $0.stream.scope != "_eddy" }
-        guard !owned.isEmpty else { return }
+        guard !owned.isEmpty || !segments.withLock({ $0.isEmpty }) else { return }
         let infos: [SegmentID: SegmentInfo]
         do {
             guard case .streamList(let streams) = try await store.send(.listStreams, timeout: node.requestTimeout)
@@ -193,6 +210,13 @@ final class WriteBack: Sendable {
             return
         }
         let now = WallClock.milliseconds()
+        // Segments of deleted streams have nothing left to flush (and no lag to report).
+        let listed = Set(infos.keys.map(\.stream))
+        segments.withLock { s in
+            for (segment, state) in s where !state.pending && !state.saving && !listed.contains(segment.stream) {
+                s[segment] = nil
+            }
+        }
         for segment in owned {
             guard let info = infos[segment] else { continue }
             segments.withLock { s in
@@ -206,6 +230,8 @@ final class WriteBack: Sendable {
                 s[segment] = state
             }
             await plan(segment)
+            // A deferred manifest save that failed is tried again here.
+            try? await persistManifest(segment)
         }
     }
 
@@ -263,8 +289,17 @@ final class WriteBack: Sendable {
         return segments.withLock { s in
             if let raced = s[segment]?.manifest, raced.flushed >= loaded.flushed { return raced }
             s[segment, default: FlushState()].manifest = loaded
+            s[segment]!.saved = loaded
             return loaded
         }
+    }
+
+    /// The segment's manifest as saved in object storage (read once, then kept up to date here).
+    func savedManifest(of segment: SegmentID) async throws -> SegmentManifest {
+        if let saved = segments.withLock({ $0[segment]?.saved }) { return saved }
+        _ = try await manifest(of: segment)
+        if let saved = segments.withLock({ $0[segment]?.saved }) { return saved }
+        return try await SegmentManifest.load(from: objects, prefix: prefix, segment: segment)
     }
 
     // MARK: - Flushing
@@ -272,7 +307,14 @@ final class WriteBack: Sendable {
     /// Runs one flush task: the object, then the manifest; then plans the next task of the segment.
     func flush(_ task: FlushTask) async throws {
         FlushCrashPoint.reach(.beforePut)
-        try await flushRange(task)
+        do {
+            try await flushRange(task)
+        } catch let error as EddyError where error.code == .streamNotFound || error.code == .segmentNotFound {
+            // The stream was deleted meanwhile: nothing is left to flush, and a retry would only fail again.
+            logger.info("flush dropped: the stream is deleted", metadata: ["segment": "\(task.segment)"])
+            segments.withLock { $0[task.segment] = nil }
+            return
+        }
         FlushCrashPoint.reach(.afterManifest)
         // Done: the segment may have its next task. (A failed task stays the segment's one task: the queue
         // retries it, or it waits in the dead letters for a redrive.)
@@ -282,7 +324,11 @@ final class WriteBack: Sendable {
 
     func flushRange(_ task: FlushTask) async throws {
         var manifest = try await manifest(of: task.segment)
-        guard manifest.flushed == task.from else { return }  // done already, or stale: the scan plans anew
+        guard manifest.flushed == task.from else {
+            // Done already (a retry after its manifest failed to save: save it now), or stale: the scan plans anew.
+            try await persistManifest(task.segment, now: true)
+            return
+        }
         let readFrom = min(task.from, manifest.nextFrame)
         var bytes = try await readSegment(task.segment, from: readFrom, to: task.to)
         var data = bytes.getSlice(at: bytes.readerIndex + Int(task.from - readFrom), length: Int(task.to - task.from))!
@@ -326,22 +372,111 @@ final class WriteBack: Sendable {
         manifest.objects += 1
         let state = segments.withLock { $0[task.segment] }
         manifest.sealed = (state?.sealed ?? false) && end >= (state?.length ?? .max)
+        let advanced = manifest
+        segments.withLock { s in
+            s[task.segment, default: FlushState()].manifest = advanced
+            s[task.segment]!.unsavedBytes += Int(end - task.from)
+        }
+        // A sealed segment's last flush is saved at once (so is a segment's first: no save to wait after).
+        try await persistManifest(task.segment, now: advanced.sealed)
+    }
+
+    /// Saves `segment`'s manifest if it moved since the last save: at once when the last save is at least
+    /// ``WriteBackConfiguration/manifestInterval`` old (or `now` is set), else once that interval has passed, by a
+    /// deferred save that takes every flush of the meantime along. Saves of one segment never overlap. A failed
+    /// save throws (the flush is retried); a deferred one is tried again by the next flush or the shutdown.
+    func persistManifest(_ segment: SegmentID, now force: Bool = false) async throws {
+        let interval = Int64(configuration.manifestInterval.inSeconds * 1000)
+        let now = WallClock.milliseconds()
+        enum Step { case nothing, save, later(Int64) }
+        let step = segments.withLock { s -> Step in
+            guard var state = s[segment], let manifest = state.manifest, manifest != state.saved else {
+                return .nothing
+            }
+            if state.saving { return .nothing }  // the running save looks again when it ends
+            let wait = state.savedAt + interval - now
+            if force || wait <= 0 {
+                state.saving = true
+                state.saveScheduled = false
+                s[segment] = state
+                return .save
+            }
+            if state.saveScheduled { return .nothing }
+            state.saveScheduled = true
+            s[segment] = state
+            return .later(wait)
+        }
+        switch step {
+        case .nothing: return
+        case .later(let wait):
+            Task {
+                try? await Task.sleep(for: .milliseconds(wait))
+                // Due now: if a save is running meanwhile, it schedules the next one when it ends.
+                self.segments.withLock { $0[segment]?.saveScheduled = false }
+                do {
+                    try await self.persistManifest(segment, now: true)
+                } catch {
+                    self.logger.warning(
+                        "cannot save a flush manifest", metadata: ["segment": "\(segment)", "error": "\(error)"])
+                }
+            }
+        case .save:
+            do {
+                try await saveManifest(segment)
+            } catch {
+                segments.withLock { $0[segment]?.saving = false }
+                throw error
+            }
+            segments.withLock { $0[segment]?.saving = false }
+            // Flushes that finished during the save are saved by the next one.
+            try await persistManifest(segment)
+        }
+    }
+
+    /// Writes the manifest as flushing advanced it, unless another node moved the stored one further (then that
+    /// one is adopted): a manifest never moves back.
+    private func saveManifest(_ segment: SegmentID) async throws {
+        guard var manifest = segments.withLock({ $0[segment]?.manifest }) else { return }
+        let unsaved = segments.withLock { $0[segment]?.unsavedBytes ?? 0 }
+        let state = segments.withLock { $0[segment] }
+        manifest.sealed = (state?.sealed ?? false) && manifest.flushed >= (state?.length ?? .max)
         manifest.updatedMilliseconds = WallClock.milliseconds()
-        // Another node (the segment's next owner, or the one before) may have moved the manifest on meanwhile:
-        // never move it back.
-        let stored = try await SegmentManifest.load(from: objects, prefix: prefix, segment: task.segment)
+        let stored = try await SegmentManifest.load(from: objects, prefix: prefix, segment: segment)
         if stored.flushed >= manifest.flushed {
-            segments.withLock { $0[task.segment, default: FlushState()].manifest = stored }
+            segments.withLock { s in
+                s[segment, default: FlushState()].manifest = stored
+                s[segment]!.saved = stored
+                s[segment]!.unsavedBytes = 0
+            }
             return
         }
-        try await manifest.save(to: objects, prefix: prefix, segment: task.segment)
+        try await manifest.save(to: objects, prefix: prefix, segment: segment)
         let saved = manifest
         segments.withLock { s in
-            s[task.segment, default: FlushState()].manifest = saved
-            s[task.segment]!.history.append((saved.updatedMilliseconds, saved.eventBoundary))
-            if s[task.segment]!.history.count > 4096 { s[task.segment]!.history.removeFirst(1024) }
+            var state = s[segment, default: FlushState()]
+            if let current = state.manifest, current.flushed <= saved.flushed { state.manifest = saved }
+            state.saved = saved
+            state.savedAt = WallClock.milliseconds()
+            state.unsavedBytes -= unsaved
+            state.history.append((saved.updatedMilliseconds, saved.eventBoundary))
+            if state.history.count > 4096 { state.history.removeFirst(1024) }
+            s[segment] = state
         }
-        flushedBytes.add(Int(end - task.from), ordering: .relaxed)
+        flushedBytes.add(unsaved, ordering: .relaxed)
+    }
+
+    /// Saves every manifest with flushes not saved yet (at shutdown).
+    func saveAllManifests() async {
+        let dirty = segments.withLock { s in s.filter { $0.value.manifest != $0.value.saved }.map(\.key) }
+        for segment in dirty {
+            do {
+                try await persistManifest(segment, now: true)
+            } catch {
+                logger.warning(
+                    "cannot save a flush manifest at shutdown",
+                    metadata: ["segment": "\(segment)", "error": "\(error)"])
+            }
+        }
     }
 
     /// Bytes [from, to) of a segment: whole blocks the owner cache holds from there (they were appended through
@@ -420,7 +555,7 @@ final class WriteBack: Sendable {
         guard configuration.retainBytes != nil || configuration.retainSeconds != nil else { return }
         let now = WallClock.milliseconds()
         for segment in core.ownedSegmentIDs() where segment.stream.scope != "_eddy" {
-            guard let state = segments.withLock({ $0[segment] }), let manifest = state.manifest else { continue }
+            guard let state = segments.withLock({ $0[segment] }), let manifest = state.saved else { continue }
             var candidates = state.history.map(\.boundary) + [manifest.eventBoundary]
             var limit = manifest.eventBoundary
             if let bytes = configuration.retainBytes {
@@ -449,7 +584,7 @@ final class WriteBack: Sendable {
     func checkTruncation(_ segment: SegmentID, at offset: UInt64) async throws(EddyError) {
         let flushed: UInt64
         do {
-            flushed = try await manifest(of: segment).flushed
+            flushed = try await savedManifest(of: segment).flushed
         } catch {
             throw EddyError(.unavailable, "cannot read the flush manifest of \(segment): \(error)")
         }
@@ -554,7 +689,8 @@ enum FlushCrashPoint: String {
     case beforePut = "before-put"
     /// The block object is written, the manifest not yet (and the task not acknowledged).
     case afterPut = "after-put"
-    /// The manifest is written, the task not yet acknowledged.
+    /// The manifest is advanced (and saved: at once for a segment's first flush, else within
+    /// ``WriteBackConfiguration/manifestInterval``), the task not yet acknowledged.
     case afterManifest = "after-manifest"
 
     static let armed: (point: FlushCrashPoint, marker: String, skip: Int)? = {

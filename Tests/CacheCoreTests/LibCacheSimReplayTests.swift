@@ -14,7 +14,7 @@ struct LibCacheSimReplayTests {
     static let capacity: Int64 = 2_400_000
     static let requests = 1_000_000
 
-    struct Outcome {
+    struct Outcome: Sendable {
         var hits: [Bool]
         var occupied: [Int64]
         var misses: Int { hits.count { !$0 } }
@@ -63,39 +63,47 @@ struct LibCacheSimReplayTests {
 
     @Test("LIRS in bytes mode: identical to libCacheSim but where libCacheSim reads a freed object's size")
     func lirsBytesMode() async throws {
-        let trace = TraceGenerator.zipfLogNormal(
-            objects: 100_000, alpha: 1.0, requests: Self.requests, logMean: 8, logSigma: 1, seed: 7)
+        // The replays are seconds of CPU: on a thread of their own, off Swift's two cooperative threads.
+        let trace = try await onOwnThread {
+            TraceGenerator.zipfLogNormal(
+                objects: 100_000, alpha: 1.0, requests: Self.requests, logMean: 8, logSigma: 1, seed: 7)
+        }
         let reference = try await Self.libCacheSim(trace, policy: "LIRS", capacity: Self.capacity)
 
         // With libCacheSim's read of the freed object reproduced, every request agrees: its hit or miss and the
         // bytes held afterwards. So every other step of the two is the same.
-        let reproducing = LIRS(capacity: Self.capacity)
-        reproducing.reproduceLibCacheSimFreedSizeRead()
-        let same = Self.eddy(trace, reproducing)
-        #expect(reproducing.freedSizeReads > 0, "the trace never reaches the freed read: it proves nothing")
+        let (same, reproducedReads) = try await onOwnThread { () -> (Outcome, Int) in
+            let reproducing = LIRS(capacity: Self.capacity)
+            reproducing.reproduceLibCacheSimFreedSizeRead()
+            return (Self.eddy(trace, reproducing), reproducing.freedSizeReads)
+        }
+        #expect(reproducedReads > 0, "the trace never reaches the freed read: it proves nothing")
         let mismatch = Self.firstDifference(same, reference)
         #expect(mismatch == nil, "first difference at request \(mismatch ?? -1)")
         #expect(same.misses == reference.misses)
 
         // Eddy's own LIRS keeps the object's true size; it agrees up to the first such request and stays within a
         // few dozen misses in a million after it.
-        let own = LIRS(capacity: Self.capacity)
-        let ownOutcome = Self.eddy(trace, own)
-        #expect(own.freedSizeReads > 0)
-        let firstOwn = try #require(Self.firstDifference(ownOutcome, reference), "expected the freed read to matter")
-        let replay = LIRS(capacity: Self.capacity)
-        var firstFreedRead = 0
-        for i in 0..<trace.count {
-            _ = replay.access(CacheRequest(id: trace.ids[i], size: Int64(trace.sizes[i])))
-            if replay.freedSizeReads > 0 {
-                firstFreedRead = i
-                break
+        let (ownOutcome, ownReads, firstFreedRead) = try await onOwnThread { () -> (Outcome, Int, Int) in
+            let own = LIRS(capacity: Self.capacity)
+            let outcome = Self.eddy(trace, own)
+            let replay = LIRS(capacity: Self.capacity)
+            var first = 0
+            for i in 0..<trace.count {
+                _ = replay.access(CacheRequest(id: trace.ids[i], size: Int64(trace.sizes[i])))
+                if replay.freedSizeReads > 0 {
+                    first = i
+                    break
+                }
             }
+            return (outcome, own.freedSizeReads, first)
         }
+        #expect(ownReads > 0)
+        let firstOwn = try #require(Self.firstDifference(ownOutcome, reference), "expected the freed read to matter")
         #expect(firstOwn >= firstFreedRead, "differs at \(firstOwn), before the first freed read at \(firstFreedRead)")
         print(
             "LIRS bytes, \(Self.requests) requests, cache \(Self.capacity): libCacheSim \(reference.misses) misses, "
-                + "Eddy reproducing the freed read \(same.misses), Eddy \(ownOutcome.misses) (\(own.freedSizeReads) "
+                + "Eddy reproducing the freed read \(same.misses), Eddy \(ownOutcome.misses) (\(ownReads) "
                 + "freed reads, first at request \(firstFreedRead), first difference at \(firstOwn))")
         let gap = abs(ownOutcome.misses - reference.misses)
         #expect(gap <= Self.requests / 5_000, "\(ownOutcome.misses) misses against libCacheSim's \(reference.misses)")
@@ -114,13 +122,13 @@ struct LibCacheSimReplayTests {
         let row = ReferenceTests.Row(
             trace: name, format: "", algorithm: "WTinyLFU", cacheSize: capacity, mode: mode, requests: 0, misses: 0,
             missRatio: 0)
-        var trace = try ReferenceTests.traces.get(row)
-        if mode == .objects {
-            trace = Trace(ids: trace.ids, sizes: [UInt32](repeating: 1, count: trace.count), name: trace.name)
+        let trace = try await onOwnThread { () throws -> Trace in
+            let loaded = try ReferenceTests.traces.get(row)
+            guard mode == .objects else { return loaded }
+            return Trace(ids: loaded.ids, sizes: [UInt32](repeating: 1, count: loaded.count), name: loaded.name)
         }
         let reference = try await Self.libCacheSim(trace, policy: "WTinyLFU", capacity: capacity)
-        let policy = PolicyKind.wtinylfu.make(capacity: capacity)
-        let outcome = Self.eddy(trace, policy)
+        let outcome = try await onOwnThread { Self.eddy(trace, PolicyKind.wtinylfu.make(capacity: capacity)) }
         let mismatch = Self.firstDifference(outcome, reference)
         #expect(mismatch == nil, "first difference at request \(mismatch ?? -1)")
         #expect(outcome.misses == reference.misses, "\(outcome.misses) misses, libCacheSim \(reference.misses)")

@@ -314,3 +314,35 @@ extension WriteBackTests {
             ], environment: ["AWS_ACCESS_KEY_ID": seaweed.accessKey, "AWS_SECRET_ACCESS_KEY": seaweed.secretKey])
     }
 }
+
+extension WriteBackTests {
+    @Test(
+        "a stream deleted before its flush: the flush is dropped, not retried into the dead letters, and no lag is left"
+    )
+    func deletedStreamDropsItsFlush() async throws {
+        let objectsFolder = temporaryPath("deleted-objects")
+        let ring = try Ring(
+            nodes: 1, nodeArguments: ["--object-store", "file://\(objectsFolder)", "--flush-idle", "1"])
+        defer { ring.stopAll() }
+        let node = ring.nodeAddresses[0]
+        #expect(try eddy(["create", "gone/events", "--segments", "1", "--server", node]).status == 0)
+        let lines = (0..<100).map { "event \($0)" }.joined(separator: "\n") + "\n"
+        #expect(try eddy(["append", "gone/events", "--server", node], input: lines).status == 0)
+        #expect(try eddy(["delete", "gone/events", "--server", node]).status == 0)
+        // The partial block would be flushed after a second idle; the stream is gone by then.
+        let deadline = ContinuousClock.now + .seconds(30)
+        var stats: [String: Any] = [:]
+        while ContinuousClock.now < deadline {
+            let text = try eddy(["admin", "stats", "--server", node, "--format", "json"]).stdout
+            stats = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
+            if stats["flush_lag_bytes"] as? Int == 0 { break }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        #expect(stats["flush_lag_bytes"] as? Int == 0, "\(stats)")
+        // Long enough for five failed attempts with backoff, had the task been retried.
+        try await Task.sleep(for: .seconds(3))
+        let text = try eddy(["admin", "stats", "--server", node, "--format", "json"]).stdout
+        #expect(text.contains("\"dead_letters\":0"), "\(text)")
+        #expect(try eddy(["admin", "dlq", "list", "--server", node]).stdout.contains("no dead letters"))
+    }
+}
