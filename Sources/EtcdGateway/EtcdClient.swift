@@ -104,16 +104,11 @@ public final class EtcdClient: Sendable {
     public func watch(prefix: String, from revision: Int64? = nil) -> AsyncThrowingStream<WatchEvent, any Error> {
         var create: [String: Any] = ["key": Self.base64(prefix), "range_end": Self.prefixEnd(prefix)]
         if let revision { create["start_revision"] = "\(revision)" }
-        let body = Self.encode(["create_request": create])
-        let url = endpoint + "/v3/watch"
+        let request = self.request("/v3/watch", ["create_request": create])
         let http = self.http
         return AsyncThrowingStream { continuation in
             let task = Task {
                 do {
-                    var request = HTTPClientRequest(url: url)
-                    request.method = .POST
-                    request.headers.add(name: "Content-Type", value: "application/json")
-                    request.body = .bytes(ByteBuffer(bytes: body))
                     let response = try await http.execute(request, timeout: .hours(24 * 365))
                     guard response.status == .ok else {
                         throw EddyError(.unavailable, "etcd answered the watch with \(response.status.code)")
@@ -139,11 +134,17 @@ public final class EtcdClient: Sendable {
 
     // MARK: - The gateway's JSON
 
-    private func call(_ path: String, _ body: [String: Any]) async throws(EddyError) -> [String: Any] {
+    /// The gateway's request for `path`: a POST of `body` as JSON.
+    private func request(_ path: String, _ body: [String: Any]) -> HTTPClientRequest {
         var request = HTTPClientRequest(url: endpoint + path)
         request.method = .POST
         request.headers.add(name: "Content-Type", value: "application/json")
         request.body = .bytes(ByteBuffer(bytes: Self.encode(body)))
+        return request
+    }
+
+    private func call(_ path: String, _ body: [String: Any]) async throws(EddyError) -> [String: Any] {
+        let request = self.request(path, body)
         let text: String
         let status: HTTPResponseStatus
         do {

@@ -95,22 +95,9 @@ func parsePrometheus(_ text: String) throws -> [(name: String, labels: [String: 
                 out.append({"family": family.name, "type": family.type, "name": s.name, "labels": s.labels, "value": s.value})
         print(json.dumps(out))
         """
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = ["python3", "-c", script]
-    let input = Pipe()
-    let output = Pipe()
-    let errors = Pipe()
-    process.standardInput = input
-    process.standardOutput = output
-    process.standardError = errors
-    try process.run()
-    input.fileHandleForWriting.write(Data(text.utf8))
-    try input.fileHandleForWriting.close()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-    process.waitUntilExit()
-    try #require(process.terminationStatus == 0, "prometheus_client refused the exposition: \(message)")
+    let run = try runProgram("/usr/bin/env", ["python3", "-c", script], input: text)
+    try #require(run.status == 0, "prometheus_client refused the exposition: \(run.stderr)")
+    let data = Data(run.stdout.utf8)
     let list = try #require(try JSONSerialization.jsonObject(with: data) as? [[String: Any]])
     return list.map {
         ($0["name"] as! String, $0["labels"] as! [String: String], ($0["value"] as! NSNumber).doubleValue)

@@ -1,4 +1,5 @@
 import EddyClient
+import EddyTestSupport
 import Foundation
 import NIOCore
 import Testing

@@ -1,4 +1,5 @@
 import EddyClient
+import EddyTestSupport
 import Foundation
 import NIOCore
 import StoreClient
@@ -253,6 +254,8 @@ struct RingStressTests {
         let before = try await Self.stat(ring.storeAddress, "read_bytes")
         let expected = try await Self.contents(store, segment, length: length)
         let nodes = ring.nodeAddresses
+        var ringChanges: [Double] = []
+        for node in nodes { ringChanges.append(try await Self.stat(node, "ring_changes")) }
         let results = try await withThrowingTaskGroup(of: (count: Int, mismatches: Int).self) { group in
             for r in 0..<200 {
                 group.addTask {
@@ -271,7 +274,10 @@ struct RingStressTests {
             "every reader read every byte, the bytes the store has")
         // The test's own read of the segment counts once; the ring adds one read of each byte.
         let storeRead = try await Self.stat(ring.storeAddress, "read_bytes") - before - Double(length)
-        #expect(storeRead == Double(length), "the store served each byte once: \(storeRead) of \(length)")
+        var ringChangesAfter: [Double] = []
+        for node in nodes { ringChangesAfter.append(try await Self.stat(node, "ring_changes")) }
+        let changes = "ring changes per node \(ringChanges) -> \(ringChangesAfter)"
+        #expect(storeRead == Double(length), "the store served each byte once: \(storeRead) of \(length); \(changes)")
         for node in nodes {
             let memory = try await Self.stat(node, "memory_bytes")
             #expect(memory >= 0 && memory <= 16 * 1_048_576, "\(node) holds \(memory) bytes")

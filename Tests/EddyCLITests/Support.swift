@@ -17,13 +17,6 @@ let eddyBinary: String = {
     return ".build/debug/eddy"
 }()
 
-/// What a finished command printed.
-struct CommandResult {
-    var status: Int32
-    var stdout: String
-    var stderr: String
-}
-
 /// Runs `eddy ARGS` with `input` on stdin (and `environment` added to this process's) and waits for it.
 func eddy(_ arguments: [String], input: String = "", environment: [String: String] = [:]) throws -> CommandResult {
     try runProgram(eddyBinary, arguments, input: input, environment: environment)
@@ -35,49 +28,6 @@ func eddyAsync(_ arguments: [String], input: String = "", environment: [String: 
     -> CommandResult
 {
     try await offPool { try eddy(arguments, input: input, environment: environment) }
-}
-
-/// Runs the program at `path` with `arguments` and `input` on stdin (and `environment` added to this process's)
-/// and waits for it.
-func runProgram(_ path: String, _ arguments: [String], input: String = "", environment: [String: String] = [:])
-    throws -> CommandResult
-{
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    if !environment.isEmpty {
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    }
-    let stdin = Pipe()
-    let stdout = Pipe()
-    let stderr = Pipe()
-    process.standardInput = stdin
-    process.standardOutput = stdout
-    process.standardError = stderr
-    try process.run()
-    // Feed stdin and drain the outputs concurrently so no pipe fills up.
-    let writer = Thread {
-        stdin.fileHandleForWriting.write(Data(input.utf8))
-        try? stdin.fileHandleForWriting.close()
-    }
-    writer.start()
-    let errorData = Locked(Data())
-    let errorReader = Thread { errorData.set(stderr.fileHandleForReading.readDataToEndOfFile()) }
-    errorReader.start()
-    let out = stdout.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    while errorReader.isExecuting || !errorReader.isFinished { usleep(1000) }
-    return CommandResult(
-        status: process.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
-        stderr: String(decoding: errorData.get(), as: UTF8.self))
-}
-
-final class Locked<T>: @unchecked Sendable {
-    private var value: T
-    private let lock = NSLock()
-    init(_ value: T) { self.value = value }
-    func get() -> T { lock.withLock { value } }
-    func set(_ v: T) { lock.withLock { value = v } }
 }
 
 /// Server processes started by the tests put their admin servers on a port of the system's choice (the default,

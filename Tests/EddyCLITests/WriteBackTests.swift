@@ -20,11 +20,6 @@ struct WriteBackTests {
             .deletingLastPathComponent().path
     }
 
-    /// Runs a command, returning its status and output.
-    static func run(_ arguments: [String], environment: [String: String]) throws -> (Int32, String) {
-        try runCommand(arguments, environment: environment)
-    }
-
     @Test(
         "appended bytes end up in SeaweedFS byte-identical (read back with boto3); after truncation the same events come back from object storage"
     )
@@ -52,10 +47,10 @@ struct WriteBackTests {
         let lengths = try await Self.lengths(store, name, segments: segments)
         let manifests = try await Self.waitUntilFlushed(
             objects, prefix: "eddy", name, lengths: lengths, within: .seconds(300), ring: ring)
-        let (status, output) = try await Self.verifyWithBoto3(
+        let check = try await Self.verifyWithBoto3(
             store, name, lengths: lengths, seaweed: seaweed, bucket: String(bucket), prefix: "eddy", ring: ring)
-        #expect(status == 0, "boto3 check: \(output)")
-        #expect(output.contains("OK"))
+        #expect(check.status == 0, "boto3 check: \(check.stdout)\(check.stderr)")
+        #expect((check.stdout + check.stderr).contains("OK"))
 
         // Everything read through a node, then the store truncated at each manifest's last event boundary.
         let node = try await RingTests.client([ring.nodeAddresses[0]], timeout: .seconds(60))
@@ -293,7 +288,7 @@ extension WriteBackTests {
     static func verifyWithBoto3(
         _ store: EddyClient, _ name: StreamName, lengths: [UInt32: UInt64], seaweed: SeaweedFS, bucket: String,
         prefix: String, ring: Ring
-    ) async throws -> (Int32, String) {
+    ) async throws -> CommandResult {
         let expected = ring.folder + "/expected-\(name.scope)-\(name.stream)"
         try FileManager.default.createDirectory(atPath: expected, withIntermediateDirectories: true)
         for (s, length) in lengths {
@@ -307,7 +302,8 @@ extension WriteBackTests {
             }
             try bytes.write(to: URL(fileURLWithPath: expected + "/\(ObjectKey.fixedWidth(s, 8)).bin"))
         }
-        return try run(
+        return try runProgram(
+            "/usr/bin/env",
             [
                 "python3", repository + "/scripts/verify-objects.py", "--endpoint", seaweed.endpoint, "--bucket",
                 bucket, "--prefix", prefix, "--stream", name.description, "--expected", expected,

@@ -32,23 +32,16 @@ struct EtcdClientTests {
         return (c, task)
     }
 
-    static func eventually(_ seconds: Double, _ condition: () -> Bool) async throws {
-        let deadline = ContinuousClock.now + .seconds(seconds)
-        while !condition() {
-            try #require(ContinuousClock.now < deadline, "timed out")
-            try await Task.sleep(for: .milliseconds(50))
-        }
-    }
-
     @Test("puts under a lease, ranges of a prefix in key order, a watch sees puts and deletes, revisions grow")
     func keysAndWatch() async throws {
         let etcd = try EtcdServer()
         try await etcd.waitUntilReady()
         let client = EtcdClient(endpoint: etcd.endpoint)
-        let lease = try await client.grantLease(ttl: 10)
         let (events, task) = Self.collect(client.watch(prefix: "/eddy/members/"))
         defer { task.cancel() }
-        try await Self.eventually(30) { events.all.contains { if case .created = $0 { true } else { false } } }
+        try await waitUntil(30, "the watch") { events.all.contains { if case .created = $0 { true } else { false } } }
+        // Granted once the watch is up, so a slow start cannot run the lease's 10 s out before the puts.
+        let lease = try await client.grantLease(ttl: 10)
         let r1 = try await client.put("/eddy/members/127.0.0.1:9091", Array("b".utf8), lease: lease)
         let r2 = try await client.put("/eddy/members/127.0.0.1:9090", Array("a".utf8), lease: lease)
         try await client.put("/eddy/other", Array("x".utf8))
@@ -58,7 +51,7 @@ struct EtcdClientTests {
         #expect(values.map { String(decoding: $0.value, as: UTF8.self) } == ["a", "b"])
         #expect(revision >= r2)
         let r3 = try await client.delete("/eddy/members/127.0.0.1:9091")
-        try await Self.eventually(30) { events.all.count >= 4 }
+        try await waitUntil(30, "the events") { events.all.count >= 4 }
         let seen = events.all.filter { if case .created = $0 { false } else { true } }
         #expect(
             seen == [
@@ -79,7 +72,7 @@ struct EtcdClientTests {
         let (_, start) = try await client.range(prefix: "/eddy/members/")
         let (events, task) = Self.collect(client.watch(prefix: "/eddy/members/", from: start + 1))
         defer { task.cancel() }
-        try await Self.eventually(30) {
+        try await waitUntil(30, "the DELETE") {
             events.all.contains { if case .delete(let key, _) = $0 { key == "/eddy/members/n1" } else { false } }
         }
         #expect(try await client.range(prefix: "/eddy/members/").values.isEmpty)
@@ -99,7 +92,7 @@ struct EtcdClientTests {
         try await client.compact(revision: latest)
         let (events, task) = Self.collect(client.watch(prefix: "/eddy/members/", from: first))
         defer { task.cancel() }
-        try await Self.eventually(30) { events.error != nil }
+        try await waitUntil(30, "the cancelled watch") { events.error != nil }
         let error = try #require(events.error as? EddyError)
         #expect(error.code == .truncated && error.message.contains("compacted"), "\(error)")
 

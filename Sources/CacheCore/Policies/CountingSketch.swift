@@ -7,7 +7,7 @@ import StreamModel
 /// ceil(entries x -ln(error) / ln(2)^2) (twice the hashes when that is fewer than the hashes), k = ceil(ln(2) x
 /// that ratio), and counter i of an id at (a + i x b) mod counters in 32-bit arithmetic, a and b the low 32 bits of
 /// XXH64 of the id's 8 little-endian bytes with seeds 0x12345678 and 0x12344321, so its collisions are
-/// libCacheSim's (W-TinyLFU still differs from libCacheSim by a little; docs/eviction.md).
+/// libCacheSim's (W-TinyLFU gives libCacheSim's answer on every request; docs/eviction.md).
 final class CountingSketch {
     private var counters: [UInt32]
     private let hashes: Int

@@ -6,8 +6,8 @@
 /// (error 0.001) that halves after 32 x main-size hits in the main cache. When the main cache is full, the
 /// window's victim is admitted only if its estimated frequency is strictly greater than the main victim's.
 /// Pick it for workloads with a stable popular set and bursts of one-time traffic (the best general choice in
-/// Caffeine's experience). The sketch hashes as libCacheSim's does (`CountingSketch`); results match libCacheSim's within a
-/// quarter of a percent of miss ratio, not exactly (docs/eviction.md).
+/// Caffeine's experience). The sketch hashes as libCacheSim's does (`CountingSketch`), so results are libCacheSim's
+/// (0.3.5) request for request (docs/eviction.md).
 public final class WTinyLFU: PolicyBase, EvictionPolicy {
     static let window = 0
     static let probation = 1
