@@ -125,7 +125,6 @@ public final class EddyClient: RequestSender {
                 client = try await connection()
             } catch {
                 lastError = error
-                rotate(after: nil)
                 try? await Task.sleep(for: pause)
                 pause = min(pause * 2, .milliseconds(500))
                 continue
@@ -146,10 +145,18 @@ public final class EddyClient: RequestSender {
         throw lastError
     }
 
+    /// The connection in use, or a new one to the first server of the order; a failed connect moves the order past
+    /// that server.
     private func connection() async throws(EddyError) -> StoreClient {
         if let c = state.withLock({ $0.current }), c.isActive { return c }
         let target = state.withLock { $0.order[0] }
-        let c = try await StoreClient.connect(to: target, group: group, timeout: configuration.connectTimeout)
+        let c: StoreClient
+        do {
+            c = try await StoreClient.connect(to: target, group: group, timeout: configuration.connectTimeout)
+        } catch {
+            skip(target)
+            throw error
+        }
         let stale = state.withLock { s -> StoreClient? in
             defer { s.current = c }
             return s.current
@@ -158,10 +165,21 @@ public final class EddyClient: RequestSender {
         return c
     }
 
-    /// Moves to the next server (after `client` failed, or a connect did).
-    private func rotate(after client: StoreClient?) {
+    /// Moves past `target` after a connect to it failed, unless another request moved on already: concurrent
+    /// requests that all fail to reach one server move the order once, not once each (with two servers, an even
+    /// number of moves would bring them all back to the dead one).
+    private func skip(_ target: ServerAddress) {
+        state.withLock { s in
+            guard s.order.count > 1, s.order[0] == target else { return }
+            s.order.append(s.order.removeFirst())
+            s.failovers += 1
+        }
+    }
+
+    /// Moves to the next server after `client` failed.
+    private func rotate(after client: StoreClient) {
         let dead = state.withLock { s -> StoreClient? in
-            if let client, s.current !== client { return nil }  // another request moved on already
+            if s.current !== client { return nil }  // another request moved on already
             let old = s.current
             s.current = nil
             if s.order.count > 1 { s.order.append(s.order.removeFirst()) }
@@ -197,7 +215,6 @@ public final class EddyClient: RequestSender {
             } catch {
                 lastError = error
                 failingSince = failingSince ?? .now
-                rotate(after: nil)
                 try await Task.sleep(for: pause)
                 pause = min(pause * 2, .milliseconds(500))
                 continue
