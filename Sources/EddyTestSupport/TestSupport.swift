@@ -124,3 +124,32 @@ public func frames(_ payloads: [String]) throws -> ByteBuffer {
     for p in payloads { try EventFrame.encode(Event(timestamp: 1, payload: Array(p.utf8)), into: &out) }
     return ByteBuffer(bytes: out)
 }
+
+/// `count` pseudo-random bytes from `seed` (xorshift64, eight bytes a step): the same seed gives the same bytes,
+/// and a shorter run is a prefix of a longer one. Fast in debug builds too (8 MiB in a few milliseconds), so tests
+/// that need megabytes of test data do not hold a cooperative thread for seconds making them.
+public func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
+    [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+        guard let base = buffer.baseAddress else {
+            initialized = 0
+            return
+        }
+        var state = seed &* 2 &+ 1
+        var offset = 0
+        while offset < count {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            let word = state.littleEndian
+            if count - offset >= 8 {
+                UnsafeMutableRawPointer(base + offset).storeBytes(of: word, as: UInt64.self)
+            } else {
+                withUnsafeBytes(of: word) { bytes in
+                    for i in 0..<(count - offset) { base[offset + i] = bytes[i] }
+                }
+            }
+            offset += 8
+        }
+        initialized = count
+    }
+}

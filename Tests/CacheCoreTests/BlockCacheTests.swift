@@ -1,3 +1,4 @@
+import EddyTestSupport
 import Foundation
 import Synchronization
 import Testing
@@ -15,11 +16,7 @@ struct BlockCacheTests {
 
     /// The full content of a block: bytes derived from its identity, so any mix-up shows.
     static func content(_ segment: UInt32, _ index: UInt64, length: Int) -> [UInt8] {
-        var x = UInt64(segment) &* 0x9E37_79B9_7F4A_7C15 ^ index &* 0xC2B2_AE3D_27D4_EB4F
-        return (0..<length).map { i in
-            if i % 8 == 0 { x = x &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407 }
-            return UInt8(truncatingIfNeeded: x >> UInt64(8 * (i % 8)))
-        }
+        pseudoRandomBytes(length, seed: UInt64(segment) &* 0x9E37_79B9_7F4A_7C15 ^ index &* 0xC2B2_AE3D_27D4_EB4F)
     }
 
     func cache(_ capacity: Int64, policy: PolicyKind = .s3fifo, residency: Residency = .plain, shards: Int = 4) throws

@@ -46,7 +46,7 @@ struct EtcdMembershipUnitTests {
         try await client.delete("/replay/members/\(b)")
         let t1 = Task { await m1.follow(from: r1) }
         defer { t1.cancel() }
-        try await waitUntil(10, "the replay") { replayed.all.last == [c] }
+        try await waitUntil(30, "the replay") { replayed.all.last == [c] }
         #expect(replayed.all == [[b], [b, c], [c]])
 
         // Compacted past the revision: etcd cancels the watch, and the membership reads the members instead
@@ -59,10 +59,10 @@ struct EtcdMembershipUnitTests {
         try await client.compact(revision: r3)
         let t2 = Task { await m2.follow(from: r2) }
         defer { t2.cancel() }
-        try await waitUntil(10, "the re-read") { reread.all.last == [c] }
+        try await waitUntil(30, "the re-read") { reread.all.last == [c] }
         #expect(reread.all == [[c]])
         let r4 = try await client.put("/compacted/members/\(d)", [])
-        try await waitUntil(10, "the next change") { reread.all.last == [c, d] }
+        try await waitUntil(30, "the next change") { reread.all.last == [c, d] }
         #expect(m2.ring.epoch >= UInt64(r4), "the epoch is the revision of the change")
     }
 }

@@ -1,3 +1,4 @@
+import EddyTestSupport
 import Foundation
 import NIOCore
 import ObjectStorage
@@ -9,9 +10,7 @@ import Testing
 /// The write-back formats on their own: block objects, manifests, flush tasks, the journal stream's name.
 @Suite struct WriteBackUnitTests {
     static func bytes(_ count: Int, compressible: Bool) -> ByteBuffer {
-        var rng = SeededRandom(seed: 9)
-        return ByteBuffer(
-            bytes: (0..<count).map { i in compressible ? UInt8(i % 7) : UInt8.random(in: 0...255, using: &rng) })
+        ByteBuffer(bytes: compressible ? (0..<count).map { UInt8($0 % 7) } : pseudoRandomBytes(count, seed: 9))
     }
 
     @Test(arguments: [true, false]) func blockObjectsRoundTrip(compressible: Bool) throws {

@@ -23,15 +23,7 @@ import Testing
     }
 
     static func bytes(_ count: Int, seed: UInt64) -> ByteBuffer {
-        var state = seed &* 2 &+ 1
-        var buffer = ByteBufferAllocator().buffer(capacity: count)
-        for _ in 0..<count {
-            state ^= state << 13
-            state ^= state >> 7
-            state ^= state << 17
-            buffer.writeInteger(UInt8(truncatingIfNeeded: state))
-        }
-        return buffer
+        ByteBuffer(bytes: pseudoRandomBytes(count, seed: seed))
     }
 
     @Test(arguments: Backend.allCases) func putGetHeadDelete(backend: Backend) async throws {
