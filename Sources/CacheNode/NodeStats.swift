@@ -67,6 +67,7 @@ extension NodeCore {
             document["queue_depth"] = queue?.depth ?? 0
             document["queue_leased"] = queue?.leased ?? 0
             document["queue_retries"] = queue?.retries ?? 0
+            document["queue_enqueued"] = queue?.enqueued ?? 0
             document["dead_letters"] = queue?.totalDeadLetters ?? 0
             document["object_store"] = writeBack.objects.location
         }

@@ -32,6 +32,9 @@ public struct WriteBackConfiguration: Sendable {
     public var queue = QueueConfiguration()
     /// The zstd level of block objects.
     public var compressionLevel: Int32 = 1
+    /// A flush task covers at most this many full blocks of a segment (one object each): a segment appended faster
+    /// than it is flushed gets one queue message for the blocks it filled meanwhile, not one per block.
+    public var blocksPerTask: Int = 8
     /// A segment's manifest is saved at most once per this interval: a flush that finishes sooner after the last
     /// save advances it in memory, and one save within the interval records every flush since (the first flush of
     /// a segment saves at once). Retention and truncation only go as far as the saved manifest, and a new owner
@@ -50,7 +53,8 @@ public struct WriteBackConfiguration: Sendable {
 /// reads of what the store has dropped from there, and applies retention.
 ///
 /// Each owned segment has at most one flush task queued at a time, for the range from its manifest's `flushed`
-/// watermark to the end of that block (a full block: `standard`), or to the segment's end when it is sealed
+/// watermark to the end of that block (a full block: `standard`; with the full blocks after it, up to
+/// ``WriteBackConfiguration/blocksPerTask``, one object each), or to the segment's end when it is sealed
 /// (`critical`) or idle past ``WriteBackConfiguration/flushIdle`` (`bulk`). A worker reads the range from the
 /// store, PUTs it create-only as a ``BlockObject`` and then advances the manifest; when the key already holds
 /// an object (an earlier attempt, or a dead owner's, that wrote it but not the manifest) its bytes are compared
@@ -247,7 +251,11 @@ final class WriteBack: Sendable {
             let blockEnd = geometry.range(ofBlock: geometry.index(containing: from)).upperBound
             let choice: (UInt64, QoSClass)?
             if state.length >= blockEnd {
-                choice = (blockEnd, .standard)
+                // Every full block after the first too, up to blocksPerTask: a segment that filled blocks faster
+                // than they were flushed sends one message for them, not one each.
+                let lastFullEnd = geometry.range(ofBlock: geometry.index(containing: state.length)).lowerBound
+                let cap = blockEnd + UInt64(max(configuration.blocksPerTask, 1) - 1) * geometry.blockSize
+                choice = (min(max(blockEnd, lastFullEnd), cap), .standard)
             } else if state.sealed {
                 choice = (state.length, .critical)
             } else if now - state.lastChange >= Int64(configuration.flushIdle.inSeconds * 1000) {
@@ -306,7 +314,6 @@ final class WriteBack: Sendable {
 
     /// Runs one flush task: the object, then the manifest; then plans the next task of the segment.
     func flush(_ task: FlushTask) async throws {
-        FlushCrashPoint.reach(.beforePut)
         do {
             try await flushRange(task)
         } catch let error as EddyError where error.code == .streamNotFound || error.code == .segmentNotFound {
@@ -315,14 +322,31 @@ final class WriteBack: Sendable {
             segments.withLock { $0[task.segment] = nil }
             return
         }
-        FlushCrashPoint.reach(.afterManifest)
         // Done: the segment may have its next task. (A failed task stays the segment's one task: the queue
         // retries it, or it waits in the dead letters for a redrive.)
         segments.withLock { $0[task.segment]?.pending = false }
         Task { await self.plan(task.segment) }
     }
 
+    /// Flushes a task's range one block object at a time (a task may span several full blocks), advancing the
+    /// manifest after each; a retry resumes at the manifest's watermark when an earlier attempt got part way.
     func flushRange(_ task: FlushTask) async throws {
+        var from = task.from
+        let reached = try await manifest(of: task.segment).flushed
+        if reached > task.from && reached < task.to { from = reached }
+        while true {
+            let end = min(task.to, geometry.range(ofBlock: geometry.index(containing: from)).upperBound)
+            try await flushObject(FlushTask(segment: task.segment, from: from, to: end))
+            let next = try await manifest(of: task.segment).flushed
+            guard next > from, next < task.to else { return }
+            from = next
+        }
+    }
+
+    /// Writes one block object (the range of `task`, within one block, or to the end of an object an earlier
+    /// attempt wrote at the same start) and advances the manifest past it.
+    func flushObject(_ task: FlushTask) async throws {
+        FlushCrashPoint.reach(.beforePut)
         var manifest = try await manifest(of: task.segment)
         guard manifest.flushed == task.from else {
             // Done already (a retry after its manifest failed to save: save it now), or stale: the scan plans anew.
@@ -378,6 +402,7 @@ final class WriteBack: Sendable {
         }
         // A sealed segment's last flush is saved at once (so is a segment's first: no save to wait after).
         try await persistManifest(task.segment, now: last)
+        FlushCrashPoint.reach(.afterManifest)
     }
 
     /// Saves `segment`'s manifest if it moved since the last save: at once when the last save is at least
@@ -683,7 +708,8 @@ extension FlushTask {
 /// SIGKILL; the marker keeps the others (and the node that takes over) from doing the same. Unset, it costs one
 /// check of a cached value.
 enum FlushCrashPoint: String {
-    /// A task was taken, nothing written yet.
+    /// A block object is about to be written (its task taken and not acknowledged; in a task of several blocks,
+    /// the blocks before it are flushed).
     case beforePut = "before-put"
     /// The block object is written, the manifest not yet (and the task not acknowledged).
     case afterPut = "after-put"

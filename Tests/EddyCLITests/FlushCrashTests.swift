@@ -38,7 +38,8 @@ struct FlushCrashTests {
         let segment = SegmentID(stream: name, number: 0)
         try await RingTests.fill(store, name, segments: 1, count: 1_000, size: 1_000)  // about 16 blocks
         let length = try await store.info(segment).length
-        // One task per 64 KiB block: the kill at the fourth pass comes before the end. (How far the manifest got
+        // Each crash point is passed once per 64 KiB block object (a task may carry several): the kill at the
+        // fourth pass comes before the end. (How far the manifest got
         // when the test looks depends on how soon the next owner takes over, which a loaded machine delays or
         // not: that is not asserted.)
         try #require(length > 8 * 65_536)

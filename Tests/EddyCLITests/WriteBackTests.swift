@@ -247,6 +247,46 @@ extension WriteBackTests {
         await stats.close()
         await store.close()
     }
+
+    @Test("blocks that piled up before the owner came go out as tasks of up to 8 blocks, one object per block")
+    func severalBlocksPerTask() async throws {
+        let folder = temporaryPath("multi-block")
+        let ring = try Ring(
+            nodes: 1, running: 0, nodeArguments: ["--object-store", "file://\(folder)", "--block-size", "64K"])
+        defer { ring.stopAll() }
+        let store = try await RingTests.client([ring.storeAddress], timeout: .seconds(60))
+        defer { Task { await store.close() } }
+        let name = try StreamName(scope: "mb", stream: "events")
+        _ = try await store.send(.createStream(name, segments: 1))
+        try await RingTests.fill(store, name, segments: 1, count: 1_000, size: 1_000)  // about 16 blocks
+        let segment = SegmentID(stream: name, number: 0)
+        let fullEnd = try await store.info(segment).length / 65_536 * 65_536
+        try #require(fullEnd >= 12 * 65_536)
+        // Only now does the segment get an owner: its first scan finds every block full at once.
+        try ring.addNode(0)
+        let objects = try FileObjectStore(root: folder)
+        let deadline = ContinuousClock.now + .seconds(60)
+        var manifest = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
+        while manifest.flushed < fullEnd && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+            manifest = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
+        }
+        #expect(manifest.flushed == fullEnd)
+        var starts: [UInt64] = []
+        for info in try await objects.listAll(prefix: BlockObject.segmentFolder(prefix: "", segment: segment)) {
+            let object = try BlockObject.decode(try await objects.get(info.key), key: info.key)
+            #expect(object.start % 65_536 == 0 && object.end - object.start == 65_536, "one block: \(info.key)")
+            let (_, bytes) = try await store.read(segment, from: object.start, maxBytes: 65_536)
+            #expect(object.bytes == bytes, "\(info.key)")
+            starts.append(object.start)
+        }
+        #expect(starts == Array(stride(from: 0, to: fullEnd, by: 65_536)))
+        let stats = try await RingTests.stats(ring.nodeAddresses[0])
+        let written = stats["objects_written"] as? Int ?? 0
+        let enqueued = stats["queue_enqueued"] as? Int ?? 0
+        #expect(written == Int(fullEnd / 65_536), "\(stats)")
+        #expect(enqueued * 8 >= written && enqueued <= (written + 7) / 8, "8 blocks a task: \(stats)")
+    }
 }
 
 extension WriteBackTests {
