@@ -1,5 +1,6 @@
 import CacheCore
 import CoreMetrics
+import Foundation
 import Logging
 import StreamModel
 import WireProtocol
@@ -26,6 +27,10 @@ public struct NodeConfiguration: Sendable {
     public var blockSize: UInt64 = BlockGeometry.defaultBlockSize
     /// The share of ``cacheBytes`` kept for full blocks of segments other nodes own.
     public var nearCacheShare: Double = 0.1
+    /// Shards (locks) of the owner cache; 0: automatic (``automaticCacheShards``). A segment's blocks live in one
+    /// shard, so one segment can fill at most 1/shards of the owner cache: more shards mean less lock contention
+    /// between cores, fewer mean more room for a few hot segments.
+    public var cacheShards: Int = 0
     /// The longest tail wait a client may ask for.
     public var maxWait: Duration = .seconds(60)
     /// The longest a request to the store or a peer may take (tail waits add their wait to it).
@@ -89,6 +94,9 @@ public struct NodeConfiguration: Sendable {
         guard blockSize >= 4096, blockSize <= 16 << 20 else {
             throw EddyError(.invalidArgument, "block size \(blockSize) is out of range 4096...16 MiB")
         }
+        guard (0...64).contains(cacheShards) else {
+            throw EddyError(.invalidArgument, "cache shards \(cacheShards) is out of range 0...64 (0: automatic)")
+        }
         guard nearCacheShare >= 0, nearCacheShare < 1 else {
             throw EddyError(.invalidArgument, "near cache share \(nearCacheShare) is out of range [0, 1)")
         }
@@ -100,6 +108,12 @@ public struct NodeConfiguration: Sendable {
     }
 
     /// The owner cache's share of ``cacheBytes`` (the rest is the near cache).
+    /// The owner cache's shards: ``cacheShards``, or when that is 0, half the cores between 1 and 8 (one shard
+    /// on this project's 2-core machines: the whole owner cache is open to any segment).
+    public var ownerCacheShards: Int {
+        cacheShards > 0 ? cacheShards : min(8, max(1, ProcessInfo.processInfo.activeProcessorCount / 2))
+    }
+
     var ownerCacheBytes: Int64 { cacheBytes - Int64(Double(cacheBytes) * nearCacheShare) }
 
     /// What the what-if runs, for an owner cache of `ownerCacheBytes`.

@@ -88,7 +88,7 @@ public final class NodeCore: Sendable {
         var owned = BlockCacheConfiguration(capacity: configuration.ownerCacheBytes)
         owned.policy = kind
         owned.policyParameters = parameters
-        owned.shards = 8
+        owned.shards = configuration.ownerCacheShards
         owned.blockSize = Int64(configuration.blockSize)
         cache = try BlockCache(configuration: owned)
         if nearBytes >= Int64(configuration.blockSize) * 2 {
@@ -680,7 +680,13 @@ public final class NodeCore: Sendable {
             guard geometry.isFull(block: next, segmentLength: info.length) else { break }
             let id = BlockID(segment: seg.id, index: next)
             guard !cache.contains(id) else { continue }
-            if blockLoads.start(id, { try await self.loadWholeBlock(seg, next) }) {
+            // The job runs a little later, in a task of its own: a demand load of the block may have cached it
+            // meanwhile (and left the single-flight registry), and must not be followed by a second store read.
+            let load: @Sendable () async throws -> ByteBuffer = {
+                if let cached = try self.cache.buffer(id) { return cached }
+                return try await self.loadWholeBlock(seg, next)
+            }
+            if blockLoads.start(id, load) {
                 counters.readAheads.add(1, ordering: .relaxed)
             }
         }

@@ -46,6 +46,7 @@ extension NodeCore {
             "subscriptions": c.subscriptions.load(ordering: .relaxed),
             "bytes_served": c.bytesServed.load(ordering: .relaxed),
             "evictions": owned.evictions + nearStats.evictions,
+            "rejected_admissions": owned.rejected + nearStats.rejected,
             "cached_blocks": owned.entries,
             "near_cached_blocks": nearStats.entries,
             "memory_bytes": Int(cache.chargedBytes + (near?.chargedBytes ?? 0)),

@@ -134,6 +134,10 @@ public enum ConfigSchema {
             commands: nodeAndUp),
         ConfigKey("node", "block-size", .size, "1M", "The cache's block size.", commands: nodeAndUp),
         ConfigKey(
+            "node", "cache-shards", .integer(0...64), "0",
+            "Owner cache shards; one segment fills at most 1/shards of it. 0: half the cores, 1 to 8.",
+            commands: nodeAndUp),
+        ConfigKey(
             "node", "near-cache-share", .number(0...0.9), "0.1",
             "Share of the cache for full blocks of segments other nodes own.", commands: nodeAndUp),
         ConfigKey(

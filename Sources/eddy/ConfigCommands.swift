@@ -131,7 +131,8 @@ extension NodeOptions {
     var settings: [String: String] {
         [
             "node.cache-bytes": cacheBytes, "node.policy": policy, "node.block-size": blockSize,
-            "node.near-cache-share": "\(nearCacheShare)", "node.zone": zone, "node.reader-hints": "\(readerHints)",
+            "node.near-cache-share": "\(nearCacheShare)", "node.cache-shards": "\(cacheShards)", "node.zone": zone,
+            "node.reader-hints": "\(readerHints)",
             "node.trace-out": traceOut ?? "", "node.whatif": "\(whatIf)", "node.whatif-rate": whatIfRate,
             "node.whatif-cpu-budget": "\(whatIfCPUBudget)",
             "node.whatif-sizes": whatIfSizes ?? "", "node.whatif-policies": whatIfPolicies ?? "",

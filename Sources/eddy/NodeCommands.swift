@@ -31,6 +31,11 @@ struct NodeOptions: ParsableArguments {
     @Option(name: .long, help: "Share of the cache for full blocks of segments other nodes own.")
     var nearCacheShare: Double = 0.1
 
+    @Option(
+        name: .long,
+        help: "Owner cache shards; one segment fills at most 1/shards of the owner cache (0: half the cores, 1-8).")
+    var cacheShards: Int = 0
+
     @Option(name: .long, help: "The node's zone label (clients prefer their own zone).")
     var zone: String = ""
 
@@ -74,6 +79,7 @@ struct NodeOptions: ParsableArguments {
         c.blockSize = UInt64(try parseSize(blockSize, what: "--block-size"))
         c.policy = policy
         c.nearCacheShare = nearCacheShare
+        c.cacheShards = cacheShards
         c.zone = zone
         c.traceOut = traceOut
         c.readerHints = readerHints

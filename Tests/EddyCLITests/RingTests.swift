@@ -102,7 +102,7 @@ struct RingTests {
         #expect(storeStats["read_bytes"] as? Int == Int(totalBytes), "store stats: \(storeStats)")
         var distinctBlocks = 0
         for node in ring.nodeAddresses {
-            let s = try await Self.stats(node)
+            let s = try await RingTests.stats(node)
             #expect((s["store_reads_per_block"] as? Double ?? 0) <= 1.0, "\(node): \(s)")
             distinctBlocks += s["distinct_blocks_read"] as? Int ?? 0
             #expect((s["members"] as? [String])?.count == 3)
@@ -243,7 +243,8 @@ struct RingStressTests {
         "catch-up storm: 200 readers go back to the start of one large segment at once; each block read from the store once"
     )
     func catchUpStorm() async throws {
-        let ring = try Ring(nodeArguments: ["--block-size", "64K", "--cache-bytes", "16M"])
+        // Two shards of the owner cache (about 7 MB each): the segment's blocks, all in one shard, fit.
+        let ring = try Ring(nodeArguments: ["--block-size", "64K", "--cache-bytes", "16M", "--cache-shards", "2"])
         defer { ring.stopAll() }
         let name = try StreamName(parsing: "storm/big")
         let store = try await RingTests.client([ring.storeAddress])
@@ -276,7 +277,16 @@ struct RingStressTests {
         let storeRead = try await Self.stat(ring.storeAddress, "read_bytes") - before - Double(length)
         var ringChangesAfter: [Double] = []
         for node in nodes { ringChangesAfter.append(try await Self.stat(node, "ring_changes")) }
-        let changes = "ring changes per node \(ringChanges) -> \(ringChangesAfter)"
+        var perNode: [String] = []
+        for node in nodes {
+            let s = try await RingTests.stats(node)
+            let keys = ["store_read_requests", "store_read_bytes", "read_aheads", "coalesced_loads", "evictions"]
+            perNode.append(
+                "\(node): "
+                    + (keys + ["rejected_admissions", "cached_blocks"]).map { "\($0) \(s[$0] ?? "-")" }.joined(
+                        separator: ", "))
+        }
+        let changes = "ring changes per node \(ringChanges) -> \(ringChangesAfter); \(perNode.joined(separator: "; "))"
         #expect(storeRead == Double(length), "the store served each byte once: \(storeRead) of \(length); \(changes)")
         for node in nodes {
             let memory = try await Self.stat(node, "memory_bytes")
