@@ -28,6 +28,7 @@ let package = Package(
         .library(name: "EddyConfig", targets: ["EddyConfig"]),
         .library(name: "EddyAdmin", targets: ["EddyAdmin"]),
         .library(name: "EtcdGateway", targets: ["EtcdGateway"]),
+        .library(name: "EddyAuth", targets: ["EddyAuth"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
@@ -75,10 +76,20 @@ let package = Package(
             dependencies: ["StreamModel", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict
         ),
+        // Tenants, tokens and access control: who a connection is, and what each request needs (docs/security.md).
+        .target(
+            name: "EddyAuth",
+            dependencies: [
+                "StreamModel", "WireProtocol",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "StoreServer",
             dependencies: [
-                "SegmentStore", "WireProtocol", "StreamModel",
+                "SegmentStore", "WireProtocol", "StreamModel", "EddyAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -128,7 +139,7 @@ let package = Package(
             name: "CacheNode",
             dependencies: [
                 "StreamModel", "HashRing", "CacheCore", "WireProtocol", "StoreClient", "CNUMA", "CZstd", "ObjectStorage",
-                "WriteBackQueue", "EtcdGateway",
+                "WriteBackQueue", "EtcdGateway", "EddyAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -160,7 +171,7 @@ let package = Package(
         .target(
             name: "EddyAdmin",
             dependencies: [
-                "StreamModel", "CacheNode", "StoreServer", "SegmentStore", "WriteBackQueue",
+                "StreamModel", "CacheNode", "StoreServer", "SegmentStore", "WriteBackQueue", "EddyAuth",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -175,7 +186,7 @@ let package = Package(
             dependencies: [
                 "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CacheCore", "Workloads",
                 "HashRing", "CacheNode", "EddyClient", "CNUMA", "CZstd", "ObjectStorage", "WriteBackQueue", "EddyConfig",
-                "EddyAdmin",
+                "EddyAdmin", "EddyAuth",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -191,7 +202,7 @@ let package = Package(
         .target(
             name: "EddyTestSupport",
             dependencies: [
-                "SegmentStore", "ObjectStorage", "StoreServer", "StoreClient", "WireProtocol", "StreamModel",
+                "SegmentStore", "ObjectStorage", "StoreServer", "StoreClient", "WireProtocol", "StreamModel", "EddyAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -273,7 +284,7 @@ let package = Package(
         .testTarget(
             name: "StoreServerTests",
             dependencies: [
-                "StoreServer", "StoreClient", "SegmentStore", "WireProtocol", "StreamModel", "EddyTestSupport",
+                "StoreServer", "StoreClient", "SegmentStore", "WireProtocol", "StreamModel", "EddyTestSupport", "EddyAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

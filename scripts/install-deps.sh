@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what the build and the tests need when it is missing: the C libraries Eddy links, etcd (the membership
-# tests start it) and Chromium (the dashboard test opens the page in it) from Debian, and the PyPI tools below.
+# tests start it), Chromium (the dashboard test opens the page in it) and curl (the admin API tests) from Debian,
+# and the PyPI tools below.
 # Idempotent.
 set -euo pipefail
-packages=(liburing-dev libnuma-dev libzstd-dev zlib1g-dev pkg-config chromium etcd-server)
+packages=(liburing-dev libnuma-dev libzstd-dev zlib1g-dev pkg-config chromium etcd-server curl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

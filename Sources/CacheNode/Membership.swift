@@ -94,10 +94,12 @@ final class PeerSet: Sendable {
     private let upstreams = Mutex<[String: Upstream]>([:])
     private let group: EventLoopGroup
     private let connectTimeout: Duration
+    private let token: String
 
-    init(group: EventLoopGroup, connectTimeout: Duration) {
+    init(group: EventLoopGroup, connectTimeout: Duration, token: String = "") {
         self.group = group
         self.connectTimeout = connectTimeout
+        self.token = token
     }
 
     /// The connection to the member named `name` (`HOST:PORT`); nil when the name is not an address.
@@ -106,7 +108,7 @@ final class PeerSet: Sendable {
         guard let address = try? ServerAddress(parsing: name) else { return nil }
         return upstreams.withLock { u in
             if let known = u[name] { return known }
-            let made = Upstream(address: address, group: group, connectTimeout: connectTimeout)
+            let made = Upstream(address: address, group: group, connectTimeout: connectTimeout, token: token)
             u[name] = made
             return made
         }

@@ -1,5 +1,6 @@
 import CacheCore
 import CoreMetrics
+import EddyAuth
 import Foundation
 import Logging
 import StreamModel
@@ -31,6 +32,13 @@ public struct NodeConfiguration: Sendable {
     /// shard, so one segment can fill at most 1/shards of the owner cache: more shards mean less lock contention
     /// between cores, fewer mean more room for a few hot segments.
     public var cacheShards: Int = 0
+    /// Who may connect to the node and what each principal may do (`--auth`; off by default).
+    public var access: AccessControl = .off
+    /// The token the node presents to the store and to other nodes (`--service-token`): its service identity,
+    /// a principal with `admin` on `*` there. A client's token is never forwarded.
+    public var serviceToken: String = ""
+    /// Where refusals and admin actions are logged.
+    public var audit = AuditLog()
     /// The longest tail wait a client may ask for.
     public var maxWait: Duration = .seconds(60)
     /// The longest a request to the store or a peer may take (tail waits add their wait to it).

@@ -1,3 +1,4 @@
+import EddyAuth
 import NIOCore
 import StreamModel
 import Synchronization
@@ -26,6 +27,9 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     private let core: NodeCore
     private let reader: ReaderState
     private var state = State.awaitingHello
+    /// Who the connection is, from its hello's token (everyone is ``Principal/unrestricted`` with auth off; other
+    /// nodes are their service identity).
+    private var principal = Principal.unrestricted
     private var tasks: [UInt32: Task<Void, Never>] = [:]
     /// The last append of each segment on this connection (request ID, and whether it succeeded once it has
     /// finished): the next one starts when it has finished, and fails at once when it failed. So a writer's pipelined batches reach the store in the
@@ -68,6 +72,10 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         self.reader = ReaderState(id: readerID)
     }
 
+    static func peer(_ context: ChannelHandlerContext) -> String {
+        context.remoteAddress.map { "\($0)" } ?? "?"
+    }
+
     func channelActive(context: ChannelHandlerContext) {
         core.counters.connections.add(1, ordering: .relaxed)
         context.fireChannelActive()
@@ -80,7 +88,13 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             return
         case .awaitingHello:
             do throws(EddyError) {
-                try MessageCodec.acceptHello(frame)
+                let token = try MessageCodec.acceptHello(frame)
+                do throws(EddyError) {
+                    principal = try core.configuration.access.principal(for: token)
+                } catch {
+                    core.configuration.audit.refusedConnection(peer: Self.peer(context), error)
+                    throw error
+                }
                 state = .ready
                 send(
                     context,
@@ -100,6 +114,15 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             } catch {
                 return respond(context, frame.requestID, .error(error))
             }
+            do throws(EddyError) {
+                try principal.authorize(request)
+            } catch {
+                core.configuration.audit.refused(request, by: principal, peer: Self.peer(context), error)
+                if case .credit = request { return }  // one-way: never answered
+                if case .unsubscribe = request { return }
+                return respond(context, frame.requestID, .error(error))
+            }
+            core.configuration.audit.allowed(request, by: principal, peer: Self.peer(context))
             switch request {
             case .subscribe(let segment, let offset, let window, let heartbeat):
                 subscribe(context, frame.requestID, segment, offset, window: window, heartbeat: heartbeat)
@@ -192,6 +215,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let core = self.core
         let reader = self.reader
+        let principal = self.principal
         let allocator = context.channel.allocator
         let appendSegment = Self.appendSegment(of: request)
         let previous = appendSegment.flatMap { lastAppend[$0]?.succeeded }
@@ -206,7 +230,8 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
                 result = Finished(
                     frame: OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator), failed: true)
             } else {
-                result = await NodeConnectionHandler.answer(core, request, id: id, reader: reader, allocator: allocator)
+                result = await NodeConnectionHandler.answer(
+                    core, request, id: id, reader: reader, principal: principal, allocator: allocator)
             }
             core.timers?.record(request, since: started)
             core.counters.inFlight.subtract(1, ordering: .relaxed)
@@ -312,7 +337,8 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
 
     /// The frame answering `request`, and the bytes it holds of the node's budget (reads).
     private static func answer(
-        _ core: NodeCore, _ request: Request, id: UInt32, reader: ReaderState, allocator: ByteBufferAllocator
+        _ core: NodeCore, _ request: Request, id: UInt32, reader: ReaderState, principal: Principal,
+        allocator: ByteBufferAllocator
     ) async -> Finished {
         let result: Result<(ReadAnswer, Int64)?, EddyError>
         do throws(EddyError) {
@@ -331,7 +357,11 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
                 id: id, offset: read.offset, info: read.info, slices: read.slices, allocator: allocator)
             return Finished(frame: frame, charged: charged, delivered: (read.count, read.info))
         case .success(nil):
-            let response = await core.handle(request)
+            var response = await core.handle(request)
+            if case .streamList(let all) = response {
+                // A listing shows only the streams the principal has some role on.
+                response = .streamList(all.filter { principal.seesAny($0.name) })
+            }
             var failed = false
             if case .error = response { failed = true }
             return Finished(

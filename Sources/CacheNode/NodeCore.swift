@@ -106,8 +106,11 @@ public final class NodeCore: Sendable {
         whatIf =
             configuration.whatIf
             ? try WhatIf(configuration.whatIfConfiguration(ownerCacheBytes: configuration.ownerCacheBytes)) : nil
-        store = Upstream(address: configuration.store, group: group, connectTimeout: configuration.requestTimeout)
-        let peers = PeerSet(group: group, connectTimeout: configuration.requestTimeout)
+        store = Upstream(
+            address: configuration.store, group: group, connectTimeout: configuration.requestTimeout,
+            token: configuration.serviceToken)
+        let peers = PeerSet(
+            group: group, connectTimeout: configuration.requestTimeout, token: configuration.serviceToken)
         self.peers = peers
         let storeUpstream = store
         let blockGeometry = geometry

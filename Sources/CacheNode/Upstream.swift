@@ -13,6 +13,8 @@ final class Upstream: Sendable {
     let address: ServerAddress
     private let group: EventLoopGroup
     private let connectTimeout: Duration
+    /// The node's service token, sent in every hello (empty: none).
+    private let token: String
     private let connecting = SingleFlight<Int, StoreClient>()
     private let current = Mutex<StoreClient?>(nil)
     private let lastConnectRefused = Atomic<Bool>(false)
@@ -21,10 +23,11 @@ final class Upstream: Sendable {
     /// opposed to timing out (a slow or partitioned host).
     var refused: Bool { lastConnectRefused.load(ordering: .relaxed) }
 
-    init(address: ServerAddress, group: EventLoopGroup, connectTimeout: Duration) {
+    init(address: ServerAddress, group: EventLoopGroup, connectTimeout: Duration, token: String = "") {
         self.address = address
         self.group = group
         self.connectTimeout = connectTimeout
+        self.token = token
     }
 
     /// Sends `request` and waits at most `timeout` for its answer.
@@ -45,13 +48,17 @@ final class Upstream: Sendable {
         if let c = current.withLock({ $0 }), c.isActive { return c }
         let address = self.address
         let group = self.group
+        let token = self.token
         do {
             let (c, _) = try await connecting.run(0) {
-                try await StoreClient.connect(to: address, group: group, timeout: timeout)
+                try await StoreClient.connect(to: address, group: group, timeout: timeout, token: token)
             }
             current.withLock { $0 = c }
             lastConnectRefused.store(false, ordering: .relaxed)
             return c
+        } catch let error as EddyError where error.code == .unauthorized {
+            // The server is up but refuses this node's service token: a set-up error, said as it is.
+            throw EddyError(.unauthorized, "\(address) refused this node's service token: \(error.message)")
         } catch let error as EddyError {
             lastConnectRefused.store(error.message.lowercased().contains("refused"), ordering: .relaxed)
             throw EddyError(.unavailable, "\(address) is unreachable: \(error.message)")

@@ -135,8 +135,9 @@ final class WriteBack: Sendable {
         var attempt = 0
         while !Task.isCancelled {
             do {
+                let token = node.serviceToken
                 let journal = try await StoreJournalLog(stream: stream) {
-                    try await StoreClient.connect(to: address)
+                    try await StoreClient.connect(to: address, token: token)
                 }
                 let archive = ObjectKey.join(prefix, "_journal/\(stream.stream)")
                 let opened = try await WriteBackQueue.open(

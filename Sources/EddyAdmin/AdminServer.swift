@@ -1,3 +1,4 @@
+import EddyAuth
 import Foundation
 import Hummingbird
 import Logging
@@ -23,12 +24,16 @@ public final class AdminServer: Service, Sendable, CustomStringConvertible {
         self.group = group
     }
 
-    /// Binds `address` and serves the routes `install` adds to the router.
+    /// Binds `address` and serves the routes `install` adds to the router. With `access` enabled, every route
+    /// but the probes (`/health`, `/ready`) and the dashboard page (`/`) needs `Authorization: Bearer TOKEN` of a
+    /// principal with `admin` on `*` (the pages's own requests send the token given in its URL fragment).
     /// - Throws: ``EddyError/Code/ioError`` when the address cannot be bound.
     public static func start(
-        address: ServerAddress, logger: Logger, install: (Router<BasicRequestContext>) -> Void
+        address: ServerAddress, logger: Logger, access: AccessControl = .off, audit: AuditLog = AuditLog(),
+        install: (Router<BasicRequestContext>) -> Void
     ) async throws(EddyError) -> AdminServer {
         let router = Router()
+        if access.enabled { router.add(middleware: BearerTokens(access: access, audit: audit)) }
         install(router)
         // The first outcome wins: the bound port (from the server) or an error (the run ended before it started).
         let (outcomes, started) = AsyncStream<Result<Int, EddyError>>.makeStream()
@@ -100,6 +105,8 @@ enum AdminResponse {
             switch error.code {
             case .invalidArgument, .invalidName, .malformedFrame, .malformedEvent: .badRequest
             case .streamNotFound, .segmentNotFound: .notFound
+            case .unauthorized: .unauthorized
+            case .forbidden: .forbidden
             case .unavailable, .connectionFailed, .shuttingDown, .overloaded: .serviceUnavailable
             case .timedOut: .gatewayTimeout
             default: .internalServerError
@@ -124,5 +131,37 @@ enum AdminResponse {
     /// Runs `body` and turns a thrown ``EddyError`` into an error answer.
     static func answering(_ body: () async throws(EddyError) -> Response) async -> Response {
         do throws(EddyError) { return try await body() } catch { return Self.error(error) }
+    }
+}
+
+/// The admin API's authentication: the `Authorization: Bearer TOKEN` header, checked like a protocol hello, and
+/// only administrators (`admin` on `*`) past it; the probes and the dashboard page need none.
+struct BearerTokens: RouterMiddleware {
+    typealias Context = BasicRequestContext
+    let access: AccessControl
+    let audit: AuditLog
+    static let open: Set<String> = ["/", "/health", "/ready"]
+
+    func handle(
+        _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+    ) async throws -> Response {
+        if Self.open.contains(request.uri.path) { return try await next(request, context) }
+        let header = request.headers[.authorization] ?? ""
+        let token = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
+        let principal: Principal
+        do {
+            principal = try access.principal(for: token)
+        } catch {
+            audit.refusedConnection(peer: "admin http \(request.uri.path)", error)
+            return AdminResponse.error(error)
+        }
+        do throws(EddyError) {
+            try principal.requireAdministrator("use the admin API (\(request.uri.path))")
+        } catch {
+            audit.refusedAdmin(path: request.uri.path, by: principal, error)
+            return AdminResponse.error(error)
+        }
+        if request.method == .post { audit.adminCall(path: request.uri.path, by: principal) }
+        return try await next(request, context)
     }
 }

@@ -90,8 +90,12 @@ enum Dashboard {
         let samples = 0;
         const $ = (id) => document.getElementById(id);
 
+        // With authentication on, open the page as http://HOST:PORT/#token=TOKEN: the fragment never leaves the
+        // browser, and the page sends the token with each of its requests.
+        const token = new URLSearchParams(location.hash.slice(1)).get("token");
         async function get(path) {
-          const r = await fetch(path, { cache: "no-store" });
+          const headers = token ? { "Authorization": "Bearer " + token } : {};
+          const r = await fetch(path, { cache: "no-store", headers });
           const body = await r.json();
           if (!r.ok) throw new Error(body.error ? body.error.message : path + " answered " + r.status);
           return body;

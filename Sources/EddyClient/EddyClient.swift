@@ -25,6 +25,9 @@ public final class EddyClient: RequestSender {
         public var requestTimeout: Duration = .seconds(15)
         /// Use the servers in the order given instead of measuring them (benchmarks spread readers this way).
         public var inOrder = false
+        /// The bearer token sent in every connection's hello (`--token` or `EDDY_TOKEN`); empty: none, for servers
+        /// with authentication off.
+        public var token: String = ""
 
         /// Creates a configuration.
         public init(servers: [ServerAddress]) { self.servers = servers }
@@ -58,7 +61,7 @@ public final class EddyClient: RequestSender {
             for (i, server) in configuration.servers.enumerated() {
                 do {
                     let c = try await StoreClient.connect(
-                        to: server, group: group, timeout: configuration.connectTimeout)
+                        to: server, group: group, timeout: configuration.connectTimeout, token: configuration.token)
                     let order = Array(configuration.servers[i...] + configuration.servers[..<i])
                     return EddyClient(configuration: configuration, order: order, current: c, group: group)
                 } catch {
@@ -73,7 +76,7 @@ public final class EddyClient: RequestSender {
                 group2.addTask {
                     let start = ContinuousClock.now
                     let c = try? await StoreClient.connect(
-                        to: server, group: group, timeout: configuration.connectTimeout)
+                        to: server, group: group, timeout: configuration.connectTimeout, token: configuration.token)
                     return (server, c, ContinuousClock.now - start)
                 }
             }
@@ -152,7 +155,8 @@ public final class EddyClient: RequestSender {
         let target = state.withLock { $0.order[0] }
         let c: StoreClient
         do {
-            c = try await StoreClient.connect(to: target, group: group, timeout: configuration.connectTimeout)
+            c = try await StoreClient.connect(
+                to: target, group: group, timeout: configuration.connectTimeout, token: configuration.token)
         } catch {
             skip(target)
             throw error

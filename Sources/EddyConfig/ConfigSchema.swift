@@ -41,7 +41,7 @@ public struct ConfigKey: Sendable, Hashable {
         case rate
     }
 
-    /// The section of the file: `store`, `node`, `up`, `log` or `shutdown`.
+    /// The section of the file: `store`, `node`, `up`, `security`, `log` or `shutdown`.
     public let section: String
     /// The key within its section; also the flag's name.
     public let name: String
@@ -204,6 +204,15 @@ public enum ConfigSchema {
             "up", "admin-listen", .choice(["auto", "none"]), "auto",
             "`eddy up`'s admin HTTP servers: auto (each at its server's port + 100: 9199, 9190-9192) or none.",
             commands: ["up"]),
+
+        ConfigKey(
+            "security", "auth", .text, "off",
+            "Client authentication: off, tokens:FILE (a JSON tokens file) or jwt:KEYFILE (docs/security.md).",
+            commands: servers),
+        ConfigKey(
+            "security", "service-token", .text, "",
+            "The token a node presents to the store and to other nodes: a principal with admin on * there.",
+            commands: nodeAndUp),
 
         ConfigKey(
             "log", "level", .choice(levels), "info", "The level of every logger.", commands: servers,

@@ -1,3 +1,4 @@
+import EddyAuth
 import Foundation
 import NIOCore
 import NIOPosix
@@ -45,7 +46,8 @@ public final class Harness {
     public let store: SegmentStore
     public let server: StoreServer
 
-    public init() async throws {
+    /// Starts a store and its server with `access` (authentication off by default).
+    public init(access: AccessControl = .off) async throws {
         directory = NSTemporaryDirectory() + "eddy-server-" + UUID().uuidString
         var configuration = StoreConfiguration(dataDirectory: directory)
         configuration.logger.logLevel = .warning
@@ -53,12 +55,16 @@ public final class Harness {
         var serverConfiguration = StoreServerConfiguration(address: ServerAddress(host: "127.0.0.1", port: 0))
         serverConfiguration.logger.logLevel = .warning
         serverConfiguration.maxFrameSize = 1 << 20
+        serverConfiguration.access = access
         server = try await StoreServer.start(store: store, configuration: serverConfiguration)
     }
 
     public var address: ServerAddress { ServerAddress(host: "127.0.0.1", port: server.port) }
 
-    public func client() async throws -> StoreClient { try await StoreClient.connect(to: address) }
+    /// A client connection, with `token` in its hello (empty: none).
+    public func client(token: String = "") async throws -> StoreClient {
+        try await StoreClient.connect(to: address, token: token)
+    }
 
     public func shutdown() async {
         await server.close()

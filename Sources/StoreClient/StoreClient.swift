@@ -24,12 +24,13 @@ public final class StoreClient: RequestSender {
     /// Whether the connection is still open.
     public var isActive: Bool { channel.isActive }
 
-    /// Connects and performs the hello.
+    /// Connects and performs the hello, with `token` (the bearer token; empty: none) in it.
     /// - Throws: ``EddyError/Code/connectionFailed`` naming the address when it cannot connect,
-    ///   ``EddyError/Code/unsupportedVersion`` when the server speaks another protocol version.
+    ///   ``EddyError/Code/unsupportedVersion`` when the server speaks another protocol version,
+    ///   ``EddyError/Code/unauthorized`` when the server requires a token and this one is missing or not valid.
     public static func connect(
         to address: ServerAddress, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        timeout: Duration = .seconds(5)
+        timeout: Duration = .seconds(5), token: String = ""
     ) async throws(EddyError) -> StoreClient {
         let channel: Channel
         do {
@@ -56,7 +57,7 @@ public final class StoreClient: RequestSender {
         do throws(EddyError) {
             guard
                 case .helloOK(_, let maxFrameSize, let zone) = try await client.send(
-                    .hello(version: protocolVersion), timeout: timeout)
+                    .hello(version: protocolVersion, token: token), timeout: timeout)
             else {
                 throw EddyError(.malformedFrame, "\(address) answered the hello with something else")
             }

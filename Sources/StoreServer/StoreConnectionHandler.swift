@@ -1,3 +1,4 @@
+import EddyAuth
 import Logging
 import NIOCore
 import NIOPosix
@@ -25,6 +26,8 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
     private let threadPool: NIOThreadPool
     private let counters: StoreReadCounters
     private var state = State.awaitingHello
+    /// Who the connection is, from its hello's token (everyone is ``Principal/unrestricted`` with auth off).
+    private var principal = Principal.unrestricted
     private var inFlight = 0
     private var readHeld = false
     private var flushScheduled = false
@@ -46,7 +49,13 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
             return
         case .awaitingHello:
             do throws(EddyError) {
-                try MessageCodec.acceptHello(frame)
+                let token = try MessageCodec.acceptHello(frame)
+                do throws(EddyError) {
+                    principal = try configuration.access.principal(for: token)
+                } catch {
+                    configuration.audit.refusedConnection(peer: Self.peer(context), error)
+                    throw error
+                }
                 state = .ready
                 send(
                     context, frame.requestID,
@@ -64,6 +73,13 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
             // One-way messages of subscriptions (cache nodes only) are never answered; the store ignores them.
             if case .credit = request { return }
             if case .unsubscribe = request { return }
+            do throws(EddyError) {
+                try principal.authorize(request)
+            } catch {
+                configuration.audit.refused(request, by: principal, peer: Self.peer(context), error)
+                return send(context, frame.requestID, .error(error))
+            }
+            configuration.audit.allowed(request, by: principal, peer: Self.peer(context))
             inFlight += 1
             dispatch(context, frame.requestID, request)
         }
@@ -83,7 +99,8 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
         case .hello:
             respond(.error(EddyError(.malformedFrame, "hello sent twice")))
         case .listStreams:
-            respond(.streamList(store.listStreams()))
+            let principal = self.principal
+            respond(.streamList(store.listStreams().filter { principal.seesAny($0.name) }))
         case .streamInfo(let name):
             respond(Self.answer { () throws(EddyError) in .streamInfo(try store.info(name)) })
         case .segmentInfo(let segment):
@@ -175,6 +192,10 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
             self.flushScheduled = false
             context.flush()
         }
+    }
+
+    static func peer(_ context: ChannelHandlerContext) -> String {
+        context.remoteAddress.map { "\($0)" } ?? "?"
     }
 
     /// Answers with an error frame and closes: used when the stream of frames cannot be trusted.

@@ -1,3 +1,4 @@
+import EddyAuth
 import Foundation
 import Logging
 import NIOCore
@@ -19,6 +20,10 @@ public struct StoreServerConfiguration: Sendable {
     public var maxWait: Duration = .seconds(60)
     /// Where the server logs.
     public var logger: Logger = Logger(label: "eddy.store.server")
+    /// Who may connect and what each principal may do (`--auth`; off by default).
+    public var access: AccessControl = .off
+    /// Where refusals and admin actions are logged.
+    public var audit = AuditLog()
 
     /// Creates a configuration.
     public init(address: ServerAddress) {

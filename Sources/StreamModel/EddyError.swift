@@ -53,6 +53,11 @@ public struct EddyError: Error, Hashable, Sendable, CustomStringConvertible {
         case timedOut = 22
         /// The node is at its limit (bytes in flight, connections) and could not take the request in time.
         case overloaded = 23
+        /// The connection has no valid token (missing, unknown, expired or badly signed) where the server
+        /// requires one; the server answers the hello with it and closes.
+        case unauthorized = 24
+        /// The principal is known but its grants do not allow this request on this stream (or server-wide).
+        case forbidden = 25
         /// Anything else: a bug.
         case internalError = 99
     }

@@ -46,7 +46,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
 /// A request from a client to a store.
 public enum Request: Sendable, Equatable {
     /// Opens the conversation; must be the first frame.
-    case hello(version: UInt16)
+    case hello(version: UInt16, token: String = "")
     /// Creates a stream of `segments` segments.
     case createStream(StreamName, segments: UInt32)
     /// Deletes a stream.
@@ -258,9 +258,10 @@ public enum MessageCodec {
     public static func frame(_ request: Request, id: UInt32, allocator: ByteBufferAllocator = .init()) -> Frame {
         var b = allocator.buffer(capacity: 64)
         switch request {
-        case .hello(let version):
+        case .hello(let version, let token):
             b.writeInteger(protocolMagic)
             b.writeInteger(version)
+            if !token.isEmpty { b.writeShortString(token) }
         case .createStream(let name, let segments):
             b.writeShortString(name.description)
             b.writeInteger(segments)
@@ -318,8 +319,10 @@ public enum MessageCodec {
     /// Checks a connection's first frame: it must be a hello of this protocol version.
     /// - Throws: ``EddyError/Code/malformedFrame`` for anything but a hello, ``EddyError/Code/unsupportedVersion``
     ///   for another version; the server answers with the error and closes.
-    public static func acceptHello(_ frame: Frame) throws(EddyError) {
-        guard case .hello(let version) = try request(frame) else {
+    /// - Returns: the hello's bearer token (empty when it carried none).
+    @discardableResult
+    public static func acceptHello(_ frame: Frame) throws(EddyError) -> String {
+        guard case .hello(let version, let token) = try request(frame) else {
             throw EddyError(.malformedFrame, "the first frame must be a hello")
         }
         guard version == protocolVersion else {
@@ -327,6 +330,7 @@ public enum MessageCodec {
                 .unsupportedVersion,
                 "protocol version \(version) is not supported; this server speaks \(protocolVersion)")
         }
+        return token
     }
 
     /// Parses a request frame.
@@ -341,7 +345,9 @@ public enum MessageCodec {
             guard try b.read(UInt32.self) == protocolMagic else {
                 throw EddyError(.malformedFrame, "hello without the EDDY magic: not an Eddy client")
             }
-            request = .hello(version: try b.read(UInt16.self))
+            let version = try b.read(UInt16.self)
+            // The bearer token is optional: a hello without one ends after the version.
+            request = .hello(version: version, token: b.readableBytes > 0 ? try b.readShortString() : "")
         case .createStream:
             let name = try b.readStreamName()
             request = .createStream(name, segments: try b.read(UInt32.self))

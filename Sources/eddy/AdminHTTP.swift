@@ -20,6 +20,11 @@ struct AdminTarget: ParsableArguments {
             there is the one --server names; otherwise the command asks over the protocol port.
             """)
     var admin: String?
+
+    @OptionGroup var credentials: TokenOption
+
+    /// `--token`, else `$EDDY_TOKEN`, else none.
+    var bearer: String { credentials.bearer }
 }
 
 /// `--format text|json` of the admin commands.
@@ -79,7 +84,7 @@ enum AdminCall {
 
 /// A connection to a server's admin API (or, failing that, its protocol port) for the commands of `eddy admin`.
 enum AdminConnection {
-    case http(base: String)
+    case http(base: String, token: String)
     case wire(EddyClient)
 
     /// Runs `body` with the connection `target` leads to, and reports errors as every command does.
@@ -91,7 +96,7 @@ enum AdminConnection {
         let server = try ServerAddress(parsing: target.server)
         if let admin = target.admin {
             let address = try ServerAddress(parsing: admin)
-            return .http(base: "http://\(address.host):\(address.port)")
+            return .http(base: "http://\(address.host):\(address.port)", token: target.bearer)
         }
         // The default admin port is the protocol port + 100 (`--admin-listen auto`); it is used only when the
         // server answering there says it is the one asked for.
@@ -100,10 +105,12 @@ enum AdminConnection {
             if let health = try? await get(base, "/health", timeout: .seconds(2)),
                 (health["node"] as? String) == server.description || (health["listen"] as? String) == server.description
             {
-                return .http(base: base)
+                return .http(base: base, token: target.bearer)
             }
         }
-        return .wire(try await EddyClient.connect(EddyClient.Configuration(servers: [server])))
+        var configuration = EddyClient.Configuration(servers: [server])
+        configuration.token = target.bearer
+        return .wire(try await EddyClient.connect(configuration))
     }
 
     func close() async {
@@ -114,9 +121,9 @@ enum AdminConnection {
     /// - Throws: the server's error (its code and message), or why the server could not be reached.
     func ask(_ call: AdminCall) async throws -> [String: Any] {
         switch self {
-        case .http(let base):
+        case .http(let base, let token):
             let (method, path, body) = call.http
-            return try await Self.request(base, path, method: method, body: body, timeout: .seconds(60))
+            return try await Self.request(base, path, method: method, body: body, token: token, timeout: .seconds(60))
         case .wire(let client):
             guard let (name, arguments) = call.command else {
                 return try Self.object(try await client.stats(), what: "stats")
@@ -134,10 +141,12 @@ enum AdminConnection {
     /// `stats` as the server sent it (its JSON text, keys sorted).
     func statsText() async throws -> String {
         switch self {
-        case .http(let base):
+        case .http(let base, let token):
             // The server's own text (keys sorted, as over the protocol), not a parse and a re-encoding of it.
-            return try await Self.requestText(base, "/stats", method: .GET, body: nil, timeout: .seconds(60))
-                .trimmingCharacters(in: .whitespacesAndNewlines)
+            return try await Self.requestText(
+                base, "/stats", method: .GET, body: nil, token: token, timeout: .seconds(60)
+            )
+            .trimmingCharacters(in: .whitespacesAndNewlines)
         case .wire(let client):
             return try await client.stats()
         }
@@ -151,14 +160,14 @@ enum AdminConnection {
     }
 
     static func get(_ base: String, _ path: String, timeout: TimeAmount) async throws -> [String: Any] {
-        try await request(base, path, method: .GET, body: nil, timeout: timeout)
+        try await request(base, path, method: .GET, body: nil, token: "", timeout: timeout)
     }
 
     /// One admin API request; a JSON error answer (`{"error": {"code", "message"}}`) becomes an ``EddyError``.
-    static func request(_ base: String, _ path: String, method: HTTPMethod, body: [String: Any]?, timeout: TimeAmount)
-        async throws -> [String: Any]
-    {
-        let text = try await requestText(base, path, method: method, body: body, timeout: timeout)
+    static func request(
+        _ base: String, _ path: String, method: HTTPMethod, body: [String: Any]?, token: String, timeout: TimeAmount
+    ) async throws -> [String: Any] {
+        let text = try await requestText(base, path, method: method, body: body, token: token, timeout: timeout)
         guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
             throw EddyError(.malformedFrame, "\(base)\(path) did not answer a JSON object")
         }
@@ -167,10 +176,11 @@ enum AdminConnection {
 
     /// One admin API request's answer as sent; an error answer becomes an ``EddyError`` as in ``request``.
     static func requestText(
-        _ base: String, _ path: String, method: HTTPMethod, body: [String: Any]?, timeout: TimeAmount
+        _ base: String, _ path: String, method: HTTPMethod, body: [String: Any]?, token: String, timeout: TimeAmount
     ) async throws -> String {
         var request = HTTPClientRequest(url: base + path)
         request.method = method
+        if !token.isEmpty { request.headers.add(name: "Authorization", value: "Bearer \(token)") }
         if let body {
             let data = try JSONSerialization.data(withJSONObject: body, options: [.sortedKeys])
             request.headers.add(name: "Content-Type", value: "application/json")

@@ -8,13 +8,14 @@ import WireProtocol
 
 /// One plain connection to `--server` (the append benchmark measures a single path, without failover).
 func connectStore(_ server: ServerOption) async throws -> StoreClient {
-    try await StoreClient.connect(to: try ServerAddress(parsing: server.server))
+    try await StoreClient.connect(to: try ServerAddress(parsing: server.server), token: server.bearer)
 }
 
 /// A client of the nearest of `--servers` (or of `--server`), with failover.
 func connect(_ server: ServerOption) async throws -> EddyClient {
     var configuration = EddyClient.Configuration(servers: try server.addresses())
     configuration.zone = server.zone ?? ""
+    configuration.token = server.bearer
     return try await EddyClient.connect(configuration)
 }
 

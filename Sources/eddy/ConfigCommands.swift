@@ -174,6 +174,7 @@ extension Store: ConfigurableServer {
     var settings: [String: String] {
         options.settings.merging(process.settings) { a, _ in a }.merging([
             "store.data": data, "store.listen": listen, "store.admin-listen": process.adminListen,
+            "security.auth": security.auth,
         ]) {
             a, _ in a
         }
@@ -187,7 +188,7 @@ extension Store: ConfigurableServer {
 extension Node: ConfigurableServer {
     var settings: [String: String] {
         var all = options.settings.merging(writeBack.settings) { a, _ in a }.merging(process.settings) { a, _ in a }
-            .merging(ring.settings) { a, _ in a }
+            .merging(ring.settings) { a, _ in a }.merging(security.settings) { a, _ in a }
         all["node.listen"] = listen
         all["node.store"] = store
         all["node.admin-listen"] = process.adminListen
@@ -203,6 +204,7 @@ extension Up: ConfigurableServer {
     var settings: [String: String] {
         var all = options.settings.merging(nodeOptions.settings) { a, _ in a }
             .merging(writeBack.settings) { a, _ in a }.merging(process.settings) { a, _ in a }
+            .merging(security.settings) { a, _ in a }
         all["up.data"] = data
         all["up.store"] = store
         all["up.nodes"] = nodes

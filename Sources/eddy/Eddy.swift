@@ -1,5 +1,6 @@
 import ArgumentParser
 import EddyAdmin
+import EddyAuth
 import EddyConfig
 import Foundation
 import Hummingbird
@@ -137,11 +138,11 @@ struct AdminSetup {
     let metrics = MetricsExporter()
 
     /// Starts the admin server with the routes `routes` makes for this setup's metrics, logging where it listens.
-    func start(for what: String, routes: (MetricsExporter) -> (Router<BasicRequestContext>) -> Void) async throws
-        -> AdminServer
-    {
+    func start(
+        for what: String, access: AccessControl, routes: (MetricsExporter) -> (Router<BasicRequestContext>) -> Void
+    ) async throws -> AdminServer {
         let admin = try await AdminServer.start(
-            address: address, logger: Logger(label: "eddy.admin"), install: routes(metrics))
+            address: address, logger: Logger(label: "eddy.admin"), access: access, install: routes(metrics))
         Logger(label: "eddy").info(
             "admin listening", metadata: ["admin": "http://\(admin.address)/", "server": "\(what)"])
         return admin
@@ -160,6 +161,11 @@ struct ServerOption: ParsableArguments {
 
     @Option(name: .long, help: "The client's zone: nodes of the same zone are preferred.")
     var zone: String?
+
+    @OptionGroup var credentials: TokenOption
+
+    /// `--token`, else `$EDDY_TOKEN`, else none.
+    var bearer: String { credentials.bearer }
 
     /// `--servers` when given, else `--server`.
     func addresses() throws -> [ServerAddress] {

@@ -2,6 +2,7 @@ import ArgumentParser
 import CacheCore
 import CacheNode
 import EddyAdmin
+import EddyAuth
 import EddyConfig
 import Foundation
 import Logging
@@ -254,6 +255,7 @@ struct Node: AsyncParsableCommand {
     @OptionGroup var ring: MembershipOptions
     @OptionGroup var options: NodeOptions
     @OptionGroup var writeBack: WriteBackOptions
+    @OptionGroup var security: SecurityOptions
     @OptionGroup var process: ServerProcessOptions
 
     func run() async throws {
@@ -262,13 +264,16 @@ struct Node: AsyncParsableCommand {
             var c = try ring.configuration(listen: listen, store: store)
             try options.apply(to: &c)
             try writeBack.apply(to: &c, fallback: nil)
+            c.access = try security.access(logger: Logger(label: "eddy"), server: "node \(c.listen)")
+            c.serviceToken = try security.nodeServiceToken(c.access)
             let admin = try process.admin(beside: c.listen)
             c.metricsFactory = admin?.metrics.factory
             let node = try await CacheNode.start(configuration: c)
             var services: [any Service] = []
             if let admin {
                 do {
-                    services.append(try await admin.start(for: "node") { AdminRoutes.node(node, metrics: $0) })
+                    services.append(
+                        try await admin.start(for: "node", access: c.access) { AdminRoutes.node(node, metrics: $0) })
                 } catch {
                     await node.close()
                     throw error

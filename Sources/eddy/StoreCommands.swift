@@ -3,6 +3,7 @@ import CNUMA
 import CZstd
 import CacheNode
 import EddyAdmin
+import EddyAuth
 import EddyConfig
 import Foundation
 import Logging
@@ -34,9 +35,9 @@ struct StoreOptions: ParsableArguments {
 
 /// Opens the store and starts its server, logging the platform facts (which journal I/O path is in use); the
 /// journal's sync latency goes to `metrics` (none: not recorded).
-func startStore(data: String, address: ServerAddress, options: StoreOptions, metrics: MetricsExporter?) async throws
-    -> StoreServer
-{
+func startStore(
+    data: String, address: ServerAddress, options: StoreOptions, access: AccessControl, metrics: MetricsExporter?
+) async throws -> StoreServer {
     let logger = Logger(label: "eddy")
     var configuration = StoreConfiguration(dataDirectory: data, logger: Logger(label: "eddy.store"))
     configuration.ioBackend = try options.backend()
@@ -51,8 +52,9 @@ func startStore(data: String, address: ServerAddress, options: StoreOptions, met
             "zstd": "\(String(cString: ZSTD_versionString()))",
         ])
     do {
-        let server = try await StoreServer.start(
-            store: store, configuration: StoreServerConfiguration(address: address))
+        var serverConfiguration = StoreServerConfiguration(address: address)
+        serverConfiguration.access = access
+        let server = try await StoreServer.start(store: store, configuration: serverConfiguration)
         logger.info("eddy store ready", metadata: ["listen": "\(server.address)", "data": "\(data)"])
         return server
     } catch {
@@ -63,16 +65,21 @@ func startStore(data: String, address: ServerAddress, options: StoreOptions, met
 
 /// Runs a store, its server and its admin server until SIGINT or SIGTERM, then shuts down cleanly (admin last,
 /// checkpoint included).
-func serveStore(data: String, listen: String, options: StoreOptions, process: ServerProcessOptions) async throws {
+func serveStore(
+    data: String, listen: String, options: StoreOptions, security: SecurityOptions, process: ServerProcessOptions
+) async throws {
     try process.bootstrapLogging()
     let logger = Logger(label: "eddy")
     let address = try ServerAddress(parsing: listen)
+    let access = try security.access(logger: logger, server: "store \(address)")
     let admin = try process.admin(beside: address)
-    let server = try await startStore(data: data, address: address, options: options, metrics: admin?.metrics)
+    let server = try await startStore(
+        data: data, address: address, options: options, access: access, metrics: admin?.metrics)
     var services: [any Service] = []
     if let admin {
         do {
-            services.append(try await admin.start(for: "store") { AdminRoutes.store(server, metrics: $0) })
+            services.append(
+                try await admin.start(for: "store", access: access) { AdminRoutes.store(server, metrics: $0) })
         } catch {
             await ClosingService.store(server).close()
             throw error
@@ -111,11 +118,12 @@ struct Store: AsyncParsableCommand {
     var listen: String = "127.0.0.1:9099"
 
     @OptionGroup var options: StoreOptions
+    @OptionGroup var security: SecurityOptions
     @OptionGroup var process: ServerProcessOptions
 
     func run() async throws {
         try await reportingErrors {
-            try await serveStore(data: data, listen: listen, options: options, process: process)
+            try await serveStore(data: data, listen: listen, options: options, security: security, process: process)
         }
     }
 }
@@ -140,6 +148,7 @@ struct Up: AsyncParsableCommand {
     @OptionGroup var options: StoreOptions
     @OptionGroup var nodeOptions: NodeOptions
     @OptionGroup var writeBack: WriteBackOptions
+    @OptionGroup var security: SecurityOptions
     @OptionGroup var process: ServerProcessOptions
 
     func run() async throws {
@@ -153,14 +162,20 @@ struct Up: AsyncParsableCommand {
             let storeAddress = try ServerAddress(parsing: store)
             let members = try nodes.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
             let storeAdmin = try process.admin(beside: storeAddress)
+            let access = try security.access(logger: logger, server: "eddy up")
+            let serviceToken = try security.nodeServiceToken(access)
             let server = try await startStore(
-                data: data + "/store", address: storeAddress, options: options, metrics: storeAdmin?.metrics)
+                data: data + "/store", address: storeAddress, options: options, access: access,
+                metrics: storeAdmin?.metrics)
             Output.shared.line("store  listening on \(server.address), data in \(data)/store")
             var admins: [AdminServer] = []
             var started: [CacheNode] = []
             do {
                 if let storeAdmin {
-                    admins.append(try await storeAdmin.start(for: "store") { AdminRoutes.store(server, metrics: $0) })
+                    admins.append(
+                        try await storeAdmin.start(for: "store", access: access) {
+                            AdminRoutes.store(server, metrics: $0)
+                        })
                     Output.shared.line("store  admin on http://\(admins.last!.address)/")
                 }
                 for m in members {
@@ -168,6 +183,8 @@ struct Up: AsyncParsableCommand {
                     var c = NodeConfiguration(listen: m, store: server.address, members: members)
                     try nodeOptions.apply(to: &c)
                     try writeBack.apply(to: &c, fallback: "file://\(data)/objects")
+                    c.access = access
+                    c.serviceToken = serviceToken
                     c.logger = Logger(label: "eddy.node.\(m.port)")
                     c.metricsFactory = admin?.metrics.factory
                     if let path = c.traceOut { c.traceOut = "\(path).\(m.port)" }  // one trace per node
@@ -175,7 +192,10 @@ struct Up: AsyncParsableCommand {
                     started.append(node)
                     Output.shared.line("node   listening on \(m), policy \(c.policy), cache \(c.cacheBytes) bytes")
                     if let admin {
-                        admins.append(try await admin.start(for: "node \(m)") { AdminRoutes.node(node, metrics: $0) })
+                        admins.append(
+                            try await admin.start(for: "node \(m)", access: access) {
+                                AdminRoutes.node(node, metrics: $0)
+                            })
                         Output.shared.line("node   admin and dashboard on http://\(admins.last!.address)/")
                     }
                 }

@@ -11,6 +11,8 @@ struct ConfigTests {
     static func sample(_ key: ConfigKey) -> (yaml: String, shown: String) {
         switch key.kind {
         case .text where key.name == "etcd": return ("http://127.0.0.1:2379", "http://127.0.0.1:2379")
+        case .text where key.name == "auth": return ("tokens:/tmp/x-tokens.json", "tokens:/tmp/x-tokens.json")
+        case .text where key.name == "service-token": return ("s3cr3t", "(set)")  // never shown
         case .text: return ("\"/tmp/x-\(key.name)\"", "/tmp/x-\(key.name)")
         case .size where key.name == "block-size": return ("64K", "64K")  // the cache holds at least 4 blocks
         case .size: return ("3M", "3M")

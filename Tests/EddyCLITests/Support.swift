@@ -141,6 +141,7 @@ final class Ring {
     private(set) var store: ServerProcess
     private(set) var nodes: [ServerProcess] = []
     let nodeArguments: [String]
+    let storeArguments: [String]
     let environment: [String: String]
     /// The nodes' membership flags: the static list of every node, or etcd's.
     let membershipArguments: [String]
@@ -150,19 +151,20 @@ final class Ring {
     /// this process's).
     init(
         nodes count: Int = 3, running: Int? = nil, nodeArguments: [String] = [], environment: [String: String] = [:],
-        etcd: (endpoint: String, prefix: String)? = nil
+        etcd: (endpoint: String, prefix: String)? = nil, storeArguments: [String] = []
     ) throws {
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
         storeAddress = "127.0.0.1:\(try freePort())"
         nodeAddresses = try (0..<count).map { _ in "127.0.0.1:\(try freePort())" }
         self.nodeArguments = nodeArguments
+        self.storeArguments = storeArguments
         self.environment = environment
         membershipArguments =
             etcd.map { ["--membership", "etcd", "--etcd", $0.endpoint, "--etcd-prefix", $0.prefix] }
             ?? ["--members", nodeAddresses.joined(separator: ",")]
         store = try ServerProcess(
-            ["store", "--data", folder + "/store", "--listen", storeAddress], log: folder + "/store.log",
-            marker: "eddy store ready")
+            ["store", "--data", folder + "/store", "--listen", storeAddress] + storeArguments,
+            log: folder + "/store.log", marker: "eddy store ready")
         for i in 0..<(running ?? count) { nodes.append(try startNode(i)) }
     }
 
@@ -180,8 +182,8 @@ final class Ring {
     /// Starts the store again on the same address and data (after a stop or kill).
     func restartStore() throws {
         store = try ServerProcess(
-            ["store", "--data", folder + "/store", "--listen", storeAddress], log: folder + "/store-2.log",
-            marker: "eddy store ready")
+            ["store", "--data", folder + "/store", "--listen", storeAddress] + storeArguments,
+            log: folder + "/store-2.log", marker: "eddy store ready")
     }
 
     func stopAll() {

@@ -1,0 +1,66 @@
+import ArgumentParser
+import EddyAuth
+import Foundation
+import Logging
+import StreamModel
+
+/// The security flags of the servers (`eddy store`, `eddy node`, `eddy up`): how clients authenticate, and the
+/// service identity nodes present to the store and to each other (docs/security.md).
+struct SecurityOptions: ParsableArguments {
+    @Option(name: .long, help: "Client authentication: off, tokens:FILE (a JSON tokens file) or jwt:KEYFILE.")
+    var auth: String = "off"
+
+    @Option(
+        name: .long,
+        help: "The token a node presents to the store and to other nodes: a principal with admin on * there.")
+    var serviceToken: String?
+
+    func validate() throws {
+        _ = try AuthSetting(parsing: auth)
+    }
+
+    /// The access control `--auth` names, loaded; with authentication off, says so loudly in the log.
+    func access(logger: Logger, server: String) throws -> AccessControl {
+        let access = try AccessControl(try AuthSetting(parsing: auth))
+        if !access.enabled {
+            logger.warning(
+                "authentication is OFF: any client may read, write and delete every stream (--auth tokens:FILE turns it on; docs/security.md)",
+                metadata: ["server": "\(server)"])
+        }
+        return access
+    }
+
+    /// The node's service token, checked against the node's own access control: with authentication on, it must
+    /// be given and be an administrator there (the store and the other nodes share the tokens).
+    func nodeServiceToken(_ access: AccessControl) throws -> String {
+        let token = serviceToken ?? ""
+        guard access.enabled else { return token }
+        guard !token.isEmpty else {
+            throw EddyError(
+                .invalidArgument,
+                "with --auth \(access.setting) a node needs --service-token: its identity at the store and the other nodes"
+            )
+        }
+        let principal = try access.principal(for: token)
+        guard principal.isAdministrator else {
+            throw EddyError(
+                .invalidArgument,
+                "the --service-token's principal \(principal.name) needs admin on * (it forwards requests and reads every stream)"
+            )
+        }
+        return token
+    }
+
+    var settings: [String: String] {
+        ["security.auth": auth, "security.service-token": serviceToken == nil ? "" : "(set)"]
+    }
+}
+
+/// `--token` of the client commands: the bearer token sent in the hello (and to the admin API).
+struct TokenOption: ParsableArguments {
+    @Option(name: .long, help: "Bearer token for servers with authentication on (else $EDDY_TOKEN).")
+    var token: String?
+
+    /// `--token`, else `$EDDY_TOKEN`, else none.
+    var bearer: String { token ?? ProcessInfo.processInfo.environment["EDDY_TOKEN"] ?? "" }
+}
