@@ -20,6 +20,8 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
 
     enum State {
         case awaitingHello
+        /// The hello's token is being checked; frames behind it wait in ``backlog``.
+        case authenticating
         case ready
         case closed
     }
@@ -30,6 +32,8 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     /// Who the connection is, from its hello's token (everyone is ``Principal/unrestricted`` with auth off; other
     /// nodes are their service identity).
     private var principal = Principal.unrestricted
+    /// Frames pipelined behind the hello while its token is checked.
+    private var backlog: [Frame] = []
     private var tasks: [UInt32: Task<Void, Never>] = [:]
     /// The last append of each segment on this connection (request ID, and whether it succeeded once it has
     /// finished): the next one starts when it has finished, and fails at once when it failed. So a writer's pipelined batches reach the store in the
@@ -87,62 +91,90 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         case .closed:
             return
         case .awaitingHello:
+            let token: String
             do throws(EddyError) {
-                let token = try MessageCodec.acceptHello(frame)
-                do throws(EddyError) {
-                    principal = try core.configuration.access.principal(for: token)
-                } catch {
-                    core.configuration.audit.refusedConnection(peer: Self.peer(context), error)
-                    throw error
-                }
-                state = .ready
-                send(
-                    context,
-                    OutboundFrame(
-                        MessageCodec.frame(
-                            .helloOK(
-                                version: protocolVersion, maxFrameSize: UInt32(Frame.defaultMaxFrameSize),
-                                zone: core.configuration.zone), id: frame.requestID),
-                        allocator: context.channel.allocator))
+                token = try MessageCodec.acceptHello(frame)
             } catch {
-                fail(context, id: frame.requestID, error)
+                return fail(context, id: frame.requestID, error)
             }
+            state = .authenticating
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let id = frame.requestID
+            core.configuration.access.authenticate(token, on: context.eventLoop) { result in
+                bound.value.0.authenticated(bound.value.1, helloID: id, result)
+            }
+        case .authenticating:
+            backlog.append(frame)
         case .ready:
-            let request: Request
-            do throws(EddyError) {
-                request = try MessageCodec.request(frame)
-            } catch {
-                return respond(context, frame.requestID, .error(error))
-            }
-            do throws(EddyError) {
-                try principal.authorize(request)
-            } catch {
-                core.configuration.audit.refused(request, by: principal, peer: Self.peer(context), error)
-                if case .credit = request { return }  // one-way: never answered
-                if case .unsubscribe = request { return }
-                return respond(context, frame.requestID, .error(error))
-            }
+            serve(context, frame)
+        }
+    }
+
+    /// Ends the hello: answers it and serves what came behind it, or refuses the connection.
+    private func authenticated(
+        _ context: ChannelHandlerContext, helloID: UInt32, _ result: Result<Principal, EddyError>
+    ) {
+        guard state == .authenticating else { return }  // closed meanwhile
+        switch result {
+        case .failure(let error):
+            core.configuration.audit.refusedConnection(peer: Self.peer(context), error)
+            backlog = []
+            fail(context, id: helloID, error)
+        case .success(let principal):
+            self.principal = principal
+            state = .ready
+            send(
+                context,
+                OutboundFrame(
+                    MessageCodec.frame(
+                        .helloOK(
+                            version: protocolVersion, maxFrameSize: UInt32(Frame.defaultMaxFrameSize),
+                            zone: core.configuration.zone), id: helloID),
+                    allocator: context.channel.allocator))
+            let waiting = backlog
+            backlog = []
+            for frame in waiting where state == .ready { serve(context, frame) }
+        }
+    }
+
+    /// Serves one frame of an authenticated connection.
+    private func serve(_ context: ChannelHandlerContext, _ frame: Frame) {
+        let request: Request
+        do throws(EddyError) {
+            request = try MessageCodec.request(frame)
+        } catch {
+            return respond(context, frame.requestID, .error(error))
+        }
+        do throws(EddyError) {
+            try principal.authorize(request)
+        } catch {
+            core.configuration.audit.refused(request, by: principal, peer: Self.peer(context), error)
+            if case .credit = request { return }  // one-way: never answered
+            if case .unsubscribe = request { return }
+            return respond(context, frame.requestID, .error(error))
+        }
+        if core.configuration.access.enabled {
             core.configuration.audit.allowed(request, by: principal, peer: Self.peer(context))
-            switch request {
-            case .subscribe(let segment, let offset, let window, let heartbeat):
-                subscribe(context, frame.requestID, segment, offset, window: window, heartbeat: heartbeat)
-            case .credit(let id, let bytes):
-                guard let sub = subscriptions[id] else { return }
-                sub.window = min(sub.window + Int64(bytes), Int64(UInt32.max))
-                advance(context, id)
-            case .unsubscribe(let id):
-                guard let sub = subscriptions[id] else { return }
-                if sub.reading {
-                    // Gone for the subscriber now; the read that is out drops its answer when it ends.
-                    sub.ended = true
-                    core.counters.subscriptions.subtract(1, ordering: .relaxed)
-                    tasks[id]?.cancel()
-                } else {
-                    endSubscription(id)
-                }
-            default:
-                if !park(context, frame.requestID, request) { dispatch(context, frame.requestID, request) }
+        }
+        switch request {
+        case .subscribe(let segment, let offset, let window, let heartbeat):
+            subscribe(context, frame.requestID, segment, offset, window: window, heartbeat: heartbeat)
+        case .credit(let id, let bytes):
+            guard let sub = subscriptions[id] else { return }
+            sub.window = min(sub.window + Int64(bytes), Int64(UInt32.max))
+            advance(context, id)
+        case .unsubscribe(let id):
+            guard let sub = subscriptions[id] else { return }
+            if sub.reading {
+                // Gone for the subscriber now; the read that is out drops its answer when it ends.
+                sub.ended = true
+                core.counters.subscriptions.subtract(1, ordering: .relaxed)
+                tasks[id]?.cancel()
+            } else {
+                endSubscription(id)
             }
+        default:
+            if !park(context, frame.requestID, request) { dispatch(context, frame.requestID, request) }
         }
     }
 

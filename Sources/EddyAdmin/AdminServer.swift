@@ -150,7 +150,7 @@ struct BearerTokens: RouterMiddleware {
         let token = header.hasPrefix("Bearer ") ? String(header.dropFirst(7)) : ""
         let principal: Principal
         do {
-            principal = try access.principal(for: token)
+            principal = try await access.principal(for: token)
         } catch {
             audit.refusedConnection(peer: "admin http \(request.uri.path)", error)
             return AdminResponse.error(error)

@@ -29,6 +29,9 @@ public struct AuditLog: Sendable {
             ])
     }
 
+    /// The scope of the streams Eddy keeps for itself (the write-back queues' journals).
+    static let internalScope = "_eddy"
+
     /// An admin API call its principal may not make.
     public func refusedAdmin(path: String, by principal: Principal, _ error: EddyError) {
         logger.warning(
@@ -45,12 +48,17 @@ public struct AuditLog: Sendable {
     }
 
     /// Logs `request` when it is an admin action (it needs `admin` on its stream or on `*`, and is not a read of
-    /// stats nor a message between nodes), with what it acted on.
+    /// stats nor a message between nodes), with what it acted on. The nodes' own upkeep of their queue journals
+    /// (streams of the internal scope `_eddy`) is not an admin action.
     public func allowed(_ request: Request, by principal: Principal, peer: String) {
         let target: String
         switch request {
-        case .createStream(let name, _), .deleteStream(let name): target = name.description
-        case .truncate(let segment, let offset): target = "\(segment) at \(offset)"
+        case .createStream(let name, _), .deleteStream(let name):
+            guard name.scope != Self.internalScope else { return }
+            target = name.description
+        case .truncate(let segment, let offset):
+            guard segment.stream.scope != Self.internalScope else { return }
+            target = "\(segment) at \(offset)"
         case .admin(let command, _): target = command
         default: return
         }

@@ -6,7 +6,7 @@ import StreamModel
 public protocol Authenticator: Sendable {
     /// The principal `token` belongs to.
     /// - Throws: ``EddyError/Code/unauthorized`` when the token is not valid (unknown, expired, badly signed).
-    func principal(for token: String) throws(EddyError) -> Principal
+    func principal(for token: String) async throws(EddyError) -> Principal
 }
 
 /// How a server authenticates its clients: `--auth off|tokens:FILE|jwt:KEYFILE`.
@@ -53,13 +53,11 @@ public struct AccessControl: Sendable {
 
     /// Loads `setting` (reads its file).
     /// - Throws: ``EddyError/Code/invalidArgument`` naming the file and what is wrong with it.
-    public init(_ setting: AuthSetting) throws(EddyError) {
+    public static func load(_ setting: AuthSetting) async throws(EddyError) -> AccessControl {
         switch setting {
-        case .off: self = .off
-        case .tokens(let path): self.init(setting: setting, authenticator: try TokensFile(path: path))
-        case .jwt(let path):
-            throw EddyError(
-                .invalidArgument, "--auth jwt:\(path): JWT authentication is not built yet; use tokens:FILE")
+        case .off: .off
+        case .tokens(let path): AccessControl(setting: setting, authenticator: try TokensFile(path: path))
+        case .jwt(let path): AccessControl(setting: setting, authenticator: try await JWTAuthenticator.load(path: path))
         }
     }
 
@@ -74,12 +72,12 @@ public struct AccessControl: Sendable {
 
     /// The principal of a connection whose hello carried `token` (empty: none).
     /// - Throws: ``EddyError/Code/unauthorized`` when authentication is on and the token is missing or not valid.
-    public func principal(for token: String) throws(EddyError) -> Principal {
+    public func principal(for token: String) async throws(EddyError) -> Principal {
         guard let authenticator else { return .unrestricted }
         guard !token.isEmpty else {
             throw EddyError(.unauthorized, "this server requires a token (--token or EDDY_TOKEN)")
         }
-        return try authenticator.principal(for: token)
+        return try await authenticator.principal(for: token)
     }
 }
 

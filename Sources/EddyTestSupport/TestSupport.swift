@@ -74,7 +74,7 @@ public final class Harness {
 }
 
 /// A plain blocking TCP socket that sends hand-made bytes, for the bad-input tests.
-public struct RawConnection {
+public struct RawConnection: Sendable {
     public let fd: Int32
 
     public init(port: Int) throws {

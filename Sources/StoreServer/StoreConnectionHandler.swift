@@ -17,6 +17,8 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
 
     enum State {
         case awaitingHello
+        /// The hello's token is being checked; frames behind it wait in ``backlog``.
+        case authenticating
         case ready
         case closed
     }
@@ -28,6 +30,8 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
     private var state = State.awaitingHello
     /// Who the connection is, from its hello's token (everyone is ``Principal/unrestricted`` with auth off).
     private var principal = Principal.unrestricted
+    /// Frames pipelined behind the hello while its token is checked.
+    private var backlog: [Frame] = []
     private var inFlight = 0
     private var readHeld = false
     private var flushScheduled = false
@@ -48,41 +52,69 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
         case .closed:
             return
         case .awaitingHello:
+            let token: String
             do throws(EddyError) {
-                let token = try MessageCodec.acceptHello(frame)
-                do throws(EddyError) {
-                    principal = try configuration.access.principal(for: token)
-                } catch {
-                    configuration.audit.refusedConnection(peer: Self.peer(context), error)
-                    throw error
-                }
-                state = .ready
-                send(
-                    context, frame.requestID,
-                    .helloOK(version: protocolVersion, maxFrameSize: UInt32(configuration.maxFrameSize), zone: ""))
+                token = try MessageCodec.acceptHello(frame)
             } catch {
-                fail(context, id: frame.requestID, error)
+                return fail(context, id: frame.requestID, error)
             }
+            state = .authenticating
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            let id = frame.requestID
+            configuration.access.authenticate(token, on: context.eventLoop) { result in
+                bound.value.0.authenticated(bound.value.1, helloID: id, result)
+            }
+        case .authenticating:
+            backlog.append(frame)
         case .ready:
-            let request: Request
-            do throws(EddyError) {
-                request = try MessageCodec.request(frame)
-            } catch {
-                return send(context, frame.requestID, .error(error))
-            }
-            // One-way messages of subscriptions (cache nodes only) are never answered; the store ignores them.
-            if case .credit = request { return }
-            if case .unsubscribe = request { return }
-            do throws(EddyError) {
-                try principal.authorize(request)
-            } catch {
-                configuration.audit.refused(request, by: principal, peer: Self.peer(context), error)
-                return send(context, frame.requestID, .error(error))
-            }
-            configuration.audit.allowed(request, by: principal, peer: Self.peer(context))
-            inFlight += 1
-            dispatch(context, frame.requestID, request)
+            serve(context, frame)
         }
+    }
+
+    /// Ends the hello: answers it and serves what came behind it, or refuses the connection.
+    private func authenticated(
+        _ context: ChannelHandlerContext, helloID: UInt32, _ result: Result<Principal, EddyError>
+    ) {
+        guard state == .authenticating else { return }  // closed meanwhile
+        switch result {
+        case .failure(let error):
+            configuration.audit.refusedConnection(peer: Self.peer(context), error)
+            backlog = []
+            fail(context, id: helloID, error)
+        case .success(let principal):
+            self.principal = principal
+            state = .ready
+            send(
+                context, helloID,
+                .helloOK(version: protocolVersion, maxFrameSize: UInt32(configuration.maxFrameSize), zone: ""))
+            let waiting = backlog
+            backlog = []
+            for frame in waiting where state == .ready { serve(context, frame) }
+        }
+    }
+
+    /// Serves one request frame of an authenticated connection.
+    private func serve(_ context: ChannelHandlerContext, _ frame: Frame) {
+        let request: Request
+        do throws(EddyError) {
+            request = try MessageCodec.request(frame)
+        } catch {
+            return send(context, frame.requestID, .error(error))
+        }
+        // One-way messages of subscriptions (cache nodes only) are never answered; the store ignores them.
+        if case .credit = request { return }
+        if case .unsubscribe = request { return }
+        do throws(EddyError) {
+            try principal.authorize(request)
+        } catch {
+            configuration.audit.refused(request, by: principal, peer: Self.peer(context), error)
+            return send(context, frame.requestID, .error(error))
+        }
+        if configuration.access.enabled {
+            configuration.audit.allowed(request, by: principal, peer: Self.peer(context))
+        }
+        inFlight += 1
+        dispatch(context, frame.requestID, request)
     }
 
     private func dispatch(_ context: ChannelHandlerContext, _ id: UInt32, _ request: Request) {

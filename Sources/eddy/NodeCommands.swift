@@ -264,8 +264,8 @@ struct Node: AsyncParsableCommand {
             var c = try ring.configuration(listen: listen, store: store)
             try options.apply(to: &c)
             try writeBack.apply(to: &c, fallback: nil)
-            c.access = try security.access(logger: Logger(label: "eddy"), server: "node \(c.listen)")
-            c.serviceToken = try security.nodeServiceToken(c.access)
+            c.access = try await security.access(logger: Logger(label: "eddy"), server: "node \(c.listen)")
+            c.serviceToken = try await security.nodeServiceToken(c.access)
             let admin = try process.admin(beside: c.listen)
             c.metricsFactory = admin?.metrics.factory
             let node = try await CacheNode.start(configuration: c)

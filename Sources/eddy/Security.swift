@@ -20,8 +20,8 @@ struct SecurityOptions: ParsableArguments {
     }
 
     /// The access control `--auth` names, loaded; with authentication off, says so loudly in the log.
-    func access(logger: Logger, server: String) throws -> AccessControl {
-        let access = try AccessControl(try AuthSetting(parsing: auth))
+    func access(logger: Logger, server: String) async throws -> AccessControl {
+        let access = try await AccessControl.load(try AuthSetting(parsing: auth))
         if !access.enabled {
             logger.warning(
                 "authentication is OFF: any client may read, write and delete every stream (--auth tokens:FILE turns it on; docs/security.md)",
@@ -32,7 +32,7 @@ struct SecurityOptions: ParsableArguments {
 
     /// The node's service token, checked against the node's own access control: with authentication on, it must
     /// be given and be an administrator there (the store and the other nodes share the tokens).
-    func nodeServiceToken(_ access: AccessControl) throws -> String {
+    func nodeServiceToken(_ access: AccessControl) async throws -> String {
         let token = serviceToken ?? ""
         guard access.enabled else { return token }
         guard !token.isEmpty else {
@@ -41,7 +41,7 @@ struct SecurityOptions: ParsableArguments {
                 "with --auth \(access.setting) a node needs --service-token: its identity at the store and the other nodes"
             )
         }
-        let principal = try access.principal(for: token)
+        let principal = try await access.principal(for: token)
         guard principal.isAdministrator else {
             throw EddyError(
                 .invalidArgument,

@@ -71,7 +71,7 @@ func serveStore(
     try process.bootstrapLogging()
     let logger = Logger(label: "eddy")
     let address = try ServerAddress(parsing: listen)
-    let access = try security.access(logger: logger, server: "store \(address)")
+    let access = try await security.access(logger: logger, server: "store \(address)")
     let admin = try process.admin(beside: address)
     let server = try await startStore(
         data: data, address: address, options: options, access: access, metrics: admin?.metrics)
@@ -162,8 +162,8 @@ struct Up: AsyncParsableCommand {
             let storeAddress = try ServerAddress(parsing: store)
             let members = try nodes.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
             let storeAdmin = try process.admin(beside: storeAddress)
-            let access = try security.access(logger: logger, server: "eddy up")
-            let serviceToken = try security.nodeServiceToken(access)
+            let access = try await security.access(logger: logger, server: "eddy up")
+            let serviceToken = try await security.nodeServiceToken(access)
             let server = try await startStore(
                 data: data + "/store", address: storeAddress, options: options, access: access,
                 metrics: storeAdmin?.metrics)

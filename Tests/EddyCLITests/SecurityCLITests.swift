@@ -140,7 +140,11 @@ struct SecurityCLITests {
             #expect(r.status != 0)
             #expect(r.stderr.contains(says), "\(r.stderr)")
         }
-        let missing = try eddy(["store", "--data", temporaryPath("nostore"), "--auth", "tokens:/nonexistent.json"])
-        #expect(missing.status != 0 && missing.stderr.contains("/nonexistent.json"), "\(missing.stderr)")
+        for auth in ["tokens:/nonexistent.json", "jwt:/nonexistent.json"] {
+            let missing = try eddy(["store", "--data", temporaryPath("nostore"), "--auth", auth])
+            #expect(missing.status != 0 && missing.stderr.contains("/nonexistent.json"), "\(missing.stderr)")
+        }
+        let bad = try eddy(["store", "--data", temporaryPath("nostore"), "--auth", "ldap:x"])
+        #expect(bad.status != 0 && bad.stderr.contains("off, tokens:FILE or jwt:KEYFILE"), "\(bad.stderr)")
     }
 }
