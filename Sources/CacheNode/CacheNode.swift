@@ -55,6 +55,11 @@ public final class CacheNode: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     connections.add(channel)
                     let id = readerIDs.wrappingAdd(1, ordering: .relaxed).newValue
+                    let logger = configuration.logger
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionGuard(limits: configuration.limits, open: { connections.count }) { error in
+                            logger.warning("connection refused", metadata: ["why": "\(error.message)"])
+                        })
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(FrameDecoder(maxFrameSize: Frame.defaultMaxFrameSize)))
                     try channel.pipeline.syncOperations.addHandler(FrameWriter())

@@ -39,6 +39,8 @@ public struct NodeConfiguration: Sendable {
     public var serviceToken: String = ""
     /// Where refusals and admin actions are logged.
     public var audit = AuditLog()
+    /// Connections, slow clients and idle connections (`--max-connections`, `--frame-timeout`, `--idle-timeout`).
+    public var limits = ConnectionLimits()
     /// The longest tail wait a client may ask for.
     public var maxWait: Duration = .seconds(60)
     /// The longest a request to the store or a peer may take (tail waits add their wait to it).
@@ -92,6 +94,7 @@ public struct NodeConfiguration: Sendable {
     /// Checks the settings.
     /// - Throws: ``EddyError/Code/invalidArgument`` naming the first bad setting.
     public func validate() throws(EddyError) {
+        try limits.validate()
         if let etcd {
             try etcd.validate()
         } else {

@@ -41,7 +41,7 @@ public struct ConfigKey: Sendable, Hashable {
         case rate
     }
 
-    /// The section of the file: `store`, `node`, `up`, `security`, `log` or `shutdown`.
+    /// The section of the file: `store`, `node`, `up`, `security`, `limits`, `log` or `shutdown`.
     public let section: String
     /// The key within its section; also the flag's name.
     public let name: String
@@ -213,6 +213,17 @@ public enum ConfigSchema {
             "security", "service-token", .text, "",
             "The token a node presents to the store and to other nodes: a principal with admin on * there.",
             commands: nodeAndUp),
+
+        ConfigKey(
+            "limits", "max-connections", .integer(1...1_000_000), "16384",
+            "Connections a server serves at once; the next are answered overloaded and closed.", commands: servers),
+        ConfigKey(
+            "limits", "frame-timeout", .number(0.1...3600), "30",
+            "Seconds one frame may take to arrive once it has started: a client trickling bytes is cut off.",
+            commands: servers),
+        ConfigKey(
+            "limits", "idle-timeout", .number(1...86400), "600",
+            "Seconds a connection may see nothing read or written before it is closed.", commands: servers),
 
         ConfigKey(
             "log", "level", .choice(levels), "info", "The level of every logger.", commands: servers,

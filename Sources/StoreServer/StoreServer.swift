@@ -20,6 +20,8 @@ public struct StoreServerConfiguration: Sendable {
     public var maxWait: Duration = .seconds(60)
     /// Where the server logs.
     public var logger: Logger = Logger(label: "eddy.store.server")
+    /// Connections, slow clients and idle connections (`--max-connections`, `--frame-timeout`, `--idle-timeout`).
+    public var limits = ConnectionLimits()
     /// Who may connect and what each principal may do (`--auth`; off by default).
     public var access: AccessControl = .off
     /// Where refusals and admin actions are logged.
@@ -81,6 +83,11 @@ public final class StoreServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     connections.add(channel)
+                    let logger = configuration.logger
+                    try channel.pipeline.syncOperations.addHandler(
+                        ConnectionGuard(limits: configuration.limits, open: { connections.count }) { error in
+                            logger.warning("connection refused", metadata: ["why": "\(error.message)"])
+                        })
                     try channel.pipeline.syncOperations.addHandler(
                         ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))

@@ -16,6 +16,9 @@ public final class OpenConnections: Sendable {
         channel.closeFuture.whenComplete { _ in _ = self.channels.withLock { $0.removeValue(forKey: id) } }
     }
 
+    /// The connections open now.
+    public var count: Int { channels.withLock { $0.count } }
+
     /// Closes every connection in the set.
     public func closeAll() {
         for c in channels.withLock({ Array($0.values) }) { c.close(promise: nil) }

@@ -172,10 +172,11 @@ extension ServerProcessOptions {
 
 extension Store: ConfigurableServer {
     var settings: [String: String] {
-        options.settings.merging(process.settings) { a, _ in a }.merging([
-            "store.data": data, "store.listen": listen, "store.admin-listen": process.adminListen,
-            "security.auth": security.auth,
-        ]) {
+        options.settings.merging(process.settings) { a, _ in a }.merging(
+            [
+                "store.data": data, "store.listen": listen, "store.admin-listen": process.adminListen,
+            ].merging(security.settings.filter { $0.key != "security.service-token" }) { a, _ in a }
+        ) {
             a, _ in a
         }
     }

@@ -10,6 +10,10 @@ import ServiceLifecycle
 import StreamModel
 import WireProtocol
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The one executable: `eddy store`, `eddy up`, the kcat-like client commands and `eddy bench`.
 @main
 struct Eddy: AsyncParsableCommand {
@@ -125,11 +129,25 @@ struct ServerProcessOptions: ParsableArguments {
         }
     }
 
-    /// Sets up logging for the process.
+    /// Sets up logging for the process, and raises its open-file limit to the most the system allows (a server
+    /// holds a descriptor per connection: `--max-connections` is 16,384 by default).
     func bootstrapLogging() throws {
         EddyLogHandler.bootstrap(level: logLevel, levels: try LogLevels(parsing: logLevels), format: logFormat)
+        var limit = rlimit()
+        if getrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            let before = limit.rlim_cur
+            limit.rlim_cur = limit.rlim_max
+            if setrlimit(RLIMIT_NOFILE_VALUE, &limit) == 0 {
+                Logger(label: "eddy").debug("open files", metadata: ["from": "\(before)", "to": "\(limit.rlim_max)"])
+            }
+        }
     }
 }
+
+#if canImport(Glibc)
+    /// `RLIMIT_NOFILE` as Glibc imports it (an enum value on Linux).
+    let RLIMIT_NOFILE_VALUE = __rlimit_resource_t(RLIMIT_NOFILE.rawValue)
+#endif
 
 /// A server's admin HTTP side: where it listens and the registry its metrics go to. Metrics are only recorded
 /// for a server that has one (nothing records what no one can scrape).

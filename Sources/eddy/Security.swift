@@ -3,6 +3,7 @@ import EddyAuth
 import Foundation
 import Logging
 import StreamModel
+import WireProtocol
 
 /// The security flags of the servers (`eddy store`, `eddy node`, `eddy up`): how clients authenticate, and the
 /// service identity nodes present to the store and to each other (docs/security.md).
@@ -15,8 +16,27 @@ struct SecurityOptions: ParsableArguments {
         help: "The token a node presents to the store and to other nodes: a principal with admin on * there.")
     var serviceToken: String?
 
+    @Option(name: .long, help: "Connections a server serves at once; the next are answered overloaded.")
+    var maxConnections: Int = 16_384
+
+    @Option(name: .long, help: "Seconds one frame may take to arrive once it has started (slow clients are cut).")
+    var frameTimeout: Double = 30
+
+    @Option(name: .long, help: "Seconds a connection may see nothing read or written before it is closed.")
+    var idleTimeout: Double = 600
+
     func validate() throws {
         _ = try AuthSetting(parsing: auth)
+        try limits.validate()
+    }
+
+    /// `--max-connections`, `--frame-timeout`, `--idle-timeout`.
+    var limits: ConnectionLimits {
+        var l = ConnectionLimits()
+        l.maxConnections = maxConnections
+        l.frameTimeout = .milliseconds(Int64(frameTimeout * 1000))
+        l.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        return l
     }
 
     /// The access control `--auth` names, loaded; with authentication off, says so loudly in the log.
@@ -52,7 +72,11 @@ struct SecurityOptions: ParsableArguments {
     }
 
     var settings: [String: String] {
-        ["security.auth": auth, "security.service-token": serviceToken == nil ? "" : "(set)"]
+        [
+            "security.auth": auth, "security.service-token": serviceToken == nil ? "" : "(set)",
+            "limits.max-connections": "\(maxConnections)", "limits.frame-timeout": "\(frameTimeout)",
+            "limits.idle-timeout": "\(idleTimeout)",
+        ]
     }
 }
 

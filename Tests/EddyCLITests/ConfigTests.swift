@@ -17,7 +17,9 @@ struct ConfigTests {
         case .size where key.name == "block-size": return ("64K", "64K")  // the cache holds at least 4 blocks
         case .size: return ("3M", "3M")
         case .integer(let range): return ("\(range.lowerBound + 2)", "\(range.lowerBound + 2)")
-        case .number: return ("0.25", "0.25")
+        case .number(let range):
+            let value = range.contains(0.25) ? 0.25 : range.lowerBound + 1
+            return ("\(value)", "\(value)")
         case .boolean: return ("true", "true")
         case .address: return ("127.0.0.1:7777", "127.0.0.1:7777")
         case .addresses: return ("[127.0.0.1:7777, 127.0.0.1:7778]", "127.0.0.1:7777,127.0.0.1:7778")
