@@ -39,6 +39,8 @@ public struct NodeConfiguration: Sendable {
     public var serviceToken: String = ""
     /// Where refusals and admin actions are logged.
     public var audit = AuditLog()
+    /// Requests and bytes a second per principal (`--tenant-requests`, `--tenant-bytes`; unlimited by default).
+    public var rates = TenantRates()
     /// Connections, slow clients and idle connections (`--max-connections`, `--frame-timeout`, `--idle-timeout`).
     public var limits = ConnectionLimits()
     /// The longest tail wait a client may ask for.

@@ -18,22 +18,12 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     typealias OutboundIn = Never
     typealias OutboundOut = OutboundFrame
 
-    enum State {
-        case awaitingHello
-        /// The hello's token is being checked; frames behind it wait in ``backlog``.
-        case authenticating
-        case ready
-        case closed
-    }
-
     private let core: NodeCore
     private let reader: ReaderState
-    private var state = State.awaitingHello
-    /// Who the connection is, from its hello's token (everyone is ``Principal/unrestricted`` with auth off; other
-    /// nodes are their service identity).
-    private var principal = Principal.unrestricted
-    /// Frames pipelined behind the hello while its token is checked.
-    private var backlog: [Frame] = []
+    /// The hello, its token's check and who the connection is (other nodes are their service identity).
+    private var gate = HelloGate()
+    private var state: HelloGate.Phase { gate.phase }
+    private var principal: Principal { gate.principal }
     private var tasks: [UInt32: Task<Void, Never>] = [:]
     /// The last append of each segment on this connection (request ID, and whether it succeeded once it has
     /// finished): the next one starts when it has finished, and fails at once when it failed. So a writer's pipelined batches reach the store in the
@@ -87,26 +77,15 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        switch state {
-        case .closed:
-            return
-        case .awaitingHello:
-            let token: String
-            do throws(EddyError) {
-                token = try MessageCodec.acceptHello(frame)
-            } catch {
-                return fail(context, id: frame.requestID, error)
-            }
-            state = .authenticating
+        switch gate.receive(frame) {
+        case .wait: return
+        case .refuse(let id, let error): fail(context, id: id, error)
+        case .serve(let frame): serve(context, frame)
+        case .authenticate(let token, let id):
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let id = frame.requestID
             core.configuration.access.authenticate(token, on: context.eventLoop) { result in
                 bound.value.0.authenticated(bound.value.1, helloID: id, result)
             }
-        case .authenticating:
-            backlog.append(frame)
-        case .ready:
-            serve(context, frame)
         }
     }
 
@@ -114,27 +93,22 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     private func authenticated(
         _ context: ChannelHandlerContext, helloID: UInt32, _ result: Result<Principal, EddyError>
     ) {
-        guard state == .authenticating else { return }  // closed meanwhile
-        switch result {
-        case .failure(let error):
-            core.configuration.audit.refusedConnection(peer: Self.peer(context), error)
-            backlog = []
-            fail(context, id: helloID, error)
-        case .success(let principal):
-            self.principal = principal
-            state = .ready
-            send(
-                context,
-                OutboundFrame(
-                    MessageCodec.frame(
-                        .helloOK(
-                            version: protocolVersion, maxFrameSize: UInt32(Frame.defaultMaxFrameSize),
-                            zone: core.configuration.zone), id: helloID),
-                    allocator: context.channel.allocator))
-            let waiting = backlog
-            backlog = []
-            for frame in waiting where state == .ready { serve(context, frame) }
+        guard let waiting = gate.finish(result) else {
+            if case .failure(let error) = result {
+                core.configuration.audit.refusedConnection(peer: Self.peer(context), error)
+                fail(context, id: helloID, error)
+            }
+            return
         }
+        send(
+            context,
+            OutboundFrame(
+                MessageCodec.frame(
+                    .helloOK(
+                        version: protocolVersion, maxFrameSize: UInt32(Frame.defaultMaxFrameSize),
+                        zone: core.configuration.zone), id: helloID),
+                allocator: context.channel.allocator))
+        for frame in waiting where state == .ready { serve(context, frame) }
     }
 
     /// Serves one frame of an authenticated connection.
@@ -150,6 +124,13 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         } catch {
             core.configuration.audit.refused(request, by: principal, peer: Self.peer(context), error)
             if case .credit = request { return }  // one-way: never answered
+            if case .unsubscribe = request { return }
+            return respond(context, frame.requestID, .error(error))
+        }
+        do throws(EddyError) {
+            try core.configuration.rates.charge(principal, bytes: frame.body.readableBytes)
+        } catch {
+            if case .credit = request { return }
             if case .unsubscribe = request { return }
             return respond(context, frame.requestID, .error(error))
         }
@@ -490,7 +471,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     }
 
     private func close(_ context: ChannelHandlerContext) {
-        state = .closed
+        gate.close()
         for t in tasks.values { t.cancel() }
         tasks.removeAll()
         core.counters.subscriptions.subtract(subscriptions.values.count { !$0.ended }, ordering: .relaxed)

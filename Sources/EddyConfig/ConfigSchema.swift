@@ -224,6 +224,14 @@ public enum ConfigSchema {
         ConfigKey(
             "limits", "idle-timeout", .number(1...86400), "600",
             "Seconds a connection may see nothing read or written before it is closed.", commands: servers),
+        ConfigKey(
+            "limits", "tenant-requests", .number(0...1e9), "0",
+            "Requests a second each principal may send (0: no limit; administrators of * are never limited).",
+            commands: servers),
+        ConfigKey(
+            "limits", "tenant-bytes", .integer(0...1 << 40), "0",
+            "Request bytes a second each principal may send (0: no limit).",
+            commands: servers),
 
         ConfigKey(
             "log", "level", .choice(levels), "info", "The level of every logger.", commands: servers,

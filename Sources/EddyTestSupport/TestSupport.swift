@@ -46,8 +46,8 @@ public final class Harness {
     public let store: SegmentStore
     public let server: StoreServer
 
-    /// Starts a store and its server with `access` (authentication off by default).
-    public init(access: AccessControl = .off) async throws {
+    /// Starts a store and its server with `access` (authentication off by default) and per-principal `rates`.
+    public init(access: AccessControl = .off, rates: TenantRates = TenantRates()) async throws {
         directory = NSTemporaryDirectory() + "eddy-server-" + UUID().uuidString
         var configuration = StoreConfiguration(dataDirectory: directory)
         configuration.logger.logLevel = .warning
@@ -56,6 +56,7 @@ public final class Harness {
         serverConfiguration.logger.logLevel = .warning
         serverConfiguration.maxFrameSize = 1 << 20
         serverConfiguration.access = access
+        serverConfiguration.rates = rates
         server = try await StoreServer.start(store: store, configuration: serverConfiguration)
     }
 

@@ -15,23 +15,14 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
     typealias OutboundIn = Frame
     typealias OutboundOut = Frame
 
-    enum State {
-        case awaitingHello
-        /// The hello's token is being checked; frames behind it wait in ``backlog``.
-        case authenticating
-        case ready
-        case closed
-    }
-
     private let store: SegmentStore
     private let configuration: StoreServerConfiguration
     private let threadPool: NIOThreadPool
     private let counters: StoreReadCounters
-    private var state = State.awaitingHello
-    /// Who the connection is, from its hello's token (everyone is ``Principal/unrestricted`` with auth off).
-    private var principal = Principal.unrestricted
-    /// Frames pipelined behind the hello while its token is checked.
-    private var backlog: [Frame] = []
+    /// The hello, its token's check and who the connection is.
+    private var gate = HelloGate()
+    private var state: HelloGate.Phase { gate.phase }
+    private var principal: Principal { gate.principal }
     private var inFlight = 0
     private var readHeld = false
     private var flushScheduled = false
@@ -48,26 +39,15 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        switch state {
-        case .closed:
-            return
-        case .awaitingHello:
-            let token: String
-            do throws(EddyError) {
-                token = try MessageCodec.acceptHello(frame)
-            } catch {
-                return fail(context, id: frame.requestID, error)
-            }
-            state = .authenticating
+        switch gate.receive(frame) {
+        case .wait: return
+        case .refuse(let id, let error): fail(context, id: id, error)
+        case .serve(let frame): serve(context, frame)
+        case .authenticate(let token, let id):
             let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
-            let id = frame.requestID
             configuration.access.authenticate(token, on: context.eventLoop) { result in
                 bound.value.0.authenticated(bound.value.1, helloID: id, result)
             }
-        case .authenticating:
-            backlog.append(frame)
-        case .ready:
-            serve(context, frame)
         }
     }
 
@@ -75,22 +55,17 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
     private func authenticated(
         _ context: ChannelHandlerContext, helloID: UInt32, _ result: Result<Principal, EddyError>
     ) {
-        guard state == .authenticating else { return }  // closed meanwhile
-        switch result {
-        case .failure(let error):
-            configuration.audit.refusedConnection(peer: Self.peer(context), error)
-            backlog = []
-            fail(context, id: helloID, error)
-        case .success(let principal):
-            self.principal = principal
-            state = .ready
-            send(
-                context, helloID,
-                .helloOK(version: protocolVersion, maxFrameSize: UInt32(configuration.maxFrameSize), zone: ""))
-            let waiting = backlog
-            backlog = []
-            for frame in waiting where state == .ready { serve(context, frame) }
+        guard let waiting = gate.finish(result) else {
+            if case .failure(let error) = result {
+                configuration.audit.refusedConnection(peer: Self.peer(context), error)
+                fail(context, id: helloID, error)
+            }
+            return
         }
+        send(
+            context, helloID,
+            .helloOK(version: protocolVersion, maxFrameSize: UInt32(configuration.maxFrameSize), zone: ""))
+        for frame in waiting where state == .ready { serve(context, frame) }
     }
 
     /// Serves one request frame of an authenticated connection.
@@ -108,6 +83,11 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
             try principal.authorize(request)
         } catch {
             configuration.audit.refused(request, by: principal, peer: Self.peer(context), error)
+            return send(context, frame.requestID, .error(error))
+        }
+        do throws(EddyError) {
+            try configuration.rates.charge(principal, bytes: frame.body.readableBytes)
+        } catch {
             return send(context, frame.requestID, .error(error))
         }
         if configuration.access.enabled {
@@ -235,7 +215,7 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
         configuration.logger.info(
             "closing connection after a protocol error",
             metadata: ["peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)"])
-        state = .closed
+        gate.close()
         let frame = MessageCodec.frame(.error(error), id: id, allocator: context.channel.allocator)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
@@ -247,13 +227,13 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
             fail(context, id: 0, error)
         } else {
             configuration.logger.debug("connection error", metadata: ["error": "\(error)"])
-            state = .closed
+            gate.close()
             context.close(promise: nil)
         }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        state = .closed
+        gate.close()
         context.fireChannelInactive()
     }
 

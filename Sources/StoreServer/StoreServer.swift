@@ -22,6 +22,8 @@ public struct StoreServerConfiguration: Sendable {
     public var logger: Logger = Logger(label: "eddy.store.server")
     /// Connections, slow clients and idle connections (`--max-connections`, `--frame-timeout`, `--idle-timeout`).
     public var limits = ConnectionLimits()
+    /// Requests and bytes a second per principal (`--tenant-requests`, `--tenant-bytes`; unlimited by default).
+    public var rates = TenantRates()
     /// Who may connect and what each principal may do (`--auth`; off by default).
     public var access: AccessControl = .off
     /// Where refusals and admin actions are logged.

@@ -267,6 +267,7 @@ struct Node: AsyncParsableCommand {
             c.access = try await security.access(logger: Logger(label: "eddy"), server: "node \(c.listen)")
             c.serviceToken = try await security.nodeServiceToken(c.access)
             c.limits = security.limits
+            c.rates = security.rates()
             let admin = try process.admin(beside: c.listen)
             c.metricsFactory = admin?.metrics.factory
             let node = try await CacheNode.start(configuration: c)

@@ -25,9 +25,24 @@ struct SecurityOptions: ParsableArguments {
     @Option(name: .long, help: "Seconds a connection may see nothing read or written before it is closed.")
     var idleTimeout: Double = 600
 
+    @Option(
+        name: .long, help: "Requests a second each principal may send (0: no limit; admins of * are never limited).")
+    var tenantRequests: Double = 0
+
+    @Option(name: .long, help: "Request bytes a second each principal may send (0: no limit).")
+    var tenantBytes: Int = 0
+
     func validate() throws {
         _ = try AuthSetting(parsing: auth)
         try limits.validate()
+        guard tenantRequests >= 0, tenantBytes >= 0 else {
+            throw ValidationError("--tenant-requests and --tenant-bytes must be 0 (no limit) or more")
+        }
+    }
+
+    /// `--tenant-requests`, `--tenant-bytes`.
+    func rates() -> TenantRates {
+        TenantRates(requestsPerSecond: tenantRequests, bytesPerSecond: Double(tenantBytes))
     }
 
     /// `--max-connections`, `--frame-timeout`, `--idle-timeout`.
@@ -75,7 +90,8 @@ struct SecurityOptions: ParsableArguments {
         [
             "security.auth": auth, "security.service-token": serviceToken == nil ? "" : "(set)",
             "limits.max-connections": "\(maxConnections)", "limits.frame-timeout": "\(frameTimeout)",
-            "limits.idle-timeout": "\(idleTimeout)",
+            "limits.idle-timeout": "\(idleTimeout)", "limits.tenant-requests": "\(tenantRequests)",
+            "limits.tenant-bytes": "\(tenantBytes)",
         ]
     }
 }

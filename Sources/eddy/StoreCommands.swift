@@ -36,7 +36,7 @@ struct StoreOptions: ParsableArguments {
 /// Opens the store and starts its server, logging the platform facts (which journal I/O path is in use); the
 /// journal's sync latency goes to `metrics` (none: not recorded).
 func startStore(
-    data: String, address: ServerAddress, options: StoreOptions, access: AccessControl, limits: ConnectionLimits,
+    data: String, address: ServerAddress, options: StoreOptions, access: AccessControl, security: SecurityOptions,
     metrics: MetricsExporter?
 ) async throws -> StoreServer {
     let logger = Logger(label: "eddy")
@@ -55,7 +55,8 @@ func startStore(
     do {
         var serverConfiguration = StoreServerConfiguration(address: address)
         serverConfiguration.access = access
-        serverConfiguration.limits = limits
+        serverConfiguration.limits = security.limits
+        serverConfiguration.rates = security.rates()
         let server = try await StoreServer.start(store: store, configuration: serverConfiguration)
         logger.info("eddy store ready", metadata: ["listen": "\(server.address)", "data": "\(data)"])
         return server
@@ -76,8 +77,7 @@ func serveStore(
     let access = try await security.access(logger: logger, server: "store \(address)")
     let admin = try process.admin(beside: address)
     let server = try await startStore(
-        data: data, address: address, options: options, access: access, limits: security.limits,
-        metrics: admin?.metrics)
+        data: data, address: address, options: options, access: access, security: security, metrics: admin?.metrics)
     var services: [any Service] = []
     if let admin {
         do {
@@ -169,7 +169,7 @@ struct Up: AsyncParsableCommand {
             let serviceToken = try await security.nodeServiceToken(access)
             let server = try await startStore(
                 data: data + "/store", address: storeAddress, options: options, access: access,
-                limits: security.limits, metrics: storeAdmin?.metrics)
+                security: security, metrics: storeAdmin?.metrics)
             Output.shared.line("store  listening on \(server.address), data in \(data)/store")
             var admins: [AdminServer] = []
             var started: [CacheNode] = []
@@ -189,6 +189,7 @@ struct Up: AsyncParsableCommand {
                     c.access = access
                     c.serviceToken = serviceToken
                     c.limits = security.limits
+                    c.rates = security.rates()
                     c.logger = Logger(label: "eddy.node.\(m.port)")
                     c.metricsFactory = admin?.metrics.factory
                     if let path = c.traceOut { c.traceOut = "\(path).\(m.port)" }  // one trace per node

@@ -183,4 +183,55 @@ struct StoreAccessTests {
         #expect(throws: EddyError.self) { try AuthSetting(parsing: "tokens:") }
         #expect(try AuthSetting(parsing: "tokens:/x.json") == .tokens(path: "/x.json"))
     }
+
+    @Test("per-principal rates: a tenant over its requests or bytes a second is refused overloaded; others are not")
+    func rates() async throws {
+        let h = try await Harness(
+            access: try Self.access(), rates: TenantRates(requestsPerSecond: 20, bytesPerSecond: 20_000))
+        let root = try await h.client(token: "t-root")
+        let name = try StreamName(parsing: "tenant-a/rated")
+        try await root.createStream(name, segments: 1)
+        // The service identity (admin on *) is never limited.
+        for _ in 0..<60 { _ = try await root.send(.streamInfo(name)) }
+        let reader = try await h.client(token: "t-reader")
+        var served = 0
+        var refused: EddyError?
+        for _ in 0..<60 {
+            do {
+                _ = try await reader.send(.streamInfo(name))
+                served += 1
+            } catch {
+                refused = error
+            }
+        }
+        #expect(served >= 20 && served < 40, "served \(served) of 60 at 20 a second")
+        #expect(refused?.code == .overloaded && refused?.message.contains("reader is over its 20 requests") == true)
+        // Another tenant's principal has buckets of its own.
+        let bob = try await h.client(token: "t-other")
+        _ = try await bob.send(.listStreams)
+        await bob.close()
+        // Bytes: a writer's appends of 8 KB at 20 KB a second.
+        let writer = try await h.client(token: "t-writer")
+        let big = try frames([String(repeating: "x", count: 8_000)])
+        var appended = 0
+        var overBytes: EddyError?
+        for _ in 0..<5 {
+            do {
+                _ = try await writer.append(
+                    SegmentID(stream: name, number: 0), frames: big, writerID: "", firstEventNumber: 0)
+                appended += 1
+            } catch {
+                overBytes = error
+            }
+        }
+        #expect(appended >= 2 && appended < 5, "appended \(appended) of 5 8 KB batches at 20 KB a second")
+        #expect(overBytes?.message.contains("bytes a second") == true, "\(String(describing: overBytes))")
+        // A second later the reader is served again.
+        try await Task.sleep(for: .milliseconds(1100))
+        _ = try await reader.send(.streamInfo(name))
+        await reader.close()
+        await writer.close()
+        await root.close()
+        await h.shutdown()
+    }
 }

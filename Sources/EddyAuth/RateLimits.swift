@@ -1,0 +1,56 @@
+import StreamModel
+import Synchronization
+
+/// Per-tenant rates (`--tenant-requests`, `--tenant-bytes`): a token bucket per principal for requests a second
+/// and one for request bytes a second (what a client sends: appends' events, mostly), each holding one second's
+/// worth. A request over either is refused with ``EddyError/Code/overloaded`` naming the limit; the principal's
+/// other requests go on once its buckets refill. Administrators of everything (the nodes' service identity,
+/// operators) are not limited, so node-to-node traffic never is.
+public final class TenantRates: Sendable {
+    /// Requests a second per principal (0: no limit).
+    public let requestsPerSecond: Double
+    /// Request bytes a second per principal (0: no limit).
+    public let bytesPerSecond: Double
+
+    struct Bucket {
+        var requests: Double
+        var bytes: Double
+        var refilled: ContinuousClock.Instant
+    }
+
+    private let buckets = Mutex<[String: Bucket]>([:])
+
+    /// Rates of `requestsPerSecond` and `bytesPerSecond` per principal (0: that one is not limited).
+    public init(requestsPerSecond: Double = 0, bytesPerSecond: Double = 0) {
+        self.requestsPerSecond = requestsPerSecond
+        self.bytesPerSecond = bytesPerSecond
+    }
+
+    /// Whether any rate is limited.
+    public var enabled: Bool { requestsPerSecond > 0 || bytesPerSecond > 0 }
+
+    /// Charges one request of `bytes` to `principal`.
+    /// - Throws: ``EddyError/Code/overloaded`` when the principal is over one of its rates.
+    public func charge(_ principal: Principal, bytes: Int, now: ContinuousClock.Instant = .now) throws(EddyError) {
+        guard enabled, !principal.isAdministrator else { return }
+        let refusal: String? = buckets.withLock { all in
+            var b = all[principal.name] ?? Bucket(requests: requestsPerSecond, bytes: bytesPerSecond, refilled: now)
+            let elapsed = (now - b.refilled).inSeconds
+            b.requests = min(requestsPerSecond, b.requests + elapsed * requestsPerSecond)
+            b.bytes = min(bytesPerSecond, b.bytes + elapsed * bytesPerSecond)
+            b.refilled = now
+            defer { all[principal.name] = b }
+            if requestsPerSecond > 0 && b.requests < 1 {
+                return "\(principal.name) is over its \(Int(requestsPerSecond)) requests a second (--tenant-requests)"
+            }
+            // A request bigger than a whole second's bytes passes when the bucket is full (else it never could).
+            if bytesPerSecond > 0 && b.bytes < min(Double(bytes), bytesPerSecond) {
+                return "\(principal.name) is over its \(Int(bytesPerSecond)) bytes a second (--tenant-bytes)"
+            }
+            if requestsPerSecond > 0 { b.requests -= 1 }
+            if bytesPerSecond > 0 { b.bytes -= Double(bytes) }
+            return nil
+        }
+        if let refusal { throw EddyError(.overloaded, refusal + ": try again shortly") }
+    }
+}
