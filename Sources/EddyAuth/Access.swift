@@ -29,9 +29,6 @@ public struct Grant: Sendable, Hashable, Codable {
     /// Whether the pattern names `stream` (`scope/stream`).
     public func names(_ stream: String) -> Bool { Self.glob(Array(scope.utf8), Array(stream.utf8)) }
 
-    /// Whether the pattern names every stream of `scope` (so listing or creating in it is within the grant).
-    public func coversScope(_ scope: String) -> Bool { names(scope + "/") && names(scope + "/x") }
-
     /// Glob match with `*` as the only special character (iterative, with one backtrack point: linear in
     /// practice, never exponential).
     static func glob(_ pattern: [UInt8], _ text: [UInt8]) -> Bool {

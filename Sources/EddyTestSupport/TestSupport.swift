@@ -6,6 +6,7 @@ import SegmentStore
 import StoreClient
 import StoreServer
 import StreamModel
+import Synchronization
 import WireProtocol
 
 #if canImport(Glibc)
@@ -17,10 +18,13 @@ import WireProtocol
 
 /// A free loopback port for a server a test starts. It is picked below Linux's ephemeral range (32768 and up),
 /// so the kernel cannot hand it to an outgoing connection between this check and the server's bind: the port is
-/// bound, released, and returned (a small race with other programs binding ports there, fine for tests).
+/// bound, released, and returned, and never handed out twice in one test process (tests start servers side by
+/// side, and a port checked free is not bound until its server has started). A small race with other programs
+/// binding ports there remains, fine for tests.
 public func freeLoopbackPort() throws -> Int {
     for _ in 0..<200 {
         let port = Int.random(in: 20000..<32000)
+        guard handedOutPorts.withLock({ $0.insert(port).inserted }) else { continue }
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         let bound = withLoopbackAddress(port: port) { bind(fd, $0, $1) }
         close(fd)
@@ -28,6 +32,9 @@ public func freeLoopbackPort() throws -> Int {
     }
     throw EddyError(.ioError, "cannot find a free port")
 }
+
+/// The ports ``freeLoopbackPort()`` has handed out in this process.
+private let handedOutPorts = Mutex<Set<Int>>([])
 
 /// Calls `body` with the `sockaddr` of 127.0.0.1:`port` and its length (for bind and connect).
 public func withLoopbackAddress<T>(port: Int, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
