@@ -66,10 +66,6 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         self.reader = ReaderState(id: readerID)
     }
 
-    static func peer(_ context: ChannelHandlerContext) -> String {
-        context.remoteAddress.map { "\($0)" } ?? "?"
-    }
-
     func channelActive(context: ChannelHandlerContext) {
         core.counters.connections.add(1, ordering: .relaxed)
         context.fireChannelActive()
@@ -95,7 +91,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     ) {
         guard let waiting = gate.finish(result) else {
             if case .failure(let error) = result {
-                core.configuration.audit.refusedConnection(peer: Self.peer(context), error)
+                core.configuration.audit.refusedConnection(peer: context.peerDescription, error)
                 fail(context, id: helloID, error)
             }
             return
@@ -113,29 +109,16 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
 
     /// Serves one frame of an authenticated connection.
     private func serve(_ context: ChannelHandlerContext, _ frame: Frame) {
+        let configuration = core.configuration
         let request: Request
-        do throws(EddyError) {
-            request = try MessageCodec.request(frame)
-        } catch {
-            return respond(context, frame.requestID, .error(error))
-        }
-        do throws(EddyError) {
-            try principal.authorize(request)
-        } catch {
-            core.configuration.audit.refused(request, by: principal, peer: Self.peer(context), error)
-            if case .credit = request { return }  // one-way: never answered
-            if case .unsubscribe = request { return }
-            return respond(context, frame.requestID, .error(error))
-        }
-        do throws(EddyError) {
-            try core.configuration.rates.charge(principal, bytes: frame.body.readableBytes)
-        } catch {
-            if case .credit = request { return }
-            if case .unsubscribe = request { return }
-            return respond(context, frame.requestID, .error(error))
-        }
-        if core.configuration.access.enabled {
-            core.configuration.audit.allowed(request, by: principal, peer: Self.peer(context))
+        switch gate.admit(
+            frame, access: configuration.access, rates: configuration.rates, audit: configuration.audit,
+            peer: { context.peerDescription })
+        {
+        case .refused(let error, let answer):
+            if answer { respond(context, frame.requestID, .error(error)) }
+            return
+        case .admitted(let admitted): request = admitted
         }
         switch request {
         case .subscribe(let segment, let offset, let window, let heartbeat):
@@ -463,7 +446,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     private func fail(_ context: ChannelHandlerContext, id: UInt32, _ error: EddyError) {
         core.configuration.logger.info(
             "closing connection after a protocol error",
-            metadata: ["peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)"])
+            metadata: ["peer": "\(context.peerDescription)", "error": "\(error)"])
         close(context)
         let frame = OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: context.channel.allocator)
         let channel = context.channel

@@ -118,7 +118,7 @@ final class WriteBack: Sendable {
     /// The journal stream of this node's queue: `_eddy/queue-<node>` (the address with `:` as `-`).
     static func journalStream(node: String) throws(EddyError) -> StreamName {
         let name = "queue-" + String(node.map { $0.isLetter || $0.isNumber || $0 == "." ? $0 : "-" })
-        return try StreamName(scope: "_eddy", stream: String(name.prefix(StreamName.maxPartLength)))
+        return try StreamName(scope: StreamName.internalScope, stream: String(name.prefix(StreamName.maxPartLength)))
     }
 
     /// Opens the queue (retrying while the store is unreachable), registers the flush handler and the periodic
@@ -203,7 +203,7 @@ final class WriteBack: Sendable {
     /// Looks at every segment this node owns (the store's length against the manifest) and queues what is due.
     /// One `listStreams` gives every segment's state.
     func scan(core: NodeCore) async {
-        let owned = core.ownedSegmentIDs().filter { $0.stream.scope != "_eddy" }
+        let owned = core.ownedSegmentIDs().filter { $0.stream.scope != StreamName.internalScope }
         guard !owned.isEmpty || !segments.withLock({ $0.isEmpty }) else { return }
         let infos: [SegmentID: SegmentInfo]
         do {
@@ -578,7 +578,7 @@ final class WriteBack: Sendable {
     func applyRetention(core: NodeCore) async {
         guard configuration.retainBytes != nil || configuration.retainSeconds != nil else { return }
         let now = WallClock.milliseconds()
-        for segment in core.ownedSegmentIDs() where segment.stream.scope != "_eddy" {
+        for segment in core.ownedSegmentIDs() where segment.stream.scope != StreamName.internalScope {
             guard let state = segments.withLock({ $0[segment] }), let manifest = state.saved else { continue }
             var candidates = state.history.map(\.boundary) + [manifest.eventBoundary]
             var limit = manifest.eventBoundary
@@ -641,7 +641,7 @@ final class WriteBack: Sendable {
     }
 
     func flushedStart(_ info: SegmentInfo) async -> SegmentInfo {
-        guard info.startOffset > 0, info.segment.stream.scope != "_eddy",
+        guard info.startOffset > 0, info.segment.stream.scope != StreamName.internalScope,
             let manifest = try? await manifest(of: info.segment), manifest.objects > 0,
             manifest.first < info.startOffset
         else { return info }

@@ -26,8 +26,13 @@ public struct Grant: Sendable, Hashable, Codable {
         self.roles = roles
     }
 
-    /// Whether the pattern names `stream` (`scope/stream`).
-    public func names(_ stream: String) -> Bool { Self.glob(Array(scope.utf8), Array(stream.utf8)) }
+    /// Whether the pattern names `stream` (`scope/stream`). `*` and patterns without a `*` are decided without
+    /// the glob (every request of every connection asks).
+    public func names(_ stream: String) -> Bool {
+        if scope == "*" { return true }
+        if !scope.utf8.contains(UInt8(ascii: "*")) { return scope == stream }
+        return Self.glob(Array(scope.utf8), Array(stream.utf8))
+    }
 
     /// Glob match with `*` as the only special character (iterative, with one backtrack point: linear in
     /// practice, never exponential).
@@ -62,14 +67,18 @@ public struct Grant: Sendable, Hashable, Codable {
 /// is a principal with `admin` on `*`.
 public struct Principal: Sendable, Hashable {
     /// The name (`alice`, `node-service`), for logs, audit entries and error messages.
-    public var name: String
+    public let name: String
     /// The grants.
-    public var grants: [Grant]
+    public let grants: [Grant]
+    /// Whether the principal holds `admin` on every stream (`*`): the service identity and operators; needed for
+    /// node-to-node messages and server-wide admin commands, and enough for every request.
+    public let isAdministrator: Bool
 
     /// A principal named `name` with `grants`.
     public init(name: String, grants: [Grant]) {
         self.name = name
         self.grants = grants
+        isAdministrator = grants.contains { $0.scope == "*" && $0.roles.contains(.admin) }
     }
 
     /// The principal of a server whose authentication is off: every request is allowed.
@@ -77,20 +86,16 @@ public struct Principal: Sendable, Hashable {
 
     /// Whether some grant gives `role` (or `admin`, which includes the others) on `stream`.
     public func may(_ role: Role, on stream: StreamName) -> Bool {
+        if isAdministrator { return true }
         let text = stream.description
         return grants.contains { $0.names(text) && ($0.roles.contains(role) || $0.roles.contains(.admin)) }
     }
 
     /// Whether some grant gives any role on `stream`: what a listing shows.
     public func seesAny(_ stream: StreamName) -> Bool {
+        if isAdministrator { return true }
         let text = stream.description
         return grants.contains { $0.names(text) && !$0.roles.isEmpty }
-    }
-
-    /// Whether the principal holds `admin` on every stream (`*`): the service identity and operators; needed for
-    /// node-to-node messages and server-wide admin commands.
-    public var isAdministrator: Bool {
-        grants.contains { $0.scope == "*" && $0.roles.contains(.admin) }
     }
 
     /// Refuses unless the principal may act as `role` on `stream`.

@@ -4,7 +4,7 @@ import WireProtocol
 
 /// The audit log: one line per refused connection or request and per admin action (create, delete, truncate,
 /// admin commands), on the `eddy.audit` logger, with the principal and the peer. It goes wherever the server's
-/// log goes (`--log-format json` makes it machine-readable; `--log-levels audit=...` tunes it).
+/// log goes (`--log-format json` makes it machine-readable; `--log-levels eddy.audit=...` tunes it).
 public struct AuditLog: Sendable {
     /// The logger the entries go to.
     public var logger: Logger
@@ -29,9 +29,6 @@ public struct AuditLog: Sendable {
             ])
     }
 
-    /// The scope of the streams Eddy keeps for itself (the write-back queues' journals).
-    static let internalScope = "_eddy"
-
     /// An admin API call its principal may not make.
     public func refusedAdmin(path: String, by principal: Principal, _ error: EddyError) {
         logger.warning(
@@ -54,10 +51,10 @@ public struct AuditLog: Sendable {
         let target: String
         switch request {
         case .createStream(let name, _), .deleteStream(let name):
-            guard name.scope != Self.internalScope else { return }
+            guard name.scope != StreamName.internalScope else { return }
             target = name.description
         case .truncate(let segment, let offset):
-            guard segment.stream.scope != Self.internalScope else { return }
+            guard segment.stream.scope != StreamName.internalScope else { return }
             target = "\(segment) at \(offset)"
         case .admin(let command, _): target = command
         default: return

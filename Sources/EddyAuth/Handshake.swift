@@ -102,3 +102,49 @@ public struct HelloGate {
         backlog = []
     }
 }
+
+/// What a server does with a request frame of an authenticated connection (``HelloGate/admit(_:access:rates:audit:peer:)``).
+public enum Admission {
+    /// Serve it.
+    case admitted(Request)
+    /// Refused: answer with the error, unless `answer` is false (a one-way message: credit, unsubscribe).
+    case refused(EddyError, answer: Bool)
+}
+
+extension HelloGate {
+    /// Parses a request frame and checks it, as every server does: the principal's grants (a refusal goes to the
+    /// audit log), then the principal's rates; an allowed admin action is audited when authentication is on.
+    public func admit(
+        _ frame: Frame, access: AccessControl, rates: TenantRates, audit: AuditLog, peer: () -> String
+    ) -> Admission {
+        let request: Request
+        do throws(EddyError) {
+            request = try MessageCodec.request(frame)
+        } catch {
+            return .refused(error, answer: true)
+        }
+        let answered: Bool
+        switch request {
+        case .credit, .unsubscribe: answered = false
+        default: answered = true
+        }
+        do throws(EddyError) {
+            try principal.authorize(request)
+        } catch {
+            audit.refused(request, by: principal, peer: peer(), error)
+            return .refused(error, answer: answered)
+        }
+        do throws(EddyError) {
+            try rates.charge(principal, bytes: frame.body.readableBytes)
+        } catch {
+            return .refused(error, answer: answered)
+        }
+        if access.enabled { audit.allowed(request, by: principal, peer: peer()) }
+        return .admitted(request)
+    }
+}
+
+extension ChannelHandlerContext {
+    /// The remote peer, for logs and audit entries.
+    public var peerDescription: String { remoteAddress.map { "\($0)" } ?? "?" }
+}

@@ -57,7 +57,7 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
     ) {
         guard let waiting = gate.finish(result) else {
             if case .failure(let error) = result {
-                configuration.audit.refusedConnection(peer: Self.peer(context), error)
+                configuration.audit.refusedConnection(peer: context.peerDescription, error)
                 fail(context, id: helloID, error)
             }
             return
@@ -71,28 +71,18 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
     /// Serves one request frame of an authenticated connection.
     private func serve(_ context: ChannelHandlerContext, _ frame: Frame) {
         let request: Request
-        do throws(EddyError) {
-            request = try MessageCodec.request(frame)
-        } catch {
-            return send(context, frame.requestID, .error(error))
+        switch gate.admit(
+            frame, access: configuration.access, rates: configuration.rates, audit: configuration.audit,
+            peer: { context.peerDescription })
+        {
+        case .refused(let error, let answer):
+            if answer { send(context, frame.requestID, .error(error)) }
+            return
+        case .admitted(let admitted): request = admitted
         }
         // One-way messages of subscriptions (cache nodes only) are never answered; the store ignores them.
         if case .credit = request { return }
         if case .unsubscribe = request { return }
-        do throws(EddyError) {
-            try principal.authorize(request)
-        } catch {
-            configuration.audit.refused(request, by: principal, peer: Self.peer(context), error)
-            return send(context, frame.requestID, .error(error))
-        }
-        do throws(EddyError) {
-            try configuration.rates.charge(principal, bytes: frame.body.readableBytes)
-        } catch {
-            return send(context, frame.requestID, .error(error))
-        }
-        if configuration.access.enabled {
-            configuration.audit.allowed(request, by: principal, peer: Self.peer(context))
-        }
         inFlight += 1
         dispatch(context, frame.requestID, request)
     }
@@ -206,15 +196,11 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
         }
     }
 
-    static func peer(_ context: ChannelHandlerContext) -> String {
-        context.remoteAddress.map { "\($0)" } ?? "?"
-    }
-
     /// Answers with an error frame and closes: used when the stream of frames cannot be trusted.
     private func fail(_ context: ChannelHandlerContext, id: UInt32, _ error: EddyError) {
         configuration.logger.info(
             "closing connection after a protocol error",
-            metadata: ["peer": "\(context.remoteAddress.map { "\($0)" } ?? "?")", "error": "\(error)"])
+            metadata: ["peer": "\(context.peerDescription)", "error": "\(error)"])
         gate.close()
         let frame = MessageCodec.frame(.error(error), id: id, allocator: context.channel.allocator)
         let channel = context.channel

@@ -13,6 +13,10 @@ public struct StreamName: Hashable, Sendable, Comparable, CustomStringConvertibl
     /// The longest allowed part, in characters.
     public static let maxPartLength = 64
 
+    /// The scope of the streams Eddy keeps for itself (the write-back queues' journals): not a tenant's, left out
+    /// of backups and of write-back, and not audited as an admin's action.
+    public static let internalScope = "_eddy"
+
     /// Creates a name from its two parts, validating both.
     /// - Throws: ``EddyError`` with code ``EddyError/Code/invalidName`` naming the offending part.
     public init(scope: String, stream: String) throws(EddyError) {

@@ -43,7 +43,7 @@ struct Backup: AsyncParsableCommand {
         try await withClient(server) { client in
             let store = try location.makeStore(environment: ProcessInfo.processInfo.environment)
             let names = try await selection.names {
-                try await client.listStreams().map(\.name).filter { $0.scope != "_eddy" }
+                try await client.listStreams().map(\.name).filter { $0.scope != StreamName.internalScope }
             }
             for name in names {
                 let progress = ProgressLine(what: "backing up \(name)")

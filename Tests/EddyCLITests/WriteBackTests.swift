@@ -265,13 +265,10 @@ extension WriteBackTests {
         // Only now does the segment get an owner: its first scan finds every block full at once.
         try ring.addNode(0)
         let objects = try FileObjectStore(root: folder)
-        let deadline = ContinuousClock.now + .seconds(60)
-        var manifest = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
-        while manifest.flushed < fullEnd && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(200))
-            manifest = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
-        }
-        #expect(manifest.flushed == fullEnd)
+        // The partial tail waits for --flush-idle (30 s): the full blocks are what is flushed.
+        let manifests = try await Self.waitUntilFlushed(
+            objects, prefix: "", name, lengths: [0: fullEnd], within: .seconds(60), ring: ring)
+        #expect(manifests[0]?.flushed == fullEnd)
         var starts: [UInt64] = []
         for info in try await objects.listAll(prefix: BlockObject.segmentFolder(prefix: "", segment: segment)) {
             let object = try BlockObject.decode(try await objects.get(info.key), key: info.key)
