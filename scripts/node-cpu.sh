@@ -2,7 +2,8 @@
 # CPU time of a node and its store over one `eddy bench append` through the node (docs/benchmarks.md,
 # "Write-back"): where write-back's cost goes. Prints appends/s and the CPU ticks (1/100 s, utime + stime from
 # /proc/PID/stat) each process used, for write-back off and on (file:// to a temporary folder), ROUNDS times.
-# PERF=1 also records the node with `perf record -g` in the write-back round and prints perf's top symbols.
+# PERF=1 also records the node with `perf record -g` in both rounds, prints perf's top symbols of the write-back
+# round, and splits the samples write-back adds by part (scripts/perf-split.py).
 # Usage: scripts/node-cpu.sh [EVENTS] (default 300000 events of 1000 bytes, 4 writers); ROUNDS=3; OBJECTS_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +35,7 @@ round() { # name node-args...
   sleep 1
   local s0 n0 perf_pid=""
   s0=$(ticks "$sp"); n0=$(ticks "$np")
-  if [ "${PERF:-0}" = 1 ] && [ "$name" = file ]; then
+  if [ "${PERF:-0}" = 1 ]; then
     perf record -F 999 -g -p "$np" -o "$d/perf.data" -- sleep 6 > /dev/null 2>&1 &
     perf_pid=$!
     sleep 0.5
@@ -46,8 +47,12 @@ round() { # name node-args...
   echo "$name: $rate appends/s, node $(( $(ticks "$np") - n0 )) ticks, store $(( $(ticks "$sp") - s0 )) ticks"
   if [ -n "$perf_pid" ]; then
     wait "$perf_pid" || true
-    perf report -i "$d/perf.data" --no-children -g none --sort dso,symbol 2>/dev/null | grep -v '^#' | grep -v '^$' \
-      | head -25 | cut -c1-160
+    perf script -i "$d/perf.data" -F comm,tid,ip,sym 2>/dev/null > "$dir/perf-$name.txt" || true
+    if [ "$name" = file ]; then
+      perf report -i "$d/perf.data" --no-children -g none --sort dso,symbol 2>/dev/null | grep -v '^#' \
+        | grep -v '^$' | head -25 | cut -c1-160 || true
+      python3 scripts/perf-split.py "$dir/perf-off.txt" "$dir/perf-file.txt"
+    fi
   fi
   kill -9 "$sp" "$np" 2>/dev/null || true
   wait "$sp" "$np" 2>/dev/null || true
