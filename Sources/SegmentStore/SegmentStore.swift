@@ -101,9 +101,17 @@ public final class SegmentStore: Sendable {
         try FileSystem.makeDirectories(data + "/journal")
         try FileSystem.makeDirectories(data + "/segments")
         lockFD = try FileSystem.open(data + "/LOCK", create: true)
-        guard flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
-            Glibc.close(lockFD)
-            throw EddyError(.ioError, "data directory \(data) is in use by another store")
+        // A lock just released can still be held for a moment by a child process this process is starting: the
+        // child holds copies of the descriptors until its exec closes them (O_CLOEXEC). So a held lock is tried
+        // again for a second before the directory counts as another store's.
+        var attempts = 0
+        while flock(lockFD, LOCK_EX | LOCK_NB) != 0 {
+            attempts += 1
+            guard attempts < 100 else {
+                Glibc.close(lockFD)
+                throw EddyError(.ioError, "data directory \(data) is in use by another store")
+            }
+            usleep(10_000)
         }
         let ring: IOUringRing?
         do throws(EddyError) {
