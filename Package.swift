@@ -29,6 +29,7 @@ let package = Package(
         .library(name: "EddyAdmin", targets: ["EddyAdmin"]),
         .library(name: "EtcdGateway", targets: ["EtcdGateway"]),
         .library(name: "EddyAuth", targets: ["EddyAuth"]),
+        .library(name: "EddyTLS", targets: ["EddyTLS"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
@@ -39,6 +40,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/vapor/jwt-kit", from: "5.8.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        // TLS on every link, and the certificates of `eddy up --secure` and the tests (issue 9).
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
         // The admin HTTP server, the process lifecycle and the metrics (issue 8). Hummingbird's default traits pull in
         // swift-configuration, which Eddy does not use.
@@ -89,10 +94,24 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // TLS for the listeners and the connections between servers, reloadable, and an in-process authority.
+        .target(
+            name: "EddyTLS",
+            dependencies: [
+                "StreamModel",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "StoreServer",
             dependencies: [
-                "SegmentStore", "WireProtocol", "StreamModel", "EddyAuth",
+                "SegmentStore", "WireProtocol", "StreamModel", "EddyAuth", "EddyTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -102,7 +121,7 @@ let package = Package(
         .target(
             name: "StoreClient",
             dependencies: [
-                "WireProtocol", "StreamModel",
+                "WireProtocol", "StreamModel", "EddyTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -142,7 +161,7 @@ let package = Package(
             name: "CacheNode",
             dependencies: [
                 "StreamModel", "HashRing", "CacheCore", "WireProtocol", "StoreClient", "CNUMA", "CZstd", "ObjectStorage",
-                "WriteBackQueue", "EtcdGateway", "EddyAuth",
+                "WriteBackQueue", "EtcdGateway", "EddyAuth", "EddyTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -153,7 +172,7 @@ let package = Package(
         .target(
             name: "EddyClient",
             dependencies: [
-                "StreamModel", "WireProtocol", "StoreClient",
+                "StreamModel", "WireProtocol", "StoreClient", "EddyTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -174,7 +193,7 @@ let package = Package(
         .target(
             name: "EddyAdmin",
             dependencies: [
-                "StreamModel", "CacheNode", "StoreServer", "SegmentStore", "WriteBackQueue", "EddyAuth",
+                "StreamModel", "CacheNode", "StoreServer", "SegmentStore", "WriteBackQueue", "EddyAuth", "EddyTLS",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -189,7 +208,7 @@ let package = Package(
             dependencies: [
                 "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CacheCore", "Workloads",
                 "HashRing", "CacheNode", "EddyClient", "CNUMA", "CZstd", "ObjectStorage", "WriteBackQueue", "EddyConfig",
-                "EddyAdmin", "EddyAuth",
+                "EddyAdmin", "EddyAuth", "EddyTLS",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -206,6 +225,7 @@ let package = Package(
             name: "EddyTestSupport",
             dependencies: [
                 "SegmentStore", "ObjectStorage", "StoreServer", "StoreClient", "WireProtocol", "StreamModel", "EddyAuth",
+                "EddyTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
@@ -288,6 +308,7 @@ let package = Package(
             name: "StoreServerTests",
             dependencies: [
                 "StoreServer", "StoreClient", "SegmentStore", "WireProtocol", "StreamModel", "EddyTestSupport", "EddyAuth",
+                "EddyTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "JWTKit", package: "jwt-kit"),

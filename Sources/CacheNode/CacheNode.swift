@@ -56,6 +56,9 @@ public final class CacheNode: Sendable {
                     connections.add(channel)
                     let id = readerIDs.wrappingAdd(1, ordering: .relaxed).newValue
                     let logger = configuration.logger
+                    try configuration.tls?.addHandlers(
+                        to: channel.pipeline.syncOperations,
+                        handshakeTimeout: TimeAmount(configuration.limits.frameTimeout))
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionGuard(limits: configuration.limits, open: { connections.count }) { error in
                             logger.warning("connection refused", metadata: ["why": "\(error.message)"])

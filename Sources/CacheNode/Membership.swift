@@ -1,4 +1,5 @@
 import CacheCore
+import EddyTLS
 import HashRing
 import Logging
 import NIOCore
@@ -95,11 +96,13 @@ final class PeerSet: Sendable {
     private let group: EventLoopGroup
     private let connectTimeout: Duration
     private let token: String
+    private let tls: ClientTLS?
 
-    init(group: EventLoopGroup, connectTimeout: Duration, token: String = "") {
+    init(group: EventLoopGroup, connectTimeout: Duration, token: String = "", tls: ClientTLS? = nil) {
         self.group = group
         self.connectTimeout = connectTimeout
         self.token = token
+        self.tls = tls
     }
 
     /// The connection to the member named `name` (`HOST:PORT`); nil when the name is not an address.
@@ -108,7 +111,8 @@ final class PeerSet: Sendable {
         guard let address = try? ServerAddress(parsing: name) else { return nil }
         return upstreams.withLock { u in
             if let known = u[name] { return known }
-            let made = Upstream(address: address, group: group, connectTimeout: connectTimeout, token: token)
+            let made = Upstream(
+                address: address, group: group, connectTimeout: connectTimeout, token: token, tls: tls)
             u[name] = made
             return made
         }

@@ -1,6 +1,7 @@
 import CacheCore
 import CoreMetrics
 import EddyAuth
+import EddyTLS
 import Foundation
 import Logging
 import StreamModel
@@ -39,6 +40,9 @@ public struct NodeConfiguration: Sendable {
     public var serviceToken: String = ""
     /// Where refusals and admin actions are logged.
     public var audit = AuditLog()
+    /// The listener's certificate (`--tls-cert`, `--tls-key`, `--tls-ca`, `--tls-mutual`); nil: plain TCP. With
+    /// it, the node also connects to the store and to the other nodes over TLS, presenting the same certificate.
+    public var tls: ServerTLS?
     /// Requests and bytes a second per principal (`--tenant-requests`, `--tenant-bytes`; unlimited by default).
     public var rates = TenantRates()
     /// Connections, slow clients and idle connections (`--max-connections`, `--frame-timeout`, `--idle-timeout`).

@@ -108,9 +108,10 @@ public final class NodeCore: Sendable {
             ? try WhatIf(configuration.whatIfConfiguration(ownerCacheBytes: configuration.ownerCacheBytes)) : nil
         store = Upstream(
             address: configuration.store, group: group, connectTimeout: configuration.requestTimeout,
-            token: configuration.serviceToken)
+            token: configuration.serviceToken, tls: configuration.tls?.outgoing)
         let peers = PeerSet(
-            group: group, connectTimeout: configuration.requestTimeout, token: configuration.serviceToken)
+            group: group, connectTimeout: configuration.requestTimeout, token: configuration.serviceToken,
+            tls: configuration.tls?.outgoing)
         self.peers = peers
         let storeUpstream = store
         let blockGeometry = geometry

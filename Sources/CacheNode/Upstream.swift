@@ -1,4 +1,5 @@
 import CacheCore
+import EddyTLS
 import NIOCore
 import StoreClient
 import StreamModel
@@ -15,6 +16,8 @@ final class Upstream: Sendable {
     private let connectTimeout: Duration
     /// The node's service token, sent in every hello (empty: none).
     private let token: String
+    /// TLS to the server (the node's certificate, trusting `--tls-ca`); nil: plain TCP.
+    private let tls: ClientTLS?
     private let connecting = SingleFlight<Int, StoreClient>()
     private let current = Mutex<StoreClient?>(nil)
     private let lastConnectRefused = Atomic<Bool>(false)
@@ -23,11 +26,15 @@ final class Upstream: Sendable {
     /// opposed to timing out (a slow or partitioned host).
     var refused: Bool { lastConnectRefused.load(ordering: .relaxed) }
 
-    init(address: ServerAddress, group: EventLoopGroup, connectTimeout: Duration, token: String = "") {
+    init(
+        address: ServerAddress, group: EventLoopGroup, connectTimeout: Duration, token: String = "",
+        tls: ClientTLS? = nil
+    ) {
         self.address = address
         self.group = group
         self.connectTimeout = connectTimeout
         self.token = token
+        self.tls = tls
     }
 
     /// Sends `request` and waits at most `timeout` for its answer.
@@ -49,9 +56,10 @@ final class Upstream: Sendable {
         let address = self.address
         let group = self.group
         let token = self.token
+        let tls = self.tls
         do {
             let (c, _) = try await connecting.run(0) {
-                try await StoreClient.connect(to: address, group: group, timeout: timeout, token: token)
+                try await StoreClient.connect(to: address, group: group, timeout: timeout, token: token, tls: tls)
             }
             current.withLock { $0 = c }
             lastConnectRefused.store(false, ordering: .relaxed)

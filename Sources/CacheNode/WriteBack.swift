@@ -136,8 +136,9 @@ final class WriteBack: Sendable {
         while !Task.isCancelled {
             do {
                 let token = node.serviceToken
+                let tls = node.tls?.outgoing
                 let journal = try await StoreJournalLog(stream: stream) {
-                    try await StoreClient.connect(to: address, token: token)
+                    try await StoreClient.connect(to: address, token: token, tls: tls)
                 }
                 let archive = ObjectKey.join(prefix, "_journal/\(stream.stream)")
                 let opened = try await WriteBackQueue.open(

@@ -1,6 +1,8 @@
 import EddyAuth
+import EddyTLS
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
 import NIOCore
 import ServiceLifecycle
@@ -27,10 +29,11 @@ public final class AdminServer: Service, Sendable, CustomStringConvertible {
     /// Binds `address` and serves the routes `install` adds to the router. With `access` enabled, every route
     /// but the probes (`/health`, `/ready`) and the dashboard page (`/`) needs `Authorization: Bearer TOKEN` of a
     /// principal with `admin` on `*` (the pages's own requests send the token given in its URL fragment).
+    /// With `tls`, it serves HTTPS with the server's certificate (reloaded with it).
     /// - Throws: ``EddyError/Code/ioError`` when the address cannot be bound.
     public static func start(
         address: ServerAddress, logger: Logger, access: AccessControl = .off, audit: AuditLog = AuditLog(),
-        install: (Router<BasicRequestContext>) -> Void
+        tls: ServerTLS? = nil, install: (Router<BasicRequestContext>) -> Void
     ) async throws(EddyError) -> AdminServer {
         let router = Router()
         if access.enabled { router.add(middleware: BearerTokens(access: access, audit: audit)) }
@@ -39,6 +42,7 @@ public final class AdminServer: Service, Sendable, CustomStringConvertible {
         let (outcomes, started) = AsyncStream<Result<Int, EddyError>>.makeStream()
         let application = Application(
             router: router,
+            server: tls.map { HTTPServerBuilder.http1(behind: $0) } ?? .http1(),
             configuration: ApplicationConfiguration(
                 address: .hostname(address.host, port: address.port), serverName: "eddy-admin"),
             onServerRunning: { channel in started.yield(.success(channel.localAddress?.port ?? address.port)) },

@@ -1,6 +1,7 @@
 import Crypto
 import Foundation
 import StreamModel
+import Synchronization
 
 /// Checks a bearer token and says whose it is.
 public protocol Authenticator: Sendable {
@@ -54,10 +55,36 @@ public struct AccessControl: Sendable {
     /// Loads `setting` (reads its file).
     /// - Throws: ``EddyError/Code/invalidArgument`` naming the file and what is wrong with it.
     public static func load(_ setting: AuthSetting) async throws(EddyError) -> AccessControl {
+        guard let loaded = try await loadAuthenticator(setting) else { return .off }
+        return AccessControl(setting: setting, authenticator: Reloadable(loaded))
+    }
+
+    private static func loadAuthenticator(_ setting: AuthSetting) async throws(EddyError) -> (any Authenticator)? {
         switch setting {
-        case .off: .off
-        case .tokens(let path): AccessControl(setting: setting, authenticator: try TokensFile(path: path))
-        case .jwt(let path): AccessControl(setting: setting, authenticator: try await JWTAuthenticator.load(path: path))
+        case .off: nil
+        case .tokens(let path): try TokensFile(path: path)
+        case .jwt(let path): try await JWTAuthenticator.load(path: path)
+        }
+    }
+
+    /// Reads the setting's file again (SIGHUP): connections authenticated from now on are checked against it
+    /// (a removed token is refused); connections already authenticated keep their principal. On error the old
+    /// file stays in use.
+    /// - Throws: ``EddyError/Code/invalidArgument`` naming the file and what is wrong with it.
+    public func reload() async throws(EddyError) {
+        guard let reloadable = authenticator as? Reloadable, let fresh = try await Self.loadAuthenticator(setting)
+        else { return }
+        reloadable.current.withLock { $0 = fresh }
+    }
+
+    /// An authenticator ``reload()`` can replace.
+    final class Reloadable: Authenticator {
+        let current: Mutex<any Authenticator>
+
+        init(_ authenticator: any Authenticator) { current = Mutex(authenticator) }
+
+        func principal(for token: String) async throws(EddyError) -> Principal {
+            try await current.withLock { $0 }.principal(for: token)
         }
     }
 

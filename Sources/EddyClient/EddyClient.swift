@@ -1,3 +1,4 @@
+import EddyTLS
 import NIOCore
 import NIOPosix
 import StoreClient
@@ -28,6 +29,8 @@ public final class EddyClient: RequestSender {
         /// The bearer token sent in every connection's hello (`--token` or `EDDY_TOKEN`); empty: none, for servers
         /// with authentication off.
         public var token: String = ""
+        /// TLS to the servers (`--tls-ca`); nil: plain TCP.
+        public var tls: ClientTLS?
 
         /// Creates a configuration.
         public init(servers: [ServerAddress]) { self.servers = servers }
@@ -61,7 +64,8 @@ public final class EddyClient: RequestSender {
             for (i, server) in configuration.servers.enumerated() {
                 do {
                     let c = try await StoreClient.connect(
-                        to: server, group: group, timeout: configuration.connectTimeout, token: configuration.token)
+                        to: server, group: group, timeout: configuration.connectTimeout, token: configuration.token,
+                        tls: configuration.tls)
                     let order = Array(configuration.servers[i...] + configuration.servers[..<i])
                     return EddyClient(configuration: configuration, order: order, current: c, group: group)
                 } catch {
@@ -76,7 +80,8 @@ public final class EddyClient: RequestSender {
                 group2.addTask {
                     let start = ContinuousClock.now
                     let c = try? await StoreClient.connect(
-                        to: server, group: group, timeout: configuration.connectTimeout, token: configuration.token)
+                        to: server, group: group, timeout: configuration.connectTimeout, token: configuration.token,
+                        tls: configuration.tls)
                     return (server, c, ContinuousClock.now - start)
                 }
             }
@@ -156,7 +161,8 @@ public final class EddyClient: RequestSender {
         let c: StoreClient
         do {
             c = try await StoreClient.connect(
-                to: target, group: group, timeout: configuration.connectTimeout, token: configuration.token)
+                to: target, group: group, timeout: configuration.connectTimeout, token: configuration.token,
+                tls: configuration.tls)
         } catch {
             skip(target)
             throw error

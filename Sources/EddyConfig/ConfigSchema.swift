@@ -213,6 +213,18 @@ public enum ConfigSchema {
             "security", "service-token", .text, "",
             "The token a node presents to the store and to other nodes: a principal with admin on * there.",
             commands: nodeAndUp),
+        ConfigKey(
+            "security", "tls-cert", .text, "",
+            "PEM certificate (chain) of the server's listeners and admin HTTP port: TLS on; SIGHUP reloads it.",
+            commands: servers),
+        ConfigKey("security", "tls-key", .text, "", "PEM private key of --tls-cert.", commands: servers),
+        ConfigKey(
+            "security", "tls-ca", .text, "",
+            "PEM authorities the server trusts for the store's and other nodes' certificates (and clients' with --tls-mutual).",
+            commands: servers),
+        ConfigKey(
+            "security", "tls-mutual", .boolean, "false",
+            "Require a client certificate signed by --tls-ca on every connection (mutual TLS).", commands: servers),
 
         ConfigKey(
             "limits", "max-connections", .integer(1...1_000_000), "16384",

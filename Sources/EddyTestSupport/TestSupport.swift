@@ -1,4 +1,5 @@
 import EddyAuth
+import EddyTLS
 import Foundation
 import NIOCore
 import NIOPosix
@@ -53,8 +54,12 @@ public final class Harness {
     public let store: SegmentStore
     public let server: StoreServer
 
-    /// Starts a store and its server with `access` (authentication off by default) and per-principal `rates`.
-    public init(access: AccessControl = .off, rates: TenantRates = TenantRates()) async throws {
+    /// Starts a store and its server with `access` (authentication off by default), per-principal `rates`, and
+    /// `tls` on its listener (none: plain TCP).
+    public init(
+        access: AccessControl = .off, rates: TenantRates = TenantRates(), tls: ServerTLS? = nil,
+        limits: ConnectionLimits = ConnectionLimits()
+    ) async throws {
         directory = NSTemporaryDirectory() + "eddy-server-" + UUID().uuidString
         var configuration = StoreConfiguration(dataDirectory: directory)
         configuration.logger.logLevel = .warning
@@ -64,14 +69,16 @@ public final class Harness {
         serverConfiguration.maxFrameSize = 1 << 20
         serverConfiguration.access = access
         serverConfiguration.rates = rates
+        serverConfiguration.tls = tls
+        serverConfiguration.limits = limits
         server = try await StoreServer.start(store: store, configuration: serverConfiguration)
     }
 
     public var address: ServerAddress { ServerAddress(host: "127.0.0.1", port: server.port) }
 
-    /// A client connection, with `token` in its hello (empty: none).
-    public func client(token: String = "") async throws -> StoreClient {
-        try await StoreClient.connect(to: address, token: token)
+    /// A client connection, with `token` in its hello (empty: none), over `tls` when given.
+    public func client(token: String = "", tls: ClientTLS? = nil) async throws -> StoreClient {
+        try await StoreClient.connect(to: address, token: token, tls: tls)
     }
 
     public func shutdown() async {

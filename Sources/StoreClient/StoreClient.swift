@@ -1,3 +1,4 @@
+import EddyTLS
 import NIOCore
 import NIOPosix
 import StreamModel
@@ -24,13 +25,15 @@ public final class StoreClient: RequestSender {
     /// Whether the connection is still open.
     public var isActive: Bool { channel.isActive }
 
-    /// Connects and performs the hello, with `token` (the bearer token; empty: none) in it.
-    /// - Throws: ``EddyError/Code/connectionFailed`` naming the address when it cannot connect,
+    /// Connects and performs the hello, with `token` (the bearer token; empty: none) in it; over TLS when `tls` is
+    /// given (the server's certificate must be signed by its authority and name `address`'s host).
+    /// - Throws: ``EddyError/Code/connectionFailed`` naming the address when it cannot connect (or the TLS
+    ///   handshake fails: the message says why),
     ///   ``EddyError/Code/unsupportedVersion`` when the server speaks another protocol version,
     ///   ``EddyError/Code/unauthorized`` when the server requires a token and this one is missing or not valid.
     public static func connect(
         to address: ServerAddress, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        timeout: Duration = .seconds(5), token: String = ""
+        timeout: Duration = .seconds(5), token: String = "", tls: ClientTLS? = nil
     ) async throws(EddyError) -> StoreClient {
         let channel: Channel
         do {
@@ -43,6 +46,9 @@ public final class StoreClient: RequestSender {
                 )
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        if let tls {
+                            try channel.pipeline.syncOperations.addHandler(try tls.makeHandler(host: address.host))
+                        }
                         try channel.pipeline.syncOperations.addHandler(
                             ByteToMessageHandler(FrameDecoder(copyBodiesUpTo: 16 << 10)))
                         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
@@ -247,7 +253,7 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
-        failAll(EddyError(.connectionFailed, "connection error: \(error)"))
+        failAll(EddyError(.connectionFailed, TLSFailure.describe(error) ?? "connection error: \(error)"))
         context.close(promise: nil)
     }
 

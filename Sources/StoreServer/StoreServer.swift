@@ -1,4 +1,5 @@
 import EddyAuth
+import EddyTLS
 import Foundation
 import Logging
 import NIOCore
@@ -28,6 +29,8 @@ public struct StoreServerConfiguration: Sendable {
     public var access: AccessControl = .off
     /// Where refusals and admin actions are logged.
     public var audit = AuditLog()
+    /// The listener's certificate (`--tls-cert`, `--tls-key`); nil: plain TCP.
+    public var tls: ServerTLS?
 
     /// Creates a configuration.
     public init(address: ServerAddress) {
@@ -86,6 +89,9 @@ public final class StoreServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     connections.add(channel)
                     let logger = configuration.logger
+                    try configuration.tls?.addHandlers(
+                        to: channel.pipeline.syncOperations,
+                        handshakeTimeout: TimeAmount(configuration.limits.frameTimeout))
                     try channel.pipeline.syncOperations.addHandler(
                         ConnectionGuard(limits: configuration.limits, open: { connections.count }) { error in
                             logger.warning("connection refused", metadata: ["why": "\(error.message)"])

@@ -49,6 +49,13 @@ public struct FrameDecoder: ByteToMessageDecoder {
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
         guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return .needMoreData }
         guard Int(length) <= maxFrameSize else {
+            // A TLS record starts with its content type (20 to 23) and the major version 3: the peer speaks TLS.
+            if (20...23).contains(length >> 24), (length >> 16) & 0xFF == 3 {
+                throw EddyError(
+                    .malformedFrame,
+                    "the peer speaks TLS and this side plain TCP: connect with --tls-ca (or give the server --tls-cert)"
+                )
+            }
             throw EddyError(.frameTooLarge, "frame of \(length) bytes is over the maximum of \(maxFrameSize)")
         }
         guard Int(length) >= Frame.headerSize else {

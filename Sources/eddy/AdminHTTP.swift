@@ -1,6 +1,7 @@
 import ArgumentParser
 import AsyncHTTPClient
 import EddyClient
+import EddyTLS
 import Foundation
 import NIOCore
 import NIOHTTP1
@@ -21,7 +22,7 @@ struct AdminTarget: ParsableArguments {
             """)
     var admin: String?
 
-    @OptionGroup var credentials: TokenOption
+    @OptionGroup var credentials: ClientCredentials
 
     /// `--token`, else `$EDDY_TOKEN`, else none.
     var bearer: String { credentials.bearer }
@@ -84,7 +85,7 @@ enum AdminCall {
 
 /// A connection to a server's admin API (or, failing that, its protocol port) for the commands of `eddy admin`.
 enum AdminConnection {
-    case http(base: String, token: String)
+    case http(AdminHTTP)
     case wire(EddyClient)
 
     /// Runs `body` with the connection `target` leads to, and reports errors as every command does.
@@ -94,36 +95,42 @@ enum AdminConnection {
 
     static func open(_ target: AdminTarget) async throws -> AdminConnection {
         let server = try ServerAddress(parsing: target.server)
+        let tls = try target.credentials.tls()
         if let admin = target.admin {
-            let address = try ServerAddress(parsing: admin)
-            return .http(base: "http://\(address.host):\(address.port)", token: target.bearer)
+            return .http(try AdminHTTP(address: try ServerAddress(parsing: admin), token: target.bearer, tls: tls))
         }
         // The default admin port is the protocol port + 100 (`--admin-listen auto`); it is used only when the
         // server answering there says it is the one asked for.
         if server.port + 100 <= 65535 {
-            let base = "http://\(server.host):\(server.port + 100)"
-            if let health = try? await get(base, "/health", timeout: .seconds(2)),
+            let http = try AdminHTTP(
+                address: ServerAddress(host: server.host, port: server.port + 100), token: target.bearer, tls: tls)
+            if let health = try? await http.request("/health", timeout: .seconds(2)),
                 (health["node"] as? String) == server.description || (health["listen"] as? String) == server.description
             {
-                return .http(base: base, token: target.bearer)
+                return .http(http)
             }
+            await http.close()
         }
         var configuration = EddyClient.Configuration(servers: [server])
         configuration.token = target.bearer
+        configuration.tls = tls
         return .wire(try await EddyClient.connect(configuration))
     }
 
     func close() async {
-        if case .wire(let client) = self { await client.close() }
+        switch self {
+        case .http(let http): await http.close()
+        case .wire(let client): await client.close()
+        }
     }
 
     /// Asks `call` and returns the JSON answer as an object.
     /// - Throws: the server's error (its code and message), or why the server could not be reached.
     func ask(_ call: AdminCall) async throws -> [String: Any] {
         switch self {
-        case .http(let base, let token):
+        case .http(let http):
             let (method, path, body) = call.http
-            return try await Self.request(base, path, method: method, body: body, token: token, timeout: .seconds(60))
+            return try await http.request(path, method: method, body: body, timeout: .seconds(60))
         case .wire(let client):
             guard let (name, arguments) = call.command else {
                 return try Self.object(try await client.stats(), what: "stats")
@@ -141,12 +148,10 @@ enum AdminConnection {
     /// `stats` as the server sent it (its JSON text, keys sorted).
     func statsText() async throws -> String {
         switch self {
-        case .http(let base, let token):
+        case .http(let http):
             // The server's own text (keys sorted, as over the protocol), not a parse and a re-encoding of it.
-            return try await Self.requestText(
-                base, "/stats", method: .GET, body: nil, token: token, timeout: .seconds(60)
-            )
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+            return try await http.requestText("/stats", timeout: .seconds(60))
+                .trimmingCharacters(in: .whitespacesAndNewlines)
         case .wire(let client):
             return try await client.stats()
         }
@@ -158,16 +163,39 @@ enum AdminConnection {
         }
         return object
     }
+}
 
-    static func get(_ base: String, _ path: String, timeout: TimeAmount) async throws -> [String: Any] {
-        try await request(base, path, method: .GET, body: nil, token: "", timeout: timeout)
+/// A server's admin HTTP API: `http://` or, with TLS (`--tls-ca`), `https://` trusting the given authorities.
+struct AdminHTTP {
+    let base: String
+    let token: String
+    private let client: HTTPClient
+    private let owned: Bool
+
+    init(address: ServerAddress, token: String, tls: ClientTLS?) throws {
+        self.token = token
+        guard let tls else {
+            base = "http://\(address.host):\(address.port)"
+            client = HTTPClient.shared
+            owned = false
+            return
+        }
+        base = "https://\(address.host):\(address.port)"
+        var configuration = HTTPClient.Configuration()
+        configuration.tlsConfiguration = try tls.configuration()
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: configuration)
+        owned = true
+    }
+
+    func close() async {
+        if owned { try? await client.shutdown() }
     }
 
     /// One admin API request; a JSON error answer (`{"error": {"code", "message"}}`) becomes an ``EddyError``.
-    static func request(
-        _ base: String, _ path: String, method: HTTPMethod, body: [String: Any]?, token: String, timeout: TimeAmount
+    func request(
+        _ path: String, method: HTTPMethod = .GET, body: [String: Any]? = nil, timeout: TimeAmount
     ) async throws -> [String: Any] {
-        let text = try await requestText(base, path, method: method, body: body, token: token, timeout: timeout)
+        let text = try await requestText(path, method: method, body: body, timeout: timeout)
         guard let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any] else {
             throw EddyError(.malformedFrame, "\(base)\(path) did not answer a JSON object")
         }
@@ -175,8 +203,8 @@ enum AdminConnection {
     }
 
     /// One admin API request's answer as sent; an error answer becomes an ``EddyError`` as in ``request``.
-    static func requestText(
-        _ base: String, _ path: String, method: HTTPMethod, body: [String: Any]?, token: String, timeout: TimeAmount
+    func requestText(
+        _ path: String, method: HTTPMethod = .GET, body: [String: Any]? = nil, timeout: TimeAmount
     ) async throws -> String {
         var request = HTTPClientRequest(url: base + path)
         request.method = method
@@ -188,9 +216,10 @@ enum AdminConnection {
         }
         let response: HTTPClientResponse
         do {
-            response = try await HTTPClient.shared.execute(request, timeout: timeout)
+            response = try await client.execute(request, timeout: timeout)
         } catch {
-            throw EddyError(.unavailable, "cannot reach the admin API at \(base): \(error)")
+            throw EddyError(
+                .unavailable, "cannot reach the admin API at \(base): \(TLSFailure.describe(error) ?? "\(error)")")
         }
         let text = String(buffer: try await response.body.collect(upTo: 64 << 20))
         guard (200..<300).contains(response.status.code) else {

@@ -8,7 +8,8 @@ import WireProtocol
 
 /// One plain connection to `--server` (the append benchmark measures a single path, without failover).
 func connectStore(_ server: ServerOption) async throws -> StoreClient {
-    try await StoreClient.connect(to: try ServerAddress(parsing: server.server), token: server.bearer)
+    try await StoreClient.connect(
+        to: try ServerAddress(parsing: server.server), token: server.bearer, tls: try server.credentials.tls())
 }
 
 /// A client of the nearest of `--servers` (or of `--server`), with failover.
@@ -16,6 +17,7 @@ func connect(_ server: ServerOption) async throws -> EddyClient {
     var configuration = EddyClient.Configuration(servers: try server.addresses())
     configuration.zone = server.zone ?? ""
     configuration.token = server.bearer
+    configuration.tls = try server.credentials.tls()
     return try await EddyClient.connect(configuration)
 }
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import EddyAdmin
 import EddyAuth
 import EddyConfig
+import EddyTLS
 import Foundation
 import Hummingbird
 import Logging
@@ -157,13 +158,19 @@ struct AdminSetup {
 
     /// Starts the admin server with the routes `routes` makes for this setup's metrics, logging where it listens.
     func start(
-        for what: String, access: AccessControl, routes: (MetricsExporter) -> (Router<BasicRequestContext>) -> Void
+        for what: String, access: AccessControl, tls: ServerTLS?,
+        routes: (MetricsExporter) -> (Router<BasicRequestContext>) -> Void
     ) async throws -> AdminServer {
         let admin = try await AdminServer.start(
-            address: address, logger: Logger(label: "eddy.admin"), access: access, install: routes(metrics))
+            address: address, logger: Logger(label: "eddy.admin"), access: access, tls: tls, install: routes(metrics))
         Logger(label: "eddy").info(
-            "admin listening", metadata: ["admin": "http://\(admin.address)/", "server": "\(what)"])
+            "admin listening", metadata: ["admin": "\(Self.url(admin.address, tls: tls))", "server": "\(what)"])
         return admin
+    }
+
+    /// The admin server's URL: `https://` with TLS.
+    static func url(_ address: ServerAddress, tls: ServerTLS?) -> String {
+        "\(tls == nil ? "http" : "https")://\(address)/"
     }
 }
 
@@ -180,7 +187,7 @@ struct ServerOption: ParsableArguments {
     @Option(name: .long, help: "The client's zone: nodes of the same zone are preferred.")
     var zone: String?
 
-    @OptionGroup var credentials: TokenOption
+    @OptionGroup var credentials: ClientCredentials
 
     /// `--token`, else `$EDDY_TOKEN`, else none.
     var bearer: String { credentials.bearer }

@@ -4,6 +4,7 @@ import CacheNode
 import EddyAdmin
 import EddyAuth
 import EddyConfig
+import EddyTLS
 import Foundation
 import Logging
 import NIOCore
@@ -268,6 +269,7 @@ struct Node: AsyncParsableCommand {
             c.serviceToken = try await security.nodeServiceToken(c.access)
             c.limits = security.limits
             c.rates = security.rates()
+            c.tls = try security.serverTLS(logger: Logger(label: "eddy"), server: "node \(c.listen)")
             let admin = try process.admin(beside: c.listen)
             c.metricsFactory = admin?.metrics.factory
             let node = try await CacheNode.start(configuration: c)
@@ -275,7 +277,9 @@ struct Node: AsyncParsableCommand {
             if let admin {
                 do {
                     services.append(
-                        try await admin.start(for: "node", access: c.access) { AdminRoutes.node(node, metrics: $0) })
+                        try await admin.start(for: "node", access: c.access, tls: c.tls) {
+                            AdminRoutes.node(node, metrics: $0)
+                        })
                 } catch {
                     await node.close()
                     throw error
@@ -287,6 +291,8 @@ struct Node: AsyncParsableCommand {
             }
             logger.info("eddy node ready", metadata: ["listen": "\(c.listen)", "store": "\(c.store)"])
             services.append(ClosingService.node(node, grace: process.drainGrace))
+            let hangup = reloadOnHangup(tls: c.tls, access: c.access, logger: logger)
+            defer { hangup.cancel() }
             try await process.serve(services, logger: logger)
         }
     }

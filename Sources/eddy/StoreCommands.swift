@@ -5,6 +5,7 @@ import CacheNode
 import EddyAdmin
 import EddyAuth
 import EddyConfig
+import EddyTLS
 import Foundation
 import Logging
 import SegmentStore
@@ -37,7 +38,7 @@ struct StoreOptions: ParsableArguments {
 /// journal's sync latency goes to `metrics` (none: not recorded).
 func startStore(
     data: String, address: ServerAddress, options: StoreOptions, access: AccessControl, security: SecurityOptions,
-    metrics: MetricsExporter?
+    tls: ServerTLS?, metrics: MetricsExporter?
 ) async throws -> StoreServer {
     let logger = Logger(label: "eddy")
     var configuration = StoreConfiguration(dataDirectory: data, logger: Logger(label: "eddy.store"))
@@ -57,6 +58,7 @@ func startStore(
         serverConfiguration.access = access
         serverConfiguration.limits = security.limits
         serverConfiguration.rates = security.rates()
+        serverConfiguration.tls = tls
         let server = try await StoreServer.start(store: store, configuration: serverConfiguration)
         logger.info("eddy store ready", metadata: ["listen": "\(server.address)", "data": "\(data)"])
         return server
@@ -75,20 +77,25 @@ func serveStore(
     let logger = Logger(label: "eddy")
     let address = try ServerAddress(parsing: listen)
     let access = try await security.access(logger: logger, server: "store \(address)")
+    let tls = try security.serverTLS(logger: logger, server: "store \(address)")
     let admin = try process.admin(beside: address)
     let server = try await startStore(
-        data: data, address: address, options: options, access: access, security: security, metrics: admin?.metrics)
+        data: data, address: address, options: options, access: access, security: security, tls: tls,
+        metrics: admin?.metrics)
     var services: [any Service] = []
     if let admin {
         do {
             services.append(
-                try await admin.start(for: "store", access: access) { AdminRoutes.store(server, metrics: $0) })
+                try await admin.start(for: "store", access: access, tls: tls) { AdminRoutes.store(server, metrics: $0) }
+            )
         } catch {
             await ClosingService.store(server).close()
             throw error
         }
     }
     services.append(ClosingService.store(server))
+    let hangup = reloadOnHangup(tls: tls, access: access, logger: logger)
+    defer { hangup.cancel() }
     try await process.serve(services, logger: logger)
 }
 
@@ -148,15 +155,36 @@ struct Up: AsyncParsableCommand {
     @Option(name: .long, help: "The nodes' addresses, HOST:PORT,HOST:PORT,...")
     var nodes: String = "127.0.0.1:9090,127.0.0.1:9091,127.0.0.1:9092"
 
+    @Flag(
+        name: .long,
+        help: """
+            Start with authentication and TLS: makes (once) an authority, a certificate and a tokens file under             DATA/secure and prints the demo token.
+            """)
+    var secure = false
+
     @OptionGroup var options: StoreOptions
     @OptionGroup var nodeOptions: NodeOptions
     @OptionGroup var writeBack: WriteBackOptions
     @OptionGroup var security: SecurityOptions
     @OptionGroup var process: ServerProcessOptions
 
+    func validate() throws {
+        if secure, security.auth != "off" || security.tlsCert != nil {
+            throw ValidationError("--secure makes its own --auth and --tls-* settings: give either, not both")
+        }
+    }
+
     func run() async throws {
         try await reportingErrors {
             try process.bootstrapLogging()
+            let demo =
+                secure
+                ? try SecureDemo.prepare(
+                    data: data,
+                    hosts: try ([store] + nodes.split(separator: ",").map(String.init)).map {
+                        try ServerAddress(parsing: $0).host
+                    }) : nil
+            let security = demo?.apply(to: self.security) ?? self.security
             guard process.adminListen == "auto" || process.adminListen == "none" else {
                 throw ValidationError("eddy up takes --admin-listen auto or none (each server's port + 100)")
             }
@@ -167,19 +195,20 @@ struct Up: AsyncParsableCommand {
             let storeAdmin = try process.admin(beside: storeAddress)
             let access = try await security.access(logger: logger, server: "eddy up")
             let serviceToken = try await security.nodeServiceToken(access)
+            let tls = try security.serverTLS(logger: logger, server: "eddy up")
             let server = try await startStore(
                 data: data + "/store", address: storeAddress, options: options, access: access,
-                security: security, metrics: storeAdmin?.metrics)
+                security: security, tls: tls, metrics: storeAdmin?.metrics)
             Output.shared.line("store  listening on \(server.address), data in \(data)/store")
             var admins: [AdminServer] = []
             var started: [CacheNode] = []
             do {
                 if let storeAdmin {
                     admins.append(
-                        try await storeAdmin.start(for: "store", access: access) {
+                        try await storeAdmin.start(for: "store", access: access, tls: tls) {
                             AdminRoutes.store(server, metrics: $0)
                         })
-                    Output.shared.line("store  admin on http://\(admins.last!.address)/")
+                    Output.shared.line("store  admin on \(AdminSetup.url(admins.last!.address, tls: tls))")
                 }
                 for m in members {
                     let admin = try process.admin(beside: m)
@@ -190,6 +219,7 @@ struct Up: AsyncParsableCommand {
                     c.serviceToken = serviceToken
                     c.limits = security.limits
                     c.rates = security.rates()
+                    c.tls = tls
                     c.logger = Logger(label: "eddy.node.\(m.port)")
                     c.metricsFactory = admin?.metrics.factory
                     if let path = c.traceOut { c.traceOut = "\(path).\(m.port)" }  // one trace per node
@@ -198,10 +228,11 @@ struct Up: AsyncParsableCommand {
                     Output.shared.line("node   listening on \(m), policy \(c.policy), cache \(c.cacheBytes) bytes")
                     if let admin {
                         admins.append(
-                            try await admin.start(for: "node \(m)", access: access) {
+                            try await admin.start(for: "node \(m)", access: access, tls: tls) {
                                 AdminRoutes.node(node, metrics: $0)
                             })
-                        Output.shared.line("node   admin and dashboard on http://\(admins.last!.address)/")
+                        Output.shared.line(
+                            "node   admin and dashboard on \(AdminSetup.url(admins.last!.address, tls: tls))")
                     }
                 }
             } catch {
@@ -211,12 +242,19 @@ struct Up: AsyncParsableCommand {
                 throw error
             }
             Output.shared.line("write-back to \(objects.map(\.description) ?? "nothing (--object-store none)")")
+            if let demo {
+                Output.shared.line("secure: tokens in \(demo.tokens), TLS authority \(demo.authority)")
+                Output.shared.line("secure: in another terminal:")
+                Output.shared.line("  export EDDY_TOKEN=\(demo.demoToken) EDDY_TLS_CA=\(demo.authority)")
+            }
             Output.shared.line("eddy up: try `eddy create demo/events --segments 4` in another terminal; Ctrl-C stops")
             Output.shared.flush()
             // Shut down in reverse: the nodes drain first, then the store checkpoints, the admin servers go last.
             let services: [any Service] =
                 admins + [ClosingService.store(server)]
                 + started.map { ClosingService.node($0, grace: process.drainGrace) }
+            let hangup = reloadOnHangup(tls: tls, access: access, logger: logger)
+            defer { hangup.cancel() }
             try await process.serve(services, logger: logger)
         }
     }
