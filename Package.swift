@@ -133,7 +133,8 @@ let package = Package(
         .target(
             name: "ObjectStorage",
             dependencies: [
-                "StreamModel",
+                "StreamModel", "EddyTLS",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -320,7 +321,7 @@ let package = Package(
             name: "EddyCLITests",
             dependencies: [
                 "StreamModel", "SegmentStore", "EddyClient", "StoreClient", "WireProtocol", "EddyTestSupport",
-                "ObjectStorage", "CacheNode", "WriteBackQueue", "EddyConfig", "EtcdGateway",
+                "ObjectStorage", "CacheNode", "WriteBackQueue", "EddyConfig", "EtcdGateway", "EddyTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

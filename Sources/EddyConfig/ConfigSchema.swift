@@ -182,6 +182,10 @@ public enum ConfigSchema {
             "node", "s3-timeout", .number(0.001...3600), "30", "Seconds one S3 request may take before it is retried.",
             commands: nodeAndUp),
         ConfigKey(
+            "node", "s3-ca", .text, "",
+            "PEM authorities an https S3 endpoint's certificate is checked against (else AWS_CA_BUNDLE, else the system's).",
+            commands: nodeAndUp),
+        ConfigKey(
             "node", "retain-bytes", .size, "", "Keep at most this many flushed bytes of each segment in the store.",
             commands: nodeAndUp),
         ConfigKey(

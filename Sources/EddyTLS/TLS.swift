@@ -130,6 +130,17 @@ public final class ClientTLS: Sendable {
         return try NIOSSLClientHandler(context: context, serverHostname: Self.isIPAddress(host) ? nil : host)
     }
 
+    /// Adds the TLS handler for `host` to a new connection's pipeline; the future completes when the handshake
+    /// has, or fails with an ``EddyError/Code/connectionFailed`` that says why (``TLSFailure``).
+    public func addHandlers(
+        to pipeline: ChannelPipeline.SynchronousOperations, host: String
+    ) throws -> EventLoopFuture<Void> {
+        let promise = pipeline.eventLoop.makePromise(of: Void.self)
+        try pipeline.addHandler(try makeHandler(host: host))
+        try pipeline.addHandler(HandshakeWaiter(promise: promise))
+        return promise.futureResult
+    }
+
     private static func isIPAddress(_ host: String) -> Bool {
         var v4 = in_addr()
         var v6 = in6_addr()
@@ -172,15 +183,10 @@ public final class ClientTLS: Sendable {
 public enum TLSFailure {
     /// `error`, described for a person when it is a TLS error; nil when it is not one.
     public static func describe(_ error: any Error) -> String? {
+        if let rejected = rejectedCertificate(error) { return rejected }
         switch error {
-        case let error as NIOSSLExtraError where error == .failedToValidateHostname:
-            return "the server's certificate does not name the host connected to (\(error))"
         case let error as NIOSSLError:
             let text = "\(error)"
-            if text.contains("CERTIFICATE_VERIFY_FAILED") {
-                return
-                    "the server's certificate is not trusted: expired, not yet valid, or not signed by the --tls-ca authority (\(text))"
-            }
             if text.contains("CERTIFICATE_REQUIRED") || text.contains("PEER_DID_NOT_RETURN_A_CERTIFICATE") {
                 return "the server requires a client certificate (mutual TLS) and none was presented"
             }
@@ -192,6 +198,20 @@ public enum TLSFailure {
             return "TLS failed: \(text)"
         case let error as BoringSSLError:
             return "TLS failed: \(error)"
+        default:
+            return nil
+        }
+    }
+
+    /// Why the server's certificate was rejected, when that is what `error` is (it will not change by itself:
+    /// not worth a retry); nil for any other error.
+    public static func rejectedCertificate(_ error: any Error) -> String? {
+        switch error {
+        case let error as NIOSSLExtraError where error == .failedToValidateHostname:
+            return "the server's certificate does not name the host connected to (\(error))"
+        case let error as NIOSSLError where "\(error)".contains("CERTIFICATE_VERIFY_FAILED"):
+            return
+                "the server's certificate is not trusted: expired, not yet valid, or not signed by an authority this side trusts (--tls-ca) (\(error))"
         default:
             return nil
         }
@@ -268,5 +288,35 @@ func buildContext(_ configuration: TLSConfiguration, files: String) throws(EddyE
     } catch {
         throw EddyError(
             .invalidArgument, "cannot set up TLS with \(files) (does the key belong to the certificate?): \(error)")
+    }
+}
+
+/// Completes a promise when the client's TLS handshake does, or fails it with the reason the handshake failed.
+final class HandshakeWaiter: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    private let promise: EventLoopPromise<Void>
+
+    init(promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if case TLSUserEvent.handshakeCompleted = event {
+            promise.succeed()
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        promise.fail(EddyError(.connectionFailed, TLSFailure.describe(error) ?? "TLS failed: \(error)"))
+        context.fireErrorCaught(error)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        promise.fail(EddyError(.connectionFailed, "the server closed the connection during the TLS handshake"))
+        context.fireChannelInactive()
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        promise.fail(EddyError(.connectionFailed, "the TLS handshake did not finish"))
     }
 }

@@ -26,6 +26,8 @@ public final class SeaweedFS: @unchecked Sendable {
     public var s3Port: Int { basePort + 3 }
     /// The S3 endpoint, `http://127.0.0.1:PORT`.
     public var endpoint: String { "http://127.0.0.1:\(s3Port)" }
+    /// The HTTPS S3 endpoint of a SeaweedFS started with certificates, `https://127.0.0.1:PORT`.
+    public var httpsEndpoint: String { "https://127.0.0.1:\(basePort + 8)" }
     /// The test identity's credentials.
     public var credentials: AWSCredentials { AWSCredentials(accessKeyID: accessKey, secretAccessKey: secretKey) }
 
@@ -44,8 +46,9 @@ public final class SeaweedFS: @unchecked Sendable {
         return instance
     }
 
-    /// Starts a SeaweedFS of its own (most tests use ``shared()``; outage tests need one they can stop).
-    public init() throws {
+    /// Starts a SeaweedFS of its own (most tests use ``shared()``; outage tests need one they can stop). With
+    /// `https` (certificate and key files) S3 is also served over HTTPS, at ``httpsEndpoint``.
+    public init(https: (certificate: String, key: String)? = nil) throws {
         directory = NSTemporaryDirectory() + "eddy-seaweedfs-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: directory + "/data", withIntermediateDirectories: true)
         let config = """
@@ -62,7 +65,10 @@ public final class SeaweedFS: @unchecked Sendable {
                 "-master.port=\(p)", "-volume.port=\(p + 1)", "-filer.port=\(p + 2)", "-s3.port=\(p + 3)",
                 "-admin.port=\(p + 4)", "-webdav.port=\(p + 5)", "-s3.port.iceberg=\(p + 6)",
                 "-s3.port.lance=\(p + 7)",
-            ], log: directory + "/weed.log", pidFile: directory + "/weed.pid")
+            ]
+                + (https.map {
+                    ["-s3.port.https=\(p + 8)", "-s3.cert.file=\($0.certificate)", "-s3.key.file=\($0.key)"]
+                } ?? []), log: directory + "/weed.log", pidFile: directory + "/weed.pid")
         try start()
     }
 
@@ -158,7 +164,7 @@ public final class SeaweedFS: @unchecked Sendable {
     static func freePortRange() throws -> Int {
         for _ in 0..<100 {
             let base = Int.random(in: 3000..<7900)
-            let ports = (0..<8).flatMap { [base + $0, base + 10000 + $0] }
+            let ports = (0..<9).flatMap { [base + $0, base + 10000 + $0] }
             if ports.allSatisfy(portIsFree) { return base }
         }
         throw TestServerError("no free range of ports for SeaweedFS")

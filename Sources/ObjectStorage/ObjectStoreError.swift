@@ -26,6 +26,9 @@ public enum ObjectStoreError: Error, Sendable, Hashable, CustomStringConvertible
     case io(String)
     /// The configuration is unusable (a bad URL, missing credentials).
     case configuration(String)
+    /// The HTTPS server's certificate is not trusted (expired, another host's, or not signed by an authority the
+    /// client trusts: `--s3-ca`). Not retried: it will not change by itself.
+    case untrustedServer(String)
 
     /// Whether sending the same request again may work: throttling, 5xx, timeouts and broken connections.
     public var isRetriable: Bool {
@@ -52,6 +55,7 @@ public enum ObjectStoreError: Error, Sendable, Hashable, CustomStringConvertible
         case .connection(let message): "connection failed: \(message)"
         case .io(let message): "I/O error: \(message)"
         case .configuration(let message): "object store configuration: \(message)"
+        case .untrustedServer(let message): "TLS: \(message)"
         }
     }
 }

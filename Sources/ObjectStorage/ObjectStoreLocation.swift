@@ -21,6 +21,9 @@ public struct ObjectStoreLocation: Sendable, Hashable, CustomStringConvertible {
     public var pathStyle: Bool
     /// The time limit of one S3 attempt (`--s3-timeout`); the S3 default (30 s) when nil.
     public var requestTimeout: Duration?
+    /// A PEM file of the authorities an HTTPS endpoint's certificate is checked against (`--s3-ca`, else
+    /// `AWS_CA_BUNDLE`); the system's when nil.
+    public var authority: String?
 
     /// Parses a location.
     /// - Parameters:
@@ -37,6 +40,7 @@ public struct ObjectStoreLocation: Sendable, Hashable, CustomStringConvertible {
         self.endpoint = endpoint ?? environment["AWS_ENDPOINT_URL_S3"] ?? environment["AWS_ENDPOINT_URL"]
         self.region = region ?? environment["AWS_REGION"] ?? environment["AWS_DEFAULT_REGION"] ?? "us-east-1"
         self.pathStyle = pathStyle
+        authority = environment["AWS_CA_BUNDLE"].flatMap { $0.isEmpty ? nil : $0 }
         if url.hasPrefix("file://") {
             let folder = String(url.dropFirst("file://".count))
             guard !folder.isEmpty else { throw ObjectStoreError.configuration("'\(url)' names no folder") }
@@ -75,7 +79,9 @@ public struct ObjectStoreLocation: Sendable, Hashable, CustomStringConvertible {
                 bucket: bucket, credentials: credentials, endpoint: endpoint, region: region)
             configuration.pathStyle = pathStyle
             if let requestTimeout { configuration.requestTimeout = requestTimeout }
-            return try S3ObjectStore(configuration: configuration)
+            return try S3ObjectStore(
+                configuration: configuration,
+                client: try authority.map { try S3ObjectStore.client(trusting: $0) } ?? S3ObjectStore.defaultClient)
         }
     }
 

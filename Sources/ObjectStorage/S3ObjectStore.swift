@@ -1,8 +1,10 @@
 import AsyncHTTPClient
 import Crypto
+import EddyTLS
 import Logging
 import NIOCore
 import NIOHTTP1
+import NIOSSL
 import StreamModel
 import Synchronization
 
@@ -152,11 +154,34 @@ public final class S3ObjectStore: ObjectStore {
     /// The HTTP client S3 stores share unless given one: AsyncHTTPClient's defaults but a 3 s connect timeout
     /// (AsyncHTTPClient retries a refused connection until then, so a dead endpoint fails an attempt in 3 s, not
     /// at the request timeout). Process-wide and never shut down, like `HTTPClient.shared`.
-    public static let defaultClient: HTTPClient = {
+    public static let defaultClient: HTTPClient = makeClient(tls: nil)
+
+    /// A client like ``defaultClient`` that verifies HTTPS servers against the authorities in the PEM file
+    /// `authority` (`--s3-ca`) instead of the system's. One per file for the process, never shut down.
+    /// - Throws: ``ObjectStoreError/configuration(_:)`` when the file is missing or not PEM certificates.
+    public static func client(trusting authority: String) throws -> HTTPClient {
+        try trustingClients.withLock { clients in
+            if let known = clients[authority] { return known }
+            let tls: TLSConfiguration
+            do throws(EddyError) {
+                tls = try ClientTLS(authority: authority).configuration()
+            } catch {
+                throw ObjectStoreError.configuration("--s3-ca: \(error.message)")
+            }
+            let made = makeClient(tls: tls)
+            clients[authority] = made
+            return made
+        }
+    }
+
+    private static let trustingClients = Mutex<[String: HTTPClient]>([:])
+
+    private static func makeClient(tls: TLSConfiguration?) -> HTTPClient {
         var configuration = HTTPClient.Configuration.singletonConfiguration
         configuration.timeout.connect = .seconds(3)
+        if let tls { configuration.tlsConfiguration = tls }
         return HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
-    }()
+    }
 
     // MARK: - ObjectStore
 
@@ -349,6 +374,9 @@ public final class S3ObjectStore: ObjectStore {
             } catch let error as NIOTooManyBytesError {
                 return .failure(.server(status: 200, code: "TooLarge", message: "answer over \(limit) bytes: \(error)"))
             } catch {
+                if let rejected = TLSFailure.rejectedCertificate(error) {
+                    return .failure(.untrustedServer("\(request.method.rawValue) \(request.url): \(rejected)"))
+                }
                 return .failure(.connection("\(request.method.rawValue) \(request.url): \(error)"))
             }
         }

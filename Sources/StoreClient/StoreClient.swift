@@ -2,6 +2,7 @@ import EddyTLS
 import NIOCore
 import NIOPosix
 import StreamModel
+import Synchronization
 import WireProtocol
 
 /// StoreClient speaks the store protocol over one TCP connection. Requests from many tasks share the
@@ -36,6 +37,7 @@ public final class StoreClient: RequestSender {
         timeout: Duration = .seconds(5), token: String = "", tls: ClientTLS? = nil
     ) async throws(EddyError) -> StoreClient {
         let channel: Channel
+        let handshake = Mutex<EventLoopFuture<Void>?>(nil)
         do {
             channel = try await ClientBootstrap(group: group)
                 .connectTimeout(TimeAmount(timeout))
@@ -47,7 +49,8 @@ public final class StoreClient: RequestSender {
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let tls {
-                            try channel.pipeline.syncOperations.addHandler(try tls.makeHandler(host: address.host))
+                            let done = try tls.addHandlers(to: channel.pipeline.syncOperations, host: address.host)
+                            handshake.withLock { $0 = done }
                         }
                         try channel.pipeline.syncOperations.addHandler(
                             ByteToMessageHandler(FrameDecoder(copyBodiesUpTo: 16 << 10)))
@@ -58,6 +61,16 @@ public final class StoreClient: RequestSender {
                 .connect(host: address.host, port: address.port).get()
         } catch {
             throw EddyError(.connectionFailed, "cannot connect to \(address): \(error)")
+        }
+        if let done = handshake.withLock({ $0 }) {
+            // The handshake's own failure says why (an untrusted certificate, ...): wait for it before the hello.
+            do {
+                try await done.get()
+            } catch {
+                try? await channel.close()
+                let reason = (error as? EddyError)?.message ?? "\(error)"
+                throw EddyError(.connectionFailed, "TLS with \(address) failed: \(reason)")
+            }
         }
         let client = StoreClient(address: address, channel: channel, maxFrameSize: Frame.defaultMaxFrameSize)
         do throws(EddyError) {

@@ -154,7 +154,8 @@ extension WriteBackOptions {
         [
             "node.object-store": objects.objectStore ?? "", "node.s3-endpoint": objects.s3.s3Endpoint ?? "",
             "node.s3-region": objects.s3.s3Region ?? "", "node.s3-path-style": "\(objects.s3.s3PathStyle)",
-            "node.s3-timeout": "\(objects.s3.s3Timeout)", "node.retain-bytes": retainBytes ?? "",
+            "node.s3-timeout": "\(objects.s3.s3Timeout)", "node.s3-ca": objects.s3.s3Ca ?? "",
+            "node.retain-bytes": retainBytes ?? "",
             "node.retain-seconds": retainSeconds.map { "\($0)" } ?? "", "node.flush-idle": "\(flushIdle)",
             "node.max-flush-lag": maxFlushLag ?? "", "node.flush-workers": "\(flushWorkers)",
         ]

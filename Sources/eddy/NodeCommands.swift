@@ -187,6 +187,13 @@ struct S3Options: ParsableArguments {
     @Option(name: .long, help: "Seconds one S3 request may take before it is cut and retried.")
     var s3Timeout: Double = 30
 
+    @Option(
+        name: .long,
+        help:
+            "PEM authorities an https S3 endpoint's certificate is checked against (else AWS_CA_BUNDLE, else the system's)."
+    )
+    var s3Ca: String?
+
     /// `url` (file://DIR or s3://BUCKET/PREFIX) with these settings.
     func location(_ url: String) throws -> ObjectStoreLocation {
         guard s3Timeout > 0, s3Timeout <= 3600 else {
@@ -196,6 +203,7 @@ struct S3Options: ParsableArguments {
             parsing: url, endpoint: s3Endpoint, region: s3Region, pathStyle: s3PathStyle,
             environment: ProcessInfo.processInfo.environment)
         location.requestTimeout = .milliseconds(Int64(s3Timeout * 1000))
+        if let s3Ca { location.authority = s3Ca }
         return location
     }
 }

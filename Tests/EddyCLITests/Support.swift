@@ -93,21 +93,34 @@ final class ServerProcess {
     let logPath: String
     let arguments: [String]
 
-    init(_ arguments: [String], log: String, marker: String, environment: [String: String] = [:]) throws {
+    /// Where its standard output goes (nil: nowhere).
+    let outputPath: String?
+
+    /// Starts `eddy ARGUMENTS`, its log (stderr) in `log` and its output in `output` (nil: discarded), and waits
+    /// until either says `marker`.
+    init(
+        _ arguments: [String], log: String, marker: String, environment: [String: String] = [:],
+        output: String? = nil
+    ) throws {
         self.arguments = arguments
         logPath = log
+        outputPath = output
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         process.executableURL = URL(fileURLWithPath: eddyBinary)
         process.arguments = arguments
         process.environment = ProcessInfo.processInfo.environment.merging(testAdminEnvironment) { a, _ in a }
             .merging(environment) { $1 }
         process.standardError = FileHandle(forWritingAtPath: logPath)
-        process.standardOutput = FileHandle.nullDevice
+        if let output {
+            _ = FileManager.default.createFile(atPath: output, contents: nil)
+            process.standardOutput = FileHandle(forWritingAtPath: output)
+        } else {
+            process.standardOutput = FileHandle.nullDevice
+        }
         try process.run()
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
-            if log.contains(marker) || ((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "").contains(marker)
-            {
+            if log.contains(marker) || self.log.contains(marker) || self.output.contains(marker) {
                 return
             }
             if !process.isRunning { break }
@@ -117,6 +130,9 @@ final class ServerProcess {
     }
 
     var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// What it wrote to standard output so far (empty when it is discarded).
+    var output: String { outputPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? "" }
 
     /// SIGKILL, no goodbye.
     func kill() {

@@ -316,3 +316,52 @@ import Testing
         #expect(try await store.listAll(prefix: "p/a", startAfter: "p/a.b").map(\.key) == ["p/a/b", "p/a/c/d", "p/a0"])
     }
 }
+
+/// S3 over HTTPS against SeaweedFS serving a certificate of an authority made in the test.
+@Suite struct S3TLSTests {
+    @Test(
+        "an https endpoint works with its authority given (--s3-ca); without it, or with another, it is refused at once"
+    )
+    func customAuthority() async throws {
+        let files = try CertificateFiles()
+        defer { files.remove() }
+        let certificate = try files.write("s3", hosts: ["127.0.0.1"])
+        let seaweed = try SeaweedFS(https: (certificate.certificate, certificate.key))
+        defer { seaweed.stop() }
+        try await seaweed.waitUntilReady()
+        let bucket = "eddy-tls-" + UUID().uuidString.lowercased().prefix(8)
+        _ = try await seaweed.makeStore(bucket: bucket)  // made over plain HTTP
+
+        func store(trusting authority: String?) throws -> S3ObjectStore {
+            var configuration = S3Configuration(
+                bucket: bucket, credentials: seaweed.credentials, endpoint: seaweed.httpsEndpoint)
+            configuration.pathStyle = true
+            configuration.logger.logLevel = .critical
+            configuration.retry = RetryPolicy(
+                maximumAttempts: 3, baseDelay: .milliseconds(10), maximumDelay: .milliseconds(50))
+            return try S3ObjectStore(
+                configuration: configuration,
+                client: try authority.map { try S3ObjectStore.client(trusting: $0) } ?? S3ObjectStore.defaultClient)
+        }
+        let trusting = try store(trusting: files.caPath)
+        _ = try await trusting.put("k", body: ByteBuffer(string: "over https"), mode: .overwrite)
+        #expect(String(buffer: try await trusting.get("k")) == "over https")
+
+        let other = try CertificateFiles()
+        defer { other.remove() }
+        for (what, authority) in [("the system's authorities", nil), ("another authority", other.caPath)] {
+            let refusing = try store(trusting: authority)
+            do {
+                _ = try await refusing.get("k")
+                Issue.record("\(what): a get from an untrusted server succeeded")
+            } catch let error as ObjectStoreError {
+                guard case .untrustedServer(let message) = error else {
+                    Issue.record("\(what): expected untrustedServer, got \(error)")
+                    continue
+                }
+                #expect(message.contains("not trusted"), "\(message)")
+            }
+            #expect(refusing.retries == 0, "\(what): a rejected certificate is not retried")
+        }
+    }
+}

@@ -6,35 +6,6 @@ import StreamModel
 import Testing
 import WireProtocol
 
-/// Certificates made in-process for one test, as files in a fresh folder.
-struct CertificateFiles {
-    let folder = NSTemporaryDirectory() + "eddy-tls-" + UUID().uuidString
-    let authority: CertificateAuthority
-
-    init() throws {
-        authority = try CertificateAuthority(name: "test authority")
-        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        try authority.certificatePEM.write(toFile: caPath, atomically: true, encoding: .utf8)
-    }
-
-    var caPath: String { folder + "/ca.pem" }
-
-    /// Writes a certificate (by `issuer`, this authority by default) for `hosts` as NAME.pem and NAME-key.pem.
-    func write(
-        _ name: String, hosts: [String] = ["127.0.0.1", "localhost"], notBefore: Date = Date() - 3600,
-        notAfter: Date = Date() + 86_400, issuer: CertificateAuthority? = nil
-    ) throws -> ServerTLSFiles {
-        let (certificate, key) = try (issuer ?? authority).issue(
-            hosts: hosts, name: name, notBefore: notBefore, notAfter: notAfter)
-        let paths = ServerTLSFiles(certificate: folder + "/\(name).pem", key: folder + "/\(name)-key.pem")
-        try certificate.write(toFile: paths.certificate, atomically: true, encoding: .utf8)
-        try key.write(toFile: paths.key, atomically: true, encoding: .utf8)
-        return paths
-    }
-
-    func remove() { try? FileManager.default.removeItem(atPath: folder) }
-}
-
 /// TLS on the store's listener with certificates made in-process: the happy path and every refusal.
 @Suite("TLS", .serialized)
 struct TLSTests {
