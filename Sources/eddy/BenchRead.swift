@@ -18,6 +18,15 @@ struct BenchTarget: ParsableArguments {
     @Option(name: .long, help: "MiB to append to a stream that is created.") var fillMib: Int = 64
     @Option(name: .long, help: "Payload bytes per event.") var size: Int = 1000
     @Flag(name: .long, help: "Print one JSON object (keys in docs/benchmarks.md).") var json = false
+    @OptionGroup var credentials: ClientCredentials
+
+    /// A client configuration for `servers` with the token and TLS of the command line.
+    func configuration(_ servers: [ServerAddress]) throws -> EddyClient.Configuration {
+        var c = EddyClient.Configuration(servers: servers)
+        c.token = credentials.bearer
+        c.tls = try credentials.tls()
+        return c
+    }
 
     func addresses() throws -> [ServerAddress] {
         try servers.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
@@ -26,7 +35,7 @@ struct BenchTarget: ParsableArguments {
     /// A client whose first choice is server `i` (round robin), failing over to the others in order.
     func client(_ i: Int) async throws -> EddyClient {
         let all = try addresses()
-        var c = EddyClient.Configuration(servers: Array(all[(i % all.count)...] + all[..<(i % all.count)]))
+        var c = try configuration(Array(all[(i % all.count)...] + all[..<(i % all.count)]))
         c.inOrder = true
         return try await EddyClient.connect(c)
     }
@@ -67,7 +76,8 @@ struct BenchTarget: ParsableArguments {
     func nodeStats() async -> [String: [String: Any]] {
         var all: [String: [String: Any]] = [:]
         for a in (try? addresses()) ?? [] {
-            guard let c = try? await EddyClient.connect(EddyClient.Configuration(servers: [a])) else { continue }
+            guard let configuration = try? configuration([a]), let c = try? await EddyClient.connect(configuration)
+            else { continue }
             if let text = try? await c.stats(),
                 let object = try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]
             {
