@@ -222,6 +222,19 @@ let package = Package(
         ),
 
         // Test support shared by the test targets (an in-process store, raw sockets); not a product.
+        // Every decoder of hostile input as a fuzz target (scripts/fuzz.sh builds EddyFuzz with libFuzzer).
+        .target(
+            name: "EddyFuzzing",
+            dependencies: [
+                "CacheNode", "EddyAuth", "EddyConfig", "SegmentStore", "StreamModel", "WireProtocol", "WriteBackQueue",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(name: "CFuzzDriver"),
+        .executableTarget(name: "EddyFuzz", dependencies: ["EddyFuzzing", "CFuzzDriver"], swiftSettings: strict),
         .target(
             name: "EddyTestSupport",
             dependencies: [
@@ -246,6 +259,16 @@ let package = Package(
         .testTarget(
             name: "EtcdGatewayTests", dependencies: ["EtcdGateway", "EddyTestSupport", "StreamModel"],
             swiftSettings: strict),
+        .testTarget(
+            name: "EddyFuzzingTests",
+            dependencies: [
+                "EddyFuzzing", "StreamModel", "SegmentStore", "WireProtocol", "WriteBackQueue", "CacheNode", "EddyAuth",
+                "EddyConfig",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strict
+        ),
         .testTarget(name: "StreamModelTests", dependencies: ["StreamModel"], swiftSettings: strict),
         .testTarget(name: "HashRingTests", dependencies: ["HashRing"], swiftSettings: strict),
         .testTarget(
@@ -271,6 +294,7 @@ let package = Package(
             dependencies: [
                 "CacheNode", "EddyClient", "EddyTestSupport", "StoreServer", "StoreClient", "SegmentStore",
                 "WireProtocol", "StreamModel", "Workloads", "CacheCore", "ObjectStorage", "EtcdGateway", "HashRing",
+                "EddyAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

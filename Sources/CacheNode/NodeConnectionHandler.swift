@@ -405,6 +405,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             resumeReadingIfAllowed(context)
             return
         }
+        if let delivered { core.configuration.rates.debit(principal, bytes: delivered.count) }
         let promise: EventLoopPromise<Void>? = charged > 0 ? context.eventLoop.makePromise() : nil
         if let promise {
             let budget = core.budget

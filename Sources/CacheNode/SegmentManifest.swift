@@ -69,11 +69,34 @@ public struct SegmentManifest: Sendable, Hashable, Codable {
         } catch ObjectStoreError.notFound(_) {
             return SegmentManifest(segment: segment)
         }
+        return try decode(Array(body.readableBytesView), key: key, segment: segment)
+    }
+
+    /// Parses and checks a manifest's bytes: it must be this segment's, with `first <= flushed`, an event
+    /// boundary at or below `flushed` and a next frame at or above it. A manifest that fails is not used (its
+    /// watermarks would send readers to objects that do not hold what they claim).
+    /// - Throws: ``EddyError/Code/corruptData`` naming `key` and what is wrong.
+    public static func decode(_ bytes: [UInt8], key: String, segment: SegmentID) throws(EddyError) -> SegmentManifest {
+        let manifest: SegmentManifest
         do {
-            return try JSONDecoder().decode(SegmentManifest.self, from: Data(body.readableBytesView))
+            manifest = try JSONDecoder().decode(SegmentManifest.self, from: Data(bytes))
         } catch {
             throw EddyError(.corruptData, "manifest \(key) does not parse: \(error)")
         }
+        func corrupt(_ why: String) -> EddyError { EddyError(.corruptData, "manifest \(key) is corrupt: \(why)") }
+        guard manifest.segment == segment.description else {
+            throw corrupt("it is segment \(manifest.segment)'s, not \(segment)'s")
+        }
+        guard manifest.first <= manifest.flushed else {
+            throw corrupt("flushed \(manifest.flushed) is below first \(manifest.first)")
+        }
+        guard manifest.eventBoundary <= manifest.flushed, manifest.nextFrame >= manifest.flushed else {
+            throw corrupt(
+                "event boundary \(manifest.eventBoundary) and next frame \(manifest.nextFrame) do not surround flushed \(manifest.flushed)"
+            )
+        }
+        guard manifest.objects >= 0 else { throw corrupt("\(manifest.objects) objects") }
+        return manifest
     }
 
     /// Writes the manifest (replacing the old one).

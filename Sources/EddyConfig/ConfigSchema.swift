@@ -246,7 +246,7 @@ public enum ConfigSchema {
             commands: servers),
         ConfigKey(
             "limits", "tenant-bytes", .integer(0...1 << 40), "0",
-            "Request bytes a second each principal may send (0: no limit).",
+            "Bytes a second each principal may send and be served (0: no limit).",
             commands: servers),
 
         ConfigKey(

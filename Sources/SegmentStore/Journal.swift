@@ -112,8 +112,12 @@ enum JournalScanner {
     /// tail: a batch the crash interrupted, never acknowledged. Anything else that fails to parse is
     /// corruption, reported with the file and the offset.
     static func scan(path: String, isLast: Bool, expectedLSN: UInt64) throws(EddyError) -> Scan {
-        let bytes = try FileSystem.readWholeFile(path)
-        return try bytes.withBytes { (b) throws(EddyError) -> Scan in
+        try scan(try FileSystem.readWholeFile(path), path: path, isLast: isLast, expectedLSN: expectedLSN)
+    }
+
+    /// ``scan(path:isLast:expectedLSN:)`` of a file's bytes; `path` names it in errors.
+    static func scan(_ bytes: [UInt8], path: String, isLast: Bool, expectedLSN: UInt64) throws(EddyError) -> Scan {
+        try bytes.withBytes { (b) throws(EddyError) -> Scan in
             guard b.count >= JournalFiles.headerSize else {
                 if isLast { return Scan(records: [], validLength: 0, tornBytes: b.count) }
                 throw EddyError(.corruptData, "journal \(path) is shorter than its header (\(b.count) bytes)")

@@ -129,11 +129,13 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
         case .read(let segment, let offset, let maxBytes, let waitMilliseconds):
             let wait = min(Duration.milliseconds(Int64(waitMilliseconds)), configuration.maxWait)
             let counters = self.counters
+            let (rates, principal) = (configuration.rates, self.principal)
             threadPool.submit { _ in
                 store.read(segment, from: offset, maxBytes: Int(maxBytes), wait: wait) { result in
                     switch result {
                     case .success(let r):
                         counters.count(segment.stream, asked: maxBytes, bytes: r.data.count)
+                        rates.debit(principal, bytes: r.data.count)
                         respond(.readResult(offset: r.offset, info: r.info, data: ByteBuffer(bytes: r.data)))
                     case .failure(let error):
                         respond(.error(error))

@@ -162,17 +162,35 @@ public enum Response: Sendable, Equatable {
 }
 
 extension ByteBuffer {
+    /// Writes `s` with a 16-bit length; longer text is cut at the last whole character that fits, so what is
+    /// written is still UTF-8.
     mutating func writeShortString(_ s: String) {
-        let utf8 = s.utf8
-        writeInteger(UInt16(clamping: utf8.count))
-        writeBytes(utf8.prefix(Int(UInt16.max)))
+        let utf8 = Array(s.utf8)
+        var count = min(utf8.count, Int(UInt16.max))
+        if count < utf8.count {
+            while count > 0, utf8[count] & 0xC0 == 0x80 { count -= 1 }  // utf8[count] continues a character
+        }
+        writeInteger(UInt16(count))
+        writeBytes(utf8[..<count])
     }
 
     mutating func readShortString() throws(EddyError) -> String {
-        guard let n = readInteger(as: UInt16.self), let s = readString(length: Int(n)) else {
+        guard let n = readInteger(as: UInt16.self), let bytes = readSlice(length: Int(n)) else {
             throw short("a string")
         }
-        return s
+        return try bytes.validUTF8()
+    }
+
+    /// The readable bytes as text; bytes that are not UTF-8 are refused rather than replaced (a replaced string
+    /// is no longer what the peer sent, and may no longer fit its length field).
+    func validUTF8() throws(EddyError) -> String {
+        guard
+            let text = readableBytesView.withContiguousStorageIfAvailable({ String(validating: $0, as: UTF8.self) })
+                ?? String(validating: Array(readableBytesView), as: UTF8.self)
+        else {
+            throw EddyError(.malformedFrame, "a string of the message is not UTF-8")
+        }
+        return text
     }
 
     mutating func readStreamName() throws(EddyError) -> StreamName {
@@ -394,8 +412,7 @@ public enum MessageCodec {
             request = .unsubscribe(subscription: try b.read(UInt32.self))
         case .admin:
             let command = try b.readShortString()
-            var arguments = try b.readSizedBuffer()
-            request = .admin(command: command, arguments: arguments.readString(length: arguments.readableBytes) ?? "")
+            request = .admin(command: command, arguments: try b.readSizedBuffer().validUTF8())
         case .forwarded:
             let view = try b.readRingView()
             let innerType = try b.read(UInt8.self)
@@ -523,8 +540,7 @@ public enum MessageCodec {
             let last = try b.read(Int64.self)
             response = .writerState(has ? last : nil)
         case .statsResult:
-            var json = try b.readSizedBuffer()
-            response = .stats(json.readString(length: json.readableBytes) ?? "")
+            response = .stats(try b.readSizedBuffer().validUTF8())
         case .heartbeatAck:
             response = .heartbeatAck(try b.readRingView())
         case .error:

@@ -24,6 +24,13 @@ public protocol JournalLog: Sendable {
     func read(from offset: UInt64, maxBytes: Int) async throws -> ByteBuffer
     /// Drops everything before `offset` (a frame boundary).
     func truncate(before offset: UInt64) async throws
+    /// What the journal is, for error messages (`stream _eddy/queue-...`).
+    var name: String { get }
+}
+
+extension JournalLog {
+    /// The journal's type, when it says nothing better.
+    public var name: String { "\(Self.self)" }
 }
 
 /// JournalFrames turns records into event frames and back.
@@ -41,7 +48,8 @@ public enum JournalFrames {
     /// The records in `bytes`, which start at journal offset `base`, with the offset of each.
     /// - Throws: ``QueueError/corruptJournal(offset:reason:)`` at the first frame that is cut short or fails
     ///   its CRC, or whose record does not decode.
-    public static func decode(_ bytes: ByteBuffer, base: UInt64) throws(QueueError) -> [(
+    ///   `journal` names the journal in the error's reason (empty: not named).
+    public static func decode(_ bytes: ByteBuffer, base: UInt64, journal: String = "") throws(QueueError) -> [(
         offset: UInt64, record: JournalRecord
     )] {
         var result: [(UInt64, JournalRecord)] = []
@@ -66,6 +74,9 @@ public enum JournalFrames {
                 }
             }
             return nil
+        }
+        if case .corruptJournal(let offset, let reason)? = outcome, !journal.isEmpty {
+            throw QueueError.corruptJournal(offset: offset, reason: "\(journal): \(reason)")
         }
         if let outcome { throw outcome }
         return result
@@ -131,6 +142,8 @@ public final class MemoryJournalLog: JournalLog, @unchecked Sendable {
 /// numbers; a batch that failed is sent again with the same numbers, so the store never writes it twice), reads
 /// are plain reads, and compaction truncates the segment. A broken connection is replaced on the next call.
 public final class StoreJournalLog: JournalLog, @unchecked Sendable {
+    /// `stream SCOPE/STREAM`.
+    public var name: String { "stream \(stream)" }
     /// The stream holding the journal.
     public let stream: StreamName
     let connect: @Sendable () async throws -> StoreClient

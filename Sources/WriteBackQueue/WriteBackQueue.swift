@@ -101,7 +101,7 @@ public final class WriteBackQueue: Sendable {
             if chunk.readableBytes == 0 {
                 throw QueueError.corruptJournal(offset: offset, reason: "the journal ends before its length \(end)")
             }
-            for (_, record) in try JournalFrames.decode(chunk, base: offset) {
+            for (_, record) in try JournalFrames.decode(chunk, base: offset, journal: journal.name) {
                 records += 1
                 switch record {
                 case .snapshotBegin(let next):

@@ -30,7 +30,7 @@ struct SecurityOptions: ParsableArguments {
         name: .long, help: "Requests a second each principal may send (0: no limit; admins of * are never limited).")
     var tenantRequests: Double = 0
 
-    @Option(name: .long, help: "Request bytes a second each principal may send (0: no limit).")
+    @Option(name: .long, help: "Bytes a second each principal may send and be served (0: no limit).")
     var tenantBytes: Int = 0
 
     @Option(

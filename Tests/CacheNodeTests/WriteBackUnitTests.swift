@@ -46,6 +46,38 @@ import Testing
         }
     }
 
+    @Test func manifestsThatContradictThemselvesAreCorruptData() throws {
+        let segment = SegmentID(stream: try StreamName(scope: "sc", stream: "st"), number: 3)
+        var good = SegmentManifest(segment: segment)
+        good.first = 100
+        good.flushed = 5000
+        good.eventBoundary = 4900
+        good.nextFrame = 5010
+        good.objects = 2
+        let key = "sc/st/00000003.manifest"
+        #expect(try SegmentManifest.decode(Array(try JSONEncoder().encode(good)), key: key, segment: segment) == good)
+        let cases: [(String, (inout SegmentManifest) -> Void)] = [
+            ("another segment's", { $0.segment = "sc/st/00000004" }),
+            ("flushed below first", { $0.flushed = 50 }),
+            ("boundary above flushed", { $0.eventBoundary = 6000 }),
+            ("next frame below flushed", { $0.nextFrame = 10 }),
+            ("negative objects", { $0.objects = -1 }),
+        ]
+        for (what, damage) in cases {
+            var bad = good
+            damage(&bad)
+            #expect(throws: EddyError.self, "\(what)") {
+                try SegmentManifest.decode(Array(try JSONEncoder().encode(bad)), key: key, segment: segment)
+            }
+        }
+        do {
+            _ = try SegmentManifest.decode(Array("{\"segment\": 1".utf8), key: key, segment: segment)
+            Issue.record("a cut manifest decoded")
+        } catch {
+            #expect(error.code == .corruptData && error.message.contains(key))
+        }
+    }
+
     @Test func keysAreFixedWidthAndFixedDepth() throws {
         let segment = SegmentID(stream: try StreamName(scope: "sc", stream: "st"), number: 12)
         #expect(

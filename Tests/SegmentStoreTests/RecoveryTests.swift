@@ -81,6 +81,26 @@ struct RecoveryTests {
         }
     }
 
+    @Test("a damaged or cut checkpoint stops the store at open, naming the file", arguments: ["bit flip", "cut"])
+    func corruptCheckpoint(damage: String) async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
+        try await writeWithoutCheckpoint(dir, ["first"])
+        let store = try openStore(dir)
+        store.close()  // with a checkpoint this time
+        let path = Recovery.checkpointPath(dir.path)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        if damage == "cut" { bytes.removeLast(9) } else { bytes[bytes.count / 2] ^= 0x21 }
+        try bytes.write(to: URL(fileURLWithPath: path))
+        do {
+            _ = try openStore(dir)
+            Issue.record("a store with a \(damage) checkpoint opened")
+        } catch {
+            #expect(code(of: error) == .corruptData)
+            #expect("\(error)".contains(path), "\(error)")
+        }
+    }
+
     @Test("a corrupt segment file is never served: the read fails naming file and offset")
     func corruptSegment() async throws {
         let dir = TemporaryDirectory()

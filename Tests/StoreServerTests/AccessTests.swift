@@ -184,6 +184,37 @@ struct StoreAccessTests {
         #expect(try AuthSetting(parsing: "tokens:/x.json") == .tokens(path: "/x.json"))
     }
 
+    @Test("bytes served count against a tenant's byte rate: after a large read its next requests wait")
+    func readBytesAreCharged() async throws {
+        let h = try await Harness(access: try Self.access(), rates: TenantRates(bytesPerSecond: 20_000))
+        let root = try await h.client(token: "t-root")
+        let name = try StreamName(parsing: "tenant-a/read-rate")
+        try await root.createStream(name, segments: 1)
+        let segment = SegmentID(stream: name, number: 0)
+        let payload = [UInt8](repeating: 0x61, count: 1000)
+        let batch = try (0..<200).flatMap { _ in try EventFrame.encode(Event(timestamp: 1, payload: payload)) }
+        _ = try await root.send(
+            .append(segment: segment, writerID: "", firstEventNumber: 0, frames: ByteBuffer(bytes: batch)))
+        let reader = try await h.client(token: "t-reader")
+        // 200 KB read with 20 KB a second: the bucket owes about 9 seconds, so the next request is refused.
+        let read = try await reader.send(.read(segment: segment, offset: 0, maxBytes: 1 << 20, waitMilliseconds: 0))
+        guard case .readResult(_, _, let data) = read else {
+            Issue.record("no read result: \(read)")
+            return
+        }
+        #expect(data.readableBytes > 150_000)
+        do {
+            _ = try await reader.send(.streamInfo(name))
+            Issue.record("a tenant that was just served 10 seconds of bytes was served again at once")
+        } catch {
+            #expect(error.code == .overloaded && error.message.contains("bytes a second"), "\(error)")
+        }
+        // Its service identity is never limited, nor is another tenant.
+        _ = try await root.send(.read(segment: segment, offset: 0, maxBytes: 1 << 20, waitMilliseconds: 0))
+        _ = try await root.send(.streamInfo(name))
+        await h.shutdown()
+    }
+
     @Test("per-principal rates: a tenant over its requests or bytes a second is refused overloaded; others are not")
     func rates() async throws {
         let h = try await Harness(

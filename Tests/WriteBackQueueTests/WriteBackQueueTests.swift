@@ -281,6 +281,7 @@ import Testing
             }
             #expect(offset > 0 && offset < UInt64(bytes.count))
             #expect(error.description.contains("refusing to start"))
+            #expect(error.description.contains("MemoryJournalLog: "), "the journal is named: \(error)")
         }
     }
 

@@ -1,0 +1,1 @@
+// CFuzzDriver only declares libFuzzer's driver (include/CFuzzDriver.h); the fuzz build links its definition.
