@@ -12,7 +12,10 @@ trap 'rm -f "$log"' EXIT
 
 status=0
 $SWIFT test --skip-build --skip EddyCLITests 2>&1 | tee -a "$log" || status=1
-$SWIFT test --skip-build --filter EddyCLITests 2>&1 | tee -a "$log" || status=1
+$SWIFT test --skip-build --filter EddyCLITests --skip ManyConnectionsTests 2>&1 | tee -a "$log" || status=1
+# 10,000 open sockets make Foundation's Process.run() of Swift 6.3.1 crash now and then (it reads /proc/self/fd
+# past a buffer: swift-corelibs-foundation PR 5472): that test runs alone, in a process that starts no others.
+$SWIFT test --skip-build --filter ManyConnectionsTests 2>&1 | tee -a "$log" || status=1
 if [ "${EDDY_FUZZ_RUNS:-2000}" != 0 ]; then
   scripts/fuzz.sh "${EDDY_FUZZ_RUNS:-2000}" 2>&1 | tee -a "$log" || status=1
 fi
