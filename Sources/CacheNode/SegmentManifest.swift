@@ -72,8 +72,9 @@ public struct SegmentManifest: Sendable, Hashable, Codable {
         return try decode(Array(body.readableBytesView), key: key, segment: segment)
     }
 
-    /// Parses and checks a manifest's bytes: it must be this segment's, with `first <= flushed`, an event
-    /// boundary at or below `flushed` and a next frame at or above it. A manifest that fails is not used (its
+    /// Parses and checks a manifest's bytes: it must be this segment's, with `first <= flushed` and an event
+    /// boundary at or below `flushed` (the next frame may start a few bytes below `flushed`: a frame whose length
+    /// field is cut by the block's end is found by the next flush). A manifest that fails is not used (its
     /// watermarks would send readers to objects that do not hold what they claim).
     /// - Throws: ``EddyError/Code/corruptData`` naming `key` and what is wrong.
     public static func decode(_ bytes: [UInt8], key: String, segment: SegmentID) throws(EddyError) -> SegmentManifest {
@@ -90,10 +91,8 @@ public struct SegmentManifest: Sendable, Hashable, Codable {
         guard manifest.first <= manifest.flushed else {
             throw corrupt("flushed \(manifest.flushed) is below first \(manifest.first)")
         }
-        guard manifest.eventBoundary <= manifest.flushed, manifest.nextFrame >= manifest.flushed else {
-            throw corrupt(
-                "event boundary \(manifest.eventBoundary) and next frame \(manifest.nextFrame) do not surround flushed \(manifest.flushed)"
-            )
+        guard manifest.eventBoundary <= manifest.flushed else {
+            throw corrupt("event boundary \(manifest.eventBoundary) is above flushed \(manifest.flushed)")
         }
         guard manifest.objects >= 0 else { throw corrupt("\(manifest.objects) objects") }
         return manifest

@@ -60,7 +60,6 @@ import Testing
             ("another segment's", { $0.segment = "sc/st/00000004" }),
             ("flushed below first", { $0.flushed = 50 }),
             ("boundary above flushed", { $0.eventBoundary = 6000 }),
-            ("next frame below flushed", { $0.nextFrame = 10 }),
             ("negative objects", { $0.objects = -1 }),
         ]
         for (what, damage) in cases {
