@@ -63,6 +63,7 @@ extension NodeCore {
             document["objects_written"] = writeBack.objectsWritten.load(ordering: .relaxed)
             document["objects_adopted"] = writeBack.objectsAdopted.load(ordering: .relaxed)
             document["cold_block_loads"] = writeBack.coldReads.load(ordering: .relaxed)
+            document["cold_object_gets"] = writeBack.coldObjectGets.load(ordering: .relaxed)
             document["flush_blocks_from_cache"] = writeBack.cachedFlushReads.load(ordering: .relaxed)
             document["retention_truncations"] = writeBack.truncations.load(ordering: .relaxed)
             document["queue_depth"] = queue?.depth ?? 0
@@ -273,6 +274,10 @@ extension NodeCore {
                 (
                     "eddy_cold_block_loads_total", .counter, load(writeBack.coldReads),
                     "Blocks loaded from object storage."
+                ),
+                (
+                    "eddy_cold_object_gets_total", .counter, load(writeBack.coldObjectGets),
+                    "Objects fetched from object storage for cold reads."
                 ),
                 (
                     "eddy_retention_truncations_total", .counter, load(writeBack.truncations),

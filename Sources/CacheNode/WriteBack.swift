@@ -32,9 +32,17 @@ public struct WriteBackConfiguration: Sendable {
     public var queue = QueueConfiguration()
     /// The zstd level of block objects.
     public var compressionLevel: Int32 = 1
-    /// A flush task covers at most this many full blocks of a segment (one object each): a segment appended faster
-    /// than it is flushed gets one queue message for the blocks it filled meanwhile, not one per block.
-    public var blocksPerTask: Int = 8
+    /// Full blocks per object: full blocks wait until this many are full (at most ``flushIdle``, and not when the
+    /// segment is sealed or idle) and go out as one object. 1 writes every block as it fills; more means fewer
+    /// requests, which is what object storage charges and spends its CPU on (a PUT of a block on SeaweedFS costs
+    /// about 3 ms of its CPU here), for a flush lag of up to this many blocks per segment. At most
+    /// ``maximumObjectBlocks``.
+    public var objectBlocks: Int = 1
+    /// The most blocks one object may hold: a cold read looks this far back for the object holding a block.
+    public static let maximumObjectBlocks = 16
+    /// A flush task covers at most this many objects of a segment: a segment appended faster than it is flushed
+    /// gets one queue message for the objects it filled meanwhile, not one per object.
+    public var objectsPerTask: Int = 8
     /// A segment's manifest is saved at most once per this interval: a flush that finishes sooner after the last
     /// save advances it in memory, and one save within the interval records every flush since (the first flush of
     /// a segment saves at once). Retention and truncation only go as far as the saved manifest, and a new owner
@@ -47,15 +55,19 @@ public struct WriteBackConfiguration: Sendable {
         self.objectStore = objectStore
         self.prefix = prefix
     }
+
+    /// ``objectBlocks`` within 1...``maximumObjectBlocks``.
+    var clampedObjectBlocks: Int { min(max(objectBlocks, 1), Self.maximumObjectBlocks) }
 }
 
 /// WriteBack flushes the segments a node owns to object storage through the node's ``WriteBackQueue``, serves
 /// reads of what the store has dropped from there, and applies retention.
 ///
 /// Each owned segment has at most one flush task queued at a time, for the range from its manifest's `flushed`
-/// watermark to the end of that block (a full block: `standard`; with the full blocks after it, up to
-/// ``WriteBackConfiguration/blocksPerTask``, one object each), or to the segment's end when it is sealed
-/// (`critical`) or idle past ``WriteBackConfiguration/flushIdle`` (`bulk`). A worker reads the range from the
+/// watermark: full blocks (`standard`) once ``WriteBackConfiguration/objectBlocks`` of them are full or the first
+/// waited ``WriteBackConfiguration/flushIdle``, whole objects of that many blocks, up to
+/// ``WriteBackConfiguration/objectsPerTask`` objects; or to the segment's end when it is sealed (`critical`) or
+/// idle past ``WriteBackConfiguration/flushIdle`` (`bulk`). A worker reads the range from the
 /// store, PUTs it create-only as a ``BlockObject`` and then advances the manifest; when the key already holds
 /// an object (an earlier attempt, or a dead owner's, that wrote it but not the manifest) its bytes are compared
 /// with the store's and it is adopted. So tasks are idempotent, at-least-once delivery is safe, and a new owner
@@ -74,8 +86,11 @@ final class WriteBack: Sendable {
     let objectsWritten = Atomic<Int>(0)
     let objectsAdopted = Atomic<Int>(0)
     let coldReads = Atomic<Int>(0)
+    let coldObjectGets = Atomic<Int>(0)
     let cachedFlushReads = Atomic<Int>(0)
     let truncations = Atomic<Int>(0)
+    /// Objects fetched for cold reads lately (``coldObject(_:)``).
+    let coldObjects = Mutex<[(key: String, at: Int64, fetch: Task<BlockObject, any Error>)]>([])
     static let flushQueue = "flush"
 
     /// What the node knows of one segment's flushing.
@@ -96,6 +111,8 @@ final class WriteBack: Sendable {
         var startOffset: UInt64 = 0
         var sealed = false
         var lastChange: Int64 = 0
+        /// When the planner first saw a full block waiting for the rest of its object (0: none waits).
+        var fullSince: Int64 = 0
         /// (flush time, event boundary reached) of recent flushes, for time-based retention.
         var history: [(at: Int64, boundary: UInt64)] = []
     }
@@ -251,16 +268,33 @@ final class WriteBack: Sendable {
             let from = manifest.flushed
             guard state.length > from else { return nil }
             let blockEnd = geometry.range(ofBlock: geometry.index(containing: from)).upperBound
+            let idle = Int64(configuration.flushIdle.inSeconds * 1000)
             let choice: (UInt64, QoSClass)?
             if state.length >= blockEnd {
-                // Every full block after the first too, up to blocksPerTask: a segment that filled blocks faster
-                // than they were flushed sends one message for them, not one each.
-                let lastFullEnd = geometry.range(ofBlock: geometry.index(containing: state.length)).lowerBound
-                let cap = blockEnd + UInt64(max(configuration.blocksPerTask, 1) - 1) * geometry.blockSize
-                choice = (min(max(blockEnd, lastFullEnd), cap), .standard)
+                let objectBytes = UInt64(configuration.clampedObjectBlocks) * geometry.blockSize
+                // The first object ends where its last block does (`from` may be inside a block, after a flushed
+                // tail); the full blocks end where the tail block starts.
+                let firstObjectEnd = blockEnd + objectBytes - geometry.blockSize
+                let fullEnd = max(
+                    blockEnd, geometry.range(ofBlock: geometry.index(containing: state.length)).lowerBound)
+                let cap = firstObjectEnd + UInt64(max(configuration.objectsPerTask, 1) - 1) * objectBytes
+                if state.fullSince == 0 { state.fullSince = now }
+                if fullEnd >= firstObjectEnd {
+                    // Whole objects only, up to objectsPerTask: a segment that filled blocks faster than they were
+                    // flushed sends one message for them, not one each.
+                    let whole = firstObjectEnd + (fullEnd - firstObjectEnd) / objectBytes * objectBytes
+                    choice = (min(whole, cap), .standard)
+                } else if state.sealed || now - state.fullSince >= idle || now - state.lastChange >= idle {
+                    // The rest of the object is not coming soon: what is full goes now.
+                    choice = (min(fullEnd, cap), .standard)
+                } else {
+                    choice = nil
+                }
+                if let (to, _) = choice { state.fullSince = to >= fullEnd ? 0 : now }
+                s[segment] = state
             } else if state.sealed {
                 choice = (state.length, .critical)
-            } else if now - state.lastChange >= Int64(configuration.flushIdle.inSeconds * 1000) {
+            } else if now - state.lastChange >= idle {
                 choice = (state.length, .bulk)
             } else {
                 choice = nil
@@ -330,14 +364,16 @@ final class WriteBack: Sendable {
         Task { await self.plan(task.segment) }
     }
 
-    /// Flushes a task's range one block object at a time (a task may span several full blocks), advancing the
-    /// manifest after each; a retry resumes at the manifest's watermark when an earlier attempt got part way.
+    /// Flushes a task's range one object at a time (up to ``WriteBackConfiguration/objectBlocks`` blocks each; a
+    /// task may span several objects), advancing the manifest after each; a retry resumes at the manifest's
+    /// watermark when an earlier attempt got part way.
     func flushRange(_ task: FlushTask) async throws {
         var from = task.from
         let reached = try await manifest(of: task.segment).flushed
         if reached > task.from && reached < task.to { from = reached }
+        let rest = UInt64(configuration.clampedObjectBlocks - 1) * geometry.blockSize
         while true {
-            let end = min(task.to, geometry.range(ofBlock: geometry.index(containing: from)).upperBound)
+            let end = min(task.to, geometry.range(ofBlock: geometry.index(containing: from)).upperBound + rest)
             try await flushObject(FlushTask(segment: task.segment, from: from, to: end))
             let next = try await manifest(of: task.segment).flushed
             guard next > from, next < task.to else { return }
@@ -537,28 +573,49 @@ final class WriteBack: Sendable {
 
     // MARK: - Cold reads
 
-    /// Block `index` of `segment` from object storage: its objects, decoded, checked and joined. Returns the
-    /// bytes from the block's start (all of the block when it was flushed whole).
+    /// Block `index` of `segment` from object storage: the bytes of its objects, decoded, checked and joined.
+    /// Returns the bytes from the block's start (all of the block when it was flushed whole).
+    ///
+    /// An object holds at most ``WriteBackConfiguration/maximumObjectBlocks`` blocks, so the one holding the
+    /// block's first byte starts less than that many blocks before it: one listing from there finds it and the
+    /// objects after it. Decoded objects are kept for a few seconds (``coldObject(_:)``), so reading the blocks of
+    /// one object in turn fetches it once.
     func coldBlock(_ segment: SegmentID, index: UInt64) async throws(EddyError) -> ByteBuffer {
         coldReads.add(1, ordering: .relaxed)
         let range = geometry.range(ofBlock: index)
         let folder = BlockObject.segmentFolder(prefix: prefix, segment: segment)
+        let window = UInt64(WriteBackConfiguration.maximumObjectBlocks) * geometry.blockSize
         do {
-            let after =
-                range.lowerBound == 0
-                ? nil : BlockObject.key(prefix: prefix, segment: segment, start: range.lowerBound - 1)
-            let listing = try await objects.list(prefix: folder, startAfter: after, continuation: nil, limit: 64)
+            // The last object starting at or before the block, then those starting inside it.
+            var holding: [String] = []
+            var after =
+                range.lowerBound < window
+                ? nil : BlockObject.key(prefix: prefix, segment: segment, start: range.lowerBound - window)
+            listing: while true {
+                let page = try await objects.list(prefix: folder, startAfter: after, continuation: nil, limit: 1000)
+                for info in page.objects {
+                    guard let start = BlockObject.start(ofKey: info.key) else { continue }
+                    if start >= range.upperBound { break listing }
+                    if start <= range.lowerBound { holding.removeAll() }
+                    holding.append(info.key)
+                }
+                guard page.continuation != nil, let last = page.objects.last?.key else { break }
+                after = last
+            }
             var out = ByteBufferAllocator().buffer(capacity: Int(geometry.blockSize))
             var at = range.lowerBound
-            for info in listing.objects {
-                guard let start = BlockObject.start(ofKey: info.key), start < range.upperBound else { break }
-                guard start == at else {
-                    throw EddyError(.corruptData, "objects of \(segment) skip from \(at) to \(start)")
+            for key in holding {
+                let object = try await coldObject(key)
+                if object.end <= at { continue }  // ends before the block (the next one shows whether a gap follows)
+                guard object.start <= at else {
+                    throw EddyError(.corruptData, "objects of \(segment) skip from \(at) to \(object.start)")
                 }
-                let object = try BlockObject.decode(try await objects.get(info.key), key: info.key)
-                var bytes = object.bytes
-                out.writeBuffer(&bytes)
-                at = object.end
+                let upTo = min(object.end, range.upperBound)
+                out.writeImmutableBuffer(
+                    object.bytes.getSlice(
+                        at: object.bytes.readerIndex + Int(at - object.start), length: Int(upTo - at))!)
+                at = upTo
+                if at == range.upperBound { break }
             }
             guard at > range.lowerBound else {
                 throw EddyError(
@@ -569,6 +626,33 @@ final class WriteBack: Sendable {
             throw error
         } catch {
             throw EddyError(.unavailable, "object store: \(error)")
+        }
+    }
+
+    /// How long a decoded object is kept for the cold reads of its other blocks.
+    static let coldObjectLifetime: Int64 = 5_000
+    /// At most this many decoded objects are kept.
+    static let coldObjectLimit = 4
+
+    /// The object under `key`, decoded and checked: fetched once for concurrent and close-following cold reads of
+    /// its blocks (read-ahead asks for the next blocks at once), kept ``coldObjectLifetime`` milliseconds.
+    func coldObject(_ key: String) async throws -> BlockObject {
+        let now = WallClock.milliseconds()
+        let fetch = coldObjects.withLock { kept -> Task<BlockObject, any Error> in
+            kept.removeAll { now - $0.at > Self.coldObjectLifetime }
+            if let found = kept.first(where: { $0.key == key }) { return found.fetch }
+            let objects = self.objects
+            coldObjectGets.add(1, ordering: .relaxed)
+            let fetch = Task { try BlockObject.decode(try await objects.get(key), key: key) }
+            kept.append((key, now, fetch))
+            if kept.count > Self.coldObjectLimit { kept.removeFirst() }
+            return fetch
+        }
+        do {
+            return try await fetch.value
+        } catch {
+            coldObjects.withLock { kept in kept.removeAll { $0.key == key } }
+            throw error
         }
     }
 

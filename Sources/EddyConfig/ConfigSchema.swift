@@ -198,6 +198,10 @@ public enum ConfigSchema {
             "node", "max-flush-lag", .size, "", "Refuse appends to a segment with more unflushed bytes than this.",
             commands: nodeAndUp),
         ConfigKey("node", "flush-workers", .integer(1...64), "4", "Flush workers per node.", commands: nodeAndUp),
+        ConfigKey(
+            "node", "object-blocks", .integer(0...16), "0",
+            "Full blocks per object storage object, 1 to 16; 0 picks 4 for s3:// and 1 for file://.",
+            commands: nodeAndUp),
 
         ConfigKey("up", "data", .text, "./data", "`eddy up`'s data directory.", commands: ["up"]),
         ConfigKey("up", "store", .address, "127.0.0.1:9099", "`eddy up`'s store address.", commands: ["up"]),

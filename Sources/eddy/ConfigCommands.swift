@@ -158,6 +158,7 @@ extension WriteBackOptions {
             "node.retain-bytes": retainBytes ?? "",
             "node.retain-seconds": retainSeconds.map { "\($0)" } ?? "", "node.flush-idle": "\(flushIdle)",
             "node.max-flush-lag": maxFlushLag ?? "", "node.flush-workers": "\(flushWorkers)",
+            "node.object-blocks": "\(objectBlocks)",
         ]
     }
 }

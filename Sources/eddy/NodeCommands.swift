@@ -228,6 +228,14 @@ struct WriteBackOptions: ParsableArguments {
     @Option(name: .long, help: "Flush workers per node.")
     var flushWorkers: Int = 4
 
+    @Option(
+        name: .long,
+        help: """
+            Full blocks per object storage object, 1 to 16; 0 (the default) picks 4 for s3:// (a request is what S3 \
+            charges for and its server's CPU goes to) and 1 for file://.
+            """)
+    var objectBlocks: Int = 0
+
     func apply(to c: inout NodeConfiguration, fallback: String?) throws {
         guard let (store, prefix, _) = try objects.open(fallback: fallback) else {
             c.writeBack = nil
@@ -246,6 +254,12 @@ struct WriteBackOptions: ParsableArguments {
             throw EddyError(.invalidArgument, "--flush-workers must be 1...64")
         }
         w.workers = flushWorkers
+        guard (0...WriteBackConfiguration.maximumObjectBlocks).contains(objectBlocks) else {
+            throw EddyError(
+                .invalidArgument,
+                "--object-blocks must be 0 (automatic) to \(WriteBackConfiguration.maximumObjectBlocks)")
+        }
+        w.objectBlocks = objectBlocks > 0 ? objectBlocks : (store is S3ObjectStore ? 4 : 1)
         c.writeBack = w
     }
 }

@@ -136,8 +136,16 @@ struct DashboardTests {
         func requests(_ note: String) -> Int? {
             note.firstRange(of: #/of (\d+) block requests/#).flatMap { Int(note[$0].split(separator: " ")[1]) }
         }
+        func rate(_ note: String) -> Double? {
+            note.firstRange(of: #/sample rate ([0-9.e-]+),/#).flatMap {
+                Double(note[$0].dropFirst("sample rate ".count).dropLast())
+            }
+        }
         let r1 = try #require(requests(note1), "\(note1)")
         let r2 = try #require(requests(note2), "\(note2)")
-        #expect(r2 > r1, "the what-if saw \(r1) then \(r2) requests")
+        // The what-if lowers its sampling rate when its replays use more CPU than their budget (a busy machine)
+        // and then counts from zero at the new rate: the page shows the lower rate.
+        let restarted = try #require(rate(note2)) < (try #require(rate(note1)))
+        #expect(r2 > r1 || restarted, "the what-if saw \(r1) then \(r2) requests: \(note1) / \(note2)")
     }
 }

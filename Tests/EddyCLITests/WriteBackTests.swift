@@ -251,13 +251,9 @@ extension WriteBackTests {
     @Test("blocks that piled up before the owner came go out as tasks of up to 8 blocks, one object per block")
     func severalBlocksPerTask() async throws {
         let folder = temporaryPath("multi-block")
-        let ring = try Ring(
-            nodes: 1, running: 0, nodeArguments: ["--object-store", "file://\(folder)", "--block-size", "64K"])
+        let (ring, store, name) = try await Self.smallBlockRing(folder, scope: "mb", running: 0)
         defer { ring.stopAll() }
-        let store = try await RingTests.client([ring.storeAddress], timeout: .seconds(60))
         defer { Task { await store.close() } }
-        let name = try StreamName(scope: "mb", stream: "events")
-        _ = try await store.send(.createStream(name, segments: 1))
         try await RingTests.fill(store, name, segments: 1, count: 1_000, size: 1_000)  // about 16 blocks
         let segment = SegmentID(stream: name, number: 0)
         let fullEnd = try await store.info(segment).length / 65_536 * 65_536
@@ -288,6 +284,25 @@ extension WriteBackTests {
 
 extension WriteBackTests {
     /// Each segment's length in the store.
+    /// A ring of one node (`running` of them started) writing to `folder` with 64 KiB blocks, a client of its store,
+    /// and a stream `SCOPE/events` of one segment created in it.
+    static func smallBlockRing(
+        _ folder: String, scope: String, running: Int, _ arguments: [String] = []
+    ) async throws -> (Ring, EddyClient, StreamName) {
+        let ring = try Ring(
+            nodes: 1, running: running,
+            nodeArguments: ["--object-store", "file://\(folder)", "--block-size", "64K"] + arguments)
+        do {
+            let store = try await RingTests.client([ring.storeAddress], timeout: .seconds(60))
+            let name = try StreamName(scope: scope, stream: "events")
+            _ = try await store.send(.createStream(name, segments: 1))
+            return (ring, store, name)
+        } catch {
+            ring.stopAll()
+            throw error
+        }
+    }
+
     static func lengths(_ store: EddyClient, _ name: StreamName, segments: UInt32) async throws -> [UInt32: UInt64] {
         var lengths: [UInt32: UInt64] = [:]
         for s in 0..<segments {
@@ -377,5 +392,66 @@ extension WriteBackTests {
         let text = try eddy(["admin", "stats", "--server", node, "--format", "json"]).stdout
         #expect(text.contains("\"dead_letters\":0"), "\(text)")
         #expect(try eddy(["admin", "dlq", "list", "--server", node]).stdout.contains("no dead letters"))
+    }
+}
+
+extension WriteBackTests {
+    @Test("--object-blocks 4: full blocks go out four to an object; cold reads after truncation fetch each object once")
+    func objectsOfSeveralBlocks() async throws {
+        let folder = temporaryPath("object-blocks")
+        let block: UInt64 = 65_536
+        let (ring, store, name) = try await Self.smallBlockRing(
+            folder, scope: "ob", running: 1, ["--object-blocks", "4"])
+        defer { ring.stopAll() }
+        defer { Task { await store.close() } }
+        try await RingTests.fill(store, name, segments: 1, count: 1_400, size: 1_000)  // about 22 blocks
+        let segment = SegmentID(stream: name, number: 0)
+        let length = try await store.info(segment).length
+        let whole = length / (4 * block) * (4 * block)
+        try #require(whole >= 16 * block && whole < length / block * block, "the test wants full blocks left over")
+        // The whole objects go out at once; the full blocks after them wait for the fourth (or for --flush-idle,
+        // 30 s).
+        let objects = try FileObjectStore(root: folder)
+        let deadline = ContinuousClock.now + .seconds(60)
+        var manifest = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
+        while manifest.flushed < whole && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(200))
+            manifest = try await SegmentManifest.load(from: objects, prefix: "", segment: segment)
+        }
+        #expect(manifest.flushed == whole, "flushed \(manifest.flushed) of \(length); \(ring.nodes[0].log)")
+        var starts: [UInt64] = []
+        for info in try await objects.listAll(prefix: BlockObject.segmentFolder(prefix: "", segment: segment)) {
+            let object = try BlockObject.decode(try await objects.get(info.key), key: info.key)
+            #expect(object.end - object.start == 4 * block, "four blocks: \(info.key)")
+            let (_, bytes) = try await store.read(segment, from: object.start, maxBytes: Int(4 * block))
+            #expect(object.bytes == bytes, "\(info.key)")
+            starts.append(object.start)
+        }
+        #expect(starts == stride(from: 0, to: whole, by: Int(4 * block)).map { UInt64($0) })
+
+        // The events from the store; then the store truncated at the flushed event boundary and the events read
+        // through the node, whose cache never held the segment: the front comes back from the objects, each
+        // fetched once for its four blocks.
+        func events(_ client: EddyClient) async throws -> [String] {
+            let from = try await client.info(segment).startOffset
+            var out: [String] = []
+            for try await e in client.events([SegmentCursor(segment: segment, offset: from)], follow: false) {
+                out.append(String(decoding: e.event.payload, as: UTF8.self))
+            }
+            return out
+        }
+        let before = try await events(store)
+        #expect(before.count == 1_400)
+        let node = try await RingTests.client([ring.nodeAddresses[0]], timeout: .seconds(60))
+        defer { Task { await node.close() } }
+        _ = try await node.truncate(segment, at: manifest.eventBoundary)
+        #expect(try await store.info(segment).startOffset == manifest.eventBoundary)
+        let after = try await events(node)
+        #expect(after == before)
+        let stats = try await RingTests.stats(ring.nodeAddresses[0])
+        let loads = stats["cold_block_loads"] as? Int ?? 0
+        let gets = stats["cold_object_gets"] as? Int ?? 0
+        #expect(loads >= Int(manifest.eventBoundary / block), "\(stats)")
+        #expect(gets >= Int(manifest.eventBoundary / (4 * block)) && gets < loads, "\(stats)")
     }
 }
