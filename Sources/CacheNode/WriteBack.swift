@@ -34,9 +34,9 @@ public struct WriteBackConfiguration: Sendable {
     public var compressionLevel: Int32 = 1
     /// Full blocks per object: full blocks wait until this many are full (at most ``flushIdle``, and not when the
     /// segment is sealed or idle) and go out as one object. 1 writes every block as it fills; more means fewer
-    /// requests, which is what object storage charges and spends its CPU on (a PUT of a block on SeaweedFS costs
-    /// about 3 ms of its CPU here), for a flush lag of up to this many blocks per segment. At most
-    /// ``maximumObjectBlocks``.
+    /// requests, which is what object storage charges and spends its CPU on (SeaweedFS spends about 2 ms of its
+    /// CPU on an object of one 1 MiB block here, and about 5 ms on one of four: `scripts/bench-writeback.sh`),
+    /// for a flush lag of up to this many blocks per segment. At most ``maximumObjectBlocks``.
     public var objectBlocks: Int = 1
     /// The most blocks one object may hold: a cold read looks this far back for the object holding a block.
     public static let maximumObjectBlocks = 16
