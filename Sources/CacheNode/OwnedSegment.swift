@@ -107,10 +107,11 @@ final class OwnedSegment: Sendable {
     func learn(_ newer: SegmentInfo) -> Wakeup {
         state.withLock { s in
             let merged: SegmentInfo
-            if let old = s.info {
+            if let old = s.info, old.incarnation == newer.incarnation {
                 merged = SegmentInfo(
                     segment: id, startOffset: max(old.startOffset, newer.startOffset),
-                    length: max(old.length, newer.length), sealed: old.sealed || newer.sealed)
+                    length: max(old.length, newer.length), sealed: old.sealed || newer.sealed,
+                    incarnation: old.incarnation)
             } else {
                 merged = newer
             }
@@ -160,7 +161,9 @@ final class OwnedSegment: Sendable {
                 }
             }
             if let info = s.info, at > info.length {
-                s.info = SegmentInfo(segment: id, startOffset: info.startOffset, length: at, sealed: info.sealed)
+                s.info = SegmentInfo(
+                    segment: id, startOffset: info.startOffset, length: at, sealed: info.sealed,
+                    incarnation: info.incarnation)
             }
             let known = max(at, s.info?.length ?? 0)
             var wake = Self.takeWaiters(&s)

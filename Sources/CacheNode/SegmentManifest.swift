@@ -12,7 +12,8 @@ import StreamModel
 /// `first` below it is in objects), `event_boundary`
 /// (the last event start at or below `flushed`: where retention may truncate), `next_frame` (the first event
 /// start at or after `flushed`, to keep finding boundaries), `objects` (how many), `sealed` (whether `flushed`
-/// is the sealed segment's end), `updated_ms`.
+/// is the sealed segment's end), `updated_ms`, `incarnation` (which stream of this name the objects are of:
+/// ``SegmentInfo/incarnation``; absent in manifests written before it was recorded).
 public struct SegmentManifest: Sendable, Hashable, Codable {
     /// The segment, as text (`scope/stream/00000001`).
     public var segment: String
@@ -30,17 +31,21 @@ public struct SegmentManifest: Sendable, Hashable, Codable {
     public var sealed: Bool
     /// When it was written, ms since 1970.
     public var updatedMilliseconds: Int64
+    /// The ``SegmentInfo/incarnation`` of the stream whose bytes the objects hold; nil in a manifest written before
+    /// it was recorded.
+    public var incarnation: UInt64?
 
     enum CodingKeys: String, CodingKey {
-        case segment, first, flushed, objects, sealed
+        case segment, first, flushed, objects, sealed, incarnation
         case eventBoundary = "event_boundary"
         case nextFrame = "next_frame"
         case updatedMilliseconds = "updated_ms"
     }
 
     /// The state of a segment nothing of which is flushed.
-    public init(segment: SegmentID) {
+    public init(segment: SegmentID, incarnation: UInt64? = nil) {
         self.segment = segment.description
+        self.incarnation = incarnation
         first = 0
         flushed = 0
         eventBoundary = 0

@@ -138,6 +138,15 @@ public enum StreamBackup {
         if manifest.objects == 0 {
             manifest.first = info.startOffset
             manifest.flushed = info.startOffset
+        } else if let earlier = manifest.incarnation, earlier != info.incarnation {
+            // The stream was deleted and created again since the last backup: go on only if it holds the backed-up
+            // bytes (a restore of this backup does), else the backup would mix two streams.
+            guard try await holdsBackedUpBytes(manifest, info, from: source, in: store, prefix: prefix) else {
+                throw EddyError(
+                    .invalidArgument,
+                    "the backup of \(segment) is of an earlier stream of that name (deleted and created again since, "
+                        + "with other bytes): back up to a new location, or delete the old backup first")
+            }
         } else if manifest.flushed < info.startOffset {
             throw EddyError(
                 .truncated,
@@ -183,16 +192,59 @@ public enum StreamBackup {
             report.bytes += at - before
             counter.add(at - before)
         }
-        if at > manifest.flushed || manifest.sealed != info.sealed || manifest.updatedMilliseconds == 0 {
+        if at > manifest.flushed || manifest.sealed != info.sealed || manifest.updatedMilliseconds == 0
+            || manifest.incarnation != info.incarnation
+        {
             manifest.objects += report.objects + report.objectsPresent
             manifest.flushed = at
             manifest.eventBoundary = at
             manifest.nextFrame = at
             manifest.sealed = info.sealed
+            manifest.incarnation = info.incarnation
             manifest.updatedMilliseconds = WallClock.milliseconds()
             try await manifest.save(to: store, prefix: prefix, segment: segment)
         }
         return report
+    }
+
+    /// Whether the stream holds every backed-up byte of its segment, `[first, flushed)` of the backup's manifest,
+    /// compared object by object.
+    static func holdsBackedUpBytes(
+        _ manifest: SegmentManifest, _ info: SegmentInfo, from source: any RequestSender, in store: any ObjectStore,
+        prefix: String
+    ) async throws -> Bool {
+        guard info.startOffset <= manifest.first, info.length >= manifest.flushed else { return false }
+        var same = true
+        _ = try await forEachObject(of: info.segment, manifest, in: store, prefix: prefix) { start, bytes in
+            let stream = try await read(source, info.segment, from: start, to: start + UInt64(bytes.readableBytes))
+            if stream != bytes { same = false }
+            return same
+        }
+        return same
+    }
+
+    /// Calls `body` with the start and bytes of each backed-up object of `segment` from `manifest.first` on (cut at
+    /// `flushed`), in offset order, until it returns false or `flushed` is reached.
+    /// - Returns: the offset reached.
+    /// - Throws: ``EddyError/Code/corruptData`` when the objects leave a gap.
+    static func forEachObject(
+        of segment: SegmentID, _ manifest: SegmentManifest, in store: any ObjectStore, prefix: String,
+        _ body: (UInt64, ByteBuffer) async throws -> Bool
+    ) async throws -> UInt64 {
+        let folder = BlockObject.segmentFolder(prefix: prefix, segment: segment)
+        var at = manifest.first
+        for info in try await store.listAll(prefix: folder) where at < manifest.flushed {
+            guard let start = BlockObject.start(ofKey: info.key), start >= at else { continue }
+            guard start == at else {
+                throw EddyError(.corruptData, "the backup of \(segment) has no object for offsets \(at)..<\(start)")
+            }
+            let object = try BlockObject.decode(try await store.get(info.key), key: info.key)
+            let end = min(object.end, manifest.flushed)
+            guard try await body(start, object.bytes.getSlice(at: object.bytes.readerIndex, length: Int(end - start))!)
+            else { return end }
+            at = end
+        }
+        return at
     }
 
     /// Bytes [from, to) of a segment, in as many reads as it takes.
@@ -291,21 +343,12 @@ public enum StreamBackup {
         if manifest.first > 0 {
             try await appender.fill(upTo: manifest.first)
         }
-        let folder = BlockObject.segmentFolder(prefix: prefix, segment: source)
-        var at = manifest.first
-        for info in try await store.listAll(prefix: folder) where at < manifest.flushed {
-            guard let start = BlockObject.start(ofKey: info.key), start >= at else { continue }
-            guard start == at else {
-                throw EddyError(.corruptData, "the backup of \(source) has no object for offsets \(at)..<\(start)")
-            }
-            let object = try BlockObject.decode(try await store.get(info.key), key: info.key)
-            let end = min(object.end, manifest.flushed)
-            let bytes = object.bytes.getSlice(at: object.bytes.readerIndex, length: Int(end - start))!
+        let at = try await forEachObject(of: source, manifest, in: store, prefix: prefix) { _, bytes in
             try await appender.add(bytes)
             report.objects += 1
             report.bytes += UInt64(bytes.readableBytes)
             counter.add(UInt64(bytes.readableBytes))
-            at = end
+            return true
         }
         guard at >= manifest.flushed else {
             throw EddyError(

@@ -89,6 +89,8 @@ final class WriteBack: Sendable {
     let coldObjectGets = Atomic<Int>(0)
     let cachedFlushReads = Atomic<Int>(0)
     let truncations = Atomic<Int>(0)
+    /// Manifest loads under way (``manifest(of:)``).
+    let manifestLoads = Mutex<[SegmentID: Task<SegmentManifest, any Error>]>([:])
     /// Objects fetched for cold reads lately (``coldObject(_:)``).
     let coldObjects = Mutex<[(key: String, at: Int64, fetch: Task<BlockObject, any Error>)]>([])
     static let flushQueue = "flush"
@@ -107,6 +109,10 @@ final class WriteBack: Sendable {
         /// Bytes flushed since the last save (counted in `flushedBytes` once saved).
         var unsavedBytes = 0
         var pending = false
+        /// The store's ``SegmentInfo/incarnation`` of the segment, as the last scan saw it.
+        var incarnation: UInt64 = 0
+        /// How far the objects of an earlier stream of the name were found to hold this one's bytes.
+        var matchedTo: UInt64 = 0
         var length: UInt64 = 0
         var startOffset: UInt64 = 0
         var sealed = false
@@ -242,16 +248,30 @@ final class WriteBack: Sendable {
         }
         for segment in owned {
             guard let info = infos[segment] else { continue }
-            segments.withLock { s in
+            let recreated = segments.withLock { s -> Bool in
                 var state = s[segment, default: FlushState()]
                 if info.length != state.length || info.sealed != state.sealed || state.lastChange == 0 {
                     state.lastChange = now
+                }
+                let recreated = state.incarnation != 0 && state.incarnation != info.incarnation
+                state.incarnation = info.incarnation
+                if let known = state.manifest?.incarnation ?? state.saved?.incarnation, known != info.incarnation,
+                    !state.pending, !state.saving
+                {
+                    // The stream was deleted and created again under its name: what this node knew of its flushing
+                    // was the earlier stream's. The next manifest load compares the earlier objects with the new
+                    // stream's bytes (loadManifest).
+                    state = FlushState(incarnation: info.incarnation, lastChange: now)
                 }
                 state.length = info.length
                 state.sealed = info.sealed
                 state.startOffset = info.startOffset
                 s[segment] = state
+                return recreated
             }
+            // Blocks cached of the earlier stream (a delete straight at the store tells no node) must not be flushed
+            // or compared as the new one's.
+            if recreated { cache.removeStream(segment.stream) }
             await plan(segment)
             // A deferred manifest save that failed is tried again here.
             try? await persistManifest(segment)
@@ -264,7 +284,9 @@ final class WriteBack: Sendable {
         guard let manifest = try? await manifest(of: segment) else { return }
         let now = WallClock.milliseconds()
         let task = segments.withLock { s -> (FlushTask, QoSClass)? in
-            guard var state = s[segment], !state.pending else { return nil }
+            guard var state = s[segment], !state.pending,
+                manifest.incarnation == nil || state.incarnation == 0 || manifest.incarnation == state.incarnation
+            else { return nil }
             let from = manifest.flushed
             guard state.length > from else { return nil }
             let blockEnd = geometry.range(ofBlock: geometry.index(containing: from)).upperBound
@@ -302,7 +324,7 @@ final class WriteBack: Sendable {
             guard let (to, qos) = choice else { return nil }
             state.pending = true
             s[segment] = state
-            return (FlushTask(segment: segment, from: from, to: to), qos)
+            return (FlushTask(segment: segment, from: from, to: to, incarnation: state.incarnation), qos)
         }
         guard let (flush, qos) = task else { return }
         do {
@@ -314,15 +336,51 @@ final class WriteBack: Sendable {
         }
     }
 
-    /// The segment's manifest (read once, then kept up to date here).
+    /// The segment's manifest (read once, then kept up to date here). Concurrent first calls share one load.
     func manifest(of segment: SegmentID) async throws -> SegmentManifest {
         if let known = segments.withLock({ $0[segment]?.manifest }) { return known }
+        let load = manifestLoads.withLock { loads in
+            if let running = loads[segment] { return running }
+            let load = Task { try await self.loadManifest(segment) }
+            loads[segment] = load
+            return load
+        }
+        defer { manifestLoads.withLock { loads in if loads[segment] == load { loads[segment] = nil } } }
+        return try await load.value
+    }
+
+    /// Reads the segment's manifest from object storage and makes it this node's.
+    ///
+    /// A manifest of another ``SegmentInfo/incarnation`` is of an earlier stream of the same name, deleted since.
+    /// Its objects are compared with the new stream's bytes (as far as the stream reaches; a later load goes on
+    /// from there): the same bytes (a restore from these objects) keep them, with the manifest; any difference
+    /// removes them, and the new stream is flushed from scratch under their keys. Until the comparison is done the
+    /// load fails, so nothing is flushed or truncated by the earlier stream's manifest.
+    private func loadManifest(_ segment: SegmentID) async throws -> SegmentManifest {
+        if let known = segments.withLock({ $0[segment]?.manifest }) { return known }
         var loaded = try await SegmentManifest.load(from: objects, prefix: prefix, segment: segment)
-        if loaded.objects == 0,
-            case .segmentInfo(let info) = try await store.send(
-                .segmentInfo(segment), timeout: node.requestTimeout),
-            loaded.flushed < info.startOffset
-        {
+        guard case .segmentInfo(let info) = try await store.send(.segmentInfo(segment), timeout: node.requestTimeout)
+        else { throw EddyError(.internalError, "the store answered segmentInfo of \(segment) with another response") }
+        if let earlier = loaded.incarnation, earlier != info.incarnation {
+            switch try await compareEarlierStream(segment, loaded, info) {
+            case true?:
+                loaded.incarnation = info.incarnation
+                try await loaded.save(to: objects, prefix: prefix, segment: segment)
+                logger.info(
+                    "an earlier stream's objects hold this stream's bytes (a restore?): kept",
+                    metadata: ["segment": "\(segment)", "earlier": "\(earlier)", "incarnation": "\(info.incarnation)"])
+            case false?:
+                try await removeEarlierStream(segment, earlier: earlier, now: info.incarnation)
+                loaded = SegmentManifest(segment: segment)
+            case nil:
+                throw EddyError(
+                    .unavailable,
+                    "\(segment): the objects of an earlier stream of its name match this one's bytes up to "
+                        + "\(segments.withLock { $0[segment]?.matchedTo ?? 0 }) of \(loaded.flushed) so far")
+            }
+        }
+        loaded.incarnation = info.incarnation
+        if loaded.objects == 0, loaded.flushed < info.startOffset {
             // The store dropped the segment's front before write-back began: flushing starts at its truncation
             // point (an event boundary).
             loaded.first = info.startOffset
@@ -351,17 +409,91 @@ final class WriteBack: Sendable {
     /// Runs one flush task: the object, then the manifest; then plans the next task of the segment.
     func flush(_ task: FlushTask) async throws {
         do {
+            guard try await !isOfEarlierStream(task) else {
+                logger.info(
+                    "flush dropped: the stream was deleted and created again", metadata: ["segment": "\(task.segment)"])
+                segments.withLock { $0[task.segment]?.pending = false }
+                return
+            }
             try await flushRange(task)
         } catch let error as EddyError where error.code == .streamNotFound || error.code == .segmentNotFound {
             // The stream was deleted meanwhile: nothing is left to flush, and a retry would only fail again.
             logger.info("flush dropped: the stream is deleted", metadata: ["segment": "\(task.segment)"])
             segments.withLock { $0[task.segment] = nil }
             return
+        } catch {
+            // A flush of the earlier stream of a name fails against the new one's bytes: drop it, not retry it.
+            if (try? await isOfEarlierStream(task, askingTheStore: true)) == true {
+                logger.info(
+                    "flush dropped: the stream was deleted and created again", metadata: ["segment": "\(task.segment)"])
+                segments.withLock { $0[task.segment]?.pending = false }
+                return
+            }
+            throw error
         }
         // Done: the segment may have its next task. (A failed task stays the segment's one task: the queue
         // retries it, or it waits in the dead letters for a redrive.)
         segments.withLock { $0[task.segment]?.pending = false }
         Task { await self.plan(task.segment) }
+    }
+
+    /// Whether `task` was planned for an earlier stream of its segment's name (one since deleted and created again):
+    /// by the last scan's view of the store, or by asking the store now. A task from before incarnations were
+    /// recorded (0) is never stale.
+    func isOfEarlierStream(_ task: FlushTask, askingTheStore ask: Bool = false) async throws -> Bool {
+        guard task.incarnation != 0 else { return false }
+        if ask {
+            guard
+                case .segmentInfo(let info) = try await store.send(
+                    .segmentInfo(task.segment), timeout: node.requestTimeout)
+            else { return false }
+            return info.incarnation != task.incarnation
+        }
+        let current = segments.withLock { $0[task.segment]?.incarnation ?? 0 }
+        return current != 0 && current != task.incarnation
+    }
+
+    /// Compares the objects of an earlier stream of `segment`'s name (`manifest`'s) with the stream's bytes now,
+    /// from where the last comparison got to: true when all of them match, false at a difference (or when the
+    /// stream no longer holds bytes the objects do), nil when they match as far as the stream reaches yet.
+    func compareEarlierStream(_ segment: SegmentID, _ manifest: SegmentManifest, _ info: SegmentInfo) async throws
+        -> Bool?
+    {
+        var at = max(manifest.first, segments.withLock { $0[segment]?.matchedTo ?? 0 })
+        guard info.startOffset <= at else { return false }
+        let end = min(manifest.flushed, info.length)
+        while at < end {
+            let index = geometry.index(containing: at)
+            let upTo = min(end, geometry.range(ofBlock: index).upperBound)
+            let held: ByteBuffer
+            do {
+                held = try await coldBlock(segment, index: index)
+            } catch {
+                return false  // the earlier stream's objects do not cover what its manifest says
+            }
+            let skip = Int(at - geometry.range(ofBlock: index).lowerBound)
+            guard let objectBytes = held.getSlice(at: held.readerIndex + skip, length: Int(upTo - at)),
+                objectBytes == (try await readSegment(segment, from: at, to: upTo))
+            else { return false }
+            at = upTo
+            segments.withLock { $0[segment, default: FlushState()].matchedTo = at }
+        }
+        return at >= manifest.flushed ? true : nil
+    }
+
+    /// Removes the block objects and the manifest of an earlier stream of `segment`'s name, before this one's
+    /// flushes take their keys; cold reads forget what they kept of them.
+    func removeEarlierStream(_ segment: SegmentID, earlier: UInt64, now: UInt64) async throws {
+        let folder = BlockObject.segmentFolder(prefix: prefix, segment: segment)
+        let keys = try await objects.listAll(prefix: folder).map(\.key)
+        for key in keys { try await objects.delete(key) }
+        try await objects.delete(SegmentManifest.key(prefix: prefix, segment: segment))
+        coldObjects.withLock { kept in kept.removeAll { $0.key.hasPrefix(folder) } }
+        logger.warning(
+            "removed an earlier stream's objects: the stream was deleted and created again under its name",
+            metadata: [
+                "segment": "\(segment)", "objects": "\(keys.count)", "earlier": "\(earlier)", "incarnation": "\(now)",
+            ])
     }
 
     /// Flushes a task's range one object at a time (up to ``WriteBackConfiguration/objectBlocks`` blocks each; a
@@ -730,7 +862,9 @@ final class WriteBack: Sendable {
             let manifest = try? await manifest(of: info.segment), manifest.objects > 0,
             manifest.first < info.startOffset
         else { return info }
-        return SegmentInfo(segment: info.segment, startOffset: manifest.first, length: info.length, sealed: info.sealed)
+        return SegmentInfo(
+            segment: info.segment, startOffset: manifest.first, length: info.length, sealed: info.sealed,
+            incarnation: info.incarnation)
     }
 
     /// The flushed watermark of `segment` as known here (nil when its manifest was never read).
@@ -773,8 +907,12 @@ struct FlushTask: Sendable, Hashable {
     var segment: SegmentID
     var from: UInt64
     var to: UInt64
+    /// The segment's ``SegmentInfo/incarnation`` when the task was planned (0: unknown).
+    var incarnation: UInt64 = 0
 
-    var attributes: [String: String] { ["segment": segment.description, "from": "\(from)", "to": "\(to)"] }
+    var attributes: [String: String] {
+        ["segment": segment.description, "from": "\(from)", "to": "\(to)", "incarnation": "\(incarnation)"]
+    }
 }
 
 extension FlushTask {
@@ -784,7 +922,8 @@ extension FlushTask {
             let from = attributes["from"].flatMap(UInt64.init), let to = attributes["to"].flatMap(UInt64.init),
             to > from
         else { return nil }
-        self.init(segment: segment, from: from, to: to)
+        self.init(
+            segment: segment, from: from, to: to, incarnation: attributes["incarnation"].flatMap(UInt64.init) ?? 0)
     }
 }
 

@@ -30,6 +30,8 @@ struct SegmentState: Hashable {
     var start: UInt64 = 0
     var length: UInt64 = 0
     var sealed = false
+    /// The LSN of the journal record that created the segment's stream (``SegmentInfo/incarnation``).
+    var incarnation: UInt64 = 0
     /// Sorted event boundaries, about ``indexSpacing`` apart; the first is always `start`.
     var boundaries: [UInt64] = [0]
     var writers: [String: WriterWindow] = [:]
@@ -53,6 +55,11 @@ struct SegmentState: Hashable {
             at += UInt64(size)
         }
         length = at
+    }
+
+    /// The public state of segment `id`, which this is.
+    func info(_ id: SegmentID) -> SegmentInfo {
+        SegmentInfo(segment: id, startOffset: start, length: length, sealed: sealed, incarnation: incarnation)
     }
 
     mutating func truncate(to offset: UInt64) {
@@ -82,7 +89,7 @@ struct Catalog: Hashable {
 
     func info(_ id: SegmentID) throws(EddyError) -> SegmentInfo {
         let s = try segment(id)
-        return SegmentInfo(segment: id, startOffset: s.start, length: s.length, sealed: s.sealed)
+        return s.info(id)
     }
 
     func info(_ name: StreamName) throws(EddyError) -> StreamInfo {
@@ -92,20 +99,20 @@ struct Catalog: Hashable {
         return StreamInfo(
             name: name,
             segments: segments.enumerated().map { i, s in
-                SegmentInfo(
-                    segment: SegmentID(stream: name, number: UInt32(i)), startOffset: s.start, length: s.length,
-                    sealed: s.sealed)
+                s.info(SegmentID(stream: name, number: UInt32(i)))
             })
     }
 
-    /// Applies a record that ``prepare(_:)`` produced or the journal replayed.
+    /// Applies a record that ``prepare(_:)`` produced or the journal replayed, whose LSN is `lsn`.
     /// - Throws: ``EddyError/Code/corruptData`` when the record does not fit the state (a replayed journal
     ///   that disagrees with the checkpoint).
-    mutating func apply(_ record: JournalRecord) throws(EddyError) {
+    mutating func apply(_ record: JournalRecord, lsn: UInt64) throws(EddyError) {
         switch record {
         case .createStream(let name, let count):
             guard streams[name] == nil else { throw EddyError(.corruptData, "journal creates '\(name)' twice") }
-            streams[name] = Array(repeating: SegmentState(), count: Int(count))
+            var state = SegmentState()
+            state.incarnation = lsn
+            streams[name] = Array(repeating: state, count: Int(count))
         case .deleteStream(let name):
             guard streams.removeValue(forKey: name) != nil else {
                 throw EddyError(.corruptData, "journal deletes unknown stream '\(name)'")

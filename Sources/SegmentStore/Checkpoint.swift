@@ -5,10 +5,11 @@ import StreamModel
 /// so recovery trusts their first `length` bytes and replays only later journal files.
 ///
 /// Layout: `EDDYCKPT`, u32 version, u64 journalSequence, u64 nextLSN, the catalog, then a u32 CRC32C of all
-/// bytes before it. Written atomically (temporary file, fsync, rename, fsync of the directory).
+/// bytes before it. Version 2 adds each segment's incarnation after its sealed flag; version 1 files (written
+/// before stores recorded incarnations) still load, their streams' incarnations 0. Written atomically (temporary file, fsync, rename, fsync of the directory).
 struct Checkpoint: Hashable {
     static let magic: [UInt8] = Array("EDDYCKPT".utf8)
-    static let version: UInt32 = 1
+    static let version: UInt32 = 2
 
     var journalSequence: UInt64
     var nextLSN: UInt64
@@ -30,6 +31,7 @@ struct Checkpoint: Hashable {
                 w.u64(s.start)
                 w.u64(s.length)
                 w.bool(s.sealed)
+                w.u64(s.incarnation)
                 w.u32(UInt32(s.boundaries.count))
                 for b in s.boundaries { w.u64(b) }
                 w.u32(UInt32(s.writers.count))
@@ -64,7 +66,8 @@ struct Checkpoint: Hashable {
         return try bytes.withBytes { (b) throws(EddyError) -> Checkpoint in
             var r = ByteReader(UnsafeRawBufferPointer(rebasing: b[8..<(b.count - 4)]))
             do {
-                guard try r.u32() == version else { throw corrupt("unknown version") }
+                let fileVersion = try r.u32()
+                guard fileVersion == 1 || fileVersion == version else { throw corrupt("unknown version") }
                 let sequence = try r.u64()
                 let lsn = try r.u64()
                 var catalog = Catalog()
@@ -76,6 +79,7 @@ struct Checkpoint: Hashable {
                         s.start = try r.u64()
                         s.length = try r.u64()
                         s.sealed = try r.bool()
+                        if fileVersion >= 2 { s.incarnation = try r.u64() }
                         s.boundaries = []
                         for _ in 0..<(try r.u32()) { s.boundaries.append(try r.u64()) }
                         guard !s.boundaries.isEmpty else { throw corrupt("segment of \(name) without boundaries") }

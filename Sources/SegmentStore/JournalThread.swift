@@ -62,17 +62,17 @@ final class JournalThread: @unchecked Sendable {
             return
         }
         buffer.bytes.removeAll(keepingCapacity: true)
-        var records: [JournalRecord] = []
+        var records: [(lsn: UInt64, record: JournalRecord)] = []
         var replies: [() -> Void] = []
         var duplicates: UInt64 = 0
 
         func stage(_ record: JournalRecord) {
             record.encode(lsn: nextLSN, into: &buffer)
-            nextLSN += 1
-            do { try staged.apply(record) } catch {
+            do { try staged.apply(record, lsn: nextLSN) } catch {
                 preconditionFailure("a prepared record does not apply: \(error)")
             }
-            records.append(record)
+            records.append((nextLSN, record))
+            nextLSN += 1
         }
 
         for op in ops {
@@ -137,7 +137,7 @@ final class JournalThread: @unchecked Sendable {
                 let started = DispatchTime.now().uptimeNanoseconds
                 try journal.append(buffer.bytes)
                 syncTimer?.recordNanoseconds(DispatchTime.now().uptimeNanoseconds - started)
-                for record in records { try files.apply(record) }
+                for (_, record) in records { try files.apply(record) }
             } catch {
                 failure = error
                 configuration.logger.critical(
@@ -160,12 +160,12 @@ final class JournalThread: @unchecked Sendable {
     }
 
     /// Makes the batch visible to readers and wakes the tail waiters it satisfies.
-    private func publish(_ records: [JournalRecord], duplicates: UInt64) {
+    private func publish(_ records: [(lsn: UInt64, record: JournalRecord)], duplicates: UInt64) {
         let openFiles = files.files
         let woken = core.shared.withLock { s -> [StoreCore.Waiter] in
             var touched: Set<SegmentID> = []
-            for record in records {
-                do { try s.catalog.apply(record) } catch {
+            for (lsn, record) in records {
+                do { try s.catalog.apply(record, lsn: lsn) } catch {
                     preconditionFailure("a durable record does not apply to the published catalog: \(error)")
                 }
                 switch record {

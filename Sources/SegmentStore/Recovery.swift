@@ -75,7 +75,7 @@ enum Recovery {
             let scan = try JournalScanner.scan(path: path, isLast: i == live.count - 1, expectedLSN: lsn)
             for (recordLSN, record) in scan.records {
                 do throws(EddyError) {
-                    try catalog.apply(record)
+                    try catalog.apply(record, lsn: recordLSN)
                 } catch {
                     throw EddyError(.corruptData, "journal \(path), record LSN \(recordLSN): \(error.message)")
                 }

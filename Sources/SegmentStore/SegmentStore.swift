@@ -277,7 +277,7 @@ public final class SegmentStore: Sendable {
     ///   past the end, ``EddyError/Code/corruptData`` naming file and offset when the bytes on disk are bad.
     public func read(_ segment: SegmentID, from offset: UInt64, maxBytes: Int) throws(EddyError) -> ReadResult {
         let (state, file) = try core.snapshot(segment)
-        let info = SegmentInfo(segment: segment, startOffset: state.start, length: state.length, sealed: state.sealed)
+        let info = state.info(segment)
         guard offset >= state.start else {
             throw EddyError(
                 .truncated, "offset \(offset) of \(segment) is below its truncation point \(state.start)")

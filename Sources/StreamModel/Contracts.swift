@@ -40,13 +40,18 @@ public struct SegmentInfo: Hashable, Sendable {
     public let length: UInt64
     /// Whether the segment is sealed.
     public let sealed: Bool
+    /// Which stream of this name the segment belongs to: the store's journal sequence number (LSN) of the stream's
+    /// creation, so a stream deleted and created again under the same name has a new one. 0 when unknown (a
+    /// stream created before the store recorded it).
+    public let incarnation: UInt64
 
     /// Creates segment info.
-    public init(segment: SegmentID, startOffset: UInt64, length: UInt64, sealed: Bool) {
+    public init(segment: SegmentID, startOffset: UInt64, length: UInt64, sealed: Bool, incarnation: UInt64 = 0) {
         self.segment = segment
         self.startOffset = startOffset
         self.length = length
         self.sealed = sealed
+        self.incarnation = incarnation
     }
 }
 

@@ -216,12 +216,15 @@ extension ByteBuffer {
         writeInteger(info.startOffset)
         writeInteger(info.length)
         writeInteger(UInt8(info.sealed ? 1 : 0))
+        writeInteger(info.incarnation)
     }
 
     mutating func readSegmentState(_ id: SegmentID) throws(EddyError) -> SegmentInfo {
         let start = try read(UInt64.self)
         let length = try read(UInt64.self)
-        return SegmentInfo(segment: id, startOffset: start, length: length, sealed: try read(UInt8.self) != 0)
+        let sealed = try read(UInt8.self) != 0
+        return SegmentInfo(
+            segment: id, startOffset: start, length: length, sealed: sealed, incarnation: try read(UInt64.self))
     }
 
     mutating func writeStreamInfo(_ info: StreamInfo) {

@@ -82,6 +82,13 @@ struct BackupTests {
         #expect(
             info.stdout.split(separator: "\n").count == 3 && !info.stdout.contains("sealed=false"), "\(info.stdout)")
 
+        // The restored stream is a new stream of the name, holding the backed-up bytes: backing it up to the same
+        // place goes on from there.
+        let afterRestore = try backup(["bk/events"])
+        #expect(
+            afterRestore.status == 0 && Self.number(before: " new bytes", in: afterRestore.stdout) == 0,
+            "\(afterRestore.stdout) \(afterRestore.stderr)")
+
         // A restore never overwrites; --as makes a copy under another name.
         let again = try restore(["bk/events"])
         #expect(again.status == 1 && again.stderr.contains("exists"), "\(again.stderr)")
@@ -99,6 +106,16 @@ struct BackupTests {
         #expect(missing.status == 1 && missing.stderr.contains("no backup of bk/nothing"), "\(missing.stderr)")
         let both = try eddy(["backup", "bk/events", "--all", "--to", "file:///tmp/x", "--server", node])
         #expect(both.status != 0 && both.stderr.contains("--all"), "\(both.stderr)")
+
+        // Created again with other bytes, the stream is not backed up into the earlier one's backup.
+        #expect(try eddy(["delete", "bk/events", "--server", node]).status == 0)
+        #expect(try eddy(["create", "bk/events", "--segments", "3", "--server", node]).status == 0)
+        let other = (0..<7000).map { "other \($0) " + String(repeating: "y", count: 400) }
+        #expect(
+            try eddy(["append", "bk/events", "--server", node], input: other.joined(separator: "\n") + "\n").status == 0
+        )
+        let mixed = try backup(["bk/events"])
+        #expect(mixed.status == 1 && mixed.stderr.contains("earlier stream of that name"), "\(mixed.stderr)")
     }
 
     @Test("backup --all to a folder and restore --all; a stream truncated before its backup keeps its pointers")

@@ -146,6 +146,49 @@ struct RecoveryTests {
         #expect(journalFiles(dir).count == 1)
     }
 
+    @Test("a stream deleted and created again has a new incarnation, kept by journal replay and by checkpoints")
+    func incarnations() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
+        var configuration = StoreConfiguration(dataDirectory: dir.path)
+        configuration.checkpointOnClose = false
+        var store = try SegmentStore(configuration: configuration)
+        try await store.createStream(name, segments: 2)
+        let first = try store.info(segment0).incarnation
+        try await store.deleteStream(name)
+        try await store.createStream(name, segments: 2)
+        let second = try store.info(name).segments.map(\.incarnation)
+        #expect(first > 0 && second == [second[0], second[0]] && second[0] > first, "\(first) then \(second)")
+        store.close()
+        store = try openStore(dir)  // journal replay
+        #expect(try store.info(segment0).incarnation == second[0])
+        store.close()  // with a checkpoint
+        store = try openStore(dir)
+        defer { store.close() }
+        #expect(try store.info(SegmentID(stream: name, number: 1)).incarnation == second[0])
+    }
+
+    @Test("a version 1 checkpoint, from before incarnations, still loads: its streams' incarnations are 0")
+    func checkpointVersion1() throws {
+        var catalog = Catalog()
+        var state = SegmentState()
+        state.length = 7
+        state.incarnation = 0x1122_3344_5566_7788
+        catalog.streams[name] = [state]
+        let v2 = Checkpoint(journalSequence: 3, nextLSN: 9, catalog: catalog).encode()
+        // The same bytes as version 1 wrote them: no incarnation, version 1, the CRC over the rest.
+        let marker: [UInt8] = [0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88]
+        let at = try #require((0...(v2.count - 8)).first { Array(v2[$0..<($0 + 8)]) == marker })
+        var v1 = Array(v2[0..<at] + v2[(at + 8)..<(v2.count - 4)])
+        #expect(v1[8..<12] == [0, 0, 0, 2])
+        v1[11] = 1
+        withUnsafeBytes(of: CRC32C.checksum(v1).bigEndian) { v1.append(contentsOf: $0) }
+        let loaded = try Checkpoint.decode(v1, path: "v1")
+        #expect(loaded.catalog.streams[name]?.first?.length == 7)
+        #expect(loaded.catalog.streams[name]?.first?.incarnation == 0)
+        #expect(try Checkpoint.decode(v2, path: "v2").catalog == catalog)
+    }
+
     @Test("a second store on the same data directory is refused")
     func lock() throws {
         let dir = TemporaryDirectory()
