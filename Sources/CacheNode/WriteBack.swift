@@ -254,6 +254,7 @@ final class WriteBack: Sendable {
                     state.lastChange = now
                 }
                 let recreated = state.incarnation != 0 && state.incarnation != info.incarnation
+                if recreated { state.matchedTo = 0 }  // a comparison under way was with another stream
                 state.incarnation = info.incarnation
                 if let known = state.manifest?.incarnation ?? state.saved?.incarnation, known != info.incarnation,
                     !state.pending, !state.saving
@@ -469,7 +470,10 @@ final class WriteBack: Sendable {
             do {
                 held = try await coldBlock(segment, index: index)
             } catch {
-                return false  // the earlier stream's objects do not cover what its manifest says
+                // An object store that does not answer: compare later. Else the earlier stream's objects do not hold
+                // what its manifest says.
+                if error.code == .unavailable { throw error }
+                return false
             }
             let skip = Int(at - geometry.range(ofBlock: index).lowerBound)
             guard let objectBytes = held.getSlice(at: held.readerIndex + skip, length: Int(upTo - at)),
