@@ -285,8 +285,9 @@ final class WriteBack: Sendable {
         guard let manifest = try? await manifest(of: segment) else { return }
         let now = WallClock.milliseconds()
         let task = segments.withLock { s -> (FlushTask, QoSClass)? in
+            // Not on an earlier stream's manifest: the scan has seen the stream created again and drops it.
             guard var state = s[segment], !state.pending,
-                manifest.incarnation == nil || state.incarnation == 0 || manifest.incarnation == state.incarnation
+                state.incarnation == 0 || manifest.incarnation == state.incarnation
             else { return nil }
             let from = manifest.flushed
             guard state.length > from else { return nil }
@@ -409,14 +410,13 @@ final class WriteBack: Sendable {
 
     /// Runs one flush task: the object, then the manifest; then plans the next task of the segment.
     func flush(_ task: FlushTask) async throws {
+        let recreated = "flush dropped: the stream was deleted and created again"
         do {
-            guard try await !isOfEarlierStream(task) else {
-                logger.info(
-                    "flush dropped: the stream was deleted and created again", metadata: ["segment": "\(task.segment)"])
-                segments.withLock { $0[task.segment]?.pending = false }
-                return
+            if try await isOfEarlierStream(task) {
+                logger.info("\(recreated)", metadata: ["segment": "\(task.segment)"])
+            } else {
+                try await flushRange(task)
             }
-            try await flushRange(task)
         } catch let error as EddyError where error.code == .streamNotFound || error.code == .segmentNotFound {
             // The stream was deleted meanwhile: nothing is left to flush, and a retry would only fail again.
             logger.info("flush dropped: the stream is deleted", metadata: ["segment": "\(task.segment)"])
@@ -424,16 +424,11 @@ final class WriteBack: Sendable {
             return
         } catch {
             // A flush of the earlier stream of a name fails against the new one's bytes: drop it, not retry it.
-            if (try? await isOfEarlierStream(task, askingTheStore: true)) == true {
-                logger.info(
-                    "flush dropped: the stream was deleted and created again", metadata: ["segment": "\(task.segment)"])
-                segments.withLock { $0[task.segment]?.pending = false }
-                return
-            }
-            throw error
+            guard (try? await isOfEarlierStream(task, askingTheStore: true)) == true else { throw error }
+            logger.info("\(recreated)", metadata: ["segment": "\(task.segment)"])
         }
-        // Done: the segment may have its next task. (A failed task stays the segment's one task: the queue
-        // retries it, or it waits in the dead letters for a redrive.)
+        // Done (or dropped): the segment may have its next task. (A failed task stays the segment's one task: the
+        // queue retries it, or it waits in the dead letters for a redrive.)
         segments.withLock { $0[task.segment]?.pending = false }
         Task { await self.plan(task.segment) }
     }
