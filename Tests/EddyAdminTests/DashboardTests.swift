@@ -122,7 +122,6 @@ struct DashboardTests {
         let hit = try #require(text(ofID: "hit-ratio-0", in: first).flatMap(Double.init), "no hit ratio in the page")
         #expect(hit > 0 && hit <= 1)
         let throughput = try #require(text(ofID: "throughput-0", in: first).flatMap(Double.init), "no throughput")
-        #expect(throughput > 0, "reads ran while the page was open")
         #expect(first.components(separatedBy: "data-policy=").count - 1 == 11, "a what-if row per online policy")
         let note1 = try #require(text(ofID: "whatif-note", in: first))
         #expect(note1.contains("block requests sampled"), "\(note1)")
@@ -133,6 +132,11 @@ struct DashboardTests {
         try await within(.seconds(30)) { state.count > before + 50 }
         let second = try await chromiumDOMAsync(url, budget: 3000)
         let note2 = try #require(text(ofID: "whatif-note", in: second))
+        // Throughput is the rate between the page's last two polls: on a loaded machine one window may see no read
+        // finish, so the page must show reads in one of its two visits (the second after more reads were seen).
+        let throughput2 = try #require(text(ofID: "throughput-0", in: second).flatMap(Double.init), "no throughput")
+        #expect(
+            throughput > 0 || throughput2 > 0, "reads ran while the page was open: \(throughput), \(throughput2)")
         func requests(_ note: String) -> Int? {
             note.firstRange(of: #/of (\d+) block requests/#).flatMap { Int(note[$0].split(separator: " ")[1]) }
         }
