@@ -235,6 +235,10 @@ let package = Package(
         ),
         .target(name: "CFuzzDriver"),
         .executableTarget(name: "EddyFuzz", dependencies: ["EddyFuzzing", "CFuzzDriver"], swiftSettings: strict),
+        // The test harness's exec shim (PR_SET_PDEATHSIG, then exec) and a helper process that starts servers
+        // through the harness, which the leak test SIGKILLs (Tests/EddyCLITests/HarnessTests.swift).
+        .executableTarget(name: "eddy-test-exec"),
+        .executableTarget(name: "eddy-test-helper", dependencies: ["EddyTestSupport"], swiftSettings: strict),
         .target(
             name: "EddyTestSupport",
             dependencies: [

@@ -153,7 +153,25 @@ enum Dashboard {
           });
         }
 
-        // A line chart on a canvas: series of [x, y] points, axes with a few ticks.
+        // The y axis of a chart: a top value at or above yMax of the form {1, 2, 4, 6, 8} x 10^k (unless opts fix
+        // it), `count` + 1 evenly spaced ticks from yMin, each labelled with as few decimals as show it exactly, so
+        // that the labels always differ (miss ratios near zero once gave five labels "0.00").
+        function axisTicks(yMin, yMax, count) {
+          let top = yMax;
+          if (!(top > yMin)) top = yMin + 1;
+          const span = top - yMin;
+          const unit = Math.pow(10, Math.floor(Math.log10(span)));
+          const nice = [1, 2, 4, 6, 8, 10].map((m) => m * unit).find((v) => v >= span * (1 - 1e-12));
+          const values = [];
+          for (let i = 0; i <= count; i++) values.push(yMin + nice * i / count);
+          let digits = 0;
+          const exact = (d) => values.every((v) => Math.abs(Number(v.toFixed(d)) - v) <= nice * 1e-9);
+          while (digits < 12 && !exact(digits)) digits++;
+          return { top: yMin + nice, values, labels: values.map((v) => v.toFixed(digits)) };
+        }
+
+        // A line chart on a canvas: series of [x, y] points, axes with a few ticks. The y labels are also kept in
+        // the canvas's data-y-labels attribute (for tests: a canvas has no text in the page).
         function lineChart(canvas, series, opts) {
           const ratio = window.devicePixelRatio || 1;
           const w = canvas.clientWidth || 500, h = canvas.clientHeight || 220;
@@ -168,15 +186,17 @@ enum Dashboard {
           const tx = opts.logX ? Math.log2 : (x) => x;
           let x0 = tx(Math.min(...xs)), x1 = tx(Math.max(...xs));
           if (x1 === x0) x1 = x0 + 1;
-          const y0 = opts.yMin ?? 0, y1 = opts.yMax ?? Math.max(1e-9, ...ys) * 1.1;
+          const y0 = opts.yMin ?? 0;
+          const axis = opts.yMax === undefined ? axisTicks(y0, Math.max(1e-9, ...ys) * 1.05, 4) : axisTicks(y0, opts.yMax, 4);
+          const y1 = axis.top;
           const X = (x) => pad.l + (tx(x) - x0) / (x1 - x0) * (w - pad.l - pad.r);
           const Y = (y) => h - pad.b - (y - y0) / (y1 - y0) * (h - pad.t - pad.b);
           g.strokeStyle = "#dcdcd8"; g.fillStyle = "#6b7075"; g.font = "11px system-ui, sans-serif";
-          for (let i = 0; i <= 4; i++) {
-            const y = y0 + (y1 - y0) * i / 4;
+          axis.values.forEach((y, i) => {
             g.beginPath(); g.moveTo(pad.l, Y(y)); g.lineTo(w - pad.r, Y(y)); g.stroke();
-            g.fillText(opts.yFormat(y), 4, Y(y) + 4);
-          }
+            g.fillText(axis.labels[i], 4, Y(y) + 4);
+          });
+          canvas.dataset.yLabels = axis.labels.join(" ");
           const ticks = opts.xTicks || [];
           ticks.forEach((x, i) => {
             g.textAlign = i === 0 ? "left" : i === ticks.length - 1 ? "right" : "center";
@@ -215,8 +235,8 @@ enum Dashboard {
           const span = Math.max(1, ...hits.flatMap((s) => s.points.map((p) => p[0])));
           const ticks = [0, span / 2, span];
           const secs = (x) => x.toFixed(0) + " s";
-          lineChart($("chart-hits"), hits, { yMin: 0, yMax: 1, yFormat: (y) => y.toFixed(2), xTicks: ticks, xFormat: secs });
-          lineChart($("chart-throughput"), thr, { yMin: 0, yFormat: (y) => y.toFixed(0), xTicks: ticks, xFormat: secs });
+          lineChart($("chart-hits"), hits, { yMin: 0, yMax: 1, xTicks: ticks, xFormat: secs });
+          lineChart($("chart-throughput"), thr, { yMin: 0, xTicks: ticks, xFormat: secs });
           legend("legend-hits", hits);
           legend("legend-throughput", thr);
         }
@@ -228,7 +248,7 @@ enum Dashboard {
           w.rows.forEach((r) => { (ratio[r.policy] = ratio[r.policy] || {})[r.cache_bytes] = r.hit_ratio; });
           const series = policies.map((p, i) => ({ name: p, color: colors[i % colors.length],
             points: sizes.map((b) => [b, 1 - ratio[p][b]]) }));
-          lineChart($("chart-whatif"), series, { yMin: 0, yFormat: (y) => y.toFixed(2), logX: true, xTicks: sizes, xFormat: bytes });
+          lineChart($("chart-whatif"), series, { yMin: 0, logX: true, xTicks: sizes, xFormat: bytes });
           legend("legend-whatif", series);
           $("whatif-note").textContent = "policy " + w.policy + ", owner cache " + bytes(w.cache_bytes) + "; sample rate " +
             w.sample_rate.toPrecision(3) + ", " + w.sampled_requests + " of " + w.requests + " block requests sampled";

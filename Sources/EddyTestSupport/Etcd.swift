@@ -32,7 +32,7 @@ public final class EtcdServer: Sendable {
                 "/usr/bin/etcd", "--name", "eddy-test", "--data-dir", "\(directory)/data",
                 "--listen-client-urls", client, "--advertise-client-urls", client, "--listen-peer-urls", peer,
                 "--initial-advertise-peer-urls", peer, "--initial-cluster", "eddy-test=\(peer)",
-            ], log: directory + "/etcd.log", pidFile: directory + "/etcd.pid")
+            ], log: directory + "/etcd.log")
         try server.start()
     }
 

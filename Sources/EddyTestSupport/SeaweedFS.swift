@@ -68,7 +68,7 @@ public final class SeaweedFS: @unchecked Sendable {
             ]
                 + (https.map {
                     ["-s3.port.https=\(p + 8)", "-s3.cert.file=\($0.certificate)", "-s3.key.file=\($0.key)"]
-                } ?? []), log: directory + "/weed.log", pidFile: directory + "/weed.pid")
+                } ?? []), log: directory + "/weed.log")
         try start()
     }
 
@@ -134,15 +134,8 @@ public final class SeaweedFS: @unchecked Sendable {
 
     /// What a `/bin/sh -c` command printed on its standard output, trimmed; nil when it cannot be run.
     static func shellOutput(_ command: String) -> String? {
-        let child = Process()
-        child.executableURL = URL(fileURLWithPath: "/bin/sh")
-        child.arguments = ["-c", command]
-        let out = Pipe()
-        child.standardOutput = out
-        guard (try? child.run()) != nil else { return nil }
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        child.waitUntilExit()
-        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        guard let result = try? runProgram("/bin/sh", ["-c", command]) else { return nil }
+        return result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
     /// The `weed` binary: `$EDDY_WEED`, else `weed` on the PATH, else in Python's scripts folder (where

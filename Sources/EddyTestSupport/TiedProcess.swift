@@ -4,75 +4,43 @@ import Foundation
     import Glibc
 #endif
 
-/// A server the tests start (SeaweedFS, etcd), tied to the test process: it runs under a small shell that SIGKILLs
-/// it when the shell's stdin closes, and this process holds the other end of that pipe, so however the test
-/// process ends, even by a crash, the server ends with it. Its output goes to `log`, its PID to `pidFile`.
-/// ``stop()`` and ``start()`` stop and restart it (same arguments, same files).
+/// A server the tests start (SeaweedFS, etcd) as a ``ChildProcess``: tied to the test process, so however that
+/// ends, even by a crash, the server ends with it. Its output goes to `log`. ``stop()`` and ``start()`` stop and
+/// restart it (same arguments, same files).
 final class TiedProcess: @unchecked Sendable {
     let arguments: [String]
     let log: String
-    let pidFile: String
     private let lock = NSLock()
-    private var wrapper: Process?
-    private var stdinPipe: Pipe?
+    private var child: ChildProcess?
 
-    init(_ arguments: [String], log: String, pidFile: String) {
+    init(_ arguments: [String], log: String) {
         self.arguments = arguments
         self.log = log
-        self.pidFile = pidFile
     }
 
     /// Starts the server unless it runs.
     func start() throws {
         try lock.withLock {
-            if wrapper != nil { return }
-            let command = arguments.map { "'\($0)'" }.joined(separator: " ")
-            let script =
-                "\(command) >>'\(log)' 2>&1 & p=$!; echo $p >'\(pidFile)'; cat >/dev/null; kill -9 $p; wait $p 2>/dev/null"
-            let child = Process()
-            child.executableURL = URL(fileURLWithPath: "/bin/sh")
-            child.arguments = ["-c", script]
-            let pipe = Pipe()
-            child.standardInput = pipe
-            try child.run()
-            wrapper = child
-            stdinPipe = pipe
+            if child != nil { return }
+            child = try ChildProcess(
+                arguments[0], Array(arguments.dropFirst()), output: .file(log), error: .file(log))
         }
     }
 
-    /// Stops the server (SIGKILL) and waits until it is gone.
+    /// Stops the server (SIGKILL to its process group) and waits until it is gone.
     func stop() {
-        let (child, pipe) = lock.withLock { () -> (Process?, Pipe?) in
-            defer {
-                wrapper = nil
-                stdinPipe = nil
-            }
-            return (wrapper, stdinPipe)
+        let stopped = lock.withLock { () -> ChildProcess? in
+            defer { child = nil }
+            return child
         }
-        guard let child else { return }
-        // The pipe's end may have leaked into another child process; kill the server by its PID as well.
-        if let pid { kill(pid, SIGKILL) }
-        try? pipe?.fileHandleForWriting.close()
-        child.waitUntilExit()
-        // A restart writes its own PID: until then, ``isAlive`` must not judge the new one by the old.
-        try? FileManager.default.removeItem(atPath: pidFile)
+        stopped?.kill()
     }
 
-    /// The server's PID, once the wrapper wrote it.
-    var pid: Int32? {
-        (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
-            Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
-    }
+    /// The server's PID while it runs.
+    var pid: Int32? { lock.withLock { child?.pid } }
 
-    /// Whether the server runs: its wrapper does, and the server itself (true until its PID is known; a zombie,
-    /// exited but not yet reaped by the wrapper, counts as gone).
-    var isAlive: Bool {
-        guard lock.withLock({ wrapper?.isRunning ?? false }) else { return false }
-        guard let pid else { return true }
-        let state = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
-        return kill(pid, 0) == 0 && !state.contains(") Z ")
-    }
+    /// Whether the server runs (a zombie, exited but not yet reaped, counts as gone: it is reaped here).
+    var isAlive: Bool { lock.withLock { child?.isRunning ?? false } }
 
     /// `/proc/PID/stat` of the server, for error messages.
     var procState: String {
@@ -113,38 +81,21 @@ public struct CommandResult: Sendable {
 }
 
 /// Runs the program at `path` with `arguments` and `input` on stdin (and `environment` added to this process's)
-/// and waits for it. Blocking: from async code, call it through ``offPool(_:)``.
+/// and waits for it (a ``ChildProcess``; its output goes through temporary files, so no pipe can fill up).
+/// Blocking: from async code, call it through ``offPool(_:)``.
 public func runProgram(
     _ path: String, _ arguments: [String], input: String = "", environment: [String: String] = [:]
 ) throws -> CommandResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: path)
-    process.arguments = arguments
-    if !environment.isEmpty {
-        process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-    }
-    let stdin = Pipe()
-    let stdout = Pipe()
-    let stderr = Pipe()
-    process.standardInput = stdin
-    process.standardOutput = stdout
-    process.standardError = stderr
-    try process.run()
-    // Feed stdin and drain the outputs concurrently so no pipe fills up.
-    let writer = Thread {
-        stdin.fileHandleForWriting.write(Data(input.utf8))
-        try? stdin.fileHandleForWriting.close()
-    }
-    writer.start()
-    let errorData = Locked(Data())
-    let errorReader = Thread { errorData.set(stderr.fileHandleForReading.readDataToEndOfFile()) }
-    errorReader.start()
-    let out = stdout.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    while errorReader.isExecuting || !errorReader.isFinished { usleep(1000) }
-    return CommandResult(
-        status: process.terminationStatus, stdout: String(decoding: out, as: UTF8.self),
-        stderr: String(decoding: errorData.get(), as: UTF8.self))
+    let base = NSTemporaryDirectory() + "eddy-run-" + UUID().uuidString
+    let (inPath, outPath, errPath) = (base + ".in", base + ".out", base + ".err")
+    defer { for p in [inPath, outPath, errPath] { try? FileManager.default.removeItem(atPath: p) } }
+    try Data(input.utf8).write(to: URL(fileURLWithPath: inPath))
+    let child = try ChildProcess(
+        path, arguments, environment: environment, input: .file(inPath), output: .file(outPath),
+        error: .file(errPath))
+    let status = child.wait()
+    func text(_ p: String) -> String { (try? String(contentsOfFile: p, encoding: .utf8)) ?? "" }
+    return CommandResult(status: status, stdout: text(outPath), stderr: text(errPath))
 }
 
 /// A value behind a lock, for tests that share one between threads.

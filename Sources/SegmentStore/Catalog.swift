@@ -182,6 +182,17 @@ struct Catalog: Hashable {
         guard append.firstEventNumber >= 0 || append.writerID.isEmpty else {
             throw EddyError(.invalidArgument, "event numbers start at 0, got \(append.firstEventNumber)")
         }
+        // A writer's numbers continue without a gap: a batch past the next number is one that overtook an earlier
+        // batch of the writer (sent again on another connection after a failover, while the earlier one waits for
+        // its own retry). Written now, it would make that earlier batch a conflict; refused, it is sent again once
+        // the earlier one landed.
+        let next = (s.writers[append.writerID]?.lastEventNumber ?? -1) + 1
+        guard append.writerID.isEmpty || append.firstEventNumber == next else {
+            throw EddyError(
+                .eventNumberGap,
+                "writer '\(append.writerID)' continues at event number \(next) in \(append.segment), not at "
+                    + "\(append.firstEventNumber): an earlier batch of the writer has not landed yet")
+        }
         var record = append
         record.offset = s.length
         return .record(.append(record))

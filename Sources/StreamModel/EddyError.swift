@@ -58,6 +58,10 @@ public struct EddyError: Error, Hashable, Sendable, CustomStringConvertible {
         case unauthorized = 24
         /// The principal is known but its grants do not allow this request on this stream (or server-wide).
         case forbidden = 25
+        /// An append's first event number is past the next one its writer has in the segment: an earlier batch
+        /// of that writer has not landed yet (it overtook it, for example on another connection after a failover).
+        /// Retriable: sent again once the earlier batch landed, it is written.
+        case eventNumberGap = 26
         /// Anything else: a bug.
         case internalError = 99
     }
@@ -79,7 +83,7 @@ public struct EddyError: Error, Hashable, Sendable, CustomStringConvertible {
     /// the failure was about the path (a connection, a deadline, a ring change), not about the request.
     public var isRetriable: Bool {
         switch code {
-        case .connectionFailed, .staleEpoch, .unavailable, .timedOut, .overloaded, .shuttingDown: true
+        case .connectionFailed, .staleEpoch, .unavailable, .timedOut, .overloaded, .shuttingDown, .eventNumberGap: true
         default: false
         }
     }

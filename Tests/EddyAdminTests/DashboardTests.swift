@@ -1,5 +1,4 @@
 import CacheNode
-import EddyAdmin
 import EddyTestSupport
 import Foundation
 import NIOCore
@@ -9,24 +8,21 @@ import Synchronization
 import Testing
 import WireProtocol
 
+@testable import EddyAdmin
+
 /// Opens `url` in headless Chromium (Debian's `chromium`), lets the page run for `budget` milliseconds of
 /// virtual time (its timers fire, its fetches go to the real server) and returns the DOM it ends with.
 func chromiumDOM(_ url: String, budget: Int) throws -> String {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/chromium")
-    process.arguments = [
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        "--user-data-dir=" + NSTemporaryDirectory() + "eddy-chromium-" + UUID().uuidString,
-        "--virtual-time-budget=\(budget)", "--dump-dom", url,
-    ]
-    let output = Pipe()
-    process.standardOutput = output
-    process.standardError = FileHandle.nullDevice
-    try process.run()
-    let data = output.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    try #require(process.terminationStatus == 0, "chromium exited with \(process.terminationStatus)")
-    return String(decoding: data, as: UTF8.self)
+    let profile = NSTemporaryDirectory() + "eddy-chromium-" + UUID().uuidString
+    defer { try? FileManager.default.removeItem(atPath: profile) }
+    let result = try runProgram(
+        "/usr/bin/chromium",
+        [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+            "--user-data-dir=" + profile, "--virtual-time-budget=\(budget)", "--dump-dom", url,
+        ])
+    try #require(result.status == 0, "chromium exited with \(result.status)")
+    return result.stdout
 }
 
 /// ``chromiumDOM(_:budget:)`` waiting on a thread of its own: Chromium runs for seconds, and on Swift's
@@ -55,6 +51,35 @@ func within(_ timeout: Duration, _ condition: () -> Bool) async throws {
 
 @Suite("dashboard in a real browser", .serialized)
 struct DashboardTests {
+    @Test("the charts' y-axis labels differ however small the values (what-if miss ratios near zero)")
+    func axisLabelsDiffer() async throws {
+        let html = Dashboard.html
+        let start = try #require(html.range(of: "function axisTicks("))
+        let end = try #require(html.range(of: "\n}\n", range: start.upperBound..<html.endIndex))
+        let function = html[start.lowerBound..<end.upperBound]
+        let page = NSTemporaryDirectory() + "eddy-axis-\(UUID().uuidString).html"
+        defer { try? FileManager.default.removeItem(atPath: page) }
+        try """
+        <!doctype html><html><body><pre id="out"></pre><script>
+        \(function)
+        const cases = [[0, 0.0011], [0, 1], [0, 0.00004], [0, 37], [0, 0.9], [0, 1e-9]];
+        document.getElementById("out").textContent =
+          JSON.stringify(cases.map(([a, b]) => axisTicks(a, b, 4).labels));
+        </script></body></html>
+        """.write(toFile: page, atomically: true, encoding: .utf8)
+        let dom = try await chromiumDOMAsync("file://" + page, budget: 200)
+        let json = try #require(text(ofID: "out", in: dom), "\(dom)")
+        let parsed = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [[String]]
+        let labels = try #require(parsed, "\(json)")
+        try #require(labels.count == 6)
+        for list in labels {
+            #expect(list.count == 5 && Set(list).count == 5, "labels \(list) repeat")
+        }
+        #expect(labels[0] == ["0.0000", "0.0005", "0.0010", "0.0015", "0.0020"])
+        #expect(labels[1] == ["0.00", "0.25", "0.50", "0.75", "1.00"])
+        #expect(labels[3] == ["0", "10", "20", "30", "40"])
+    }
+
     @Test("headless Chromium shows the ring, hit ratio, throughput and the what-if table, and they change under load")
     func dashboard() async throws {
         try #require(

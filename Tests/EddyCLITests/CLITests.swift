@@ -1,3 +1,4 @@
+import EddyTestSupport
 import Foundation
 import Testing
 
@@ -83,19 +84,17 @@ struct CLITests {
         let server = ["--server", store.address]
         _ = try eddy(["create", "cli/tail", "--segments", "3"] + server)
         _ = try eddy(["append", "cli/tail"] + server, input: "before\n")
-        let tail = Process()
-        tail.executableURL = URL(fileURLWithPath: eddyBinary)
-        tail.arguments = ["tail", "cli/tail"] + server
-        let out = Pipe()
-        tail.standardOutput = out
-        try tail.run()
+        let outPath = data + "-tail.out"
+        defer { try? FileManager.default.removeItem(atPath: outPath) }
+        let tail = try ChildProcess(eddyBinary, ["tail", "cli/tail"] + server, output: .file(outPath))
         usleep(300_000)
         _ = try eddy(["append", "cli/tail", "--key", "k"] + server, input: "after-1\nafter-2\n")
         usleep(300_000)
         _ = try eddy(["seal", "cli/tail"] + server)
-        let printed = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        tail.waitUntilExit()
-        #expect(tail.terminationStatus == 0)
+        let status = tail.wait(for: .seconds(30))
+        if status == nil { tail.kill() }
+        #expect(status == 0)
+        let printed = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
         // Segments are followed concurrently, so only the order within a segment is fixed.
         let lines = printed.split(separator: "\n").map(String.init)
         #expect(lines.sorted() == ["after-1", "after-2", "before"])

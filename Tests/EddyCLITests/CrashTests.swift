@@ -1,3 +1,4 @@
+import EddyTestSupport
 import Foundation
 import Testing
 
@@ -34,21 +35,19 @@ struct CrashTests {
             let ackPath = data + "-acks-\(round)"
             _ = FileManager.default.createFile(atPath: ackPath, contents: nil)
             defer { try? FileManager.default.removeItem(atPath: ackPath) }
-            let child = Process()
-            child.executableURL = URL(fileURLWithPath: eddyBinary)
-            child.arguments = [
-                "crash-writer", "--data", data, "--writers", "4", "--io", round % 3 == 2 ? "posix" : "auto", "--tag",
-                "r\(round)",
-            ]
-            child.standardOutput = FileHandle(forWritingAtPath: ackPath)
-            let errors = Pipe()
-            child.standardError = errors
-            try child.run()
+            let errorPath = ackPath + ".err"
+            defer { try? FileManager.default.removeItem(atPath: errorPath) }
+            let child = try ChildProcess(
+                eddyBinary,
+                [
+                    "crash-writer", "--data", data, "--writers", "4", "--io", round % 3 == 2 ? "posix" : "auto",
+                    "--tag", "r\(round)",
+                ], output: .file(ackPath), error: .file(errorPath))
             usleep(UInt32.random(in: 150_000...700_000, using: &generator))
-            kill(child.processIdentifier, SIGKILL)
-            child.waitUntilExit()
-            let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            #expect(child.terminationReason == .uncaughtSignal, "round \(round): the child exited by itself: \(stderr)")
+            let exitedBefore = !child.isRunning
+            child.kill()
+            let stderr = (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""
+            #expect(!exitedBefore, "round \(round): the child exited by itself: \(stderr)")
             let text = try String(contentsOfFile: ackPath, encoding: .utf8)
             // Only whole lines: the kill may cut the last one.
             for line in text.split(separator: "\n", omittingEmptySubsequences: false).dropLast() {

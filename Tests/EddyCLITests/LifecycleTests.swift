@@ -57,8 +57,7 @@ struct LifecycleTests {
         }
         try await Task.sleep(for: .seconds(1.5))
         let before = acknowledged.get()
-        ring.nodes[victim].stop()  // SIGTERM, then wait for the exit
-        let status = ring.nodes[victim].process.terminationStatus
+        let status = ring.nodes[victim].stop()  // SIGTERM, then wait for the exit
         try await Task.sleep(for: .seconds(1.5))
         stop.set(true)
         for w in writers { try await w.value }

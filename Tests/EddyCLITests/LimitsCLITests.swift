@@ -126,7 +126,7 @@ struct ManyConnectionsTests {
 
         let ring = try Ring(nodes: 1)
         defer { ring.stopAll() }
-        let pid = ring.nodes[0].process.processIdentifier
+        let pid = ring.nodes[0].pid
         let port = LimitsCLITests.port(ring.nodeAddresses[0])
         let before = LimitsCLITests.rss(pid)
         let count = 10_000

@@ -1,3 +1,4 @@
+import EddyTestSupport
 import Foundation
 import Logging
 import StoreClient
@@ -29,18 +30,15 @@ struct QueueCrashTests {
         for round in 0..<8 {
             let outPath = folder + "-out-\(round)"
             _ = FileManager.default.createFile(atPath: outPath, contents: nil)
-            let child = Process()
-            child.executableURL = URL(fileURLWithPath: eddyBinary)
-            child.arguments = ["crash-queue", "--store", address]
-            child.standardOutput = FileHandle(forWritingAtPath: outPath)
-            let errors = Pipe()
-            child.standardError = errors
-            try child.run()
+            let errorPath = outPath + ".err"
+            defer { try? FileManager.default.removeItem(atPath: errorPath) }
+            let child = try ChildProcess(
+                eddyBinary, ["crash-queue", "--store", address], output: .file(outPath), error: .file(errorPath))
             usleep(UInt32.random(in: 600_000...1_500_000, using: &generator))
-            kill(child.processIdentifier, SIGKILL)
-            child.waitUntilExit()
-            let stderr = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-            #expect(child.terminationReason == .uncaughtSignal, "round \(round): the child exited: \(stderr)")
+            let exitedBefore = !child.isRunning
+            child.kill()
+            let stderr = (try? String(contentsOfFile: errorPath, encoding: .utf8)) ?? ""
+            #expect(!exitedBefore, "round \(round): the child exited: \(stderr)")
             // Whole lines only: the kill may cut the last one.
             let text = try String(contentsOfFile: outPath, encoding: .utf8)
             for line in text.split(separator: "\n", omittingEmptySubsequences: false).dropLast() {

@@ -9,12 +9,7 @@ import Testing
 /// The `eddy` executable built beside this test bundle (or `EDDY_BINARY`).
 let eddyBinary: String = {
     if let path = ProcessInfo.processInfo.environment["EDDY_BINARY"] { return path }
-    let here = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-    for candidate in [here, here.deletingLastPathComponent()] {
-        let path = candidate.appendingPathComponent("eddy").path
-        if FileManager.default.isExecutableFile(atPath: path) { return path }
-    }
-    return ".build/debug/eddy"
+    return builtProduct("eddy") ?? ".build/debug/eddy"
 }()
 
 /// Runs `eddy ARGS` with `input` on stdin (and `environment` added to this process's) and waits for it.
@@ -34,46 +29,27 @@ func eddyAsync(_ arguments: [String], input: String = "", environment: [String: 
 /// the protocol port + 100, could be another test's port); the environment keeps a test's own setting.
 let testAdminEnvironment = ["EDDY_STORE_ADMIN_LISTEN": "127.0.0.1:0", "EDDY_NODE_ADMIN_LISTEN": "127.0.0.1:0"]
 
-/// A running `eddy store` on a free loopback port.
+/// A running `eddy store` on a port of the system's choice.
 final class StoreProcess {
-    let process = Process()
+    let process: ServerProcess
     let data: String
-    let logPath: String
     private(set) var address = ""
 
     init(data: String) throws {
         self.data = data
-        logPath = data + ".log"
-        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: eddyBinary)
-        process.arguments = ["store", "--data", data, "--listen", "127.0.0.1:0"]
-        process.environment = ProcessInfo.processInfo.environment.merging(testAdminEnvironment) { a, _ in a }
-        process.standardError = FileHandle(forWritingAtPath: logPath)
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
-        let deadline = Date().addingTimeInterval(30)
-        while Date() < deadline {
-            let log = (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? ""
-            if let line = log.split(separator: "\n").first(where: { $0.contains("eddy store ready") }),
-                let range = line.range(of: #"listen=\S+"#, options: .regularExpression)
-            {
-                address = String(line[range].dropFirst("listen=".count))
-                return
-            }
-            if !process.isRunning { break }
-            usleep(20_000)
+        process = try ServerProcess(
+            ["store", "--data", data, "--listen", "127.0.0.1:0"], log: data + ".log", marker: "eddy store ready")
+        let line = process.log.split(separator: "\n").first { $0.contains("eddy store ready") } ?? ""
+        guard let range = line.range(of: #"listen=\S+"#, options: .regularExpression) else {
+            throw CLIError("eddy store did not say where it listens: \(process.log)")
         }
-        throw CLIError("eddy store did not start: \((try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "")")
+        address = String(line[range].dropFirst("listen=".count))
     }
 
     /// Sends SIGTERM and waits; returns the exit status.
-    func stop() -> Int32 {
-        process.terminate()
-        process.waitUntilExit()
-        return process.terminationStatus
-    }
+    func stop() -> Int32 { process.stop() }
 
-    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+    var log: String { process.log }
 }
 
 struct CLIError: Error, CustomStringConvertible {
@@ -87,9 +63,10 @@ func temporaryPath(_ tag: String) -> String {
 
 func freePort() throws -> Int { try freeLoopbackPort() }
 
-/// A running `eddy` server process (a store or a node), ready once its log says `marker`.
+/// A running `eddy` server process (a store or a node), ready once its log says `marker`: a ``ChildProcess``, so
+/// it dies with the test process however that ends.
 final class ServerProcess {
-    let process = Process()
+    let process: ChildProcess
     let logPath: String
     let arguments: [String]
 
@@ -106,26 +83,19 @@ final class ServerProcess {
         logPath = log
         outputPath = output
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-        process.executableURL = URL(fileURLWithPath: eddyBinary)
-        process.arguments = arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(testAdminEnvironment) { a, _ in a }
-            .merging(environment) { $1 }
-        process.standardError = FileHandle(forWritingAtPath: logPath)
-        if let output {
-            _ = FileManager.default.createFile(atPath: output, contents: nil)
-            process.standardOutput = FileHandle(forWritingAtPath: output)
-        } else {
-            process.standardOutput = FileHandle.nullDevice
-        }
-        try process.run()
+        if let output { _ = FileManager.default.createFile(atPath: output, contents: nil) }
+        let inherited = ProcessInfo.processInfo.environment
+        process = try ChildProcess(
+            eddyBinary, arguments,
+            environment: testAdminEnvironment.filter { inherited[$0.key] == nil }.merging(environment) { $1 },
+            output: output.map { .file($0) } ?? .null, error: .file(log))
         let deadline = Date().addingTimeInterval(30)
         while Date() < deadline {
-            if log.contains(marker) || self.log.contains(marker) || self.output.contains(marker) {
-                return
-            }
+            if self.log.contains(marker) || self.output.contains(marker) { return }
             if !process.isRunning { break }
             usleep(20_000)
         }
+        process.kill()
         throw CLIError("eddy \(arguments.first ?? "") did not start: \(self.log)")
     }
 
@@ -134,23 +104,23 @@ final class ServerProcess {
     /// What it wrote to standard output so far (empty when it is discarded).
     var output: String { outputPath.flatMap { try? String(contentsOfFile: $0, encoding: .utf8) } ?? "" }
 
-    /// SIGKILL, no goodbye.
-    func kill() {
-        Glibc.kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
+    /// The server's process ID.
+    var pid: pid_t { process.pid }
 
-    /// SIGTERM and wait.
-    func stop() {
-        if process.isRunning {
-            process.terminate()
-            process.waitUntilExit()
-        }
-    }
+    /// Whether it still runs.
+    var isRunning: Bool { process.isRunning }
+
+    /// SIGKILL, no goodbye.
+    func kill() { process.kill() }
+
+    /// SIGTERM and wait; the exit status.
+    @discardableResult
+    func stop() -> Int32 { process.terminate() }
 }
 
-/// A store and cache nodes as real processes on free loopback ports, under one temporary folder.
-final class Ring {
+/// A store and cache nodes as real processes on free loopback ports, under one temporary folder. Used by one test
+/// at a time (unchecked Sendable: a test's helper threads may restart its nodes).
+final class Ring: @unchecked Sendable {
     let folder = temporaryPath("ring")
     let storeAddress: String
     let nodeAddresses: [String]
@@ -193,6 +163,12 @@ final class Ring {
         try ServerProcess(
             ["node", "--listen", nodeAddresses[i], "--store", storeAddress] + membershipArguments + nodeArguments,
             log: folder + "/node-\(i).log", marker: "eddy node ready", environment: environment)
+    }
+
+    /// SIGKILLs node `i` and starts it again on the same address (its cache starts empty).
+    func restartNode(_ i: Int) throws {
+        nodes[i].kill()
+        nodes[i] = try startNode(i)
     }
 
     /// Starts the store again on the same address and data (after a stop or kill).

@@ -110,7 +110,7 @@ struct TLSCLITests {
                 """)
         #expect(withNewcomer.contains("t-new"))
         try withNewcomer.write(toFile: tokensPath, atomically: true, encoding: .utf8)
-        #expect(kill(store.process.processIdentifier, SIGHUP) == 0)
+        #expect(kill(store.pid, SIGHUP) == 0)
         let reloaded = Date().addingTimeInterval(10)
         while Date() < reloaded, !store.log.contains("reloaded (SIGHUP)") {
             try await Task.sleep(for: .milliseconds(50))

@@ -15,18 +15,16 @@ import Testing
 /// connection resets, hangs) and every request whose path holds a poison text.
 final class FaultProxy {
     let port: Int
-    let process: Process
+    let process: ChildProcess
 
     init(upstream: Int, rate: Double) throws {
         port = try freePort()
-        process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [
-            "python3", WriteBackTests.repository + "/scripts/fault-proxy.py", "--listen", "127.0.0.1:\(port)",
-            "--upstream", "127.0.0.1:\(upstream)", "--rate", "\(rate)", "--hang", "20",
-        ]
-        process.standardOutput = FileHandle.nullDevice
-        try process.run()
+        process = try ChildProcess(
+            "python3",
+            [
+                WriteBackTests.repository + "/scripts/fault-proxy.py", "--listen", "127.0.0.1:\(port)",
+                "--upstream", "127.0.0.1:\(upstream)", "--rate", "\(rate)", "--hang", "20",
+            ], error: .file(NSTemporaryDirectory() + "eddy-fault-proxy-\(port).log"))
         let deadline = ContinuousClock.now + .seconds(20)
         while (try? control("stats")) == nil {
             guard ContinuousClock.now < deadline, process.isRunning else {
@@ -63,9 +61,7 @@ final class FaultProxy {
     }
 
     func stop() {
-        // SIGKILL: the test runner's children may inherit an ignored SIGTERM.
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
+        process.kill()
     }
 }
 

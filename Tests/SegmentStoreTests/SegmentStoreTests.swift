@@ -85,6 +85,33 @@ struct SegmentStoreContractTests {
         #expect(try store.info(segment0).length == 0)
     }
 
+    @Test("a batch that overtook an earlier one of its writer is refused as a gap, then written after it")
+    func eventNumberGap() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
+        let store = try openStore(dir)
+        defer { store.close() }
+        try await store.createStream(name, segments: 1)
+        let (b0, _) = try frames(["e0", "e1"])
+        let (b2, _) = try frames(["e2"])
+        // A new writer starts at 0: its first batch at 2 means batch 0 is still on its way.
+        let gap = await #expect(throws: EddyError.self) {
+            try await store.append(segment0, frames: b2, writerID: "w", firstEventNumber: 2)
+        }
+        #expect(gap?.code == .eventNumberGap && gap?.isRetriable == true, "\(String(describing: gap))")
+        #expect(gap?.message.contains("continues at event number 0") == true, "\(String(describing: gap))")
+        _ = try await store.append(segment0, frames: b0, writerID: "w", firstEventNumber: 0)
+        // Past the next number (3 instead of 2): a gap again; at 2 it is written.
+        await #expect(throws: EddyError.self) {
+            try await store.append(segment0, frames: b2, writerID: "w", firstEventNumber: 3)
+        }
+        let a2 = try await store.append(segment0, frames: b2, writerID: "w", firstEventNumber: 2)
+        #expect(!a2.duplicate)
+        let retry0 = try await store.append(segment0, frames: b0, writerID: "w", firstEventNumber: 0)
+        #expect(retry0.duplicate && retry0.firstOffset == 0)
+        #expect(try payloads(store.read(segment0, from: 0, maxBytes: 1000).data) == ["e0", "e1", "e2"])
+    }
+
     @Test("a retried batch is answered with its original position, not written twice")
     func exactlyOnce() async throws {
         let dir = TemporaryDirectory()
