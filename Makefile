@@ -8,10 +8,10 @@ DATA ?= ./data
 run: deps release
 	.build/release/eddy up --data $(DATA)
 
-## make test: the same set-up, then the format check and every test (scripts/test.sh: the tests that drive eddy
-## processes run in a test process of their own, and the failures of both runs are repeated at the end).
-test: deps lint
-	$(SWIFT) build --build-tests
+## make test: the same set-up, then the format check, the build and every test (scripts/test.sh: the tests that
+## drive eddy processes run in a test process of their own, the failures are repeated at the end, a process the
+## tests left running fails the run, and the time of each phase is printed last).
+test:
 	SWIFT=$(SWIFT) scripts/test.sh
 
 ## make lint: swift format's check against .swift-format (make format fixes what it reports).

@@ -8,6 +8,17 @@ let strict: [SwiftSetting] = [
     .treatAllWarnings(as: .error),
 ]
 
+/// The eviction policies, the simulator and the traces are compiled with optimization in debug builds too: the
+/// tests replay million-request traces through them (against libCacheSim, the what-if shadows), which take
+/// minutes at -Onone and seconds optimized. They stay testable (`-enable-testing` works with -O).
+let optimizedInDebug: [SwiftSetting] = strict + [.unsafeFlags(["-O"], .when(configuration: .debug))]
+
+/// `EDDY_FUZZ_BUILD=1 swift build --product EddyFuzz` (scripts/fuzz.sh) instruments Eddy's own targets for
+/// libFuzzer and AddressSanitizer and leaves the packages it depends on as the debug build made them, so the fuzz
+/// build reuses the test build's packages instead of compiling every dependency again (minutes on 2 cores).
+let fuzzBuild = Context.environment["EDDY_FUZZ_BUILD"] == "1"
+let fuzzInstrumented: [SwiftSetting] = fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer,address"]), .define("EDDY_FUZZ")] : []
+
 let package = Package(
     name: "Eddy",
     platforms: [.macOS(.v15)],
@@ -61,7 +72,7 @@ let package = Package(
 
         // CRC32C with the CPU's instruction (StreamModel falls back to tables without it).
         .target(name: "CChecksum"),
-        .target(name: "StreamModel", dependencies: ["CChecksum"], swiftSettings: strict),
+        .target(name: "StreamModel", dependencies: ["CChecksum"], swiftSettings: strict + fuzzInstrumented),
         .target(
             name: "SegmentStore",
             dependencies: [
@@ -69,18 +80,20 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         .target(
             name: "CacheCore",
             dependencies: ["StreamModel", "CNUMA", "CZstd", .product(name: "NIOCore", package: "swift-nio")],
-            swiftSettings: strict
+            swiftSettings: optimizedInDebug + fuzzInstrumented
         ),
-        .target(name: "Workloads", dependencies: ["CacheCore", "StreamModel", "CZlib", "CZstd"], swiftSettings: strict),
+        .target(
+            name: "Workloads", dependencies: ["CacheCore", "StreamModel", "CZlib", "CZstd"],
+            swiftSettings: optimizedInDebug + fuzzInstrumented),
         .target(
             name: "WireProtocol",
             dependencies: ["StreamModel", .product(name: "NIOCore", package: "swift-nio")],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         // Tenants, tokens and access control: who a connection is, and what each request needs (docs/security.md).
         .target(
@@ -92,7 +105,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         // TLS for the listeners and the connections between servers, reloadable, and an in-process authority.
         .target(
@@ -106,7 +119,7 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         .target(
             name: "StoreServer",
@@ -116,7 +129,7 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         .target(
             name: "StoreClient",
@@ -126,9 +139,9 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
-        .target(name: "HashRing", dependencies: ["StreamModel"], swiftSettings: strict),
+        .target(name: "HashRing", dependencies: ["StreamModel"], swiftSettings: strict + fuzzInstrumented),
         // Object storage: one protocol, a filesystem backend and an S3 backend (SigV4 over AsyncHTTPClient).
         .target(
             name: "ObjectStorage",
@@ -142,7 +155,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         // The internal message queue that orchestrates write-back: DRR over QoS classes, leases, retries, dead
         // letters, a journal kept as a stream of the segment store.
@@ -156,7 +169,7 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         .target(
             name: "CacheNode",
@@ -168,7 +181,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         .target(
             name: "EddyClient",
@@ -177,7 +190,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         // The configuration file (YAML), its environment variables, and the log handler of the servers.
         .target(
@@ -187,7 +200,7 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         // The admin HTTP server of stores and nodes (Hummingbird): health, readiness, JSON documents, Prometheus
         // metrics; and the services a server process runs in its ServiceGroup.
@@ -202,7 +215,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         .executableTarget(
             name: "eddy",
@@ -231,10 +244,13 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         .target(name: "CFuzzDriver"),
-        .executableTarget(name: "EddyFuzz", dependencies: ["EddyFuzzing", "CFuzzDriver"], swiftSettings: strict),
+        .executableTarget(
+            name: "EddyFuzz", dependencies: ["EddyFuzzing", "CFuzzDriver"],
+            swiftSettings: strict + fuzzInstrumented + (fuzzBuild ? [.unsafeFlags(["-parse-as-library"])] : []),
+            linkerSettings: fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer,address"])] : []),
         // The test harness's exec shim (PR_SET_PDEATHSIG, then exec) and a helper process that starts servers
         // through the harness, which the leak test SIGKILLs (Tests/EddyCLITests/HarnessTests.swift).
         .executableTarget(name: "eddy-test-exec"),
@@ -247,7 +263,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         // etcd's v3 JSON gateway over AsyncHTTPClient: leases, keys, ranges and watches for membership (issue 8).
         .target(
@@ -258,7 +274,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
-            swiftSettings: strict
+            swiftSettings: strict + fuzzInstrumented
         ),
         .testTarget(
             name: "EtcdGatewayTests", dependencies: ["EtcdGateway", "EddyTestSupport", "StreamModel"],
@@ -317,7 +333,7 @@ let package = Package(
         ),
         .testTarget(
             name: "CacheCoreTests", dependencies: ["CacheCore", "Workloads", "CZstd", "EddyTestSupport"],
-            swiftSettings: strict),
+            swiftSettings: optimizedInDebug),
         .testTarget(
             name: "SegmentStoreTests",
             dependencies: ["SegmentStore", "StreamModel"],

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every decoder of hostile input with libFuzzer and AddressSanitizer (Sources/EddyFuzzing; the targets are
-# the folders of Fuzz/corpus). Builds the EddyFuzz executable with `-sanitize=fuzzer,address` in a build folder of
-# its own (.build/fuzz, so the normal build is untouched), then runs each target for a fixed number of
+# the folders of Fuzz/corpus). Builds the EddyFuzz executable with `-sanitize=fuzzer,address` in the normal build
+# folder (see below), then runs each target for a fixed number of
 # executions, starting from the committed corpus (read only: new inputs go to a temporary folder). A crash, a trap,
 # a leak, a timeout or an out-of-memory stops that target: its input is kept under Fuzz/crashes/ and the script
 # fails. Prints the executions run per target.
@@ -13,10 +13,13 @@ runs=${1:-20000}
 [ $# -gt 0 ] && shift
 if [ $# -gt 0 ]; then targets=("$@"); else mapfile -t targets < <(ls Fuzz/corpus); fi
 
-swift build --product EddyFuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -parse-as-library -Xswiftc -DEDDY_FUZZ \
-  --scratch-path .build/fuzz 2>&1 | grep -v "Cannot export local symbol" | tail -3
-bin=.build/fuzz/debug/EddyFuzz
+# EDDY_FUZZ_BUILD=1 makes Package.swift instrument Eddy's own targets (-sanitize=fuzzer,address, EDDY_FUZZ); the
+# packages they depend on are reused from the debug build in .build, so only Eddy's targets are compiled again
+# (and again, uninstrumented, by the next plain `swift build`).
+EDDY_FUZZ_BUILD=1 swift build --product EddyFuzz 2>&1 | grep -v "Cannot export local symbol" | tail -3
+bin=.build/debug/EddyFuzz
 [ -x "$bin" ] || { echo "fuzz.sh: the fuzz build failed"; exit 1; }
+nm "$bin" 2>/dev/null | grep LLVMFuzzerTestOneInput >/dev/null || { echo "fuzz.sh: $bin is not a libFuzzer build"; exit 1; }
 
 work=$(mktemp -d /tmp/eddy-fuzz-XXXXXX)
 trap 'rm -rf "$work"' EXIT

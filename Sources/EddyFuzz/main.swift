@@ -1,5 +1,6 @@
 // The libFuzzer entry point over every decoder of hostile input (EddyFuzzing's FuzzTarget; the target is chosen
-// by EDDY_FUZZ_TARGET). scripts/fuzz.sh builds it with `-sanitize=fuzzer,address -parse-as-library -D EDDY_FUZZ`:
+// by EDDY_FUZZ_TARGET). scripts/fuzz.sh builds it with `-sanitize=fuzzer,address -parse-as-library -D EDDY_FUZZ` (EDDY_FUZZ_BUILD=1 in
+// Package.swift):
 // SwiftPM links an executable's entry point under the name EddyFuzz_main, so that is defined here and hands the
 // command line to libFuzzer's driver. A normal build makes an executable that does nothing.
 import EddyFuzzing
