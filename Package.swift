@@ -18,6 +18,13 @@ let optimizedInDebug: [SwiftSetting] = strict + [.unsafeFlags(["-O"], .when(conf
 /// build reuses the test build's packages instead of compiling every dependency again (minutes on 2 cores).
 let fuzzBuild = Context.environment["EDDY_FUZZ_BUILD"] == "1"
 let fuzzInstrumented: [SwiftSetting] = fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer,address"]), .define("EDDY_FUZZ")] : []
+/// The settings of Eddy's own library targets: strict, and instrumented in a fuzz build.
+let own: [SwiftSetting] = strict + fuzzInstrumented
+/// The same, optimized in debug builds too.
+let ownOptimized: [SwiftSetting] = optimizedInDebug + fuzzInstrumented
+/// The fuzz entry point's own settings: its main is libFuzzer's (parse-as-library), and it links the sanitizers.
+let fuzzMain: [SwiftSetting] = strict + fuzzInstrumented + (fuzzBuild ? [.unsafeFlags(["-parse-as-library"])] : [])
+let fuzzLink: [LinkerSetting] = fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer,address"])] : []
 
 let package = Package(
     name: "Eddy",
@@ -33,6 +40,9 @@ let package = Package(
         .library(name: "Workloads", targets: ["Workloads"]),
         .library(name: "HashRing", targets: ["HashRing"]),
         .library(name: "CacheNode", targets: ["CacheNode"]),
+        .library(name: "Membership", targets: ["Membership"]),
+        .library(name: "WriteBack", targets: ["WriteBack"]),
+        .library(name: "Coalescing", targets: ["Coalescing"]),
         .library(name: "EddyClient", targets: ["EddyClient"]),
         .library(name: "ObjectStorage", targets: ["ObjectStorage"]),
         .library(name: "WriteBackQueue", targets: ["WriteBackQueue"]),
@@ -72,7 +82,7 @@ let package = Package(
 
         // CRC32C with the CPU's instruction (StreamModel falls back to tables without it).
         .target(name: "CChecksum"),
-        .target(name: "StreamModel", dependencies: ["CChecksum"], swiftSettings: strict + fuzzInstrumented),
+        .target(name: "StreamModel", dependencies: ["CChecksum"], swiftSettings: own),
         .target(
             name: "SegmentStore",
             dependencies: [
@@ -80,20 +90,22 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
+        // SingleFlight: one job per key however many wait for it (groupcache's singleflight).
+        .target(name: "Coalescing", swiftSettings: own),
         .target(
             name: "CacheCore",
-            dependencies: ["StreamModel", "CNUMA", "CZstd", .product(name: "NIOCore", package: "swift-nio")],
-            swiftSettings: optimizedInDebug + fuzzInstrumented
+            dependencies: ["StreamModel", "Coalescing", "CNUMA", "CZstd", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: ownOptimized
         ),
         .target(
             name: "Workloads", dependencies: ["CacheCore", "StreamModel", "CZlib", "CZstd"],
-            swiftSettings: optimizedInDebug + fuzzInstrumented),
+            swiftSettings: ownOptimized),
         .target(
             name: "WireProtocol",
             dependencies: ["StreamModel", .product(name: "NIOCore", package: "swift-nio")],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
         // Tenants, tokens and access control: who a connection is, and what each request needs (docs/security.md).
         .target(
@@ -105,7 +117,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
         // TLS for the listeners and the connections between servers, reloadable, and an in-process authority.
         .target(
@@ -119,7 +131,7 @@ let package = Package(
                 .product(name: "SwiftASN1", package: "swift-asn1"),
                 .product(name: "Crypto", package: "swift-crypto"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
         .target(
             name: "StoreServer",
@@ -129,19 +141,19 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
         .target(
             name: "StoreClient",
             dependencies: [
-                "WireProtocol", "StreamModel", "EddyTLS",
+                "WireProtocol", "StreamModel", "EddyTLS", "Coalescing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
-        .target(name: "HashRing", dependencies: ["StreamModel"], swiftSettings: strict + fuzzInstrumented),
+        .target(name: "HashRing", dependencies: ["StreamModel"], swiftSettings: own),
         // Object storage: one protocol, a filesystem backend and an S3 backend (SigV4 over AsyncHTTPClient).
         .target(
             name: "ObjectStorage",
@@ -155,7 +167,7 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
         // The internal message queue that orchestrates write-back: DRR over QoS classes, leases, retries, dead
         // letters, a journal kept as a stream of the segment store.
@@ -169,19 +181,42 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
+        ),
+        // Who is in the ring: the static member list with heartbeats, or etcd registrations under a lease; the
+        // connections to the peers.
+        .target(
+            name: "Membership",
+            dependencies: [
+                "StreamModel", "HashRing", "WireProtocol", "StoreClient", "EtcdGateway", "EddyTLS", "Coalescing",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: own
+        ),
+        // Write-back: flush planning and workers, block objects, segment manifests, the object side of cold reads,
+        // retention, and backup/restore/export of streams.
+        .target(
+            name: "WriteBack",
+            dependencies: [
+                "StreamModel", "CacheCore", "WireProtocol", "StoreClient", "ObjectStorage", "WriteBackQueue", "EddyTLS",
+                "CZstd",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: own
         ),
         .target(
             name: "CacheNode",
             dependencies: [
-                "StreamModel", "HashRing", "CacheCore", "WireProtocol", "StoreClient", "CNUMA", "CZstd", "ObjectStorage",
-                "WriteBackQueue", "EtcdGateway", "EddyAuth", "EddyTLS",
+                "StreamModel", "HashRing", "CacheCore", "Coalescing", "WireProtocol", "StoreClient", "CNUMA", "CZstd",
+                "ObjectStorage", "WriteBackQueue", "Membership", "WriteBack", "EddyAuth", "EddyTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
         .target(
             name: "EddyClient",
@@ -190,7 +225,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
         // The configuration file (YAML), its environment variables, and the log handler of the servers.
         .target(
@@ -200,14 +235,14 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
         // The admin HTTP server of stores and nodes (Hummingbird): health, readiness, JSON documents, Prometheus
         // metrics; and the services a server process runs in its ServiceGroup.
         .target(
             name: "EddyAdmin",
             dependencies: [
-                "StreamModel", "CacheNode", "StoreServer", "SegmentStore", "WriteBackQueue", "EddyAuth", "EddyTLS",
+                "WriteBack", "StreamModel", "CacheNode", "StoreServer", "SegmentStore", "WriteBackQueue", "EddyAuth", "EddyTLS",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -215,12 +250,12 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
         .executableTarget(
             name: "eddy",
             dependencies: [
-                "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CacheCore", "Workloads",
+                "Membership", "WriteBack", "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CacheCore", "Workloads",
                 "HashRing", "CacheNode", "EddyClient", "CNUMA", "CZstd", "ObjectStorage", "WriteBackQueue", "EddyConfig",
                 "EddyAdmin", "EddyAuth", "EddyTLS",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -239,18 +274,17 @@ let package = Package(
         .target(
             name: "EddyFuzzing",
             dependencies: [
-                "CacheNode", "EddyAuth", "EddyConfig", "SegmentStore", "StreamModel", "WireProtocol", "WriteBackQueue",
+                "WriteBack", "CacheNode", "EddyAuth", "EddyConfig", "SegmentStore", "StreamModel", "WireProtocol", "WriteBackQueue",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
         .target(name: "CFuzzDriver"),
         .executableTarget(
             name: "EddyFuzz", dependencies: ["EddyFuzzing", "CFuzzDriver"],
-            swiftSettings: strict + fuzzInstrumented + (fuzzBuild ? [.unsafeFlags(["-parse-as-library"])] : []),
-            linkerSettings: fuzzBuild ? [.unsafeFlags(["-sanitize=fuzzer,address"])] : []),
+            swiftSettings: fuzzMain, linkerSettings: fuzzLink),
         // The test harness's exec shim (PR_SET_PDEATHSIG, then exec) and a helper process that starts servers
         // through the harness, which the leak test SIGKILLs (Tests/EddyCLITests/HarnessTests.swift).
         .executableTarget(name: "eddy-test-exec"),
@@ -263,7 +297,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
         // etcd's v3 JSON gateway over AsyncHTTPClient: leases, keys, ranges and watches for membership (issue 8).
         .target(
@@ -274,7 +308,7 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
-            swiftSettings: strict + fuzzInstrumented
+            swiftSettings: own
         ),
         .testTarget(
             name: "EtcdGatewayTests", dependencies: ["EtcdGateway", "EddyTestSupport", "StreamModel"],
@@ -282,7 +316,7 @@ let package = Package(
         .testTarget(
             name: "EddyFuzzingTests",
             dependencies: [
-                "EddyFuzzing", "StreamModel", "SegmentStore", "WireProtocol", "WriteBackQueue", "CacheNode", "EddyAuth",
+                "WriteBack", "EddyFuzzing", "StreamModel", "SegmentStore", "WireProtocol", "WriteBackQueue", "CacheNode", "EddyAuth",
                 "EddyConfig",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -312,7 +346,7 @@ let package = Package(
         .testTarget(
             name: "CacheNodeTests",
             dependencies: [
-                "CacheNode", "EddyClient", "EddyTestSupport", "StoreServer", "StoreClient", "SegmentStore",
+                "Membership", "WriteBack", "Coalescing", "CacheNode", "EddyClient", "EddyTestSupport", "StoreServer", "StoreClient", "SegmentStore",
                 "WireProtocol", "StreamModel", "Workloads", "CacheCore", "ObjectStorage", "EtcdGateway", "HashRing",
                 "EddyAuth",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -323,7 +357,7 @@ let package = Package(
         .testTarget(
             name: "EddyAdminTests",
             dependencies: [
-                "EddyAdmin", "CacheNode", "EddyTestSupport", "StoreServer", "StoreClient", "SegmentStore", "ObjectStorage",
+                "WriteBack", "EddyAdmin", "CacheNode", "EddyTestSupport", "StoreServer", "StoreClient", "SegmentStore", "ObjectStorage",
                 "WireProtocol", "StreamModel",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -364,7 +398,7 @@ let package = Package(
         .testTarget(
             name: "EddyCLITests",
             dependencies: [
-                "StreamModel", "SegmentStore", "EddyClient", "StoreClient", "WireProtocol", "EddyTestSupport",
+                "WriteBack", "StreamModel", "SegmentStore", "EddyClient", "StoreClient", "WireProtocol", "EddyTestSupport",
                 "ObjectStorage", "CacheNode", "WriteBackQueue", "EddyConfig", "EtcdGateway", "EddyTLS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -44,14 +44,16 @@ phase "format check (swift format lint)" $SWIFT format lint --strict --recursive
 phase "build (debug, with tests)" $SWIFT build --build-tests
 # The in-process suites and the process tests share nothing (every server on a port of its own), and the process
 # tests spend most of their time waiting for processes, so the two test processes run side by side; each one's
-# output is printed whole once both are done. (--ignore-lock: SwiftPM would otherwise run one after the other;
-# with --skip-build nothing is built.)
+# output is printed whole once both are done. They run the test bundle that `swift test` would run (every test is
+# a Swift Testing test), directly: two `swift test` at once wait for each other on SwiftPM's build database.
+tests=.build/debug/EddyPackageTests.xctest
 both() {
   local dir rc1 rc2
   dir=$(mktemp -d -t eddy-test-logs.XXXXXX)
-  $SWIFT test --skip-build --ignore-lock --skip EddyCLITests > "$dir/in-process.log" 2>&1 &
+  "$tests" --testing-library swift-testing --skip EddyCLITests > "$dir/in-process.log" 2>&1 &
   local p1=$!
-  $SWIFT test --skip-build --ignore-lock --filter EddyCLITests --skip ManyConnectionsTests > "$dir/processes.log" 2>&1 &
+  "$tests" --testing-library swift-testing --filter EddyCLITests --skip ManyConnectionsTests \
+    > "$dir/processes.log" 2>&1 &
   local p2=$!
   wait $p1; rc1=$?
   wait $p2; rc2=$?
@@ -64,7 +66,7 @@ phase "in-process and process tests, side by side" both
 # 10,000 open sockets once made Foundation's Process.run() of Swift 6.3.1 crash (it read /proc/self/fd past a
 # buffer: swift-corelibs-foundation PR 5472); the harness spawns with posix_spawn now, but 10,000 sockets are still
 # best held by a test process of their own.
-phase "10,000 connections" $SWIFT test --skip-build --filter ManyConnectionsTests
+phase "10,000 connections" "$tests" --testing-library swift-testing --filter ManyConnectionsTests
 if [ "${EDDY_FUZZ_RUNS:-2000}" != 0 ]; then
   phase "fuzzers (build and ${EDDY_FUZZ_RUNS:-2000} runs each)" scripts/fuzz.sh "${EDDY_FUZZ_RUNS:-2000}"
 fi

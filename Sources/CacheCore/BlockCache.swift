@@ -1,3 +1,4 @@
+import Coalescing
 import NIOCore
 import StreamModel
 import Synchronization

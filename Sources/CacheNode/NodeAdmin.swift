@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import ObjectStorage
 import StreamModel
+import WriteBack
 import WriteBackQueue
 
 extension NodeCore {

@@ -4,8 +4,10 @@ import EddyAuth
 import EddyTLS
 import Foundation
 import Logging
+import Membership
 import StreamModel
 import WireProtocol
+import WriteBack
 
 /// Settings of a ``CacheNode``; every field has a default but the addresses.
 public struct NodeConfiguration: Sendable {
@@ -96,6 +98,13 @@ public struct NodeConfiguration: Sendable {
 
     /// The node's name in the ring.
     public var name: String { listen.description }
+
+    /// What the node's membership needs of these settings.
+    var membership: MembershipSettings {
+        MembershipSettings(
+            me: name, members: members, heartbeatInterval: heartbeatInterval, failureTimeout: failureTimeout,
+            requestTimeout: requestTimeout, logger: logger)
+    }
 
     /// Checks the settings.
     /// - Throws: ``EddyError/Code/invalidArgument`` naming the first bad setting.

@@ -1,12 +1,15 @@
 import CacheCore
+import Coalescing
 import Foundation
 import HashRing
 import Logging
+import Membership
 import NIOCore
 import StoreClient
 import StreamModel
 import Synchronization
 import WireProtocol
+import WriteBack
 
 /// NodeCore is a cache node without its network front: it routes each request to the segment's owner (itself or
 /// a peer), serves owned segments from its block cache and tail assemblies, loads what is missing from the store
@@ -116,17 +119,21 @@ public final class NodeCore: Sendable {
         let storeUpstream = store
         let blockGeometry = geometry
         let ownerCache = cache
+        let environment = WriteBackEnvironment(
+            node: configuration.name, store: configuration.store, serviceToken: configuration.serviceToken,
+            tls: configuration.tls?.outgoing, requestTimeout: configuration.requestTimeout,
+            logger: configuration.logger)
         writeBack = configuration.writeBack.map {
             WriteBack(
-                configuration: $0, node: configuration, store: storeUpstream, geometry: blockGeometry,
-                cache: ownerCache)
+                configuration: $0, node: environment, store: storeUpstream, geometry: blockGeometry, cache: ownerCache)
         }
         let box = PlacementBox()
         let onChange: @Sendable (HashRing) -> Void = { ring in box.core?.ringChanged(ring) }
         if let etcd = configuration.etcd {
-            membership = EtcdMembership(configuration: configuration, etcd: etcd, onChange: onChange)
+            membership = EtcdMembership(configuration: configuration.membership, etcd: etcd, onChange: onChange)
         } else {
-            membership = StaticMembership(configuration: configuration, upstreams: peers, onChange: onChange)
+            membership = StaticMembership(
+                configuration: configuration.membership, upstreams: peers, onChange: onChange)
         }
         let ring = membership.ring
         placement = Mutex(Placement(ring: ring, assignment: ring.assign([String]())))
@@ -198,7 +205,7 @@ public final class NodeCore: Sendable {
     public var ring: HashRing { placement.withLock { $0.ring } }
 
     /// The segments of the store's catalog this node owns on the current ring.
-    func ownedSegmentIDs() -> [SegmentID] {
+    package func ownedSegmentIDs() -> [SegmentID] {
         placement.withLock { p in
             p.catalog.filter { p.assignment[$0] == me }.sorted().compactMap { try? SegmentID(parsing: $0) }
         }
@@ -913,4 +920,9 @@ public final class NodeCore: Sendable {
         segments.withLock { s in s.values.reduce(0) { $0 + $1.waiterCount } }
             + parkedForwards.withLock { p in p.values.reduce(0) { $0 + $1.count } }
     }
+}
+
+extension NodeCore: WriteBackHost {
+    /// Runs `request` as if a client had sent it to this node (write-back's retention truncates this way).
+    package func handleAsClient(_ request: Request) async -> Response { await handle(request) }
 }

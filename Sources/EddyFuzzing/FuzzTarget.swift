@@ -10,6 +10,7 @@ import SegmentStore
 import StreamModel
 import Synchronization
 import WireProtocol
+import WriteBack
 import WriteBackQueue
 
 /// One decoder of hostile input, run on arbitrary bytes by libFuzzer (`scripts/fuzz.sh`, the `EddyFuzz` executable)

@@ -5,6 +5,7 @@ import Foundation
 import ObjectStorage
 import StreamModel
 import Synchronization
+import WriteBack
 
 /// The streams a `backup` or `restore` names: SCOPE/STREAM, or every one with --all.
 struct StreamSelection: ParsableArguments {

@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import ObjectStorage
 import StreamModel
+import WriteBack
 
 struct Export: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -7,6 +7,7 @@ import EddyConfig
 import EddyTLS
 import Foundation
 import Logging
+import Membership
 import NIOCore
 import ObjectStorage
 import SegmentStore
@@ -15,6 +16,7 @@ import StoreServer
 import StreamModel
 import WireProtocol
 import Workloads
+import WriteBack
 
 /// Options of a cache node, shared by `eddy node` and `eddy up`.
 struct NodeOptions: ParsableArguments {

@@ -2,6 +2,7 @@ import EddyTestSupport
 import EtcdGateway
 import Foundation
 import HashRing
+import Membership
 import Synchronization
 import Testing
 import WireProtocol
@@ -26,7 +27,7 @@ struct EtcdMembershipUnitTests {
         var e = EtcdMembershipConfiguration(endpoint: etcd.endpoint)
         e.prefix = prefix
         c.etcd = e
-        return EtcdMembership(configuration: c, etcd: e) { rings.add($0) }
+        return EtcdMembership(configuration: c.membership, etcd: e) { rings.add($0) }
     }
 
     @Test(

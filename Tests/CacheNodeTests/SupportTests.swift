@@ -1,4 +1,5 @@
 import CacheCore
+import Coalescing
 import EddyTestSupport
 import Foundation
 import NIOCore

@@ -4,6 +4,7 @@ import NIOCore
 import ObjectStorage
 import StreamModel
 import Testing
+import WriteBack
 
 @testable import CacheNode
 

@@ -12,6 +12,7 @@ import StoreServer
 import StreamModel
 import Testing
 import WireProtocol
+import WriteBack
 
 /// A store and one cache node in this process, each with its admin server on a free loopback port; the node
 /// writes back to a folder.

@@ -4,6 +4,7 @@ import Foundation
 import ObjectStorage
 import StreamModel
 import Testing
+import WriteBack
 
 /// `eddy backup` and `eddy restore` as a user runs them: real processes, SeaweedFS and a folder.
 @Suite("backup and restore as real processes", .serialized)

@@ -5,6 +5,7 @@ import NIOCore
 import ObjectStorage
 import StreamModel
 import Testing
+import WriteBack
 
 /// SIGKILL of a segment's owner at each step of a flush (the node's `EDDY_TEST_CRASH_AT` hook): the next owner
 /// finishes the work, the manifest never points at a missing object, and the objects tile the segment with the

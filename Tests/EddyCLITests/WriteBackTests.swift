@@ -8,6 +8,7 @@ import StoreClient
 import StreamModel
 import Testing
 import WireProtocol
+import WriteBack
 
 /// Write-back with every component a real process: a store, three nodes flushing to a real SeaweedFS, and an
 /// independent S3 client (boto3) reading the objects back.

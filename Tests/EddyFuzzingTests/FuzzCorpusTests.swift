@@ -9,6 +9,7 @@ import SegmentStore
 import StreamModel
 import Testing
 import WireProtocol
+import WriteBack
 import WriteBackQueue
 
 /// The fuzzers' corpus (`Fuzz/corpus/TARGET/`, committed): every file runs through its decoder in a normal build

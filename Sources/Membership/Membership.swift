@@ -1,16 +1,44 @@
-import CacheCore
+import Coalescing
 import EddyTLS
 import HashRing
 import Logging
 import NIOCore
+import StoreClient
 import StreamModel
 import Synchronization
 import WireProtocol
 
+/// MembershipSettings are what a membership needs of its node's configuration (`NodeConfiguration` makes them).
+package struct MembershipSettings: Sendable {
+    /// This node's name in the ring, its listen address `HOST:PORT`.
+    package var me: String
+    /// The static member list (every node, this one included); unused with etcd.
+    package var members: [ServerAddress]
+    /// How often a node sends its heartbeats.
+    package var heartbeatInterval: Duration
+    /// A member not heard from for this long leaves the ring.
+    package var failureTimeout: Duration
+    /// The deadline of a request to etcd (at most 5 s is used).
+    package var requestTimeout: Duration
+    package var logger: Logger
+
+    package init(
+        me: String, members: [ServerAddress], heartbeatInterval: Duration, failureTimeout: Duration,
+        requestTimeout: Duration, logger: Logger
+    ) {
+        self.me = me
+        self.members = members
+        self.heartbeatInterval = heartbeatInterval
+        self.failureTimeout = failureTimeout
+        self.requestTimeout = requestTimeout
+        self.logger = logger
+    }
+}
+
 /// How a node learns who is in the ring: the static member list with heartbeats (``StaticMembership``, the
 /// default) or registrations in etcd under a lease (``EtcdMembership``). Either keeps the ring in a
 /// ``RingHolder`` and tells the node of every change.
-protocol RingMembership: AnyObject, Sendable {
+package protocol RingMembership: AnyObject, Sendable {
     /// The ring and its epoch agreement.
     var holder: RingHolder { get }
     /// Every member this node knows of, alive or not (the static list, or every registration in etcd).
@@ -32,22 +60,22 @@ protocol RingMembership: AnyObject, Sendable {
 }
 
 extension RingMembership {
-    var ring: HashRing { holder.ring }
+    package var ring: HashRing { holder.ring }
 
-    func view(withMembers: Bool = false) -> RingView { holder.view(withMembers: withMembers) }
+    package func view(withMembers: Bool = false) -> RingView { holder.view(withMembers: withMembers) }
 
-    func adopt(_ view: RingView) { holder.adopt(view) }
+    package func adopt(_ view: RingView) { holder.adopt(view) }
 }
 
 /// RingHolder keeps the ring a node routes by. Nodes that reach the same member list adopt the highest epoch
 /// among them (forwards and heartbeats carry it), so equal views carry equal epochs.
-final class RingHolder: Sendable {
-    let me: String
+package final class RingHolder: Sendable {
+    package let me: String
     private let current: Mutex<HashRing>
     private let onChange: @Sendable (HashRing) -> Void
     private let logger: Logger
 
-    init(me: String, ring: HashRing, logger: Logger, onChange: @escaping @Sendable (HashRing) -> Void) {
+    package init(me: String, ring: HashRing, logger: Logger, onChange: @escaping @Sendable (HashRing) -> Void) {
         self.me = me
         current = Mutex(ring)
         self.logger = logger
@@ -55,17 +83,17 @@ final class RingHolder: Sendable {
     }
 
     /// The current ring.
-    var ring: HashRing { current.withLock { $0 } }
+    package var ring: HashRing { current.withLock { $0 } }
 
     /// This node's view as sent in forwards and heartbeats.
-    func view(withMembers: Bool = false) -> RingView {
+    package func view(withMembers: Bool = false) -> RingView {
         let ring = self.ring
         return RingView(
             from: me, epoch: ring.epoch, fingerprint: ring.fingerprint, members: withMembers ? ring.members : [])
     }
 
     /// Takes a peer's epoch when its member list is ours and its epoch is higher.
-    func adopt(_ view: RingView) {
+    package func adopt(_ view: RingView) {
         current.withLock { ring in
             if view.fingerprint == ring.fingerprint, view.epoch > ring.epoch {
                 ring = HashRing(members: ring.members, epoch: view.epoch, configuration: ring.configuration)
@@ -75,7 +103,7 @@ final class RingHolder: Sendable {
 
     /// Replaces the ring with what `next` makes of it (nil: no change); a new member list is logged and told to
     /// the node.
-    func update(_ next: (HashRing) -> HashRing?) {
+    package func update(_ next: (HashRing) -> HashRing?) {
         let changed: HashRing? = current.withLock { ring in
             guard let n = next(ring), n.members != ring.members else { return nil }
             ring = n
@@ -91,14 +119,14 @@ final class RingHolder: Sendable {
 }
 
 /// The upstream connections to peer nodes, made when a member is first asked (members come and go with etcd).
-final class PeerSet: Sendable {
+package final class PeerSet: Sendable {
     private let upstreams = Mutex<[String: Upstream]>([:])
     private let group: EventLoopGroup
     private let connectTimeout: Duration
     private let token: String
     private let tls: ClientTLS?
 
-    init(group: EventLoopGroup, connectTimeout: Duration, token: String = "", tls: ClientTLS? = nil) {
+    package init(group: EventLoopGroup, connectTimeout: Duration, token: String = "", tls: ClientTLS? = nil) {
         self.group = group
         self.connectTimeout = connectTimeout
         self.token = token
@@ -106,7 +134,7 @@ final class PeerSet: Sendable {
     }
 
     /// The connection to the member named `name` (`HOST:PORT`); nil when the name is not an address.
-    func upstream(_ name: String) -> Upstream? {
+    package func upstream(_ name: String) -> Upstream? {
         if let known = upstreams.withLock({ $0[name] }) { return known }
         guard let address = try? ServerAddress(parsing: name) else { return nil }
         return upstreams.withLock { u in
@@ -119,7 +147,7 @@ final class PeerSet: Sendable {
     }
 
     /// Closes the connections to members not in `keeping`.
-    func prune(keeping: Set<String>) async {
+    package func prune(keeping: Set<String>) async {
         let gone: [Upstream] = upstreams.withLock { u in
             let names = u.keys.filter { !keeping.contains($0) }
             return names.compactMap { u.removeValue(forKey: $0) }
@@ -128,24 +156,26 @@ final class PeerSet: Sendable {
     }
 
     /// Closes every connection.
-    func closeAll() async { await prune(keeping: []) }
+    package func closeAll() async { await prune(keeping: []) }
 }
 
 /// StaticMembership is the static member list with heartbeats to every other member: a member not heard from for
 /// `failureTimeout` leaves the ring; it rejoins when it answers again; every change gives a ring with the next
 /// epoch.
-final class StaticMembership: RingMembership {
-    let holder: RingHolder
-    let peers: [String]
+package final class StaticMembership: RingMembership {
+    package let holder: RingHolder
+    package let peers: [String]
     private let me: String
-    private let configuration: NodeConfiguration
+    private let configuration: MembershipSettings
     private let lastHeard: Mutex<[String: ContinuousClock.Instant]>
     private let upstreams: PeerSet
     private let probing = SingleFlight<Int, Void>()
 
-    init(configuration: NodeConfiguration, upstreams: PeerSet, onChange: @escaping @Sendable (HashRing) -> Void) {
+    package init(
+        configuration: MembershipSettings, upstreams: PeerSet, onChange: @escaping @Sendable (HashRing) -> Void
+    ) {
         self.configuration = configuration
-        me = configuration.name
+        me = configuration.me
         let all = Set(configuration.members.map(\.description))
         peers = all.subtracting([me]).sorted()
         self.upstreams = upstreams
@@ -157,18 +187,18 @@ final class StaticMembership: RingMembership {
             me: me, ring: HashRing(members: all), logger: configuration.logger, onChange: onChange)
     }
 
-    var knownMembers: [String] { ([me] + peers).sorted() }
+    package var knownMembers: [String] { ([me] + peers).sorted() }
 
-    var notReadyReason: String? { ring.members.contains(me) ? nil : "not in the ring" }
+    package var notReadyReason: String? { ring.members.contains(me) ? nil : "not in the ring" }
 
-    var summary: [String: String] { ["membership": "static"] }
+    package var summary: [String: String] { ["membership": "static"] }
 
-    func join() async throws(EddyError) {}
+    package func join() async throws(EddyError) {}
 
-    func leave() async {}
+    package func leave() async {}
 
     /// Runs heartbeat rounds until the task is cancelled.
-    func run() async {
+    package func run() async {
         while !Task.isCancelled {
             await probe()
             try? await Task.sleep(for: configuration.heartbeatInterval)
@@ -176,7 +206,7 @@ final class StaticMembership: RingMembership {
     }
 
     /// One heartbeat round now, shared with any round already in progress.
-    func probe() async {
+    package func probe() async {
         _ = try? await probing.run(0) { await self.round() }
     }
 
@@ -212,7 +242,7 @@ final class StaticMembership: RingMembership {
         evaluate()
     }
 
-    func heard(_ peer: String, view: RingView) {
+    package func heard(_ peer: String, view: RingView) {
         lastHeard.withLock { l in
             guard l[peer] != nil else { return }
             l[peer] = .now

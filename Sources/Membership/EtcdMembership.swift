@@ -1,8 +1,9 @@
-import CacheCore
+import Coalescing
 import EtcdGateway
 import Foundation
 import HashRing
 import Logging
+import StoreClient
 import StreamModel
 import Synchronization
 import WireProtocol
@@ -52,8 +53,8 @@ public struct EtcdMembershipConfiguration: Sendable, Hashable {
 /// - While etcd is unreachable the node keeps the last ring it knew and tries again (with backoff).
 /// - The ring's epoch is the etcd revision at which its member list was seen (kept increasing should etcd's
 ///   history restart).
-final class EtcdMembership: RingMembership {
-    let holder: RingHolder
+package final class EtcdMembership: RingMembership {
+    package let holder: RingHolder
     private let me: String
     private let settings: EtcdMembershipConfiguration
     private let client: EtcdClient
@@ -61,24 +62,24 @@ final class EtcdMembership: RingMembership {
     private let state = Mutex(State())
     private let ranging = SingleFlight<Int, Int64>()
 
-    struct State {
+    package struct State {
         /// Registered members by name.
-        var members: Set<String> = []
-        var lease: Int64?
+        package var members: Set<String> = []
+        package var lease: Int64?
         /// Set when the registration is known to be gone: the keeper registers again at once.
-        var lost = false
-        var leaving = false
+        package var lost = false
+        package var leaving = false
         /// The last error talking to etcd, while it lasts.
-        var problem: String?
+        package var problem: String?
         /// Whether this node's registration stands.
-        var registered: Bool { lease != nil && !lost && !leaving }
+        package var registered: Bool { lease != nil && !lost && !leaving }
     }
 
-    init(
-        configuration: NodeConfiguration, etcd: EtcdMembershipConfiguration,
+    package init(
+        configuration: MembershipSettings, etcd: EtcdMembershipConfiguration,
         onChange: @escaping @Sendable (HashRing) -> Void
     ) {
-        me = configuration.name
+        me = configuration.me
         settings = etcd
         client = EtcdClient(endpoint: etcd.endpoint, timeout: min(configuration.requestTimeout, .seconds(5)))
         logger = configuration.logger
@@ -88,11 +89,11 @@ final class EtcdMembership: RingMembership {
 
     private var key: String { settings.membersPrefix + me }
 
-    var knownMembers: [String] {
+    package var knownMembers: [String] {
         state.withLock { $0.members }.sorted()
     }
 
-    var notReadyReason: String? {
+    package var notReadyReason: String? {
         state.withLock { s in
             if let problem = s.problem { return "etcd at \(settings.endpoint): \(problem)" }
             if !s.registered { return "not registered in etcd at \(settings.endpoint)" }
@@ -100,15 +101,15 @@ final class EtcdMembership: RingMembership {
         }
     }
 
-    var summary: [String: String] {
+    package var summary: [String: String] {
         ["membership": "etcd", "etcd": settings.endpoint, "etcd_prefix": settings.membersPrefix]
     }
 
-    func heard(_ peer: String, view: RingView) { adopt(view) }
+    package func heard(_ peer: String, view: RingView) { adopt(view) }
 
     /// Registers and reads the members, trying for up to the lease TTL.
     /// - Throws: ``EddyError/Code/unavailable`` when etcd did not answer in that time.
-    func join() async throws(EddyError) {
+    package func join() async throws(EddyError) {
         let deadline = ContinuousClock.now + .seconds(settings.leaseTTL)
         var delay = Duration.milliseconds(100)
         while true {
@@ -129,18 +130,18 @@ final class EtcdMembership: RingMembership {
     }
 
     /// Keeps the registration alive and follows the member prefix until cancelled.
-    func run() async {
+    package func run() async {
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.keepRegistered() }
             group.addTask { await self.follow() }
         }
     }
 
-    func probe() async {
+    package func probe() async {
         _ = try? await refresh()
     }
 
-    func leave() async {
+    package func leave() async {
         let lease: Int64? = state.withLock { s in
             s.leaving = true
             return s.lease
@@ -238,7 +239,7 @@ final class EtcdMembership: RingMembership {
     /// is resumed from the last revision seen, so no change is missed, after a backoff; one cancelled because
     /// that revision was compacted reads the members again. `start`: resume from there at first instead of
     /// reading the members.
-    func follow(from start: Int64? = nil) async {
+    package func follow(from start: Int64? = nil) async {
         var delay = Duration.milliseconds(200)
         var resume = start
         while !Task.isCancelled {

@@ -17,7 +17,7 @@ public struct StreamDescriptor: Sendable, Hashable, Codable {
     /// When the backup that wrote it finished, ms since 1970.
     public var updatedMilliseconds: Int64
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case stream, segments
         case updatedMilliseconds = "updated_ms"
     }
@@ -76,7 +76,7 @@ public enum StreamBackup {
     /// Bytes per block object of a backup, aligned (so objects line up with the default block geometry).
     public static let objectBytes: UInt64 = BlockGeometry.defaultBlockSize
     /// The writer ID prefix of restore appends.
-    static let restoreWriter = "eddy-restore"
+    package static let restoreWriter = "eddy-restore"
 
     /// What one backup or restore did.
     public struct Report: Sendable, Hashable {
@@ -96,7 +96,7 @@ public enum StreamBackup {
         /// An empty report.
         public init() {}
 
-        mutating func add(_ other: Report) {
+        package mutating func add(_ other: Report) {
             segments += other.segments
             bytes += other.bytes
             objects += other.objects
@@ -129,7 +129,7 @@ public enum StreamBackup {
         return report
     }
 
-    static func backupSegment(
+    package static func backupSegment(
         _ info: SegmentInfo, from source: any RequestSender, to store: any ObjectStore, prefix: String,
         counter: ProgressCounter
     ) async throws -> Report {
@@ -209,7 +209,7 @@ public enum StreamBackup {
 
     /// Whether the stream holds every backed-up byte of its segment, `[first, flushed)` of the backup's manifest,
     /// compared object by object.
-    static func holdsBackedUpBytes(
+    package static func holdsBackedUpBytes(
         _ manifest: SegmentManifest, _ info: SegmentInfo, from source: any RequestSender, in store: any ObjectStore,
         prefix: String
     ) async throws -> Bool {
@@ -227,7 +227,7 @@ public enum StreamBackup {
     /// `flushed`), in offset order, until it returns false or `flushed` is reached.
     /// - Returns: the offset reached.
     /// - Throws: ``EddyError/Code/corruptData`` when the objects leave a gap.
-    static func forEachObject(
+    package static func forEachObject(
         of segment: SegmentID, _ manifest: SegmentManifest, in store: any ObjectStore, prefix: String,
         _ body: (UInt64, ByteBuffer) async throws -> Bool
     ) async throws -> UInt64 {
@@ -248,7 +248,7 @@ public enum StreamBackup {
     }
 
     /// Bytes [from, to) of a segment, in as many reads as it takes.
-    static func read(_ source: any RequestSender, _ segment: SegmentID, from: UInt64, to: UInt64) async throws
+    package static func read(_ source: any RequestSender, _ segment: SegmentID, from: UInt64, to: UInt64) async throws
         -> ByteBuffer
     {
         var out = ByteBufferAllocator().buffer(capacity: Int(to - from))
@@ -322,7 +322,9 @@ public enum StreamBackup {
     }
 
     /// Creates `target`, which must not exist yet.
-    static func createNew(_ target: StreamName, segments: Int, in sink: any RequestSender) async throws(EddyError) {
+    package static func createNew(_ target: StreamName, segments: Int, in sink: any RequestSender)
+        async throws(EddyError)
+    {
         do {
             try await sink.createStream(target, segments: UInt32(segments))
         } catch {
@@ -332,7 +334,7 @@ public enum StreamBackup {
         }
     }
 
-    static func restoreSegment(
+    package static func restoreSegment(
         from source: SegmentID, to target: SegmentID, store: any ObjectStore, prefix: String,
         sink: any RequestSender, writer: String, counter: ProgressCounter
     ) async throws -> Report {
@@ -373,7 +375,9 @@ public enum StreamBackup {
 
     /// Drops the filler below `offset`, waiting (up to a minute) for a node with write-back, which refuses to
     /// truncate what it has not flushed yet; a warning when it could not.
-    static func truncateFiller(_ segment: SegmentID, at offset: UInt64, sink: any RequestSender) async -> String? {
+    package static func truncateFiller(_ segment: SegmentID, at offset: UInt64, sink: any RequestSender) async
+        -> String?
+    {
         let deadline = ContinuousClock.now + .seconds(60)
         while true {
             do {
@@ -390,7 +394,7 @@ public enum StreamBackup {
     }
 
     /// Runs `body` for each item, at most `concurrency` at once, and sums the reports.
-    static func forEach<T: Sendable>(
+    package static func forEach<T: Sendable>(
         _ items: [T], concurrency: Int, _ body: @escaping @Sendable (T) async throws -> Report
     ) async throws -> Report {
         try await withThrowingTaskGroup(of: Report.self) { group in
@@ -413,19 +417,19 @@ public enum StreamBackup {
 
 /// FrameAppender appends a restored segment's bytes as whole event frames, in batches, checking that each lands
 /// at the offset it had.
-struct FrameAppender {
-    let segment: SegmentID
-    let sink: any RequestSender
-    let writer: String
+package struct FrameAppender {
+    package let segment: SegmentID
+    package let sink: any RequestSender
+    package let writer: String
     /// Bytes not appended yet (the next starts at ``offset``).
-    var pending = ByteBuffer()
+    package var pending = ByteBuffer()
     /// Where the next append must land.
-    var offset: UInt64 = 0
+    package var offset: UInt64 = 0
     /// Events appended (the writer's next event number).
-    var events = 0
-    static var batchBytes: Int { 1 << 20 }
+    package var events = 0
+    package static var batchBytes: Int { 1 << 20 }
 
-    init(segment: SegmentID, sink: any RequestSender, writer: String) {
+    package init(segment: SegmentID, sink: any RequestSender, writer: String) {
         self.segment = segment
         self.sink = sink
         self.writer = writer
@@ -433,7 +437,7 @@ struct FrameAppender {
 
     /// Appends filler events that cover [0, offset) exactly (pieces of at most 1 MiB, each at least a frame's
     /// header long).
-    mutating func fill(upTo end: UInt64) async throws {
+    package mutating func fill(upTo end: UInt64) async throws {
         let pieces = max(1, Int((end + UInt64(Self.batchBytes) - 1) / UInt64(Self.batchBytes)))
         var left = Int(end)
         for index in 0..<pieces {
@@ -446,17 +450,17 @@ struct FrameAppender {
     }
 
     /// Takes bytes of the segment, in order; appends the whole frames among them in batches.
-    mutating func add(_ bytes: ByteBuffer) async throws {
+    package mutating func add(_ bytes: ByteBuffer) async throws {
         var bytes = bytes
         pending.writeBuffer(&bytes)
         if pending.readableBytes >= Self.batchBytes { _ = try await flush(all: false) }
     }
 
     /// Appends what is pending; returns the bytes of a partial frame left at the end.
-    mutating func finish() async throws -> Int { try await flush(all: true) }
+    package mutating func finish() async throws -> Int { try await flush(all: true) }
 
     /// Appends the whole frames pending (all of them, or once at least a batch is there).
-    mutating func flush(all: Bool) async throws -> Int {
+    package mutating func flush(all: Bool) async throws -> Int {
         while pending.readableBytes > 0 {
             var length = 0
             var count = 0
@@ -485,13 +489,13 @@ struct FrameAppender {
 }
 
 /// Adds up bytes from concurrent tasks and reports the total.
-final class ProgressCounter: Sendable {
-    let total = Mutex<UInt64>(0)
-    let report: @Sendable (UInt64) -> Void
+package final class ProgressCounter: Sendable {
+    package let total = Mutex<UInt64>(0)
+    package let report: @Sendable (UInt64) -> Void
 
-    init(_ report: @escaping @Sendable (UInt64) -> Void) { self.report = report }
+    package init(_ report: @escaping @Sendable (UInt64) -> Void) { self.report = report }
 
-    func add(_ bytes: UInt64) {
+    package func add(_ bytes: UInt64) {
         let now = total.withLock {
             $0 += bytes
             return $0

@@ -1,4 +1,5 @@
 import CacheCore
+import EddyTLS
 import Foundation
 import Logging
 import NIOCore
@@ -57,7 +58,43 @@ public struct WriteBackConfiguration: Sendable {
     }
 
     /// ``objectBlocks`` within 1...``maximumObjectBlocks``.
-    var clampedObjectBlocks: Int { min(max(objectBlocks, 1), Self.maximumObjectBlocks) }
+    package var clampedObjectBlocks: Int { min(max(objectBlocks, 1), Self.maximumObjectBlocks) }
+}
+
+/// WriteBackEnvironment is what write-back needs of the node it runs in, besides the caches it reads.
+package struct WriteBackEnvironment: Sendable {
+    /// The node's name (its listen address), which names its queue's journal stream.
+    package var node: String
+    /// The store, which the queue's journal connects to.
+    package var store: ServerAddress
+    /// The node's service token (empty: none) and TLS for connecting out (nil: plain TCP).
+    package var serviceToken: String
+    package var tls: ClientTLS?
+    /// The deadline of a request to the store.
+    package var requestTimeout: Duration
+    package var logger: Logger
+
+    package init(
+        node: String, store: ServerAddress, serviceToken: String, tls: ClientTLS?, requestTimeout: Duration,
+        logger: Logger
+    ) {
+        self.node = node
+        self.store = store
+        self.serviceToken = serviceToken
+        self.tls = tls
+        self.requestTimeout = requestTimeout
+        self.logger = logger
+    }
+}
+
+/// WriteBackHost is the node write-back runs in, as write-back sees it: which segments it owns now, and its own
+/// way of running a request as their owner (retention truncates through it, so the node's cache and its peers
+/// hear of the truncation as of any other).
+package protocol WriteBackHost: AnyObject, Sendable {
+    /// The segments this node owns now.
+    func ownedSegmentIDs() -> [SegmentID]
+    /// Runs `request` through the node, as a client's request would be.
+    func handleAsClient(_ request: Request) async -> Response
 }
 
 /// WriteBack flushes the segments a node owns to object storage through the node's ``WriteBackQueue``, serves
@@ -72,59 +109,59 @@ public struct WriteBackConfiguration: Sendable {
 /// an object (an earlier attempt, or a dead owner's, that wrote it but not the manifest) its bytes are compared
 /// with the store's and it is adopted. So tasks are idempotent, at-least-once delivery is safe, and a new owner
 /// re-derives any lost work from the manifest and the store's length.
-final class WriteBack: Sendable {
-    let configuration: WriteBackConfiguration
-    let node: NodeConfiguration
-    let store: Upstream
-    let geometry: BlockGeometry
+package final class WriteBack: Sendable {
+    package let configuration: WriteBackConfiguration
+    package let node: WriteBackEnvironment
+    package let store: Upstream
+    package let geometry: BlockGeometry
     /// The owner cache: a block to flush that is cached is not read from the store again.
-    let cache: BlockCache
-    let logger: Logger
-    let queue = Mutex<WriteBackQueue?>(nil)
-    let segments = Mutex<[SegmentID: FlushState]>([:])
-    let flushedBytes = Atomic<Int>(0)
-    let objectsWritten = Atomic<Int>(0)
-    let objectsAdopted = Atomic<Int>(0)
-    let coldReads = Atomic<Int>(0)
-    let coldObjectGets = Atomic<Int>(0)
-    let cachedFlushReads = Atomic<Int>(0)
-    let truncations = Atomic<Int>(0)
+    package let cache: BlockCache
+    package let logger: Logger
+    package let queue = Mutex<WriteBackQueue?>(nil)
+    package let segments = Mutex<[SegmentID: FlushState]>([:])
+    package let flushedBytes = Atomic<Int>(0)
+    package let objectsWritten = Atomic<Int>(0)
+    package let objectsAdopted = Atomic<Int>(0)
+    package let coldReads = Atomic<Int>(0)
+    package let coldObjectGets = Atomic<Int>(0)
+    package let cachedFlushReads = Atomic<Int>(0)
+    package let truncations = Atomic<Int>(0)
     /// Manifest loads under way (``manifest(of:)``).
-    let manifestLoads = Mutex<[SegmentID: Task<SegmentManifest, any Error>]>([:])
+    package let manifestLoads = Mutex<[SegmentID: Task<SegmentManifest, any Error>]>([:])
     /// Objects fetched for cold reads lately (``coldObject(_:)``).
-    let coldObjects = Mutex<[(key: String, at: Int64, fetch: Task<BlockObject, any Error>)]>([])
-    static let flushQueue = "flush"
+    package let coldObjects = Mutex<[(key: String, at: Int64, fetch: Task<BlockObject, any Error>)]>([])
+    package static let flushQueue = "flush"
 
     /// What the node knows of one segment's flushing.
-    struct FlushState: Sendable {
+    package struct FlushState: Sendable {
         /// The manifest as flushing advanced it (every object it counts is written).
-        var manifest: SegmentManifest?
+        package var manifest: SegmentManifest?
         /// The manifest as last saved to (or read from) object storage: what retention and truncation go by.
-        var saved: SegmentManifest?
+        package var saved: SegmentManifest?
         /// When `saved` was written (0: not by this node yet).
-        var savedAt: Int64 = 0
+        package var savedAt: Int64 = 0
         /// A save is running, or one is due within the interval.
-        var saving = false
-        var saveScheduled = false
+        package var saving = false
+        package var saveScheduled = false
         /// Bytes flushed since the last save (counted in `flushedBytes` once saved).
-        var unsavedBytes = 0
-        var pending = false
+        package var unsavedBytes = 0
+        package var pending = false
         /// The store's ``SegmentInfo/incarnation`` of the segment, as the last scan saw it.
-        var incarnation: UInt64 = 0
+        package var incarnation: UInt64 = 0
         /// How far the objects of an earlier stream of the name were found to hold this one's bytes.
-        var matchedTo: UInt64 = 0
-        var length: UInt64 = 0
-        var startOffset: UInt64 = 0
-        var sealed = false
-        var lastChange: Int64 = 0
+        package var matchedTo: UInt64 = 0
+        package var length: UInt64 = 0
+        package var startOffset: UInt64 = 0
+        package var sealed = false
+        package var lastChange: Int64 = 0
         /// When the planner first saw a full block waiting for the rest of its object (0: none waits).
-        var fullSince: Int64 = 0
+        package var fullSince: Int64 = 0
         /// (flush time, event boundary reached) of recent flushes, for time-based retention.
-        var history: [(at: Int64, boundary: UInt64)] = []
+        package var history: [(at: Int64, boundary: UInt64)] = []
     }
 
-    init(
-        configuration: WriteBackConfiguration, node: NodeConfiguration, store: Upstream, geometry: BlockGeometry,
+    package init(
+        configuration: WriteBackConfiguration, node: WriteBackEnvironment, store: Upstream, geometry: BlockGeometry,
         cache: BlockCache
     ) {
         self.configuration = configuration
@@ -135,21 +172,21 @@ final class WriteBack: Sendable {
         self.logger = node.logger
     }
 
-    var objects: any ObjectStore { configuration.objectStore }
-    var prefix: String { configuration.prefix }
+    package var objects: any ObjectStore { configuration.objectStore }
+    package var prefix: String { configuration.prefix }
 
     /// The journal stream of this node's queue: `_eddy/queue-<node>` (the address with `:` as `-`).
-    static func journalStream(node: String) throws(EddyError) -> StreamName {
+    package static func journalStream(node: String) throws(EddyError) -> StreamName {
         let name = "queue-" + String(node.map { $0.isLetter || $0.isNumber || $0 == "." ? $0 : "-" })
         return try StreamName(scope: StreamName.internalScope, stream: String(name.prefix(StreamName.maxPartLength)))
     }
 
     /// Opens the queue (retrying while the store is unreachable), registers the flush handler and the periodic
     /// scan and retention tasks, and starts the workers.
-    func run(core: NodeCore) async {
+    package func run(core: any WriteBackHost) async {
         let stream: StreamName
         do {
-            stream = try Self.journalStream(node: node.name)
+            stream = try Self.journalStream(node: node.node)
         } catch {
             logger.error("write-back disabled: \(error)")
             return
@@ -159,7 +196,7 @@ final class WriteBack: Sendable {
         while !Task.isCancelled {
             do {
                 let token = node.serviceToken
-                let tls = node.tls?.outgoing
+                let tls = node.tls
                 let journal = try await StoreJournalLog(stream: stream) {
                     try await StoreClient.connect(to: address, token: token, tls: tls)
                 }
@@ -202,7 +239,7 @@ final class WriteBack: Sendable {
         }
     }
 
-    func shutdown(finishWork: Duration = .zero) async {
+    package func shutdown(finishWork: Duration = .zero) async {
         let current = queue.withLock { $0 }
         await current?.shutdown(finishWork: finishWork)
         await saveAllManifests()
@@ -211,7 +248,7 @@ final class WriteBack: Sendable {
     // MARK: - Planning
 
     /// An append landed at the owner: remember the segment's length and plan a flush when a block filled.
-    func appended(_ segment: SegmentID, length: UInt64) {
+    package func appended(_ segment: SegmentID, length: UInt64) {
         let now = WallClock.milliseconds()
         let plan = segments.withLock { s -> Bool in
             var state = s[segment, default: FlushState()]
@@ -226,7 +263,7 @@ final class WriteBack: Sendable {
 
     /// Looks at every segment this node owns (the store's length against the manifest) and queues what is due.
     /// One `listStreams` gives every segment's state.
-    func scan(core: NodeCore) async {
+    package func scan(core: any WriteBackHost) async {
         let owned = core.ownedSegmentIDs().filter { $0.stream.scope != StreamName.internalScope }
         guard !owned.isEmpty || !segments.withLock({ $0.isEmpty }) else { return }
         let infos: [SegmentID: SegmentInfo]
@@ -280,7 +317,7 @@ final class WriteBack: Sendable {
     }
 
     /// Queues the next flush task of `segment` when none is queued and one is due.
-    func plan(_ segment: SegmentID) async {
+    package func plan(_ segment: SegmentID) async {
         guard let queue = queue.withLock({ $0 }) else { return }
         guard let manifest = try? await manifest(of: segment) else { return }
         let now = WallClock.milliseconds()
@@ -339,7 +376,7 @@ final class WriteBack: Sendable {
     }
 
     /// The segment's manifest (read once, then kept up to date here). Concurrent first calls share one load.
-    func manifest(of segment: SegmentID) async throws -> SegmentManifest {
+    package func manifest(of segment: SegmentID) async throws -> SegmentManifest {
         if let known = segments.withLock({ $0[segment]?.manifest }) { return known }
         let load = manifestLoads.withLock { loads in
             if let running = loads[segment] { return running }
@@ -399,7 +436,7 @@ final class WriteBack: Sendable {
     }
 
     /// The segment's manifest as saved in object storage (read once, then kept up to date here).
-    func savedManifest(of segment: SegmentID) async throws -> SegmentManifest {
+    package func savedManifest(of segment: SegmentID) async throws -> SegmentManifest {
         if let saved = segments.withLock({ $0[segment]?.saved }) { return saved }
         _ = try await manifest(of: segment)
         if let saved = segments.withLock({ $0[segment]?.saved }) { return saved }
@@ -409,7 +446,7 @@ final class WriteBack: Sendable {
     // MARK: - Flushing
 
     /// Runs one flush task: the object, then the manifest; then plans the next task of the segment.
-    func flush(_ task: FlushTask) async throws {
+    package func flush(_ task: FlushTask) async throws {
         let recreated = "flush dropped: the stream was deleted and created again"
         do {
             if try await isOfEarlierStream(task) {
@@ -436,7 +473,7 @@ final class WriteBack: Sendable {
     /// Whether `task` was planned for an earlier stream of its segment's name (one since deleted and created again):
     /// by the last scan's view of the store, or by asking the store now. A task from before incarnations were
     /// recorded (0) is never stale.
-    func isOfEarlierStream(_ task: FlushTask, askingTheStore ask: Bool = false) async throws -> Bool {
+    package func isOfEarlierStream(_ task: FlushTask, askingTheStore ask: Bool = false) async throws -> Bool {
         guard task.incarnation != 0 else { return false }
         if ask {
             guard
@@ -452,7 +489,8 @@ final class WriteBack: Sendable {
     /// Compares the objects of an earlier stream of `segment`'s name (`manifest`'s) with the stream's bytes now,
     /// from where the last comparison got to: true when all of them match, false at a difference (or when the
     /// stream no longer holds bytes the objects do), nil when they match as far as the stream reaches yet.
-    func compareEarlierStream(_ segment: SegmentID, _ manifest: SegmentManifest, _ info: SegmentInfo) async throws
+    package func compareEarlierStream(_ segment: SegmentID, _ manifest: SegmentManifest, _ info: SegmentInfo)
+        async throws
         -> Bool?
     {
         var at = max(manifest.first, segments.withLock { $0[segment]?.matchedTo ?? 0 })
@@ -482,7 +520,7 @@ final class WriteBack: Sendable {
 
     /// Removes the block objects and the manifest of an earlier stream of `segment`'s name, before this one's
     /// flushes take their keys; cold reads forget what they kept of them.
-    func removeEarlierStream(_ segment: SegmentID, earlier: UInt64, now: UInt64) async throws {
+    package func removeEarlierStream(_ segment: SegmentID, earlier: UInt64, now: UInt64) async throws {
         let folder = BlockObject.segmentFolder(prefix: prefix, segment: segment)
         let keys = try await objects.listAll(prefix: folder).map(\.key)
         for key in keys { try await objects.delete(key) }
@@ -498,7 +536,7 @@ final class WriteBack: Sendable {
     /// Flushes a task's range one object at a time (up to ``WriteBackConfiguration/objectBlocks`` blocks each; a
     /// task may span several objects), advancing the manifest after each; a retry resumes at the manifest's
     /// watermark when an earlier attempt got part way.
-    func flushRange(_ task: FlushTask) async throws {
+    package func flushRange(_ task: FlushTask) async throws {
         var from = task.from
         let reached = try await manifest(of: task.segment).flushed
         if reached > task.from && reached < task.to { from = reached }
@@ -514,7 +552,7 @@ final class WriteBack: Sendable {
 
     /// Writes one block object (the range of `task`, within one block, or to the end of an object an earlier
     /// attempt wrote at the same start) and advances the manifest past it.
-    func flushObject(_ task: FlushTask) async throws {
+    package func flushObject(_ task: FlushTask) async throws {
         FlushCrashPoint.reach(.beforePut)
         var manifest = try await manifest(of: task.segment)
         guard manifest.flushed == task.from else {
@@ -578,7 +616,7 @@ final class WriteBack: Sendable {
     /// ``WriteBackConfiguration/manifestInterval`` old (or `now` is set), else once that interval has passed, by a
     /// deferred save that takes every flush of the meantime along. Saves of one segment never overlap. A failed
     /// save throws (the flush is retried); a deferred one is tried again by the next flush or the shutdown.
-    func persistManifest(_ segment: SegmentID, now force: Bool = false) async throws {
+    package func persistManifest(_ segment: SegmentID, now force: Bool = false) async throws {
         let interval = Int64(configuration.manifestInterval.inSeconds * 1000)
         let now = WallClock.milliseconds()
         enum Step { case nothing, save, later(Int64) }
@@ -658,7 +696,7 @@ final class WriteBack: Sendable {
     }
 
     /// Saves every manifest with flushes not saved yet (at shutdown).
-    func saveAllManifests() async {
+    package func saveAllManifests() async {
         let dirty = segments.withLock { s in s.filter { $0.value.manifest != $0.value.saved }.map(\.key) }
         for segment in dirty {
             do {
@@ -673,7 +711,7 @@ final class WriteBack: Sendable {
 
     /// Bytes [from, to) of a segment: whole blocks the owner cache holds from there (they were appended through
     /// this node), the rest from the store.
-    func readSegment(_ segment: SegmentID, from: UInt64, to: UInt64) async throws -> ByteBuffer {
+    package func readSegment(_ segment: SegmentID, from: UInt64, to: UInt64) async throws -> ByteBuffer {
         // The usual task, one whole block the cache holds: its buffer itself, no copy.
         let first = geometry.index(containing: from)
         if geometry.range(ofBlock: first) == from..<to, let cached = try fullCachedBlock(segment, first) {
@@ -711,7 +749,7 @@ final class WriteBack: Sendable {
     /// block's first byte starts less than that many blocks before it: one listing from there finds it and the
     /// objects after it. Decoded objects are kept for a few seconds (``coldObject(_:)``), so reading the blocks of
     /// one object in turn fetches it once.
-    func coldBlock(_ segment: SegmentID, index: UInt64) async throws(EddyError) -> ByteBuffer {
+    package func coldBlock(_ segment: SegmentID, index: UInt64) async throws(EddyError) -> ByteBuffer {
         coldReads.add(1, ordering: .relaxed)
         let range = geometry.range(ofBlock: index)
         let folder = BlockObject.segmentFolder(prefix: prefix, segment: segment)
@@ -761,13 +799,13 @@ final class WriteBack: Sendable {
     }
 
     /// How long a decoded object is kept for the cold reads of its other blocks.
-    static let coldObjectLifetime: Int64 = 5_000
+    package static let coldObjectLifetime: Int64 = 5_000
     /// At most this many decoded objects are kept.
-    static let coldObjectLimit = 4
+    package static let coldObjectLimit = 4
 
     /// The object under `key`, decoded and checked: fetched once for concurrent and close-following cold reads of
     /// its blocks (read-ahead asks for the next blocks at once), kept ``coldObjectLifetime`` milliseconds.
-    func coldObject(_ key: String) async throws -> BlockObject {
+    package func coldObject(_ key: String) async throws -> BlockObject {
         let now = WallClock.milliseconds()
         let fetch = coldObjects.withLock { kept -> Task<BlockObject, any Error> in
             kept.removeAll { now - $0.at > Self.coldObjectLifetime }
@@ -791,7 +829,7 @@ final class WriteBack: Sendable {
 
     /// Truncates owned segments in the store to what retention allows: never past the manifest's last event
     /// boundary (what is flushed), and only as far as the byte or time limit asks.
-    func applyRetention(core: NodeCore) async {
+    package func applyRetention(core: any WriteBackHost) async {
         guard configuration.retainBytes != nil || configuration.retainSeconds != nil else { return }
         let now = WallClock.milliseconds()
         for segment in core.ownedSegmentIDs() where segment.stream.scope != StreamName.internalScope {
@@ -809,7 +847,7 @@ final class WriteBack: Sendable {
             }
             candidates = candidates.filter { $0 <= limit }
             guard let point = candidates.max(), point > state.startOffset else { continue }
-            let r = await core.handle(.truncate(segment, offset: point))
+            let r = await core.handleAsClient(.truncate(segment, offset: point))
             if case .error(let error) = r {
                 logger.warning("retention truncate failed", metadata: ["segment": "\(segment)", "error": "\(error)"])
             } else {
@@ -821,7 +859,7 @@ final class WriteBack: Sendable {
 
     /// Refuses a truncation of `segment` past what is flushed: retention and `eddy truncate` drop only what object
     /// storage holds.
-    func checkTruncation(_ segment: SegmentID, at offset: UInt64) async throws(EddyError) {
+    package func checkTruncation(_ segment: SegmentID, at offset: UInt64) async throws(EddyError) {
         let flushed: UInt64
         do {
             flushed = try await savedManifest(of: segment).flushed
@@ -838,7 +876,7 @@ final class WriteBack: Sendable {
 
     /// A store answer with each segment's start moved down to what object storage holds: reads below the store's
     /// start are served from there, so clients see the segment from its first flushed byte.
-    func showingFlushedStarts(_ response: Response) async -> Response {
+    package func showingFlushedStarts(_ response: Response) async -> Response {
         switch response {
         case .segmentInfo(let info): return .segmentInfo(await flushedStart(info))
         case .streamInfo(let stream): return .streamInfo(await flushedStarts(stream))
@@ -850,13 +888,13 @@ final class WriteBack: Sendable {
         }
     }
 
-    func flushedStarts(_ stream: StreamInfo) async -> StreamInfo {
+    package func flushedStarts(_ stream: StreamInfo) async -> StreamInfo {
         var segments: [SegmentInfo] = []
         for info in stream.segments { segments.append(await flushedStart(info)) }
         return StreamInfo(name: stream.name, segments: segments)
     }
 
-    func flushedStart(_ info: SegmentInfo) async -> SegmentInfo {
+    package func flushedStart(_ info: SegmentInfo) async -> SegmentInfo {
         guard info.startOffset > 0, info.segment.stream.scope != StreamName.internalScope,
             let manifest = try? await manifest(of: info.segment), manifest.objects > 0,
             manifest.first < info.startOffset
@@ -867,10 +905,10 @@ final class WriteBack: Sendable {
     }
 
     /// The flushed watermark of `segment` as known here (nil when its manifest was never read).
-    func flushed(_ segment: SegmentID) -> UInt64? { segments.withLock { $0[segment]?.manifest?.flushed } }
+    package func flushed(_ segment: SegmentID) -> UInt64? { segments.withLock { $0[segment]?.manifest?.flushed } }
 
     /// Bytes appended but not yet flushed, summed over the segments this node tracks.
-    var flushLag: Int {
+    package var flushLag: Int {
         segments.withLock { s in
             s.values.reduce(0) { $0 + Int($1.length - min($1.length, $1.manifest?.flushed ?? 0)) }
         }
@@ -886,37 +924,44 @@ final class WriteBack: Sendable {
     }
 
     /// Unflushed bytes per segment this node tracks.
-    func lags() -> [SegmentID: UInt64] {
+    package func lags() -> [SegmentID: UInt64] {
         segments.withLock { s in s.mapValues { $0.length - min($0.length, $0.manifest?.flushed ?? 0) } }
     }
 
     /// Unflushed bytes of one segment.
-    func lag(_ segment: SegmentID) -> UInt64 {
+    package func lag(_ segment: SegmentID) -> UInt64 {
         segments.withLock { s in
             guard let state = s[segment] else { return 0 }
             return state.length - min(state.length, state.manifest?.flushed ?? 0)
         }
     }
 
-    func metrics() -> QueueMetrics? { queue.withLock { $0 }?.metrics() }
+    package func metrics() -> QueueMetrics? { queue.withLock { $0 }?.metrics() }
 }
 
 /// One flush task: a segment's range [from, to), carried in the message's attributes.
-struct FlushTask: Sendable, Hashable {
-    var segment: SegmentID
-    var from: UInt64
-    var to: UInt64
+package struct FlushTask: Sendable, Hashable {
+    package var segment: SegmentID
+    package var from: UInt64
+    package var to: UInt64
     /// The segment's ``SegmentInfo/incarnation`` when the task was planned (0: unknown).
-    var incarnation: UInt64 = 0
+    package var incarnation: UInt64 = 0
 
-    var attributes: [String: String] {
+    package init(segment: SegmentID, from: UInt64, to: UInt64, incarnation: UInt64 = 0) {
+        self.segment = segment
+        self.from = from
+        self.to = to
+        self.incarnation = incarnation
+    }
+
+    package var attributes: [String: String] {
         ["segment": segment.description, "from": "\(from)", "to": "\(to)", "incarnation": "\(incarnation)"]
     }
 }
 
 extension FlushTask {
     /// The task a message's attributes carry; nil when they are not a flush task's.
-    init?(attributes: [String: String]) {
+    package init?(attributes: [String: String]) {
         guard let text = attributes["segment"], let segment = try? SegmentID(parsing: text),
             let from = attributes["from"].flatMap(UInt64.init), let to = attributes["to"].flatMap(UInt64.init),
             to > from
@@ -931,7 +976,7 @@ extension FlushTask {
 /// flush (after `EDDY_TEST_CRASH_SKIP` earlier passes, default 0) creates the marker and kills itself with
 /// SIGKILL; the marker keeps the others (and the node that takes over) from doing the same. Unset, it costs one
 /// check of a cached value.
-enum FlushCrashPoint: String {
+package enum FlushCrashPoint: String {
     /// A block object is about to be written (its task taken and not acknowledged; in a task of several blocks,
     /// the blocks before it are flushed).
     case beforePut = "before-put"
@@ -941,16 +986,16 @@ enum FlushCrashPoint: String {
     /// ``WriteBackConfiguration/manifestInterval``), the task not yet acknowledged.
     case afterManifest = "after-manifest"
 
-    static let armed: (point: FlushCrashPoint, marker: String, skip: Int)? = {
+    package static let armed: (point: FlushCrashPoint, marker: String, skip: Int)? = {
         let environment = ProcessInfo.processInfo.environment
         guard let name = environment["EDDY_TEST_CRASH_AT"], let point = FlushCrashPoint(rawValue: name),
             let marker = environment["EDDY_TEST_CRASH_MARKER"]
         else { return nil }
         return (point, marker, Int(environment["EDDY_TEST_CRASH_SKIP"] ?? "") ?? 0)
     }()
-    static let passes = Atomic<Int>(0)
+    package static let passes = Atomic<Int>(0)
 
-    static func reach(_ point: FlushCrashPoint) {
+    package static func reach(_ point: FlushCrashPoint) {
         guard let armed, armed.point == point else { return }
         guard passes.add(1, ordering: .relaxed).newValue > armed.skip else { return }
         let fd = open(armed.marker, O_CREAT | O_EXCL | O_WRONLY, 0o644)

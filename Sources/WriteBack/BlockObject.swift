@@ -24,8 +24,8 @@ public struct BlockObject: Sendable, Hashable {
     /// The bytes [start, end).
     public var bytes: ByteBuffer
 
-    static let magic = Array("EDDYBLK1".utf8)
-    static let headerSize = 44
+    package static let magic = Array("EDDYBLK1".utf8)
+    package static let headerSize = 44
 
     /// Creates an object for `bytes` at `start` of segment `segment`.
     public init(segment: UInt32, start: UInt64, bytes: ByteBuffer) {

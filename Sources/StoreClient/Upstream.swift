@@ -1,7 +1,6 @@
-import CacheCore
+import Coalescing
 import EddyTLS
 import NIOCore
-import StoreClient
 import StreamModel
 import Synchronization
 import WireProtocol
@@ -10,8 +9,8 @@ import WireProtocol
 /// finds the current connection or makes one (one attempt at a time, shared by all callers), and a connection
 /// that failed is dropped so the next request connects again. Every request has a deadline, so a dead or
 /// unreachable server gives a typed error in time, never a hang.
-final class Upstream: Sendable {
-    let address: ServerAddress
+package final class Upstream: Sendable {
+    package let address: ServerAddress
     private let group: EventLoopGroup
     private let connectTimeout: Duration
     /// The node's service token, sent in every hello (empty: none).
@@ -24,9 +23,9 @@ final class Upstream: Sendable {
 
     /// Whether the last connection attempt was refused outright (nothing listens: the process is gone), as
     /// opposed to timing out (a slow or partitioned host).
-    var refused: Bool { lastConnectRefused.load(ordering: .relaxed) }
+    package var refused: Bool { lastConnectRefused.load(ordering: .relaxed) }
 
-    init(
+    package init(
         address: ServerAddress, group: EventLoopGroup, connectTimeout: Duration, token: String = "",
         tls: ClientTLS? = nil
     ) {
@@ -40,7 +39,7 @@ final class Upstream: Sendable {
     /// Sends `request` and waits at most `timeout` for its answer.
     /// - Throws: the server's error answer; ``EddyError/Code/unavailable`` when the server cannot be reached;
     ///   ``EddyError/Code/timedOut`` past the deadline.
-    func send(_ request: Request, timeout: Duration) async throws(EddyError) -> Response {
+    package func send(_ request: Request, timeout: Duration) async throws(EddyError) -> Response {
         // Connecting counts against the request's deadline too.
         let client = try await connection(within: min(timeout, connectTimeout))
         do {
@@ -85,7 +84,7 @@ final class Upstream: Sendable {
     }
 
     /// Closes the connection.
-    func close() async {
+    package func close() async {
         let c = current.withLock { c in
             defer { c = nil }
             return c

@@ -35,7 +35,7 @@ public struct SegmentManifest: Sendable, Hashable, Codable {
     /// it was recorded.
     public var incarnation: UInt64?
 
-    enum CodingKeys: String, CodingKey {
+    package enum CodingKeys: String, CodingKey {
         case segment, first, flushed, objects, sealed, incarnation
         case eventBoundary = "event_boundary"
         case nextFrame = "next_frame"
@@ -111,5 +111,5 @@ public struct SegmentManifest: Sendable, Hashable, Codable {
         _ = try await store.put(key(segment: segment, prefix: prefix), body: ByteBuffer(bytes: data), mode: .overwrite)
     }
 
-    func key(segment: SegmentID, prefix: String) -> String { Self.key(prefix: prefix, segment: segment) }
+    package func key(segment: SegmentID, prefix: String) -> String { Self.key(prefix: prefix, segment: segment) }
 }
