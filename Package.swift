@@ -123,7 +123,8 @@ let package = Package(
         .target(
             name: "EddyTLS",
             dependencies: [
-                "StreamModel",
+                "StreamModel", "WireProtocol",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOTLS", package: "swift-nio"),

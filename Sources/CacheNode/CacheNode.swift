@@ -1,4 +1,5 @@
 import CNUMA
+import EddyTLS
 import Logging
 import NIOCore
 import NIOPosix
@@ -55,16 +56,9 @@ public final class CacheNode: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     connections.add(channel)
                     let id = readerIDs.wrappingAdd(1, ordering: .relaxed).newValue
-                    let logger = configuration.logger
-                    try configuration.tls?.addHandlers(
-                        to: channel.pipeline.syncOperations,
-                        handshakeTimeout: TimeAmount(configuration.limits.frameTimeout))
-                    try channel.pipeline.syncOperations.addHandler(
-                        ConnectionGuard(limits: configuration.limits, open: { connections.count }) { error in
-                            logger.warning("connection refused", metadata: ["why": "\(error.message)"])
-                        })
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(FrameDecoder(maxFrameSize: Frame.defaultMaxFrameSize)))
+                    try channel.pipeline.syncOperations.addServerFront(
+                        tls: configuration.tls, limits: configuration.limits, open: { connections.count },
+                        maxFrameSize: Frame.defaultMaxFrameSize, logger: configuration.logger)
                     try channel.pipeline.syncOperations.addHandler(FrameWriter())
                     try channel.pipeline.syncOperations.addHandler(NodeConnectionHandler(core: core, readerID: id))
                 }

@@ -88,16 +88,9 @@ public final class StoreServer: Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     connections.add(channel)
-                    let logger = configuration.logger
-                    try configuration.tls?.addHandlers(
-                        to: channel.pipeline.syncOperations,
-                        handshakeTimeout: TimeAmount(configuration.limits.frameTimeout))
-                    try channel.pipeline.syncOperations.addHandler(
-                        ConnectionGuard(limits: configuration.limits, open: { connections.count }) { error in
-                            logger.warning("connection refused", metadata: ["why": "\(error.message)"])
-                        })
-                    try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
+                    try channel.pipeline.syncOperations.addServerFront(
+                        tls: configuration.tls, limits: configuration.limits, open: { connections.count },
+                        maxFrameSize: configuration.maxFrameSize, logger: configuration.logger)
                     try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
                     try channel.pipeline.syncOperations.addHandler(
                         StoreConnectionHandler(
