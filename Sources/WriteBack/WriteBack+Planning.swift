@@ -43,10 +43,14 @@ extension WriteBack {
             return
         }
         let now = WallClock.milliseconds()
-        // Segments of deleted streams have nothing left to flush (and no lag to report).
+        // Segments of deleted streams have nothing left to flush (and no lag to report), and segments another node
+        // owns now are its to flush: what this node knew of them goes (their lag would stay on its books, and its
+        // manifest would be stale when the segment comes back; it is loaded again then).
         let listed = Set(infos.keys.map(\.stream))
+        let ownedNow = Set(owned)
         segments.withLock { s in
-            for (segment, state) in s where !state.pending && !state.saving && !listed.contains(segment.stream) {
+            for (segment, state) in s
+            where !state.pending && !state.saving && (!listed.contains(segment.stream) || !ownedNow.contains(segment)) {
                 s[segment] = nil
             }
         }
