@@ -12,10 +12,11 @@ with PR_SET_PDEATHSIG, so a killed run leaves nothing behind):
     acknowledged event exactly once, in order per key), 25 catch-up readers that `eddy read` from the start
     again and again (each read must hold a gapless prefix of every writer's events);
   - a killer that every 2-6 s SIGKILLs one of the nodes, the store or SeaweedFS and restarts it, and once a
-    minute cuts a node off for 10 s. The cut is a SIGSTOP and a SIGCONT: for the rest of the cluster the node
-    stops answering, as behind a partition (connections stay open and time out); the frozen node itself does
-    not see the cut (no iptables here, and a node in a network namespace of its own could not reach the store
-    on loopback).
+    minute cuts node 2 off for 10 s. Node 2 runs in a network namespace of its own (`ip netns`), where its
+    127.0.0.1 is its own: the ports it reaches (store, peers, S3) and its own port as the others reach it go
+    through a relay over Unix sockets (a path reaches across namespaces), and a cut makes the relay pass nothing
+    either way (connections hang, as behind a partition, and carry on after it). Where namespaces cannot be
+    made, a cut is a SIGSTOP and SIGCONT of a node instead, and the run says so.
 
 At the end the writers finish their input, the tail readers are waited for, the store is stopped cleanly and
 scripts/verify-objects.py compares every flushed object with the store's segment files.
@@ -47,6 +48,7 @@ TAIL_READERS = 25
 CATCHUP_READERS = 25
 LINES_PER_TICK = 5
 STREAM = "chaos/events"
+NAMESPACE = f"eddy-chaos-{os.getpid()}"
 BUCKET = "chaos"
 PREFIX = "eddy"
 ACCESS, SECRET = "chaoskey", "chaossecret"
@@ -222,6 +224,103 @@ def gapless(numbers):
     return None
 
 
+class Relay:
+    """Carries TCP between this network namespace and node 2's over Unix sockets (a path works in both namespaces)
+    and cuts it on demand: while `cut` is set no byte passes either way, so connections hang as behind a partition
+    (and carry on after it, as TCP does once the network is back)."""
+
+    def __init__(self):
+        self.cut = threading.Event()
+        self.sockets = []
+
+    def pump(self, source, target):
+        try:
+            while True:
+                if self.cut.is_set():
+                    time.sleep(0.05)
+                    continue
+                data = source.recv(1 << 16)
+                if not data:
+                    break
+                while self.cut.is_set():
+                    time.sleep(0.05)
+                target.sendall(data)
+        except OSError:
+            pass
+        for s in (source, target):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def serve(self, listener, connect):
+        self.sockets.append(listener)
+
+        def accept_loop():
+            while True:
+                try:
+                    client, _ = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=self.link, args=(client, connect), daemon=True).start()
+
+        threading.Thread(target=accept_loop, daemon=True).start()
+
+    def link(self, client, connect):
+        while self.cut.is_set():  # a connection made during the cut waits for its end, as a SYN would
+            time.sleep(0.05)
+        try:
+            upstream = connect()
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=self.pump, args=(client, upstream), daemon=True).start()
+        self.pump(upstream, client)
+
+
+def tcp_listener(port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(128)
+    return s
+
+
+def unix_listener(path):
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(path)
+    s.listen(128)
+    return s
+
+
+def tcp_to(port):
+    return lambda: socket.create_connection(("127.0.0.1", port))
+
+
+def unix_to(path):
+    def connect():
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(path)
+        return s
+    return connect
+
+
+def namespace_side(folder, node_port, out_ports):
+    """`chaos.py --namespace-side ...`, run in node 2's namespace: its port reached from outside, and the ports
+    it reaches (store, peers, S3) as listeners on its own 127.0.0.1 that lead out."""
+    relay = Relay()
+    relay.serve(unix_listener(f"{folder}/relay/in-{node_port}.sock"), tcp_to(node_port))
+    for port in out_ports:
+        relay.serve(tcp_listener(port), unix_to(f"{folder}/relay/out-{port}.sock"))
+    open(f"{folder}/relay/ready", "w").close()
+    while True:
+        time.sleep(3600)
+
+
+def ip(*args):
+    return subprocess.run(["ip", *args], capture_output=True, text=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description="Eddy's chaos run (see the file's docstring).")
     parser.add_argument("--minutes", type=float, default=5)
@@ -230,7 +329,13 @@ def main():
         subprocess.run([sys.executable, "-c", "import sysconfig; print(sysconfig.get_path('scripts'))"],
                        capture_output=True, text=True).stdout.strip(), "weed"))
     parser.add_argument("--keep", action="store_true", help="keep the run's folder (logs, data)")
+    parser.add_argument("--namespace-side", nargs=3, metavar=("FOLDER", "NODE_PORT", "OUT_PORTS"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.namespace_side:
+        folder, node_port, out_ports = args.namespace_side
+        namespace_side(folder, int(node_port), [int(p) for p in out_ports.split(",")])
+        return
     eddy = os.path.abspath(args.eddy)
     repository = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     folder = tempfile.mkdtemp(prefix="eddy-chaos-")
@@ -249,6 +354,7 @@ def main():
                 os.killpg(r.pid, signal.SIGKILL)
         for s in servers:
             s.kill()
+        ip("netns", "del", NAMESPACE)
         if not args.keep and "status" in locals() and status == 0:
             shutil.rmtree(folder, ignore_errors=True)
     sys.exit(status)
@@ -303,8 +409,31 @@ def run(args, eddy, repository, folder, servers, readers, writers):
     servers.append(store)
     store.start()
     node_servers = []
+    # Node 2 runs in a network namespace of its own, joined to the others only through the relay, which the
+    # killer cuts once a minute; where namespaces cannot be made, the cut is a SIGSTOP of a node instead.
+    relay = None
+    s3_port_number = s3_port
+    if ip("netns", "add", NAMESPACE).returncode == 0 and ip("netns", "exec", NAMESPACE, "ip", "link", "set", "lo",
+                                                                "up").returncode == 0:
+        os.makedirs(f"{folder}/relay")
+        node_port = int(nodes[2].split(":")[1])
+        out_ports = [int(a.split(":")[1]) for a in [store_address] + nodes[:2]] + [s3_port_number]
+        relay = Relay()
+        relay.serve(tcp_listener(node_port), unix_to(f"{folder}/relay/in-{node_port}.sock"))
+        for port in out_ports:
+            relay.serve(unix_listener(f"{folder}/relay/out-{port}.sock"), tcp_to(port))
+        side = Server("namespace relay", [
+            "ip", "netns", "exec", NAMESPACE, sys.executable, os.path.abspath(__file__), "--namespace-side", folder,
+            str(node_port), ",".join(map(str, out_ports))], f"{folder}/relay.log",
+            lambda: os.path.exists(f"{folder}/relay/ready"))
+        servers.append(side)
+        side.start()
+        say(f"node 2 runs in network namespace {NAMESPACE}, reached through a relay the killer cuts")
+    else:
+        say("network namespaces cannot be made here: a cut is a SIGSTOP of a node")
     for i, address in enumerate(nodes):
-        node = EddyServer(f"node {i}", [
+        prefix = ["ip", "netns", "exec", NAMESPACE] if relay and i == 2 else []
+        node = EddyServer(f"node {i}", prefix + [
             eddy, "node", "--listen", address, "--store", store_address, "--members", ",".join(nodes),
             "--admin-listen", "none", "--object-store", f"s3://{BUCKET}/{PREFIX}", "--s3-endpoint", endpoint,
             "--s3-path-style", "--flush-idle", "2"], f"{folder}/node-{i}.log", "eddy node ready", env)
@@ -372,11 +501,17 @@ def run(args, eddy, repository, folder, servers, readers, writers):
     while time.time() < end and not problems:
         time.sleep(random.uniform(2, 6))
         if time.time() >= next_partition:
-            victim = random.randrange(3)
-            say(f"cut node {victim} off for 10 s (SIGSTOP)")
-            node_servers[victim].signal(signal.SIGSTOP)
-            time.sleep(10)
-            node_servers[victim].signal(signal.SIGCONT)
+            if relay:
+                say("cut node 2 off for 10 s (its namespace's relay passes nothing)")
+                relay.cut.set()
+                time.sleep(10)
+                relay.cut.clear()
+            else:
+                victim = random.randrange(3)
+                say(f"cut node {victim} off for 10 s (SIGSTOP)")
+                node_servers[victim].signal(signal.SIGSTOP)
+                time.sleep(10)
+                node_servers[victim].signal(signal.SIGCONT)
             partitions += 1
             next_partition = time.time() + 60
             continue
