@@ -23,7 +23,7 @@ scripts/verify-objects.py compares every flushed object with the store's segment
 Last line: `chaos: K kills (store S, nodes N, object store O), P partitions, E events acknowledged, 0 lost,
 0 duplicated, order kept` and exit 0; otherwise the first problem, and exit 1.
 
-Usage: scripts/chaos.sh [--minutes M] (this file is what it runs: python3 scripts/chaos.py --eddy BINARY ...)
+Usage: scripts/chaos.sh [--minutes M] [--cut-every SECONDS] (this file is what it runs: python3 scripts/chaos.py --eddy BINARY ...)
 """
 import argparse
 import ctypes
@@ -329,6 +329,8 @@ def main():
         subprocess.run([sys.executable, "-c", "import sysconfig; print(sysconfig.get_path('scripts'))"],
                        capture_output=True, text=True).stdout.strip(), "weed"))
     parser.add_argument("--keep", action="store_true", help="keep the run's folder (logs, data)")
+    parser.add_argument("--cut-every", type=float, default=60, metavar="SECONDS",
+                        help="seconds between the starts of two 10 s cuts (default 60: once a minute)")
     parser.add_argument("--namespace-side", nargs=3, metavar=("FOLDER", "NODE_PORT", "OUT_PORTS"),
                         help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -497,7 +499,7 @@ def run(args, eddy, repository, folder, servers, readers, writers):
     kills = {"store": 0, "nodes": 0, "object store": 0}
     partitions = 0
     end = time.time() + args.minutes * 60
-    next_partition = time.time() + 60
+    next_partition = time.time() + args.cut_every
     while time.time() < end and not problems:
         time.sleep(random.uniform(2, 6))
         if time.time() >= next_partition:
@@ -513,7 +515,7 @@ def run(args, eddy, repository, folder, servers, readers, writers):
                 time.sleep(10)
                 node_servers[victim].signal(signal.SIGCONT)
             partitions += 1
-            next_partition = time.time() + 60
+            next_partition = time.time() + args.cut_every - 10
             continue
         target = random.choice(["store", "node", "node", "node", "object store"])
         if target == "store":

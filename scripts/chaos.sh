@@ -4,7 +4,7 @@
 # SeaweedFS (restarted at once); once a minute a node cut off for 10 s. Ends with
 #   chaos: K kills (store S, nodes N, object store O), P partitions, E events acknowledged, 0 lost, 0 duplicated, order kept
 # and exit 0, or the first problem and exit 1.
-# Usage: scripts/chaos.sh [--minutes M] [--keep]   (default 5 minutes; builds the release binary first)
+# Usage: scripts/chaos.sh [--minutes M] [--cut-every SECONDS] [--keep]   (default 5 minutes; builds the release binary first)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh

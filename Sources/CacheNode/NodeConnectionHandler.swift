@@ -121,6 +121,9 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         case .admitted(let admitted): request = admitted
         }
         switch request {
+        case .ping:
+            // Answered here, ahead of everything the connection waits for: it says the path is up.
+            respond(context, frame.requestID, .ok)
         case .subscribe(let segment, let offset, let window, let heartbeat):
             subscribe(context, frame.requestID, segment, offset, window: window, heartbeat: heartbeat)
         case .credit(let id, let bytes):

@@ -229,6 +229,8 @@ public final class NodeCore: Sendable {
             throw EddyError(.malformedFrame, "hello sent twice")
         case .stats:
             return .stats(statsJSON())
+        case .ping:
+            return .ok
         case .admin(let command, let arguments):
             guard view == nil else { throw EddyError(.invalidArgument, "admin commands cannot be forwarded") }
             return .stats(try await admin(command, arguments: arguments))

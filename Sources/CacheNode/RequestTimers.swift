@@ -53,7 +53,7 @@ final class RequestTimers: Sendable {
         case .subscribe: "subscribe"
         case .admin: "admin"
         case .heartbeat: "heartbeat"
-        case .hello, .credit, .unsubscribe: "other"
+        case .hello, .credit, .unsubscribe, .ping: "other"
         }
     }
 }

@@ -4,8 +4,8 @@ import WireProtocol
 /// What a request needs from its principal: the one table both the store and the cache nodes check every
 /// request against (docs/security.md lists it).
 public enum Permission: Sendable, Equatable {
-    /// Anyone connected may send it (the hello; a subscription's own credit and unsubscribe, which act only on
-    /// subscriptions of the same connection).
+    /// Anyone connected may send it (the hello; a liveness ping; a subscription's own credit and unsubscribe,
+    /// which act only on subscriptions of the same connection).
     case anyone
     /// A role on one stream.
     case stream(Role, StreamName)
@@ -22,7 +22,7 @@ extension Request {
     /// What this request needs (``Permission``).
     public var permission: Permission {
         switch self {
-        case .hello, .credit, .unsubscribe: .anyone
+        case .hello, .credit, .unsubscribe, .ping: .anyone
         case .listStreams: .filteredListing
         case .createStream(let name, _), .deleteStream(let name): .stream(.admin, name)
         case .streamInfo(let name): .metadata(name)

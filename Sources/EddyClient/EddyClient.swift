@@ -24,6 +24,10 @@ public final class EddyClient: RequestSender {
         public var connectTimeout: Duration = .seconds(2)
         /// How long a request may take, retries and failovers included (tail waits add their wait).
         public var requestTimeout: Duration = .seconds(15)
+        /// How long a connection may stay silent while a request waits for a prompt answer before the client
+        /// gives the server up and fails over (a ping is sent after a third of it); nil: no such check, a request
+        /// waits for its own deadline (``StoreClient/connect(to:group:timeout:token:tls:silenceLimit:)``).
+        public var silenceLimit: Duration? = StoreClient.defaultSilenceLimit
         /// Use the servers in the order given instead of measuring them (benchmarks spread readers this way).
         public var inOrder = false
         /// The bearer token sent in every connection's hello (`--token` or `EDDY_TOKEN`); empty: none, for servers
@@ -65,7 +69,7 @@ public final class EddyClient: RequestSender {
                 do {
                     let c = try await StoreClient.connect(
                         to: server, group: group, timeout: configuration.connectTimeout, token: configuration.token,
-                        tls: configuration.tls)
+                        tls: configuration.tls, silenceLimit: configuration.silenceLimit)
                     let order = Array(configuration.servers[i...] + configuration.servers[..<i])
                     return EddyClient(configuration: configuration, order: order, current: c, group: group)
                 } catch {
@@ -81,7 +85,7 @@ public final class EddyClient: RequestSender {
                     let start = ContinuousClock.now
                     let c = try? await StoreClient.connect(
                         to: server, group: group, timeout: configuration.connectTimeout, token: configuration.token,
-                        tls: configuration.tls)
+                        tls: configuration.tls, silenceLimit: configuration.silenceLimit)
                     return (server, c, ContinuousClock.now - start)
                 }
             }
@@ -162,7 +166,7 @@ public final class EddyClient: RequestSender {
         do {
             c = try await StoreClient.connect(
                 to: target, group: group, timeout: configuration.connectTimeout, token: configuration.token,
-                tls: configuration.tls)
+                tls: configuration.tls, silenceLimit: configuration.silenceLimit)
         } catch {
             skip(target)
             throw error
@@ -287,17 +291,19 @@ public final class EddyClient: RequestSender {
         let request = Request.append(
             segment: segment, writerID: writerID, firstEventNumber: firstEventNumber, frames: frames)
         let first = state.withLock { s in s.current?.isActive == true ? s.current : nil }.map {
-            $0.submit(request, timeout: configuration.requestTimeout)
+            ($0, $0.submit(request, timeout: configuration.requestTimeout))
         }
         return Task {
-            if let first {
+            if let (client, answer) = first {
                 do {
-                    let r = try await StoreClient.answer(first)
+                    let r = try await StoreClient.answer(answer)
                     guard case .appendAck(let ack) = r else {
                         throw EddyError(.malformedFrame, "the server answered an append with \(r)")
                     }
                     return ack
                 } catch let error as EddyError where error.isRetriable {
+                    // A connection that broke (or went silent) sends the retry to the next server, not back to it.
+                    if error.code == .connectionFailed || !client.isActive { rotate(after: client) }
                     _ = await previous?.result
                 }
             }

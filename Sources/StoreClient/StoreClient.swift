@@ -26,15 +26,26 @@ public final class StoreClient: RequestSender {
     /// Whether the connection is still open.
     public var isActive: Bool { channel.isActive }
 
+    /// The default ``connect(to:group:timeout:token:tls:silenceLimit:)`` liveness limit: 3 s, a little over a
+    /// cache node's default failure timeout, so a client gives up a silent node about when the ring does.
+    public static let defaultSilenceLimit: Duration = .seconds(3)
+
     /// Connects and performs the hello, with `token` (the bearer token; empty: none) in it; over TLS when `tls` is
     /// given (the server's certificate must be signed by its authority and name `address`'s host).
     /// - Throws: ``EddyError/Code/connectionFailed`` naming the address when it cannot connect (or the TLS
     ///   handshake fails: the message says why),
     ///   ``EddyError/Code/unsupportedVersion`` when the server speaks another protocol version,
     ///   ``EddyError/Code/unauthorized`` when the server requires a token and this one is missing or not valid.
+    ///
+    /// `silenceLimit` is the connection's liveness check: while a request that expects a prompt answer waits
+    /// (anything but a tail read with a wait) and nothing at all has arrived for a third of it, the client sends a
+    /// ``Request/ping``; when the silence reaches `silenceLimit`, the connection is closed and every request on it
+    /// fails with ``EddyError/Code/connectionFailed`` (callers fail over), instead of each waiting out its own
+    /// deadline behind a partition or a hung peer. nil: no check.
     public static func connect(
         to address: ServerAddress, group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-        timeout: Duration = .seconds(5), token: String = "", tls: ClientTLS? = nil
+        timeout: Duration = .seconds(5), token: String = "", tls: ClientTLS? = nil,
+        silenceLimit: Duration? = StoreClient.defaultSilenceLimit
     ) async throws(EddyError) -> StoreClient {
         let channel: Channel
         let handshake = Mutex<EventLoopFuture<Void>?>(nil)
@@ -52,10 +63,14 @@ public final class StoreClient: RequestSender {
                             let done = try tls.addHandlers(to: channel.pipeline.syncOperations, host: address.host)
                             handshake.withLock { $0 = done }
                         }
+                        let heard = InboundActivity()
+                        try channel.pipeline.syncOperations.addHandler(heard)
                         try channel.pipeline.syncOperations.addHandler(
                             ByteToMessageHandler(FrameDecoder(copyBodiesUpTo: 16 << 10)))
                         try channel.pipeline.syncOperations.addHandler(MessageToByteHandler(FrameEncoder()))
-                        try channel.pipeline.syncOperations.addHandler(ClientHandler())
+                        try channel.pipeline.syncOperations.addHandler(
+                            ClientHandler(
+                                address: address, heard: heard, silenceLimit: silenceLimit.map(TimeAmount.init)))
                     }
                 }
                 .connect(host: address.host, port: address.port).get()
@@ -184,8 +199,28 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     private var nextID: UInt32 = 1
-    /// Requests awaiting their answers, each with its timeout timer (cancelled when the answer comes).
-    private var pending: [UInt32: (promise: EventLoopPromise<Response>, timer: LoopTimers.Token?)] = [:]
+    /// Requests awaiting their answers, each with its timeout timer (cancelled when the answer comes) and
+    /// whether it expects a prompt answer (not a tail read with a wait), which the liveness check watches.
+    private var pending: [UInt32: (promise: EventLoopPromise<Response>, timer: LoopTimers.Token?, prompt: Bool)] = [:]
+    /// How many of `pending` expect a prompt answer.
+    private var promptWaiting = 0
+    /// When bytes last arrived (from the handler in front of the frame decoder).
+    private let heard: InboundActivity
+    /// The liveness limit (``StoreClient/connect(to:group:timeout:token:tls:silenceLimit:)``); nil: none.
+    private let silenceLimit: TimeAmount?
+    /// Whether the liveness check is scheduled.
+    private var watchingSilence = false
+    private let address: ServerAddress
+    private var context: ChannelHandlerContext?
+
+    init(address: ServerAddress, heard: InboundActivity, silenceLimit: TimeAmount?) {
+        self.address = address
+        self.heard = heard
+        self.silenceLimit = silenceLimit
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) { self.context = context }
+    func handlerRemoved(context: ChannelHandlerContext) { self.context = nil }
     /// The timers of the channel's event loop (shared by its connections: cancelling one is cheap).
     private var timers: LoopTimers?
     /// Open subscriptions by request ID.
@@ -206,9 +241,8 @@ final class ClientHandler: ChannelDuplexHandler {
             (request, answer, timeout) = (r, p, t)
         case .cancel(let future):
             if let id = pending.first(where: { $0.value.promise.futureResult === future })?.key,
-                let waiting = pending.removeValue(forKey: id)
+                let waiting = take(id)
             {
-                if let t = waiting.timer { timers?.cancel(t) }
                 waiting.promise.fail(EddyError(.shuttingDown, "the request was cancelled"))
             }
             promise?.succeed()
@@ -237,11 +271,16 @@ final class ClientHandler: ChannelDuplexHandler {
             let timers = self.timers ?? LoopTimers.current(on: context.eventLoop)
             self.timers = timers
             timer = timers.schedule(in: timeout) {
-                self.pending.removeValue(forKey: id)?.promise.fail(
+                self.take(id, timerFired: true)?.promise.fail(
                     EddyError(.timedOut, "no answer to \(what) within \(timeout.nanoseconds / 1_000_000) ms"))
             }
         }
-        pending[id] = (answer, timer)
+        let prompt = Self.expectsPromptAnswer(request)
+        pending[id] = (answer, timer, prompt)
+        if prompt {
+            promptWaiting += 1
+            watchSilence(context)
+        }
         let frame = MessageCodec.frame(request, id: id, allocator: context.channel.allocator)
         context.write(wrapOutboundOut(frame), promise: promise)
     }
@@ -250,8 +289,7 @@ final class ClientHandler: ChannelDuplexHandler {
         let frame = unwrapInboundIn(data)
         do throws(EddyError) {
             let response = try MessageCodec.response(frame)
-            if let waiting = pending.removeValue(forKey: frame.requestID) {
-                if let t = waiting.timer { timers?.cancel(t) }
+            if let waiting = take(frame.requestID) {
                 waiting.promise.succeed(response)
             } else if let sink = subscriptions[frame.requestID] {
                 push(response, to: sink)
@@ -327,15 +365,89 @@ final class ClientHandler: ChannelDuplexHandler {
         }
     }
 
+    /// Removes a pending request (cancelling its timer unless that is what fired).
+    private func take(_ id: UInt32, timerFired: Bool = false) -> (
+        promise: EventLoopPromise<Response>, timer: LoopTimers.Token?, prompt: Bool
+    )? {
+        guard let waiting = pending.removeValue(forKey: id) else { return nil }
+        if !timerFired, let t = waiting.timer { timers?.cancel(t) }
+        if waiting.prompt { promptWaiting -= 1 }
+        return waiting
+    }
+
+    /// Whether a request's answer should come promptly: everything but a tail read with a wait (which may
+    /// rightly stay silent for its wait; and a server whose connection is at its in-flight limit reads no ping
+    /// until one of them ends).
+    private static func expectsPromptAnswer(_ request: Request) -> Bool {
+        switch request {
+        case .read(_, _, _, let wait), .forwarded(_, .read(_, _, _, let wait)): wait == 0
+        default: true
+        }
+    }
+
+    /// Starts the liveness check when a prompt request starts waiting: silence counts from now.
+    private func watchSilence(_ context: ChannelHandlerContext) {
+        guard let limit = silenceLimit, !watchingSilence else { return }
+        watchingSilence = true
+        heard.last = max(heard.last, .now())
+        checkSilence(context, every: .nanoseconds(limit.nanoseconds / 3), limit: limit)
+    }
+
+    /// Pings after a third of the limit of silence, and closes the connection at the limit; stops when no
+    /// prompt request waits.
+    private func checkSilence(_ context: ChannelHandlerContext, every step: TimeAmount, limit: TimeAmount) {
+        let timers = self.timers ?? LoopTimers.current(on: context.eventLoop)
+        self.timers = timers
+        timers.schedule(in: step) { [weak self] in
+            guard let self else { return }
+            guard self.promptWaiting > 0, self.context != nil else {
+                self.watchingSilence = false
+                return
+            }
+            let silent = NIODeadline.now() - self.heard.last
+            if silent >= limit {
+                self.watchingSilence = false
+                self.failAll(
+                    EddyError(
+                        .connectionFailed,
+                        "\(self.address) sent nothing for \(silent.nanoseconds / 1_000_000) ms while \(self.promptWaiting) "
+                            + "request(s) waited and did not answer a ping: the path to it is down"))
+                context.close(promise: nil)
+                return
+            }
+            if silent >= step {
+                let frame = MessageCodec.frame(.ping, id: self.takeID(), allocator: context.channel.allocator)
+                context.writeAndFlush(self.wrapOutboundOut(frame), promise: nil)
+            }
+            self.checkSilence(context, every: step, limit: limit)
+        }
+    }
+
     private func failAll(_ error: EddyError) {
         let subs = subscriptions
         subscriptions.removeAll()
         for sink in subs.values { sink.continuation.finish(throwing: error) }
         let promises = pending
         pending.removeAll()
+        promptWaiting = 0
         for (_, p) in promises {
             if let t = p.timer { timers?.cancel(t) }
             p.promise.fail(error)
         }
+    }
+}
+
+/// InboundActivity notes when bytes last arrived on a connection, in front of the frame decoder (a large frame
+/// that arrives slowly is activity too, long before it is whole).
+final class InboundActivity: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    /// When the last bytes arrived.
+    var last: NIODeadline = .now()
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        last = .now()
+        context.fireChannelRead(data)
     }
 }

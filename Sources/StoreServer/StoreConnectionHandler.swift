@@ -121,6 +121,8 @@ final class StoreConnectionHandler: ChannelDuplexHandler {
                 case .failure(let error): respond(.error(error))
                 }
             }
+        case .ping:
+            respond(.ok)
         case .stats:
             respond(.stats(counters.json(store.stats)))
         case .forwarded, .heartbeat, .subscribe, .credit, .unsubscribe, .admin:

@@ -27,6 +27,7 @@ public enum MessageType: UInt8, Sendable, CaseIterable {
     case credit = 0x0E
     case unsubscribe = 0x0F
     case admin = 0x10
+    case ping = 0x11
     case forwarded = 0x20
     case heartbeat = 0x21
 
@@ -87,6 +88,10 @@ public enum Request: Sendable, Equatable {
     indirect case forwarded(RingView, Request)
     /// A node's liveness probe to another, carrying the sender's view.
     case heartbeat(RingView)
+    /// A connection's liveness probe: the server's connection handler answers `ok` at once, before anything
+    /// else the connection waits for (a client sends it when requests wait and nothing has arrived for a while:
+    /// no answer means the path is down).
+    case ping
 
     /// The frame type of this request.
     public var type: MessageType {
@@ -109,6 +114,7 @@ public enum Request: Sendable, Equatable {
         case .admin: .admin
         case .forwarded: .forwarded
         case .heartbeat: .heartbeat
+        case .ping: .ping
         }
     }
 }
@@ -309,7 +315,7 @@ public enum MessageCodec {
         case .writerState(let segment, let writerID):
             b.writeSegment(segment)
             b.writeShortString(writerID)
-        case .stats:
+        case .stats, .ping:
             break
         case .subscribe(let segment, let offset, let window, let heartbeat):
             b.writeSegment(segment)
@@ -402,6 +408,8 @@ public enum MessageCodec {
             request = .segmentInfo(try b.readSegment())
         case .stats:
             request = .stats
+        case .ping:
+            request = .ping
         case .subscribe:
             let segment = try b.readSegment()
             let offset = try b.read(UInt64.self)

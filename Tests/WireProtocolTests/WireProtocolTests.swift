@@ -57,6 +57,8 @@ struct WireProtocolTests {
         .truncate(segment, offset: 99),
         .writerState(segment, writerID: "w"),
         .segmentInfo(segment),
+        .stats,
+        .ping,
         .subscribe(segment: segment, offset: 1 << 33, window: 4 << 20, heartbeatMilliseconds: 500),
         .credit(subscription: 7, bytes: 1 << 21),
         .unsubscribe(subscription: 7),

@@ -1,0 +1,126 @@
+import CacheNode
+import EddyClient
+import EddyTestSupport
+import Foundation
+import NIOCore
+import StoreClient
+import Testing
+import WireProtocol
+
+@testable import StreamModel
+
+/// A connection whose server went silent (a partition, a hung proxy: the socket stays open) is given up within
+/// the client's silence limit, not after each request's own deadline; a server that is only slow is not.
+@Suite("silent servers")
+struct SilenceTests {
+    @Test("a request to a server cut off fails with connectionFailed within the silence limit")
+    func cutServerFailsFast() async throws {
+        let harness = try await Harness()
+        let relay = try await FaultRelay.start(to: harness.address)
+        let client = try await StoreClient.connect(to: relay.address, silenceLimit: .milliseconds(1500))
+        _ = try await client.send(.listStreams, timeout: .seconds(5))
+        relay.cut()
+        let start = ContinuousClock.now
+        let error = await #expect(throws: EddyError.self) {
+            try await client.send(.listStreams, timeout: .seconds(20))
+        }
+        let took = ContinuousClock.now - start
+        #expect(error?.code == .connectionFailed, "\(String(describing: error))")
+        #expect(took < .seconds(5), "gave up after \(took)")
+        #expect(!client.isActive)
+        relay.heal()
+        await relay.close()
+        await harness.shutdown()
+    }
+
+    @Test("the store and a node answer a ping with ok, for any principal")
+    func pingIsAnswered() async throws {
+        let ring = try await NodeRing(count: 1)
+        for address in [ring.harness.address, ring.addresses[0]] {
+            let client = try await StoreClient.connect(to: address)
+            #expect(try await client.send(.ping, timeout: .seconds(5)) == .ok)
+            await client.close()
+        }
+        await ring.shutdown()
+    }
+
+    @Test("a tail read's wait is not silence: it ends with its wait, the connection kept")
+    func tailWaitIsNotSilence() async throws {
+        let harness = try await Harness()
+        let name = try StreamName(parsing: "silence/tail")
+        let client = try await StoreClient.connect(to: harness.address, silenceLimit: .milliseconds(600))
+        try await client.createStream(name, segments: 1)
+        let start = ContinuousClock.now
+        let r = try await client.send(
+            .read(segment: SegmentID(stream: name, number: 0), offset: 0, maxBytes: 1024, waitMilliseconds: 2500),
+            timeout: .seconds(10))
+        guard case .readResult(_, _, let data) = r else { Issue.record("answered \(r)"); return }
+        #expect(data.readableBytes == 0)
+        #expect(ContinuousClock.now - start >= .seconds(2))
+        #expect(client.isActive)
+        await client.close()
+        await harness.shutdown()
+    }
+
+    @Test("a node that is alive but waits on a silent store answers pings: its client keeps the connection")
+    func slowNodeIsNotSilent() async throws {
+        let harness = try await Harness()
+        let relay = try await FaultRelay.start(to: harness.address)
+        let address = ServerAddress(host: "127.0.0.1", port: try freeLoopbackPort())
+        var c = NodeConfiguration(listen: address, store: relay.address, members: [address])
+        c.logger.logLevel = .critical
+        c.whatIf = false
+        let node = try await CacheNode.start(configuration: c)
+        let client = try await StoreClient.connect(to: address, silenceLimit: .milliseconds(900))
+        _ = try await client.send(.listStreams, timeout: .seconds(5))
+        relay.cut()
+        let start = ContinuousClock.now
+        let error = await #expect(throws: EddyError.self) {
+            try await client.send(.listStreams, timeout: .seconds(20))
+        }
+        // The node's own connection to the store went silent (3 s by default, far past this client's 0.9 s):
+        // the node answers that the store is unreachable, over a connection its client kept.
+        #expect(error?.code == .unavailable, "\(String(describing: error))")
+        #expect(ContinuousClock.now - start >= .milliseconds(2500))
+        #expect(client.isActive)
+        relay.heal()
+        _ = try await client.send(.listStreams, timeout: .seconds(10))
+        await client.close()
+        await node.close()
+        await relay.close()
+        await harness.shutdown()
+    }
+
+    @Test("an exactly-once append through a node that was cut off fails over to another node in time")
+    func appendFailsOverFromCutNode() async throws {
+        let ring = try await NodeRing(count: 2)
+        let relay = try await FaultRelay.start(to: ring.addresses[0])
+        let name = try StreamName(parsing: "silence/append")
+        var configuration = EddyClient.Configuration(servers: [relay.address, ring.addresses[1]])
+        configuration.inOrder = true
+        configuration.requestTimeout = .seconds(8)
+        let client = try await EddyClient.connect(configuration)
+        try await client.createStream(name, segments: 2)
+        let segment = SegmentID(stream: name, number: 0)
+        let one = try await client.append(segment, frames: try frames(["a"]), writerID: "w", firstEventNumber: 0)
+        #expect(client.server == relay.address)
+        relay.cut()
+        let start = ContinuousClock.now
+        let two = try await client.appendInOrder(
+            segment, frames: try frames(["b", "c"]), writerID: "w", firstEventNumber: 1
+        ).value
+        let took = ContinuousClock.now - start
+        #expect(took < .seconds(6), "the append took \(took)")
+        #expect(client.server == ring.addresses[1])
+        #expect(!two.duplicate && two.firstOffset > one.firstOffset)
+        relay.heal()
+        // Exactly once: the segment holds a, b, c.
+        let read = try await client.read(segment, from: 0, maxBytes: 1 << 16)
+        var cursor = SegmentCursor(segment: segment, offset: 0)
+        let events = try cursor.take(read.data)
+        #expect(events.map { String(decoding: $0.event.payload, as: UTF8.self) } == ["a", "b", "c"])
+        await client.close()
+        await relay.close()
+        await ring.shutdown()
+    }
+}
