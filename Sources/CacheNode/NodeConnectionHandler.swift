@@ -25,12 +25,15 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     private var state: HelloGate.Phase { gate.phase }
     private var principal: Principal { gate.principal }
     private var tasks: [UInt32: Task<Void, Never>] = [:]
-    /// The last append of each segment on this connection (request ID, and whether it succeeded once it has
-    /// finished): the next one starts when it has finished, and fails at once when it failed. So a writer's pipelined batches reach the store in the
-    /// order they arrived (tasks on a multi-threaded pool may otherwise overtake each other), and a batch that
-    /// failed is never overtaken by a later one: the client retries them in order, and the store, which refuses a
-    /// writer's batch that comes after a later one, takes them.
-    private var lastAppend: [SegmentID: (id: UInt32, succeeded: EventLoopFuture<Bool>)] = [:]
+    /// The last append of each lane (segment and writer) on this connection: its request ID, and whether it
+    /// succeeded once it has finished. The next append of the lane starts when it has finished, so a writer's
+    /// pipelined batches reach the store in the order they arrived (tasks on a multi-threaded pool may otherwise
+    /// overtake each other). Lanes are per writer because a connection between nodes carries the forwarded
+    /// appends of many writers: one writer's failure must not hold up or fail another's. After a failure, a
+    /// writer's next batch still goes on: the store refuses a batch past the writer's next event number
+    /// (`eventNumberGap`, retriable), and the client resends it after the failed one. Without a writer ID the
+    /// store cannot tell, so the next batch of the lane fails at once instead.
+    private var lastAppend: [AppendLane: (id: UInt32, succeeded: EventLoopFuture<Bool>)] = [:]
     /// Tail reads parked in the core (no task): see ``NodeCore/parkRead(_:offset:maxBytes:wait:reader:forwardedBy:on:_:)``.
     private var parked = 0
     private var readHeld = false
@@ -216,16 +219,19 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         let reader = self.reader
         let principal = self.principal
         let allocator = context.channel.allocator
-        let appendSegment = Self.appendSegment(of: request)
-        let previous = appendSegment.flatMap { lastAppend[$0]?.succeeded }
-        let turn = appendSegment.map { _ in context.eventLoop.makePromise(of: Bool.self) }
+        let lane = AppendLane(of: request)
+        let previous = lane.flatMap { lastAppend[$0]?.succeeded }
+        let turn = lane.map { _ in context.eventLoop.makePromise(of: Bool.self) }
         let started = NIODeadline.now().uptimeNanoseconds
         core.counters.inFlight.add(1, ordering: .relaxed)
         let task = Task {
             let result: Finished
-            if let previous, let segment = appendSegment, (try? await previous.get()) != true {
+            var previousSucceeded = true
+            if let previous { previousSucceeded = (try? await previous.get()) == true }
+            if let lane, !previousSucceeded, lane.writerID.isEmpty {
                 let error = EddyError(
-                    .unavailable, "an earlier append to \(segment) on this connection failed: send them again in order")
+                    .unavailable,
+                    "an earlier append to \(lane.segment) on this connection failed: send them again in order")
                 result = Finished(
                     frame: OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator), failed: true)
             } else {
@@ -236,27 +242,19 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             core.counters.inFlight.subtract(1, ordering: .relaxed)
             turn?.succeed(!result.failed)
             bound.eventLoop.execute {
-                if let segment = appendSegment { bound.value.0.endAppend(segment, id: id) }
+                if let lane { bound.value.0.endAppend(lane, id: id) }
                 bound.value.0.finish(
                     bound.value.1, id, result.frame, charged: result.charged, delivered: result.delivered)
             }
         }
         tasks[id] = task
-        if let appendSegment, let turn { lastAppend[appendSegment] = (id, turn.futureResult) }
+        if let lane, let turn { lastAppend[lane] = (id, turn.futureResult) }
         if inFlight >= core.configuration.maxInFlightPerConnection { readHeld = true }
     }
 
-    /// The segment of an append (a client's or a forwarded one); nil for any other request.
-    private static func appendSegment(of request: Request) -> SegmentID? {
-        switch request {
-        case .append(let segment, _, _, _), .forwarded(_, .append(let segment, _, _, _)): segment
-        default: nil
-        }
-    }
-
-    /// Forgets a finished append when it is still the last of its segment.
-    private func endAppend(_ segment: SegmentID, id: UInt32) {
-        if lastAppend[segment]?.id == id { lastAppend[segment] = nil }
+    /// Forgets a finished append when it is still the last of its lane.
+    private func endAppend(_ lane: AppendLane, id: UInt32) {
+        if lastAppend[lane]?.id == id { lastAppend[lane] = nil }
     }
 
     private var inFlight: Int { tasks.count + parked }
@@ -496,6 +494,23 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             readHeld = true
         } else {
             context.read()
+        }
+    }
+}
+
+/// The appends of one writer to one segment: the unit whose order a connection keeps.
+struct AppendLane: Hashable {
+    var segment: SegmentID
+    var writerID: String
+
+    /// The lane of an append (a client's or a forwarded one); nil for any other request.
+    init?(of request: Request) {
+        switch request {
+        case .append(let segment, let writerID, _, _), .forwarded(_, .append(let segment, let writerID, _, _)):
+            self.segment = segment
+            self.writerID = writerID
+        default:
+            return nil
         }
     }
 }

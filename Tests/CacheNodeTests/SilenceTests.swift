@@ -124,3 +124,46 @@ struct SilenceTests {
         await ring.shutdown()
     }
 }
+
+/// A connection keeps each writer's appends to a segment in order, without one writer's failure touching another
+/// writer's (a connection between nodes carries many writers' forwarded appends).
+@Suite("append lanes of a connection")
+struct AppendLaneTests {
+    @Test("a failed batch of one writer neither holds up nor fails the next batch of another or of itself")
+    func lanesAreIndependent() async throws {
+        let ring = try await NodeRing(count: 1)
+        let name = try StreamName(parsing: "lanes/one")
+        let client = try await ring.client(0)
+        try await client.createStream(name, segments: 1)
+        let segment = SegmentID(stream: name, number: 0)
+        func append(_ writer: String, _ first: Int64, _ events: [String]) throws -> EventLoopFuture<Response> {
+            client.submit(
+                .append(segment: segment, writerID: writer, firstEventNumber: first, frames: try frames(events)),
+                timeout: .seconds(10))
+        }
+        // Pipelined on one connection: writer a's batch past its next number fails (a gap), then the next
+        // batches of writer b and of writer a itself go on to the store, which takes them.
+        let gap = try append("a", 5, ["a5"])
+        let other = try append("b", 0, ["b0"])
+        let retry = try append("a", 0, ["a0"])
+        await #expect {
+            _ = try await StoreClient.answer(gap)
+        } throws: { ($0 as? EddyError)?.code == .eventNumberGap }
+        guard case .appendAck(let b) = try await StoreClient.answer(other),
+            case .appendAck(let a) = try await StoreClient.answer(retry)
+        else { Issue.record("not acknowledged"); return }
+        #expect(!a.duplicate && !b.duplicate && a.firstOffset > b.firstOffset)
+        // Without a writer ID the store cannot tell a batch that overtook a failed one: the node fails it.
+        var torn = try frames(["x"])
+        torn.moveWriterIndex(to: torn.writerIndex - 1)
+        let bad = client.submit(
+            .append(segment: segment, writerID: "", firstEventNumber: 0, frames: torn), timeout: .seconds(10))
+        let next = try append("", 0, ["y"])
+        await #expect(throws: EddyError.self) { _ = try await StoreClient.answer(bad) }
+        await #expect {
+            _ = try await StoreClient.answer(next)
+        } throws: { ($0 as? EddyError)?.code == .unavailable }
+        await client.close()
+        await ring.shutdown()
+    }
+}
