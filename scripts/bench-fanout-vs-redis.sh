@@ -2,7 +2,7 @@
 # Append-to-delivery latency with many tail readers: Eddy's ring against Redis Streams (XADD + XREAD BLOCK), in
 # one run, with the same client runtime (`eddy bench fanout`, which speaks RESP for --redis), the same readers,
 # rate, tick and payload. Redis runs with appendfsync always, so both acknowledge durable writes.
-# Usage: [ROUNDS=3] scripts/bench-fanout-vs-redis.sh [seconds] [rate] [readers...]   (defaults: 8 100 100 1000)
+# Usage: [ROUNDS=3] [EDDY=binary] scripts/bench-fanout-vs-redis.sh [seconds] [rate] [readers...]   (defaults: 8 100 100 1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-8}
@@ -13,8 +13,11 @@ if ! command -v redis-server >/dev/null; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
 fi
-[ -x .build/release/eddy ] || swift build -c release --product eddy
-eddy=$PWD/.build/release/eddy
+# EDDY=path runs another build (an older commit's, to bisect a regression).
+if [ -z "${EDDY:-}" ]; then
+  [ -x .build/release/eddy ] || swift build -c release --product eddy
+fi
+eddy=${EDDY:-$PWD/.build/release/eddy}
 work=$(mktemp -d /tmp/eddy-redis-XXXXXX)
 redis-server --port 16379 --bind 127.0.0.1 --dir "$work" --save "" --appendonly yes --appendfsync always \
   --maxclients 10000 --daemonize no > "$work/redis.log" 2>&1 &

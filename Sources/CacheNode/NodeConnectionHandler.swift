@@ -25,15 +25,15 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     private var state: HelloGate.Phase { gate.phase }
     private var principal: Principal { gate.principal }
     private var tasks: [UInt32: Task<Void, Never>] = [:]
-    /// The last append of each lane (segment and writer) on this connection: its request ID, and whether it
-    /// succeeded once it has finished. The next append of the lane starts when it has finished, so a writer's
-    /// pipelined batches reach the store in the order they arrived (tasks on a multi-threaded pool may otherwise
-    /// overtake each other). Lanes are per writer because a connection between nodes carries the forwarded
-    /// appends of many writers: one writer's failure must not hold up or fail another's. After a failure, a
-    /// writer's next batch still goes on: the store refuses a batch past the writer's next event number
-    /// (`eventNumberGap`, retriable), and the client resends it after the failed one. Without a writer ID the
-    /// store cannot tell, so the next batch of the lane fails at once instead.
-    private var lastAppend: [AppendLane: (id: UInt32, succeeded: EventLoopFuture<Bool>)] = [:]
+    /// The last append of each lane (segment and writer) on this connection: its request ID, and a future that
+    /// completes once it has been handed to the store's (or the owner's) connection, or has finished. The next
+    /// append of the lane starts when that future completes, so a writer's pipelined batches reach the store in
+    /// the order they arrived (tasks on a multi-threaded pool may otherwise overtake each other, and the store
+    /// keeps the order of one connection) while several of them are in flight at once. Lanes are per writer
+    /// because a connection between nodes carries the forwarded appends of many writers. When a batch fails, the
+    /// ones behind it still go on: the store refuses a batch past its writer's next event number
+    /// (`eventNumberGap`, retriable), and the client sends it again after the failed one.
+    private var lastAppend: [AppendLane: (id: UInt32, sent: EventLoopFuture<Void>)] = [:]
     /// Tail reads parked in the core (no task): see ``NodeCore/parkRead(_:offset:maxBytes:wait:reader:forwardedBy:on:_:)``.
     private var parked = 0
     private var readHeld = false
@@ -220,27 +220,19 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         let principal = self.principal
         let allocator = context.channel.allocator
         let lane = AppendLane(of: request)
-        let previous = lane.flatMap { lastAppend[$0]?.succeeded }
-        let turn = lane.map { _ in context.eventLoop.makePromise(of: Bool.self) }
+        let previous = lane.flatMap { lastAppend[$0]?.sent }
+        let sent = lane.map { _ in OnceSignal(context.eventLoop.makePromise(of: Void.self)) }
         let started = NIODeadline.now().uptimeNanoseconds
         core.counters.inFlight.add(1, ordering: .relaxed)
+        let submitted: (@Sendable () -> Void)? = sent.map { signal in { @Sendable in signal.fire() } }
         let task = Task {
-            let result: Finished
-            var previousSucceeded = true
-            if let previous { previousSucceeded = (try? await previous.get()) == true }
-            if let lane, !previousSucceeded, lane.writerID.isEmpty {
-                let error = EddyError(
-                    .unavailable,
-                    "an earlier append to \(lane.segment) on this connection failed: send them again in order")
-                result = Finished(
-                    frame: OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator), failed: true)
-            } else {
-                result = await NodeConnectionHandler.answer(
-                    core, request, id: id, reader: reader, principal: principal, allocator: allocator)
-            }
+            if let previous { try? await previous.get() }
+            let result = await NodeConnectionHandler.answer(
+                core, request, id: id, reader: reader, principal: principal, allocator: allocator,
+                submitted: submitted)
+            sent?.fire()
             core.timers?.record(request, since: started)
             core.counters.inFlight.subtract(1, ordering: .relaxed)
-            turn?.succeed(!result.failed)
             bound.eventLoop.execute {
                 if let lane { bound.value.0.endAppend(lane, id: id) }
                 bound.value.0.finish(
@@ -248,7 +240,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             }
         }
         tasks[id] = task
-        if let lane, let turn { lastAppend[lane] = (id, turn.futureResult) }
+        if let lane, let sent { lastAppend[lane] = (id, sent.future) }
         if inFlight >= core.configuration.maxInFlightPerConnection { readHeld = true }
     }
 
@@ -335,7 +327,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     /// The frame answering `request`, and the bytes it holds of the node's budget (reads).
     private static func answer(
         _ core: NodeCore, _ request: Request, id: UInt32, reader: ReaderState, principal: Principal,
-        allocator: ByteBufferAllocator
+        allocator: ByteBufferAllocator, submitted: (@Sendable () -> Void)? = nil
     ) async -> Finished {
         let result: Result<(ReadAnswer, Int64)?, EddyError>
         do throws(EddyError) {
@@ -354,7 +346,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
                 id: id, offset: read.offset, info: read.info, slices: read.slices, allocator: allocator)
             return Finished(frame: frame, charged: charged, delivered: (read.count, read.info))
         case .success(nil):
-            var response = await core.handle(request)
+            var response = await core.handle(request, submitted: submitted)
             if case .streamList(let all) = response {
                 // A listing shows only the streams the principal has some role on.
                 response = .streamList(all.filter { principal.seesAny($0.name) })
@@ -512,5 +504,19 @@ struct AppendLane: Hashable {
         default:
             return nil
         }
+    }
+}
+
+/// A promise completed once, by whichever of its callers comes first.
+final class OnceSignal: Sendable {
+    private let promise: EventLoopPromise<Void>
+    private let fired = Atomic<Bool>(false)
+
+    init(_ promise: EventLoopPromise<Void>) { self.promise = promise }
+
+    var future: EventLoopFuture<Void> { promise.futureResult }
+
+    func fire() {
+        if !fired.exchange(true, ordering: .acquiringAndReleasing) { promise.succeed() }
     }
 }

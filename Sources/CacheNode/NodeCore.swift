@@ -214,15 +214,21 @@ public final class NodeCore: Sendable {
     // MARK: - Requests
 
     /// Answers one request from a client or a peer. Reads answer through ``read(_:offset:maxBytes:wait:reader:)``.
-    func handle(_ request: Request, forwardedBy view: RingView? = nil) async -> Response {
+    /// `submitted` runs once an append has been handed to the store's or the owner's connection (a connection's
+    /// next append of the same writer and segment may start then: it reaches the store after this one).
+    func handle(
+        _ request: Request, forwardedBy view: RingView? = nil, submitted: (@Sendable () -> Void)? = nil
+    ) async -> Response {
         do throws(EddyError) {
-            return try await answer(request, forwardedBy: view)
+            return try await answer(request, forwardedBy: view, submitted: submitted)
         } catch {
             return .error(error)
         }
     }
 
-    func answer(_ request: Request, forwardedBy view: RingView?) async throws(EddyError) -> Response {
+    func answer(
+        _ request: Request, forwardedBy view: RingView?, submitted: (@Sendable () -> Void)? = nil
+    ) async throws(EddyError) -> Response {
         let timeout = configuration.requestTimeout
         switch request {
         case .hello:
@@ -247,7 +253,7 @@ public final class NodeCore: Sendable {
                 purge(name)
                 return .ok
             }
-            return try await answer(inner, forwardedBy: peerView)
+            return try await answer(inner, forwardedBy: peerView, submitted: submitted)
         case .listStreams, .streamInfo, .writerState, .segmentInfo:
             let r = try await store.send(request, timeout: timeout)
             guard let writeBack else { return r }
@@ -263,7 +269,8 @@ public final class NodeCore: Sendable {
             await refreshCatalog()
             return r
         case .append(let segment, _, _, let frames):
-            return try await routed(segment, request, forwardedBy: view) { () throws(EddyError) in
+            return try await routed(segment, request, forwardedBy: view, submitted: submitted) {
+                () throws(EddyError) in
                 if let writeBack = self.writeBack, let limit = writeBack.configuration.maximumFlushLag,
                     writeBack.lag(segment) > limit
                 {
@@ -275,7 +282,7 @@ public final class NodeCore: Sendable {
                 let seg = self.ownedSegment(segment)
                 seg.appendSent()
                 defer { seg.appendLanded() }
-                let r = try await self.store.send(request, timeout: timeout)
+                let r = try await self.store.send(request, timeout: timeout, submitted: submitted)
                 if case .appendAck(let ack) = r, !ack.duplicate {
                     self.counters.appends.add(1, ordering: .relaxed)
                     self.absorb(seg.extend(at: ack.firstOffset, frames), segment)
@@ -342,19 +349,21 @@ public final class NodeCore: Sendable {
     /// A request that changes a segment, run by its owner.
     func routed(
         _ segment: SegmentID, _ request: Request, forwardedBy view: RingView?,
-        _ local: () async throws(EddyError) -> Response
+        submitted: (@Sendable () -> Void)? = nil, _ local: () async throws(EddyError) -> Response
     ) async throws(EddyError) -> Response {
         try await viaOwner(segment, forwardedBy: view, local: local) { (owner) throws(EddyError) in
             counters.forwards.add(1, ordering: .relaxed)
-            return try await forward(request, to: owner, timeout: configuration.requestTimeout)
+            return try await forward(request, to: owner, timeout: configuration.requestTimeout, submitted: submitted)
         }
     }
 
-    func forward(_ request: Request, to owner: String, timeout: Duration) async throws(EddyError) -> Response {
+    func forward(
+        _ request: Request, to owner: String, timeout: Duration, submitted: (@Sendable () -> Void)? = nil
+    ) async throws(EddyError) -> Response {
         guard let peer = peers.upstream(owner) else {
             throw EddyError(.internalError, "\(owner) is in the ring but is not a HOST:PORT address")
         }
-        return try await peer.send(.forwarded(membership.view(), request), timeout: timeout)
+        return try await peer.send(.forwarded(membership.view(), request), timeout: timeout, submitted: submitted)
     }
 
     func tellPeers(_ request: Request) async {

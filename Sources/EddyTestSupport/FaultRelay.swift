@@ -55,6 +55,9 @@ public final class FaultRelay: Sendable {
     /// Passes bytes again, first what was held.
     public func heal() { state.setCut(false) }
 
+    /// Bytes read during the cut and not yet passed on, both ways, on every connection.
+    public var heldBytes: Int { state.heldBytes }
+
     /// Closes the listener and every relayed connection.
     public func close() async {
         try? await listener.close()
@@ -73,6 +76,8 @@ private final class RelayState: Sendable {
     var isCut: Bool { inner.withLock { $0.cut } }
 
     func add(_ halves: [RelayHalf]) { inner.withLock { $0.halves += halves } }
+
+    var heldBytes: Int { inner.withLock { $0.halves }.reduce(0) { $0 + $1.heldBytes } }
 
     func setCut(_ cut: Bool) {
         let halves = inner.withLock { s -> [RelayHalf] in
@@ -107,6 +112,8 @@ private final class RelayHalf: ChannelInboundHandler, Sendable {
     }
 
     func handlerAdded(context: ChannelHandlerContext) { loop.withLock { $0 = context.eventLoop } }
+
+    var heldBytes: Int { held.withLock { $0.reduce(0) { $0 + $1.readableBytes } } }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let bytes = unwrapInboundIn(data)

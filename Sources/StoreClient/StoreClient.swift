@@ -110,7 +110,16 @@ public final class StoreClient: RequestSender {
     /// ("cancelled"), its late answer is dropped, and the connection stays open (a node's store read whose
     /// readers all left stops holding the node's memory).
     public func send(_ request: Request, timeout: Duration? = nil) async throws(EddyError) -> Response {
+        try await send(request, timeout: timeout, submitted: nil)
+    }
+
+    /// ``send(_:timeout:)``, and `submitted` runs once the request has been written to the connection (before
+    /// its answer): a request submitted after that reaches the server after this one.
+    public func send(
+        _ request: Request, timeout: Duration?, submitted: (@Sendable () -> Void)?
+    ) async throws(EddyError) -> Response {
         let future = submit(request, timeout: timeout)
+        submitted?()
         let channel = self.channel
         let result: Result<Response, EddyError> = await withTaskCancellationHandler {
             do throws(EddyError) {
@@ -210,6 +219,8 @@ final class ClientHandler: ChannelDuplexHandler {
     private let silenceLimit: TimeAmount?
     /// Whether the liveness check is scheduled.
     private var watchingSilence = false
+    /// Why this side closed the connection (the liveness check), for the requests that fail because of it.
+    private var closeReason: EddyError?
     private let address: ServerAddress
     private var context: ChannelHandlerContext?
 
@@ -309,7 +320,7 @@ final class ClientHandler: ChannelDuplexHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        failAll(EddyError(.connectionFailed, "the server closed the connection"))
+        failAll(closeReason ?? EddyError(.connectionFailed, "the server closed the connection"))
         context.fireChannelInactive()
     }
 
@@ -407,12 +418,15 @@ final class ClientHandler: ChannelDuplexHandler {
             let silent = NIODeadline.now() - self.heard.last
             if silent >= limit {
                 self.watchingSilence = false
-                self.failAll(
+                // Closed first, so that whoever gets the error sees the connection gone; everything on it fails
+                // with this reason rather than "closed".
+                self.closeReason =
                     EddyError(
                         .connectionFailed,
                         "\(self.address) sent nothing for \(silent.nanoseconds / 1_000_000) ms while \(self.promptWaiting) "
-                            + "request(s) waited and did not answer a ping: the path to it is down"))
+                            + "request(s) waited and did not answer a ping: the path to it is down")
                 context.close(promise: nil)
+                self.failAll(self.closeReason!)
                 return
             }
             if silent >= step {

@@ -39,11 +39,14 @@ package final class Upstream: Sendable {
     /// Sends `request` and waits at most `timeout` for its answer.
     /// - Throws: the server's error answer; ``EddyError/Code/unavailable`` when the server cannot be reached;
     ///   ``EddyError/Code/timedOut`` past the deadline.
-    package func send(_ request: Request, timeout: Duration) async throws(EddyError) -> Response {
+    /// `submitted` runs once the request has been written to the connection (``StoreClient/send(_:timeout:submitted:)``).
+    package func send(
+        _ request: Request, timeout: Duration, submitted: (@Sendable () -> Void)? = nil
+    ) async throws(EddyError) -> Response {
         // Connecting counts against the request's deadline too.
         let client = try await connection(within: min(timeout, connectTimeout))
         do {
-            return try await client.send(request, timeout: timeout)
+            return try await client.send(request, timeout: timeout, submitted: submitted)
         } catch  where error.code == .connectionFailed {
             drop(client)
             throw EddyError(.unavailable, "\(address) is unreachable: \(error.message)")

@@ -38,9 +38,9 @@ struct SubscriptionTests {
                 let c = try await StoreClient.connect(to: addresses[i])
                 var chunks: [SegmentChunk] = []
                 var data: [UInt8] = []
-                // 500 ms heartbeats: the client gives up after 2 heartbeats and a second of silence, and this test
-                // shares two cores with the whole suite.
-                for try await chunk in c.subscribe(segment, from: 0, heartbeat: .milliseconds(500)) {
+                // 1 s heartbeats: the client gives up after 2 heartbeats and a second of silence, and this test
+                // shares two cores with the whole suite (at 500 ms a busy run saw 2 s of silence).
+                for try await chunk in c.subscribe(segment, from: 0, heartbeat: .seconds(1)) {
                     chunks.append(chunk)
                     data += chunk.data.readableBytesView
                 }
@@ -53,7 +53,7 @@ struct SubscriptionTests {
             #expect(s["subscriptions"] as? Int == 1, "node \(i): \(s)")
         }
         // Nothing to push for a while: heartbeats (empty chunks) come meanwhile.
-        try await Task.sleep(for: .milliseconds(1500))
+        try await Task.sleep(for: .milliseconds(2500))
         var appended: [UInt8] = []
         for n in 0..<5 {
             let batch = try frames(["event \(n)", String(repeating: "x", count: 100 * n)])
