@@ -29,6 +29,25 @@ ulimit -n 65536 2>/dev/null || true
 for _ in $(seq 200); do grep -q '^eddy up:' "$work/up.log" 2>/dev/null && break; sleep 0.1; done
 p99() { python3 -c "import json,sys; d=json.load(sys.stdin); print('%.2f %.2f %.2f' % (d['p50_ms'], d['p99_ms'], d['p999_ms']))"; }
 median() { python3 -c "import statistics,sys; print('%.2f' % statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
+# The guard: docs/benchmarks.md records, for some reader counts and rates, Eddy's and Redis's p99 from one run
+# (a row `| N readers, R events/s | E ms | R ms | ... |` of its fan-out guard table). This run's figures are printed
+# against them; since the machine's speed varies, the ratio redis/eddy is what is compared: below half the
+# recorded one is flagged as a regression (it was how a 60x slowdown went unnoticed for many commits).
+guard() {
+  local row
+  row=$(grep -F "| $1 readers, $2 events/s |" docs/benchmarks.md | head -1 || true)
+  [ -n "$row" ] || { echo "  guard: no recorded figure for $1 readers at $2 events/s in docs/benchmarks.md"; return; }
+  python3 - "$row" "$3" "$4" <<'PY'
+import re, sys
+row, eddy, redis = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+cells = [c.strip() for c in row.strip().strip("|").split("|")]
+rec_eddy, rec_redis = (float(re.match(r"[\d.]+", c).group()) for c in cells[1:3])
+now, then = redis / eddy, rec_redis / rec_eddy
+verdict = "REGRESSION: below half the recorded ratio" if now < then / 2 else "within range"
+print(f"  guard: recorded ({cells[3]}) eddy p99 {rec_eddy} ms, redis {rec_redis} ms, redis/eddy {then:.2f}; "
+      f"this run eddy {eddy} ms ({eddy / rec_eddy:.1f}x the record), redis {redis} ms, redis/eddy {now:.2f}: {verdict}")
+PY
+}
 # This machine's speed swings from run to run (both systems' p99 moves 2-3x), so each count runs ROUNDS rounds,
 # Eddy and Redis alternating, and the ratio is taken of the medians.
 rounds=${ROUNDS:-3}
@@ -47,4 +66,5 @@ for n in "${counts[@]}"; do
   me99=$(median "${e99[@]}"); mr99=$(median "${r99[@]}")
   echo "$n readers, $rate events/s, median of $rounds: eddy p50/p99 $(median "${e50[@]}")/$me99 ms;" \
     "redis $(median "${r50[@]}")/$mr99 ms; p99 redis/eddy $(python3 -c "print(f'{$mr99/$me99:.2f}')")"
+  guard "$n" "$rate" "$me99" "$mr99"
 done

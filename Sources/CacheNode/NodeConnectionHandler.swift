@@ -320,8 +320,6 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         var frame: OutboundFrame
         var charged: Int64 = 0
         var delivered: (count: Int, info: SegmentInfo)? = nil
-        /// The answer is an error.
-        var failed = false
     }
 
     /// The frame answering `request`, and the bytes it holds of the node's budget (reads).
@@ -351,13 +349,9 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
                 // A listing shows only the streams the principal has some role on.
                 response = .streamList(all.filter { principal.seesAny($0.name) })
             }
-            var failed = false
-            if case .error = response { failed = true }
-            return Finished(
-                frame: OutboundFrame(MessageCodec.frame(response, id: id), allocator: allocator), failed: failed)
+            return Finished(frame: OutboundFrame(MessageCodec.frame(response, id: id), allocator: allocator))
         case .failure(let error):
-            return Finished(
-                frame: OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator), failed: true)
+            return Finished(frame: OutboundFrame(MessageCodec.frame(.error(error), id: id), allocator: allocator))
         }
     }
 
