@@ -27,7 +27,9 @@ up_pid=$!
 trap 'kill $redis_pid $up_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 ulimit -n 65536 2>/dev/null || true
 for _ in $(seq 200); do grep -q '^eddy up:' "$work/up.log" 2>/dev/null && break; sleep 0.1; done
-p99() { python3 -c "import json,sys; d=json.load(sys.stdin); print('%.2f %.2f %.2f' % (d['p50_ms'], d['p99_ms'], d['p999_ms']))"; }
+# Older builds (EDDY=...) have no --server-pids: their rounds report no CPU figures.
+pids_flag=$("$eddy" bench fanout --help 2>/dev/null | grep -q -- --server-pids && echo yes || true)
+p99() { python3 -c "import json,sys; d=json.load(sys.stdin); print('%.2f %.2f %.2f %.0f' % (d['p50_ms'], d['p99_ms'], d['p999_ms'], d.get('deliveries_per_server_cpu_s', 0)))"; }
 median() { python3 -c "import statistics,sys; print('%.2f' % statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 # The guard: docs/benchmarks.md records, for some reader counts and rates, Eddy's and Redis's p99 from one run
 # (a row `| N readers, R events/s | E ms | R ms | ... |` of its fan-out guard table). This run's figures are printed
@@ -55,12 +57,13 @@ for n in "${counts[@]}"; do
   e99=(); r99=(); e50=(); r50=()
   for round in $(seq "$rounds"); do
     e=$("$eddy" bench fanout --stream "bench/redis-cmp-$n-$round" --segments 1 --readers "$n" --rate "$rate" \
-      --duration "$seconds" --json 2>/dev/null | p99)
-    r=$("$eddy" bench fanout --redis 127.0.0.1:16379 --readers "$n" --rate "$rate" --duration "$seconds" --json \
-      2>/dev/null | p99)
-    read -r ep50 ep99 ep999 <<< "$e"
-    read -r rp50 rp99 rp999 <<< "$r"
-    echo "  round $round, $n readers: eddy p50/p99/p999 $ep50/$ep99/$ep999 ms; redis $rp50/$rp99/$rp999 ms"
+      --duration "$seconds" ${pids_flag:+--server-pids "$up_pid"} --json 2>/dev/null | p99)
+    r=$("$eddy" bench fanout --redis 127.0.0.1:16379 --readers "$n" --rate "$rate" --duration "$seconds" \
+      ${pids_flag:+--server-pids "$redis_pid"} --json 2>/dev/null | p99)
+    read -r ep50 ep99 ep999 eeff <<< "$e"
+    read -r rp50 rp99 rp999 reff <<< "$r"
+    echo "  round $round, $n readers: eddy p50/p99/p999 $ep50/$ep99/$ep999 ms; redis $rp50/$rp99/$rp999 ms;" \
+      "deliveries per server CPU second: eddy $eeff, redis $reff"
     e99+=("$ep99"); r99+=("$rp99"); e50+=("$ep50"); r50+=("$rp50")
   done
   me99=$(median "${e99[@]}"); mr99=$(median "${r99[@]}")

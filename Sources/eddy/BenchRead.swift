@@ -339,18 +339,27 @@ struct BenchFanout: AsyncParsableCommand {
         help:
             "Measure Redis Streams at HOST:PORT instead (XADD and XREAD BLOCK, same readers, rate and client runtime).")
     var redis: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Process IDs whose CPU time over the run to report, P,Q,... (the servers: nodes and store, or redis-server).",
+            discussion: "Adds server_cpu_s and deliveries_per_server_cpu_s to the figures."))
+    var serverPids: String?
 
     func run() async throws {
         guard target.readers > 0, target.duration > 0 else {
             throw ValidationError("--readers and --duration must be positive")
         }
+        let pids = try CPUMeter.parsePIDs(serverPids)
+        _ = try CPUMeter(pids: pids)  // every PID readable now, or a clear error before anything starts
+        let meter = CPUMeterBox(pids: pids)
         if let redis {
             let address = try ServerAddress(parsing: redis)
             let started = ContinuousClock.now
             let f = try await redisFanout(
                 host: address.host, port: address.port, readers: target.readers, rate: rate, seconds: target.duration,
-                size: target.size)
-            report(f, elapsed: (ContinuousClock.now - started).inSeconds, peer: "redis")
+                size: target.size, started: { meter.start() })
+            report(f, elapsed: (ContinuousClock.now - started).inSeconds, peer: "redis", cpu: meter.read())
             return
         }
         try await reportingErrors {
@@ -399,6 +408,7 @@ struct BenchFanout: AsyncParsableCommand {
                     try await Task.sleep(for: .milliseconds(20))
                 }
                 let reporter = progress.report(start: ContinuousClock.now)
+                meter.start()
                 let writer = appendAtRate(admin, info, rate: rate, until: end, size: target.size)
                 var all = BenchFigures()
                 for try await f in group { all.add(f) }
@@ -408,17 +418,30 @@ struct BenchFanout: AsyncParsableCommand {
             }
             let elapsed = (ContinuousClock.now - start).inSeconds
             await admin.close()
-            report(figures, elapsed: elapsed, peer: "eddy")
+            report(figures, elapsed: elapsed, peer: "eddy", cpu: meter.read())
         }
     }
 
-    func report(_ figures: BenchFigures, elapsed: Double, peer: String) {
-        let result: [String: Any] = [
+    func report(_ figures: BenchFigures, elapsed: Double, peer: String, cpu: CPUMeter.Reading?) {
+        var result: [String: Any] = [
             "system": peer, "readers": target.readers, "rate": rate, "duration_s": elapsed,
             "deliveries": figures.events, "events_per_s": Double(figures.events) / elapsed,
             "bytes_per_s": Double(figures.bytes) / elapsed, "p50_ms": figures.ms(50), "p99_ms": figures.ms(99),
             "p999_ms": figures.ms(99.9),
         ]
+        if let cpu {
+            // The bench's own readers decode every delivery: their CPU time is the client library's cost, and
+            // when it nears all the cores, the client rather than the server was the limit.
+            result["client_cpu_s"] = cpu.clientSeconds
+            result["client_events_per_cpu_s"] = Double(figures.events) / max(cpu.clientSeconds, 1e-9)
+            result["client_cpu_share"] = cpu.clientShare
+            result["client_saturated"] = cpu.clientShare >= 0.9
+            if let server = cpu.serverSeconds {
+                result["server_cpu_s"] = server
+                result["deliveries_per_server_cpu_s"] = Double(figures.events) / max(server, 1e-9)
+                if !cpu.vanished.isEmpty { result["server_pids_gone"] = cpu.vanished.map(Int.init) }
+            }
+        }
         if target.json {
             printJSON(result)
             return
@@ -430,5 +453,18 @@ struct BenchFanout: AsyncParsableCommand {
             String(
                 format: "  append-to-delivery: p50 %.3f ms, p99 %.3f ms, p999 %.3f ms", figures.ms(50),
                 figures.ms(99), figures.ms(99.9)))
+        guard let cpu else { return }
+        if let server = cpu.serverSeconds {
+            print(
+                String(
+                    format: "  server CPU: %.2f s, %.0f deliveries per CPU second", server,
+                    Double(figures.events) / max(server, 1e-9)))
+        }
+        let verdict = cpu.clientShare >= 0.9 ? ": the readers were the bottleneck, not the server" : ""
+        print(
+            String(
+                format: "  client CPU: %.2f s, %.0f events decoded per CPU second, %.0f %% of %d cores",
+                cpu.clientSeconds, Double(figures.events) / max(cpu.clientSeconds, 1e-9), cpu.clientShare * 100,
+                cpu.cores) + verdict)
     }
 }

@@ -124,9 +124,11 @@ final class RedisConnection: ChannelInboundHandler, @unchecked Sendable {
 /// The Redis Streams side of `eddy bench fanout --redis`: one writer XADDs `rate` entries per second stamped with
 /// their send time; `readers` connections each follow the stream with `XREAD BLOCK`, recording send-to-delivery
 /// latency per entry. The same readers, rate, tick and payload as the Eddy run, through the same client runtime.
-func redisFanout(host: String, port: Int, readers: Int, rate: Int, seconds: Double, size: Int) async throws
-    -> BenchFigures
-{
+/// `started` runs when every reader is in place, right before the writer starts.
+func redisFanout(
+    host: String, port: Int, readers: Int, rate: Int, seconds: Double, size: Int,
+    started: @Sendable () -> Void = {}
+) async throws -> BenchFigures {
     let group = MultiThreadedEventLoopGroup.singleton
     let key = "eddy-bench-\(UUID().uuidString)"
     let admin = try await RedisConnection.connect(host: host, port: port, group: group)
@@ -165,6 +167,7 @@ func redisFanout(host: String, port: Int, readers: Int, rate: Int, seconds: Doub
             }
         }
         while readyBox.value < readers { try await Task.sleep(for: .milliseconds(20)) }
+        started()
         let payload = String(repeating: "t", count: size)
         let writer = Task {
             var owed = 0.0

@@ -112,6 +112,31 @@ struct RingTests {
         await store.close()
     }
 
+    @Test("eddy bench fanout --server-pids reports the servers' CPU time and deliveries per server CPU second")
+    func benchCPUFigures() async throws {
+        let ring = try Ring(nodes: 2)
+        defer { ring.stopAll() }
+        let pids = ([ring.store] + ring.nodes).map { String($0.pid) }.joined(separator: ",")
+        let r = try await eddyAsync([
+            "bench", "fanout", "--servers", ring.nodeAddresses.joined(separator: ","), "--stream", "ring/cpu",
+            "--segments", "1", "--readers", "4", "--rate", "200", "--duration", "2", "--server-pids", pids, "--json",
+        ])
+        #expect(r.status == 0, "\(r.stderr)")
+        let d = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
+        let deliveries = d["deliveries"] as? Int ?? 0
+        let server = d["server_cpu_s"] as? Double ?? 0
+        let client = d["client_cpu_s"] as? Double ?? 0
+        #expect(deliveries > 0 && server > 0 && client > 0, "\(d)")
+        let perServer = d["deliveries_per_server_cpu_s"] as? Double ?? 0
+        #expect(abs(perServer - Double(deliveries) / server) <= perServer * 1e-6, "\(d)")
+        #expect((d["client_events_per_cpu_s"] as? Double ?? 0) > 0 && d["client_saturated"] is Bool, "\(d)")
+        // A PID that is no process: a clear error before anything runs.
+        let bad = try await eddyAsync([
+            "bench", "fanout", "--servers", ring.nodeAddresses[0], "--server-pids", "\(Int32.max)", "--json",
+        ])
+        #expect(bad.status != 0 && bad.stderr.contains("--server-pids: no process \(Int32.max)"), "\(bad.stderr)")
+    }
+
     @Test("SIGKILL a node under tail readers: they fail over within a second, with no gap and no duplicate")
     func killNode() async throws {
         let ring = try Ring(nodeArguments: ["--block-size", "64K"])
