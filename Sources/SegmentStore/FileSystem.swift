@@ -43,6 +43,15 @@ enum FileSystem {
         guard fsync(fd) == 0 else { throw ioError("cannot fsync directory", path) }
     }
 
+    /// Like ``syncDirectory(_:)``, but a directory that does not exist (any more) is no error.
+    static func syncDirectoryIfPresent(_ path: String) throws(EddyError) {
+        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if fd < 0 && errno == ENOENT { return }
+        guard fd >= 0 else { throw ioError("cannot open directory", path) }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else { throw ioError("cannot fsync directory", path) }
+    }
+
     static func size(of fd: Int32, path: String) throws(EddyError) -> UInt64 {
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw ioError("cannot stat", path) }
@@ -118,6 +127,26 @@ enum FileSystem {
     }
 
     /// Removes a file or an empty directory; missing is fine.
+    /// Removes a large file a piece at a time: drops its cached pages, then cuts it down by `step` bytes with a
+    /// pause between cuts, so that freeing its blocks does not hold the filesystem's journal for long in one go
+    /// (unlinking a 64 MiB journal file at once stalled the store's journal syncs for 10-20 ms). Missing is fine.
+    static func removeGradually(_ path: String, step: Int = 4 << 20, pause: Duration = .milliseconds(1)) {
+        let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
+        if fd >= 0 {
+            defer { close(fd) }
+            _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED)
+            var st = stat()
+            var size = fstat(fd, &st) == 0 ? Int(st.st_size) : 0
+            while size > step {
+                size -= step
+                guard ftruncate(fd, off_t(size)) == 0 else { break }
+                let (s, a) = pause.components
+                usleep(useconds_t(s * 1_000_000 + a / 1_000_000_000_000))
+            }
+        }
+        remove(path)
+    }
+
     static func remove(_ path: String) {
         if unlink(path) != 0 && errno == EISDIR { rmdir(path) }
     }

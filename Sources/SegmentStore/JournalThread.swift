@@ -20,6 +20,8 @@ final class JournalThread: @unchecked Sendable {
     private let finished = DispatchSemaphore(value: 0)
     /// The time of each journal write + sync, when metrics are configured.
     private let syncTimer: CoreMetrics.Timer?
+    /// Writes checkpoints while the journal goes on.
+    private let checkpoints: CheckpointWriter
 
     init(
         configuration: StoreConfiguration, core: StoreCore, journal: JournalWriter, catalog: Catalog,
@@ -31,6 +33,9 @@ final class JournalThread: @unchecked Sendable {
         self.staged = catalog
         self.files = files
         self.nextLSN = nextLSN
+        checkpoints = CheckpointWriter(hook: configuration.checkpointHook) {
+            core.shared.withLock { $0.stats.checkpoints += 1 }
+        }
         syncTimer = configuration.metricsFactory.map {
             CoreMetrics.Timer(label: "eddy_store_journal_sync_seconds", dimensions: [], factory: $0)
         }
@@ -151,8 +156,13 @@ final class JournalThread: @unchecked Sendable {
         }
         for reply in replies { reply() }
 
-        if journal.position >= configuration.checkpointBytes {
-            do throws(EddyError) { try checkpoint() } catch {
+        if let error = checkpoints.takeFailure() {
+            failure = error
+            configuration.logger.critical(
+                "checkpoint failed; the store refuses writes until restarted", metadata: ["error": "\(error)"])
+        } else if journal.position >= configuration.checkpointBytes && !checkpoints.isBusy {
+            // A checkpoint still being written when the next is due: the journal grows until it is done.
+            do throws(EddyError) { checkpoints.start(try rollForCheckpoint()) } catch {
                 failure = error
                 configuration.logger.critical("checkpoint failed", metadata: ["error": "\(error)"])
             }
@@ -197,18 +207,23 @@ final class JournalThread: @unchecked Sendable {
         for waiter in woken { DispatchQueue.global().async(execute: waiter.wake) }
     }
 
-    /// Makes the segment files durable, starts a new journal file, writes the checkpoint and deletes the
-    /// journal files it covers.
-    func checkpoint() throws(EddyError) {
-        try files.sync()
+    /// Starts a new journal file and returns the checkpoint that covers the ones before it: the catalog as of
+    /// now and the segment files and directories to make durable first.
+    private func rollForCheckpoint() throws(EddyError) -> CheckpointWriter.Job {
+        let unsynced = files.takeUnsynced()
         try journal.roll()
-        let checkpoint = Checkpoint(journalSequence: journal.sequence, nextLSN: nextLSN, catalog: staged)
-        let data = configuration.dataDirectory
-        try FileSystem.writeAtomically(checkpoint.encode(), to: Recovery.checkpointPath(data), directory: data)
-        let directory = data + "/journal"
-        for old in JournalFiles.sequences(directory: directory) where old < journal.sequence {
-            FileSystem.remove(JournalFiles.path(directory: directory, sequence: old))
-        }
-        core.shared.withLock { $0.stats.checkpoints += 1 }
+        return CheckpointWriter.Job(
+            files: unsynced.files, directories: unsynced.directories,
+            checkpoint: Checkpoint(journalSequence: journal.sequence, nextLSN: nextLSN, catalog: staged),
+            dataDirectory: configuration.dataDirectory)
+    }
+
+    /// Takes a checkpoint on the calling thread (at open and at close, with the journal thread stopped): waits
+    /// for a background one, makes the segment files durable, starts a new journal file, writes the checkpoint
+    /// and deletes the journal files it covers.
+    func checkpoint() throws(EddyError) {
+        checkpoints.wait()
+        if let error = checkpoints.takeFailure() { throw error }
+        try checkpoints.write(try rollForCheckpoint())
     }
 }

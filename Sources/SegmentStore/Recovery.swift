@@ -25,6 +25,44 @@ enum Recovery {
             checkpoint = try Checkpoint.decode(try FileSystem.readWholeFile(cpPath), path: cpPath)
         }
 
+        // Journal files from the checkpoint's sequence on, consecutive, read before the segment files are
+        // checked: a stream the journal deletes may have lost its files already (deleted, or cut short by a
+        // stream of the same name created again) and is not held to the checkpoint's lengths.
+        let directory = data + "/journal"
+        let all = JournalFiles.sequences(directory: directory)
+        for stale in all where stale < checkpoint.journalSequence {
+            FileSystem.remove(JournalFiles.path(directory: directory, sequence: stale))
+        }
+        let live = all.filter { $0 >= checkpoint.journalSequence }
+        if let first = live.first, first != checkpoint.journalSequence {
+            throw EddyError(
+                .corruptData,
+                "journal file \(JournalFiles.path(directory: directory, sequence: checkpoint.journalSequence)) is missing"
+            )
+        }
+        for (a, b) in zip(live, live.dropFirst()) where b != a + 1 {
+            throw EddyError(
+                .corruptData, "journal file \(JournalFiles.path(directory: directory, sequence: a + 1)) is missing")
+        }
+        var scans: [(path: String, records: [(lsn: UInt64, record: JournalRecord)])] = []
+        var expected = checkpoint.nextLSN
+        var deleted: Set<StreamName> = []
+        for (i, sequence) in live.enumerated() {
+            let path = JournalFiles.path(directory: directory, sequence: sequence)
+            let scan = try JournalScanner.scan(path: path, isLast: i == live.count - 1, expectedLSN: expected)
+            for (recordLSN, record) in scan.records {
+                if case .deleteStream(let name) = record { deleted.insert(name) }
+                expected = recordLSN + 1
+            }
+            if scan.tornBytes > 0 {
+                try cutTornTail(path: path, validLength: scan.validLength, sequence: sequence)
+                logger.warning(
+                    "cut a torn journal tail",
+                    metadata: ["file": "\(path)", "offset": "\(scan.validLength)", "bytes": "\(scan.tornBytes)"])
+            }
+            scans.append((path, scan.records))
+        }
+
         // Segment files: trust exactly the checkpointed length; later bytes come back from the journal.
         var files = SegmentFileSet(data: data)
         for (name, segments) in checkpoint.catalog.streams {
@@ -32,6 +70,11 @@ enum Recovery {
             for (i, state) in segments.enumerated() {
                 let id = SegmentID(stream: name, number: UInt32(i))
                 let path = SegmentFile.path(data: data, segment: id)
+                if deleted.contains(name) {
+                    // Replay writes what the journal appends to it before the deletion, then deletes it.
+                    files.files[id] = try SegmentFile(path: path, truncate: false)
+                    continue
+                }
                 if !FileSystem.exists(path) && state.length > 0 {
                     throw EddyError(
                         .corruptData, "segment file \(path) is missing; the checkpoint says \(state.length) bytes")
@@ -49,31 +92,11 @@ enum Recovery {
             }
         }
 
-        // Journal files from the checkpoint's sequence on, consecutive.
-        let directory = data + "/journal"
-        let all = JournalFiles.sequences(directory: directory)
-        for stale in all where stale < checkpoint.journalSequence {
-            FileSystem.remove(JournalFiles.path(directory: directory, sequence: stale))
-        }
-        let live = all.filter { $0 >= checkpoint.journalSequence }
-        if let first = live.first, first != checkpoint.journalSequence {
-            throw EddyError(
-                .corruptData,
-                "journal file \(JournalFiles.path(directory: directory, sequence: checkpoint.journalSequence)) is missing"
-            )
-        }
-        for (a, b) in zip(live, live.dropFirst()) where b != a + 1 {
-            throw EddyError(
-                .corruptData, "journal file \(JournalFiles.path(directory: directory, sequence: a + 1)) is missing")
-        }
-
         var catalog = checkpoint.catalog
         var lsn = checkpoint.nextLSN
         var replayed = 0
-        for (i, sequence) in live.enumerated() {
-            let path = JournalFiles.path(directory: directory, sequence: sequence)
-            let scan = try JournalScanner.scan(path: path, isLast: i == live.count - 1, expectedLSN: lsn)
-            for (recordLSN, record) in scan.records {
+        for (path, records) in scans {
+            for (recordLSN, record) in records {
                 do throws(EddyError) {
                     try catalog.apply(record, lsn: recordLSN)
                 } catch {
@@ -82,12 +105,6 @@ enum Recovery {
                 try files.apply(record)
                 lsn = recordLSN + 1
                 replayed += 1
-            }
-            if scan.tornBytes > 0 {
-                try cutTornTail(path: path, validLength: scan.validLength, sequence: sequence)
-                logger.warning(
-                    "cut a torn journal tail",
-                    metadata: ["file": "\(path)", "offset": "\(scan.validLength)", "bytes": "\(scan.tornBytes)"])
             }
         }
         if replayed > 0 {

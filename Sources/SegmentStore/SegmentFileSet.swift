@@ -60,14 +60,14 @@ struct SegmentFileSet {
         }
     }
 
-    /// Makes every write and directory change since the last call durable.
-    mutating func sync() throws(EddyError) {
-        for id in dirty { try files[id]?.sync() }
-        for directory in changedDirectories.sorted(by: { $0.count > $1.count }) where FileSystem.exists(directory) {
-            try FileSystem.syncDirectory(directory)
+    /// Takes what the next checkpoint must make durable: the files written and the directories changed since
+    /// the last call.
+    mutating func takeUnsynced() -> (files: [SegmentFile], directories: [String]) {
+        defer {
+            dirty.removeAll()
+            changedDirectories.removeAll()
+            unstarted.removeAll()
         }
-        dirty.removeAll()
-        changedDirectories.removeAll()
-        unstarted.removeAll()
+        return (dirty.compactMap { files[$0] }, Array(changedDirectories))
     }
 }

@@ -29,6 +29,9 @@ public struct StoreConfiguration: Sendable {
     /// Whether ``SegmentStore/close()`` takes a checkpoint. Tests turn it off to leave a journal to replay,
     /// as a crash would.
     var checkpointOnClose = true
+    /// Called on the checkpoint thread before each background checkpoint; returning false abandons it, as a
+    /// crash would (tests).
+    var checkpointHook: (@Sendable () -> Bool)? = nil
 
     /// Creates a configuration with defaults for everything but the data directory.
     public init(dataDirectory: String, logger: Logger = Logger(label: "eddy.store")) {
