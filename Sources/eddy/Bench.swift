@@ -33,6 +33,13 @@ struct BenchAppend: AsyncParsableCommand {
     @Option(name: .long, help: "Events per append request.") var batch: Int = 1000
     @Option(name: .long, help: "Append requests in flight per writer.") var inflight: Int = 2
     @Option(name: .long, help: "Segments of the bench stream.") var segments: UInt32 = 4
+    @Option(
+        name: .long,
+        help: """
+            Offer this many events/s in all instead of as many as the store takes: each request is sent at its \
+            scheduled time and its latency counts from then, so time spent behind schedule is included.
+            """)
+    var rate: Double?
     @Option(name: .long, help: "Stream to write (created if missing, deleted after unless --keep).")
     var stream: String?
     @Flag(name: .long, help: "Keep the bench stream afterwards.") var keep = false
@@ -46,6 +53,9 @@ struct BenchAppend: AsyncParsableCommand {
             if let duration, !(duration > 0) {
                 throw EddyError(.invalidArgument, "--duration must be a positive number of seconds")
             }
+            if let rate, !(rate > 0) { throw EddyError(.invalidArgument, "--rate must be a positive events/s") }
+            // With --rate each of the writers x inflight senders sends one request per `interval`.
+            let interval = rate.map { Duration.seconds(Double(batch * writers * inflight) / $0) }
             let name = try parseStream(stream ?? "bench/append-\(UInt32.random(in: 0...UInt32.max))")
             let admin = try await connectStore(server)
             if (try? await admin.info(name)) == nil { try await admin.createStream(name, segments: segments) }
@@ -78,12 +88,18 @@ struct BenchAppend: AsyncParsableCommand {
             }
             let latencies = try await withThrowingTaskGroup(of: [Double].self) { group in
                 for w in 0..<writers {
-                    for _ in 0..<inflight {
+                    for slot in 0..<inflight {
                         group.addTask {
                             var mine: [Double] = []
                             let segment = SegmentID(stream: name, number: UInt32(w % segmentCount))
+                            // Senders start spread over one interval, so the offered load is even.
+                            var due = interval.map {
+                                start + $0 * (Double(w * inflight + slot) / Double(writers * inflight))
+                            }
                             while issued.value.add(1, ordering: .relaxed).oldValue < requests {
-                                let t0 = ContinuousClock.now
+                                if let at = due, at > ContinuousClock.now { try await Task.sleep(until: at) }
+                                let t0 = due ?? ContinuousClock.now
+                                if let interval { due = t0 + interval }
                                 _ = try await clients[w].append(segment, frames: batchBuffer)
                                 mine.append((ContinuousClock.now - t0).inSeconds)
                                 done.value.add(1, ordering: .relaxed)
@@ -112,6 +128,9 @@ struct BenchAppend: AsyncParsableCommand {
             }
             print("appended \(completed * batch) events of \(size) bytes in \(String(format: "%.2f", elapsed)) s")
             print("  \(writers) writers x \(inflight) in flight, \(batch) events per request, \(segmentCount) segments")
+            if let rate {
+                print(String(format: "  offered: %.0f events/s (latency from each request's scheduled time)", rate))
+            }
             print(String(format: "  events/s: %.0f", total / elapsed))
             print(
                 String(
