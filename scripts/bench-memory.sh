@@ -2,14 +2,26 @@
 # The node's memory with many readers: a release store and one cache node as separate processes, a stream
 # larger than the node's cache, then N readers (half tail, half catch-up) for S seconds while the node's RSS is
 # sampled every 0.5 s. Prints the peak RSS against the cache budget + 64 MiB.
-# Usage: scripts/bench-memory.sh [readers] [seconds] [cache]   (defaults: 1000 20 256M)
+# With a fourth argument `churn:R`, readers come and go: rounds of R seconds (each a new bench process whose
+# readers connect, read and leave, then 2 s with none) for `seconds` in all; it prints each round's peak RSS and
+# whether the later half of the rounds peaked higher than the first half (growth: more than 8 MiB).
+# Usage: [EDDY=binary] scripts/bench-memory.sh [readers] [seconds] [cache] [churn:R]   (defaults: 1000 20 256M)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 readers=${1:-1000}
 seconds=${2:-20}
 cache=${3:-256M}
-[ -x .build/release/eddy ] || swift build -c release --product eddy
-eddy=$PWD/.build/release/eddy
+churn=${4:-}
+round=$seconds
+if [ -n "$churn" ]; then
+  [[ $churn =~ ^churn:([0-9]+)$ ]] || { echo "bench-memory: the fourth argument is churn:SECONDS, not '$churn'" >&2; exit 2; }
+  round=${BASH_REMATCH[1]}
+fi
+# EDDY=path runs another build.
+if [ -z "${EDDY:-}" ]; then
+  [ -x .build/release/eddy ] || swift build -c release --product eddy
+fi
+eddy=${EDDY:-$PWD/.build/release/eddy}
 work=$(mktemp -d /tmp/eddy-mem-XXXXXX)
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -31,10 +43,30 @@ sample() { while kill -0 "$node" 2>/dev/null; do
 sample &
 sampler=$!
 pids+=($sampler)
-"$eddy" bench read --servers 127.0.0.1:19090 --stream bench/mem --readers "$readers" --mode mixed --rate 1000 \
-  --duration "$seconds" --fill-mib "$fill" --json 2>/dev/null > "$work/bench.json"
-peak=$(cat "$work/peak")
+started=$(date +%s)
+rounds=()
+n=0
+while :; do
+  n=$((n + 1))
+  echo 0 > "$work/peak"; peak=0
+  kill "$sampler" 2>/dev/null || true; sample & sampler=$!; pids+=($sampler)
+  "$eddy" bench read --servers 127.0.0.1:19090 --stream bench/mem --readers "$readers" --mode mixed --rate 1000 \
+    --duration "$round" --fill-mib "$fill" --json 2>/dev/null > "$work/bench.json"
+  rounds+=("$(cat "$work/peak")")
+  [ -n "$churn" ] || break
+  echo "round $n: node peak RSS $(( ${rounds[-1]} / 1048576 )) MiB, $(( $(date +%s) - started )) s of $seconds"
+  [ $(( $(date +%s) - started + round )) -le "$seconds" ] || break
+  sleep 2  # no readers for a moment: what they held should be gone
+done
+peak=$(printf '%s\n' "${rounds[@]}" | sort -n | tail -1)
 limit=$(( budget + 64 * 1048576 ))
 echo "readers $readers, cache budget $((budget / 1048576)) MiB, data $fill MiB"
 echo "node peak RSS: $((peak / 1048576)) MiB (limit budget + 64 MiB = $((limit / 1048576)) MiB): $([ "$peak" -le "$limit" ] && echo within || echo OVER)"
-echo "bench: $(cat "$work/bench.json")"
+if [ -n "$churn" ]; then
+  half=$(( ${#rounds[@]} / 2 ))
+  first=$(printf '%s\n' "${rounds[@]:0:$half}" | sort -n | tail -1)
+  later=$(printf '%s\n' "${rounds[@]:$half}" | sort -n | tail -1)
+  echo "readers came and went ${#rounds[@]} times: peak of the first half $((first / 1048576)) MiB, of the later" \
+    "half $((later / 1048576)) MiB: $([ "$later" -le $(( first + 8 * 1048576 )) ] && echo "no growth" || echo GROWTH)"
+fi
+echo "bench (last round): $(cat "$work/bench.json")"

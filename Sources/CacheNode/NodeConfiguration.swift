@@ -23,13 +23,17 @@ public struct NodeConfiguration: Sendable {
     public var etcd: EtcdMembershipConfiguration? = nil
     /// The node's zone label; clients prefer nodes of their own zone.
     public var zone: String = ""
-    /// The memory budget for cached blocks, near cache included.
+    /// The node's memory budget beyond its own code: the owner cache and the near cache share seven eighths of
+    /// it; the last eighth is held back for answers in flight (``effectiveMaxBytesInFlight``, a sixteenth) and
+    /// what each connection and request in progress holds, so the node's resident size stays within this plus
+    /// about 64 MiB (its code and idle heap) with a thousand readers (docs/benchmarks.md, "Memory").
     public var cacheBytes: Int64 = 256 << 20
     /// The eviction policy of the owner cache, `name` or `name:key=value` (``PolicyKind/parse(_:)``).
     public var policy: String = "stream"
     /// The block size in bytes.
     public var blockSize: UInt64 = BlockGeometry.defaultBlockSize
-    /// The share of ``cacheBytes`` kept for full blocks of segments other nodes own.
+    /// The share of the block caches (``cacheBytes`` less the in-flight reserve) kept for full blocks of segments
+    /// other nodes own.
     public var nearCacheShare: Double = 0.1
     /// Shards (locks) of the owner cache; 0: automatic (``automaticCacheShards``). A segment's blocks live in one
     /// shard, so one segment can fill at most 1/shards of the owner cache: more shards mean less lock contention
@@ -59,8 +63,18 @@ public struct NodeConfiguration: Sendable {
     public var failureTimeout: Duration = .milliseconds(2000)
     /// The most block bytes in flight at once (store loads, and answers until the socket has taken them, hits
     /// included); requests past it queue for up to ``requestTimeout`` and then fail with
-    /// ``EddyError/Code/overloaded``. It bounds the memory the node uses beyond its cache.
-    public var maxBytesInFlight: Int64 = 48 << 20
+    /// ``EddyError/Code/overloaded``. It bounds the memory the node uses beyond its cache. Nil (the default):
+    /// a sixteenth of ``cacheBytes``, at least 8 MiB and at most 48 MiB (``effectiveMaxBytesInFlight``).
+    public var maxBytesInFlight: Int64? = nil
+
+    /// ``maxBytesInFlight``, or its default for ``cacheBytes``.
+    public var effectiveMaxBytesInFlight: Int64 { maxBytesInFlight ?? min(48 << 20, max(8 << 20, cacheBytes / 16)) }
+
+    /// The part of ``cacheBytes`` the caches leave to the rest of the node: answers in flight (hits are slices
+    /// of cached blocks and cost nothing more, but a block evicted while answers to it are still being written
+    /// stays in memory until they are, and so does a block loaded from the store until the cache takes it),
+    /// connections' buffers and requests in progress.
+    var inFlightReserve: Int64 { cacheBytes / 8 }
     /// Whether the node tells a reader-aware policy (`stream`) where each reader is (``ReaderAware``). Off by
     /// default until it measures better than the policy's own inference (docs/benchmarks.md).
     public var readerHints = false
@@ -133,14 +147,16 @@ public struct NodeConfiguration: Sendable {
         if whatIf { try whatIfConfiguration(ownerCacheBytes: ownerCacheBytes).validate() }
     }
 
-    /// The owner cache's share of ``cacheBytes`` (the rest is the near cache).
     /// The owner cache's shards: ``cacheShards``, or when that is 0, half the cores between 1 and 8 (one shard
     /// on this project's 2-core machines: the whole owner cache is open to any segment).
     public var ownerCacheShards: Int {
         cacheShards > 0 ? cacheShards : min(8, max(1, ProcessInfo.processInfo.activeProcessorCount / 2))
     }
 
-    var ownerCacheBytes: Int64 { cacheBytes - Int64(Double(cacheBytes) * nearCacheShare) }
+    var ownerCacheBytes: Int64 { blockCacheBytes - Int64(Double(blockCacheBytes) * nearCacheShare) }
+
+    /// What the owner and near caches share: ``cacheBytes`` less ``inFlightReserve``.
+    var blockCacheBytes: Int64 { cacheBytes - inFlightReserve }
 
     /// What the what-if runs, for an owner cache of `ownerCacheBytes`.
     func whatIfConfiguration(ownerCacheBytes: Int64) -> WhatIf.Configuration {

@@ -1,5 +1,6 @@
 import EddyAuth
 import NIOCore
+import StoreClient
 import StreamModel
 import Synchronization
 import WireProtocol
@@ -55,6 +56,21 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         var reading = false
         /// Unsubscribed while a read was out: that read's answer is dropped.
         var ended = false
+        /// How it waits while it follows without a read request of its own: at the tail of a segment this node
+        /// owns (the segment and the waiter's ID there), or parked in the core (on a shared forward to the owner).
+        var following: Following?
+        /// What wakes it while it follows, made once: it delivers what arrived (``NodeConnectionHandler/deliver(_:_:_:)``).
+        var respond: (@Sendable (ParkedRead.Outcome) -> Void)?
+        /// When the subscriber was last sent something (uptime nanoseconds): a heartbeat is due after
+        /// `heartbeatMilliseconds` of silence.
+        var lastSent: UInt64 = 0
+        /// Whether the heartbeat timer of a following subscription is set.
+        var heartbeatSet = false
+
+        enum Following {
+            case tail(OwnedSegment, waiter: Int)
+            case parked
+        }
 
         init(segment: SegmentID, offset: UInt64, window: UInt32, heartbeatMilliseconds: UInt32) {
             self.segment = segment
@@ -135,7 +151,11 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             advance(context, id)
         case .unsubscribe(let id):
             guard let sub = subscriptions[id] else { return }
-            if sub.reading {
+            if case .tail(let seg, let waiter) = sub.following, seg.unpark(waiter) {
+                sub.following = nil
+                parked -= 1
+                endSubscription(id)
+            } else if sub.reading {
                 // Gone for the subscriber now; the read that is out drops its answer when it ends.
                 sub.ended = true
                 core.counters.subscriptions.subtract(1, ordering: .relaxed)
@@ -181,6 +201,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             return
         }
         sub.reading = true
+        if follow(context, id, sub) { return }
         // At most what the window takes, so a subscriber is never sent more than its window. Subscribers whose
         // windows are open wider than one answer ask alike, so their reads coalesce into one forward.
         let request = Request.read(
@@ -189,11 +210,129 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         if !park(context, id, request) { dispatch(context, id, request) }
     }
 
+    /// Lets subscription `id` wait for its next bytes without a read request of its own: the fast path of a
+    /// fan-out. When this node owns the segment and the subscription is at its end, it files a waiter at the
+    /// segment's tail: the bytes of an append wake every waiter (one hop per event loop for all of them) and
+    /// ``deliver(_:_:_:)`` writes them as a push and files the same waiter again (no read, task, timer, closure or
+    /// budget charge per delivery; a heartbeat timer only after a heartbeat interval of silence). Otherwise it
+    /// parks in the core, on a shared forward to the owner when this node does not own the segment, and the
+    /// forward's answer is pushed as it comes. Anything else (bytes not at the tail, a seal, a truncation) goes
+    /// through the read path. Returns false when it did not wait (the caller reads).
+    private func follow(_ context: ChannelHandlerContext, _ id: UInt32, _ sub: Subscription) -> Bool {
+        if sub.respond == nil {
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            sub.respond = { outcome in bound.value.0.deliver(bound.value.1, id, outcome) }
+        }
+        guard let respond = sub.respond else { return false }
+        if let seg = core.followableTail(sub.segment, at: sub.offset),
+            let waiter = seg.park(at: sub.offset, ParkedRead(eventLoop: context.eventLoop, wake: respond))
+        {
+            sub.following = .tail(seg, waiter: waiter)
+            core.followed(seg)
+            if sub.lastSent == 0 { sub.lastSent = NIODeadline.now().uptimeNanoseconds }
+            if !sub.heartbeatSet { scheduleHeartbeat(context, id, sub) }
+        } else if core.parkRead(
+            sub.segment, offset: sub.offset, maxBytes: Int(min(1 << 20, sub.window)),
+            wait: .milliseconds(Int64(sub.heartbeatMilliseconds)), reader: reader, forwardedBy: nil,
+            on: context.eventLoop, respond)
+        {
+            sub.following = .parked
+        } else {
+            return false
+        }
+        parked += 1
+        return true
+    }
+
+    /// Delivers to following subscription `id` what woke it, then follows on (or reads, when what changed is
+    /// not bytes at its offset).
+    private func deliver(_ context: ChannelHandlerContext, _ id: UInt32, _ outcome: ParkedRead.Outcome) {
+        guard let sub = subscriptions[id], let following = sub.following else { return }
+        sub.following = nil
+        parked -= 1
+        sub.reading = false
+        if sub.ended {
+            subscriptions[id] = nil
+            return
+        }
+        guard state == .ready else { return }
+        switch (following, outcome) {
+        case (.tail(let seg, _), _):
+            if sub.window > 0, context.channel.isWritable,
+                let answer = seg.tailSlices(from: sub.offset, maxBytes: Int(min(1 << 20, sub.window))),
+                answer.count > 0
+            {
+                // Tail bytes are the segment's own chunks, shared by every subscriber: not charged to the
+                // in-flight budget (a connection whose socket does not drain stops taking them).
+                core.deliveredTail(answer, reader: reader)
+                if push(context, id, sub, answer) { return }
+            }
+        case (.parked, .answer(let answer)):
+            // A shared answer (its buffers are shared by every read parked on it), or a heartbeat: empty.
+            core.counters.bytesServed.add(answer.count, ordering: .relaxed)
+            if push(context, id, sub, answer) { return }
+        case (.parked, .failed(let error)):
+            respond(context, id, .error(error))
+            return endSubscription(id)
+        case (.parked, .changed):
+            break
+        }
+        advance(context, id)
+        resumeReadingIfAllowed(context)
+    }
+
+    /// Sends `answer` to subscription `id` as a push and moves it on; returns true when that ended it (the end of
+    /// a sealed segment).
+    @discardableResult
+    private func push(_ context: ChannelHandlerContext, _ id: UInt32, _ sub: Subscription, _ answer: ReadAnswer)
+        -> Bool
+    {
+        let count = answer.count
+        if count > 0 { core.configuration.rates.debit(principal, bytes: count) }
+        send(
+            context,
+            MessageCodec.readResultFrame(
+                id: id, offset: answer.offset, info: answer.info, slices: answer.slices,
+                allocator: context.channel.allocator))
+        sub.offset += UInt64(count)
+        sub.window -= Int64(count)
+        sub.lastSent = NIODeadline.now().uptimeNanoseconds
+        guard answer.info.sealed && sub.offset >= answer.info.length else { return false }
+        endSubscription(id)
+        return true
+    }
+
+    /// Sends following subscription `id` an empty push (its heartbeat: the segment's state) once it has had
+    /// nothing for its heartbeat interval, checking again at the next point that could be due.
+    private func scheduleHeartbeat(_ context: ChannelHandlerContext, _ id: UInt32, _ sub: Subscription) {
+        sub.heartbeatSet = true
+        let interval = UInt64(sub.heartbeatMilliseconds) * 1_000_000
+        let due = sub.lastSent + interval
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        LoopTimers.current(on: context.eventLoop).schedule(at: .uptimeNanoseconds(due)) {
+            let (handler, context) = bound.value
+            guard handler.state == .ready, let sub = handler.subscriptions[id], !sub.ended else { return }
+            sub.heartbeatSet = false
+            // While a read is out instead, that read's own wait gives the heartbeat: the timer stops until the
+            // subscription follows the tail again.
+            guard case .tail(let seg, let waiter) = sub.following else { return }
+            if NIODeadline.now().uptimeNanoseconds >= sub.lastSent + interval, let info = seg.info, seg.unpark(waiter) {
+                sub.following = nil
+                handler.parked -= 1
+                sub.reading = false
+                if handler.push(context, id, sub, ReadAnswer(info: info, offset: sub.offset, slices: [])) { return }
+                handler.advance(context, id)
+            }
+            if case .tail = sub.following, !sub.heartbeatSet { handler.scheduleHeartbeat(context, id, sub) }
+        }
+    }
+
     /// Books an answer (`delivered`: its size and the segment's state; nil for an error) against the
     /// subscription `id` when there is one. Returns false when the answer must be dropped (unsubscribed).
     private func book(_ id: UInt32, _ delivered: (count: Int, info: SegmentInfo)?) -> Bool {
         guard let sub = subscriptions[id] else { return true }
         sub.reading = false
+        sub.lastSent = NIODeadline.now().uptimeNanoseconds
         if sub.ended {
             subscriptions[id] = nil
             return false
@@ -443,6 +582,10 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
 
     private func close(_ context: ChannelHandlerContext) {
         gate.close()
+        for sub in subscriptions.values {
+            if case .tail(let seg, let waiter) = sub.following, seg.unpark(waiter) { parked -= 1 }
+            sub.following = nil
+        }
         for t in tasks.values { t.cancel() }
         tasks.removeAll()
         core.counters.subscriptions.subtract(subscriptions.values.count { !$0.ended }, ordering: .relaxed)

@@ -76,6 +76,33 @@ extension NodeCore {
             segment, owner: owner, offset: offset, maxBytes: maxBytes, wait: wait, on: eventLoop, respond)
     }
 
+    /// The segment a subscription at `offset` can follow without a read: one this node owns, with `offset` at its
+    /// known end (nothing to answer yet) and not sealed. Nil: the subscription reads through ``parkRead``.
+    func followableTail(_ segment: SegmentID, at offset: UInt64) -> OwnedSegment? {
+        guard knownOwner(of: segment) == me, let seg = segments.withLock({ $0[segment] }), let info = seg.info,
+            offset >= info.startOffset, info.length <= offset, !info.sealed
+        else { return nil }
+        return seg
+    }
+
+    /// Counts a subscription waiting at the tail of `seg` as a tail read, and keeps the store watch running.
+    func followed(_ seg: OwnedSegment) {
+        counters.reads.add(1, ordering: .relaxed)
+        counters.tailWaits.add(1, ordering: .relaxed)
+        counters.parkedReads.add(1, ordering: .relaxed)
+        watch(seg)
+    }
+
+    /// Books a delivery of `answer` (tail bytes at `offset`) to a subscription: a hit on the tail block.
+    func deliveredTail(_ answer: ReadAnswer, reader: ReaderState?) {
+        noteLookup(
+            answer.info.segment, block: geometry.index(containing: answer.offset), info: answer.info, reader: reader,
+            tail: true, first: true)
+        countLookup(hit: true)
+        counters.bytesServed.add(answer.count, ordering: .relaxed)
+        counters.tailPushes.add(1, ordering: .relaxed)
+    }
+
     func parkOwned(
         _ segment: SegmentID, offset: UInt64, maxBytes: Int, wait: Duration, reader: ReaderState?,
         on eventLoop: any EventLoop, _ respond: @escaping @Sendable (ParkedRead.Outcome) -> Void

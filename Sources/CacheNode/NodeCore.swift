@@ -87,7 +87,7 @@ public final class NodeCore: Sendable {
         self.me = configuration.name
         geometry = try BlockGeometry(blockSize: configuration.blockSize)
         let (kind, parameters) = try PolicyKind.parse(configuration.policy)
-        let nearBytes = configuration.cacheBytes - configuration.ownerCacheBytes
+        let nearBytes = configuration.blockCacheBytes - configuration.ownerCacheBytes
         var owned = BlockCacheConfiguration(capacity: configuration.ownerCacheBytes)
         owned.policy = kind
         owned.policyParameters = parameters
@@ -103,7 +103,7 @@ public final class NodeCore: Sendable {
         } else {
             near = nil
         }
-        budget = ByteBudget(limit: configuration.maxBytesInFlight)
+        budget = ByteBudget(limit: configuration.effectiveMaxBytesInFlight)
         timers = configuration.metricsFactory.map { RequestTimers(factory: $0, node: configuration.name) }
         trace = try configuration.traceOut.map { (path) throws(EddyError) in try AccessTrace(path: path) }
         whatIf =

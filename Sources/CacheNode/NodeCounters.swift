@@ -16,6 +16,8 @@ final class NodeCounters: Sendable {
     let tailWaits = Atomic<Int>(0)
     let parkedReads = Atomic<Int>(0)
     let subscriptions = Atomic<Int>(0)
+    /// Pushes written straight from an owned segment's tail to a following subscription (no read).
+    let tailPushes = Atomic<Int>(0)
     let appends = Atomic<Int>(0)
     let staleForwards = Atomic<Int>(0)
     let ringChanges = Atomic<Int>(0)

@@ -43,6 +43,7 @@ extension NodeCore {
                 ? 0 : Double(ledger.bytes) / Double(ledger.distinctBytes),
             "tail_waiters": tailWaiters,
             "parked_reads": c.parkedReads.load(ordering: .relaxed),
+            "tail_pushes": c.tailPushes.load(ordering: .relaxed),
             "subscriptions": c.subscriptions.load(ordering: .relaxed),
             "bytes_served": c.bytesServed.load(ordering: .relaxed),
             "evictions": owned.evictions + nearStats.evictions,

@@ -126,6 +126,9 @@ public struct OutboundFrame: Sendable {
         parts = [first] + slices.filter { $0.readableBytes > 0 }
     }
 
+    /// A frame already laid out in `parts`.
+    init(parts: [ByteBuffer]) { self.parts = parts }
+
     /// A plain frame: a header buffer and the body as it is.
     public init(_ frame: Frame, allocator: ByteBufferAllocator) {
         self.init(

@@ -82,12 +82,60 @@ struct SubscriptionTests {
         await ring.shutdown()
     }
 
-    @Test("the window bounds what a subscriber that does not consume is sent; consuming gives it back")
-    func windowIsFlowControl() async throws {
+    /// A one-node ring, a client of it, and the segment of a new one-segment stream.
+    static func oneNodeSegment() async throws -> (NodeRing, StoreClient, SegmentID) {
         let ring = try await NodeRing(count: 1)
         let setup = try await ring.client(0)
         try await setup.createStream(Self.name, segments: 1)
-        let segment = SegmentID(stream: Self.name, number: 0)
+        return (ring, setup, SegmentID(stream: Self.name, number: 0))
+    }
+
+    @Test("subscribers at the tail of an owned segment get pushes straight from the tail, every byte in order")
+    func tailPushes() async throws {
+        let (ring, setup, segment) = try await Self.oneNodeSegment()
+        let appends = 20
+        let address = ring.addresses[0]
+        let subscribers = (0..<3).map { _ in
+            Task { () throws -> [SegmentChunk] in
+                let c = try await StoreClient.connect(to: address)
+                var chunks: [SegmentChunk] = []
+                for try await chunk in c.subscribe(segment, from: 0, heartbeat: .seconds(1)) {
+                    chunks.append(chunk)
+                }
+                await c.close()
+                return chunks
+            }
+        }
+        _ = try await Self.statsWhen(setup) { $0["subscriptions"] as? Int == 3 }
+        var appended: [UInt8] = []
+        for n in 0..<appends {
+            let batch = try frames(["pushed \(n)"])
+            appended += batch.readableBytesView
+            _ = try await setup.append(segment, frames: batch, writerID: "w", firstEventNumber: Int64(n))
+            try await Task.sleep(for: .milliseconds(15))
+        }
+        try await setup.seal(segment)
+        for s in subscribers {
+            let chunks = try await s.value
+            var next: UInt64 = 0
+            var data: [UInt8] = []
+            for c in chunks {
+                #expect(c.offset == next)
+                next += UInt64(c.data.readableBytes)
+                data += c.data.readableBytesView
+            }
+            #expect(data == appended)
+        }
+        // Each subscriber waits at the end between appends: (nearly) every delivery is a push from the tail.
+        let pushes = try await ParkedReadTests.stats(setup)["tail_pushes"] as? Int ?? 0
+        #expect(pushes >= 3 * (appends - 2), "tail pushes \(pushes) for \(appends) appends to 3 subscribers")
+        await setup.close()
+        await ring.shutdown()
+    }
+
+    @Test("the window bounds what a subscriber that does not consume is sent; consuming gives it back")
+    func windowIsFlowControl() async throws {
+        let (ring, setup, segment) = try await Self.oneNodeSegment()
         let one = try frames([String(repeating: "e", count: 1000)])
         let size = one.readableBytes
         let subscriber = try await ring.client(0)
