@@ -263,12 +263,15 @@ extension NodeCore {
     }
 
     /// Tells the reader's state, the eviction policy (with reader hints) and the access trace that `reader`
-    /// reads block `index` (`first`: the first look of this request, not a look again after a load).
+    /// reads block `index` (`first`: the first look of this request, not a look again after a load). Tail lookups
+    /// of the block a reader's last tail lookup was of reach only the reader's state.
     func noteLookup(
         _ segment: SegmentID, block index: UInt64, info: SegmentInfo, reader: ReaderState?, tail: Bool, first: Bool
     ) {
-        reader?.record(segment, block: index, tail: tail)
-        guard first else { return }
+        let again = reader?.record(segment, block: index, tail: tail) ?? false
+        // A follower reads the growing tail block in many small pieces: the what-if and the trace count its
+        // block once, as the one block request it is for a cache (every policy hits the pieces after the first).
+        guard first, !again else { return }
         let full = geometry.isFull(block: index, segmentLength: info.length)
         if configuration.readerHints, let reader {
             cache.readerMoved(reader.id, to: BlockID(segment: segment, index: index), tail: tail || !full)

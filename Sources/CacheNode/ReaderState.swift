@@ -19,13 +19,19 @@ public final class ReaderState: Sendable {
     /// Creates the state of reader `id`.
     public init(id: Int) { self.id = id }
 
-    func record(_ segment: SegmentID, block: UInt64, tail: Bool) {
+    /// Notes a lookup of `block` of `segment`.
+    /// - Returns: whether it is a tail lookup of the block the reader's last lookup there was a tail lookup of
+    ///   (a follower reading the growing tail block piece by piece).
+    @discardableResult
+    func record(_ segment: SegmentID, block: UInt64, tail: Bool) -> Bool {
         positions.withLock { p in
             if let old = p[segment] {
                 let sequential = block == old.block + 1 || (block == old.block && old.sequential)
                 p[segment] = Position(block: block, sequential: sequential, tail: tail)
+                return tail && old.tail && old.block == block
             } else {
                 p[segment] = Position(block: block, sequential: false, tail: tail)
+                return false
             }
         }
     }

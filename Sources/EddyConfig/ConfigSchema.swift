@@ -128,7 +128,9 @@ public enum ConfigSchema {
         ConfigKey(
             "node", "etcd-lease-ttl", .integer(2...3600), "10",
             "Seconds a member's etcd registration outlives its last keep-alive.", commands: node),
-        ConfigKey("node", "cache-bytes", .size, "256M", "Memory for cached blocks.", commands: nodeAndUp),
+        ConfigKey(
+            "node", "cache-bytes", .size, "256M",
+            "The node's memory for blocks: its caches take 7/8, answers in flight the rest.", commands: nodeAndUp),
         ConfigKey(
             "node", "policy", .policy, "stream", "The eviction policy, NAME or NAME:PARAM=VALUE (docs/tuning.md).",
             commands: nodeAndUp),

@@ -20,7 +20,11 @@ import WriteBack
 
 /// Options of a cache node, shared by `eddy node` and `eddy up`.
 struct NodeOptions: ParsableArguments {
-    @Option(name: .long, help: "Memory for cached blocks, in bytes (suffixes K, M, G).")
+    @Option(
+        name: .long,
+        help:
+            "The node's memory for blocks, in bytes (suffixes K, M, G): its caches take 7/8, answers in flight the rest."
+    )
     var cacheBytes: String = "256M"
 
     @Option(
