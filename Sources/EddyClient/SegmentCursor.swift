@@ -56,28 +56,57 @@ public struct SegmentCursor: Sendable {
     /// - Throws: ``EddyError/Code/corruptData`` for bytes that are not an event.
     public mutating func take(_ data: ByteBuffer) throws(EddyError) -> [PointedEvent] {
         offset += UInt64(data.readableBytes)
-        pending.append(contentsOf: data.readableBytesView)
-        var events: [PointedEvent] = []
-        var at = 0
         let base = pendingOffset
         let segment = self.segment
-        try pending.withBytes { (b) throws(EddyError) in
-            while at < b.count {
-                guard case .frame = EventFrame.check(b, at: at) else { break }
-                let (event, size) = try EventFrame.decode(b, at: at)
-                events.append(
-                    PointedEvent(
-                        event: event,
-                        pointer: EventPointer(segment: segment, offset: base + UInt64(at), length: UInt32(size))))
-                at += size
+        let cut: Cut
+        if pending.isEmpty {
+            // The usual case: the bytes start at an event boundary. They are cut where they are; only an
+            // incomplete last event is kept for the next fetch.
+            cut = data.withUnsafeReadableBytes { Self.cut($0, segment: segment, base: base) }
+            if let failure = cut.failure {
+                pending = Array(data.readableBytesView)  // as the other way leaves it: every byte from the boundary
+                throw failure
             }
-            if at < b.count, case .corrupt(let why) = EventFrame.check(b, at: at) {
-                throw EddyError(.corruptData, "bad event in \(segment) at offset \(base + UInt64(at)): \(why)")
+            if cut.used < data.readableBytes {
+                pending = data.getBytes(at: data.readerIndex + cut.used, length: data.readableBytes - cut.used) ?? []
+            }
+        } else {
+            pending.append(contentsOf: data.readableBytesView)
+            cut = pending.withUnsafeBytes { Self.cut($0, segment: segment, base: base) }
+            if let failure = cut.failure { throw failure }
+            pending.removeFirst(cut.used)
+        }
+        pendingOffset += UInt64(cut.used)
+        return cut.events
+    }
+
+    /// The whole events at the front of some bytes, how many bytes they take, and the error of a bad one after them.
+    private struct Cut {
+        var events: [PointedEvent] = []
+        var used = 0
+        var failure: EddyError?
+    }
+
+    /// Cuts `b` (bytes of `segment` from `base`, an event boundary) into whole events, each checked once.
+    private static func cut(_ b: UnsafeRawBufferPointer, segment: SegmentID, base: UInt64) -> Cut {
+        var cut = Cut()
+        while cut.used < b.count {
+            switch EventFrame.check(b, at: cut.used) {
+            case .frame(let size):
+                cut.events.append(
+                    PointedEvent(
+                        event: EventFrame.decode(checked: b, at: cut.used, size: size),
+                        pointer: EventPointer(segment: segment, offset: base + UInt64(cut.used), length: UInt32(size))))
+                cut.used += size
+            case .incomplete:
+                return cut
+            case .corrupt(let why):
+                cut.failure = EddyError(
+                    .corruptData, "bad event in \(segment) at offset \(base + UInt64(cut.used)): \(why)")
+                return cut
             }
         }
-        pending.removeFirst(at)
-        pendingOffset += UInt64(at)
-        return events
+        return cut
     }
 }
 

@@ -128,13 +128,19 @@ public enum EventFrame {
         case .corrupt(let why):
             throw EddyError(.malformedEvent, "event frame at \(offset): \(why)")
         case .frame(let size):
-            let timestamp = Int64(bitPattern: loadBigEndian(UInt64.self, bytes, offset + 8))
-            let keyLength = Int(loadBigEndian(UInt16.self, bytes, offset + 16))
-            let keyStart = offset + headerSize
-            let key = keyLength == 0 ? nil : String(decoding: bytes[keyStart..<(keyStart + keyLength)], as: UTF8.self)
-            let payload = Array(bytes[(keyStart + keyLength)..<(offset + size)])
-            return (Event(routingKey: key, timestamp: timestamp, payload: payload), size)
+            return (decode(checked: bytes, at: offset, size: size), size)
         }
+    }
+
+    /// Decodes the frame of `size` bytes at `offset`, which ``check(_:at:)`` found valid (`.frame(size)`): no
+    /// second pass over its bytes for the CRC.
+    public static func decode(checked bytes: UnsafeRawBufferPointer, at offset: Int, size: Int) -> Event {
+        let timestamp = Int64(bitPattern: loadBigEndian(UInt64.self, bytes, offset + 8))
+        let keyLength = Int(loadBigEndian(UInt16.self, bytes, offset + 16))
+        let keyStart = offset + headerSize
+        let key = keyLength == 0 ? nil : String(decoding: bytes[keyStart..<(keyStart + keyLength)], as: UTF8.self)
+        let payload = Array(bytes[(keyStart + keyLength)..<(offset + size)])
+        return Event(routingKey: key, timestamp: timestamp, payload: payload)
     }
 
     /// Decodes every frame in `bytes`, which must hold whole frames only.

@@ -435,7 +435,8 @@ struct BenchFanout: AsyncParsableCommand {
             result["client_cpu_s"] = cpu.clientSeconds
             result["client_events_per_cpu_s"] = Double(figures.events) / max(cpu.clientSeconds, 1e-9)
             result["client_cpu_share"] = cpu.clientShare
-            result["client_saturated"] = cpu.clientShare >= 0.9
+            result["client_cpu_share_of_rest"] = cpu.clientShareOfRest
+            result["client_saturated"] = cpu.clientSaturated
             if let server = cpu.serverSeconds {
                 result["server_cpu_s"] = server
                 result["deliveries_per_server_cpu_s"] = Double(figures.events) / max(server, 1e-9)
@@ -460,11 +461,12 @@ struct BenchFanout: AsyncParsableCommand {
                     format: "  server CPU: %.2f s, %.0f deliveries per CPU second", server,
                     Double(figures.events) / max(server, 1e-9)))
         }
-        let verdict = cpu.clientShare >= 0.9 ? ": the readers were the bottleneck, not the server" : ""
+        let verdict = cpu.clientSaturated ? ": the readers were the bottleneck, not the server" : ""
         print(
             String(
-                format: "  client CPU: %.2f s, %.0f events decoded per CPU second, %.0f %% of %d cores",
+                format:
+                    "  client CPU: %.2f s, %.0f events decoded per CPU second, %.0f %% of %d cores, %.0f %% of what the servers left",
                 cpu.clientSeconds, Double(figures.events) / max(cpu.clientSeconds, 1e-9), cpu.clientShare * 100,
-                cpu.cores) + verdict)
+                cpu.cores, cpu.clientShareOfRest * 100) + verdict)
     }
 }

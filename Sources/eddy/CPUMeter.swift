@@ -24,8 +24,19 @@ struct CPUMeter {
         /// Servers that were gone at the end (their time is missing).
         var vanished: [Int32]
 
-        /// The share of the machine's cores the client used: near 1, the client, not the server, was the limit.
+        /// The share of the machine's cores the client used.
         var clientShare: Double { clientSeconds / max(wallSeconds, 1e-9) / Double(cores) }
+
+        /// The share the client used of the CPU time the servers left it (of all the cores' time when no server
+        /// was measured): near 1, the readers, not the server, were the limit (on a machine the bench shares
+        /// with the servers, it took whatever they did not use).
+        var clientShareOfRest: Double {
+            let rest = wallSeconds * Double(cores) - (serverSeconds ?? 0)
+            return clientSeconds / max(rest, 1e-9)
+        }
+
+        /// Whether the readers were the bottleneck: they used 90 % or more of the CPU left to them.
+        var clientSaturated: Bool { clientShareOfRest >= 0.9 }
     }
 
     /// Starts measuring `pids` (and this process).

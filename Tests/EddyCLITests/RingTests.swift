@@ -130,6 +130,10 @@ struct RingTests {
         let perServer = d["deliveries_per_server_cpu_s"] as? Double ?? 0
         #expect(abs(perServer - Double(deliveries) / server) <= perServer * 1e-6, "\(d)")
         #expect((d["client_events_per_cpu_s"] as? Double ?? 0) > 0 && d["client_saturated"] is Bool, "\(d)")
+        // The share of what the servers left is of less CPU time than all the cores': never below the other.
+        let share = d["client_cpu_share"] as? Double ?? -1
+        let ofRest = d["client_cpu_share_of_rest"] as? Double ?? -1
+        #expect(share > 0 && ofRest >= share, "\(d)")
         // A PID that is no process: a clear error before anything runs.
         let bad = try await eddyAsync([
             "bench", "fanout", "--servers", ring.nodeAddresses[0], "--server-pids", "\(Int32.max)", "--json",
