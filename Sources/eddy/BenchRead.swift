@@ -162,6 +162,7 @@ struct BenchRead: AsyncParsableCommand {
     @Option(name: .long, help: "Blocks per segment the hot mode reads.") var hotBlocks: Int = 4
 
     func run() async throws {
+        ClientMemory.reuseAnswerBuffers()
         guard ["tail", "catchup", "mixed", "hot"].contains(mode) else {
             throw ValidationError("unknown --mode '\(mode)': use tail, catchup, mixed or hot")
         }
@@ -347,6 +348,7 @@ struct BenchFanout: AsyncParsableCommand {
     var serverPids: String?
 
     func run() async throws {
+        ClientMemory.reuseAnswerBuffers()
         guard target.readers > 0, target.duration > 0 else {
             throw ValidationError("--readers and --duration must be positive")
         }

@@ -73,6 +73,7 @@ struct Read: AsyncParsableCommand {
     @OptionGroup var options: ReadOptions
 
     func run() async throws {
+        ClientMemory.reuseAnswerBuffers()
         let format = try options.eventFormat()
         try await withClient(options.server) { client in
             // Segment by segment, so the output of one segment is never interleaved with another's.
@@ -94,6 +95,7 @@ struct Tail: AsyncParsableCommand {
     ) var poll: Int = 5
 
     func run() async throws {
+        ClientMemory.reuseAnswerBuffers()
         guard (1...60).contains(poll) else { throw ValidationError("--poll must be 1 to 60 seconds, not \(poll)") }
         let format = try options.eventFormat()
         try await withClient(options.server) { client in
