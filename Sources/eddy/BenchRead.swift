@@ -346,12 +346,21 @@ struct BenchFanout: AsyncParsableCommand {
             "Process IDs whose CPU time over the run to report, P,Q,... (the servers: nodes and store, or redis-server).",
             discussion: "Adds server_cpu_s and deliveries_per_server_cpu_s to the figures."))
     var serverPids: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Readers sharing one client (its connections), as many readers of one process would (default 1).",
+            discussion:
+                "Their subscriptions share the connection: a node writes the pushes of one append to all of them together."
+        ))
+    var readersPerConnection: Int = 1
 
     func run() async throws {
         ClientMemory.reuseAnswerBuffers()
         guard target.readers > 0, target.duration > 0 else {
             throw ValidationError("--readers and --duration must be positive")
         }
+        guard readersPerConnection > 0 else { throw ValidationError("--readers-per-connection must be positive") }
         let pids = try CPUMeter.parsePIDs(serverPids)
         _ = try CPUMeter(pids: pids)  // every PID readable now, or a clear error before anything starts
         let meter = CPUMeterBox(pids: pids)
@@ -372,11 +381,19 @@ struct BenchFanout: AsyncParsableCommand {
             let progress = Progress()
             let start = ContinuousClock.now
             let end = start + .milliseconds(Int64(target.duration * 1000))
+            // One client per group of --readers-per-connection readers, connected side by side.
+            let groups = (target.readers + readersPerConnection - 1) / readersPerConnection
+            let clients = try await withThrowingTaskGroup(of: (Int, EddyClient).self) { connecting in
+                for g in 0..<groups { connecting.addTask { (g, try await target.client(g)) } }
+                var all: [Int: EddyClient] = [:]
+                for try await (g, c) in connecting { all[g] = c }
+                return (0..<groups).map { all[$0]! }
+            }
+            let perConnection = readersPerConnection
             let figures = try await withThrowingTaskGroup(of: BenchFigures.self) { group in
                 for r in 0..<target.readers {
                     group.addTask {
-                        let c = try await target.client(r)
-                        defer { Task { await c.close() } }
+                        let c = clients[r / perConnection]
                         var cursors: [SegmentCursor] = []
                         for s in info.segments {
                             cursors.append(
@@ -419,8 +436,10 @@ struct BenchFanout: AsyncParsableCommand {
                 return all
             }
             let elapsed = (ContinuousClock.now - start).inSeconds
+            let cpu = meter.read()
+            for c in clients { await c.close() }
             await admin.close()
-            report(figures, elapsed: elapsed, peer: "eddy", cpu: meter.read())
+            report(figures, elapsed: elapsed, peer: "eddy", cpu: cpu)
         }
     }
 

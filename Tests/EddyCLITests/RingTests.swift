@@ -134,6 +134,20 @@ struct RingTests {
         let share = d["client_cpu_share"] as? Double ?? -1
         let ofRest = d["client_cpu_share_of_rest"] as? Double ?? -1
         #expect(share > 0 && ofRest >= share, "\(d)")
+        // Readers sharing one client: they get their pushes over the one client's connections.
+        let shared = try await eddyAsync([
+            "bench", "fanout", "--servers", ring.nodeAddresses.joined(separator: ","), "--stream", "ring/cpu",
+            "--segments", "1", "--readers", "4", "--readers-per-connection", "4", "--rate", "200", "--duration", "1",
+            "--json",
+        ])
+        #expect(shared.status == 0, "\(shared.stderr)")
+        let sd = try JSONSerialization.jsonObject(with: Data(shared.stdout.utf8)) as? [String: Any] ?? [:]
+        let sharedDeliveries = sd["deliveries"] as? Int ?? 0
+        #expect(sharedDeliveries > 0 && (sd["p99_ms"] as? Double ?? 0) > 0, "\(sd)")
+        let zero = try await eddyAsync([
+            "bench", "fanout", "--servers", ring.nodeAddresses[0], "--readers-per-connection", "0",
+        ])
+        #expect(zero.status != 0 && zero.stderr.contains("--readers-per-connection must be positive"), "\(zero.stderr)")
         // A PID that is no process: a clear error before anything runs.
         let bad = try await eddyAsync([
             "bench", "fanout", "--servers", ring.nodeAddresses[0], "--server-pids", "\(Int32.max)", "--json",
