@@ -106,13 +106,20 @@ struct CheckpointTests {
         #expect(journalCount(dir) == 1, "the checkpoint at open covers what was replayed")
     }
 
-    /// Writes `events` events of 100 bytes to a new stream `name` and closes with a checkpoint.
-    func checkpointedStream(_ dir: TemporaryDirectory, events: Int) async throws {
-        let store = try openStore(dir)
-        try await store.createStream(name, segments: 2)
-        for i in 0..<events {
-            _ = try await store.append(segment0, frames: try frames([String(repeating: "\(i % 10)", count: 100)]).0)
+    /// Writes 20 events of 100 bytes to a new stream `name`, closes with a checkpoint, deletes the stream, runs
+    /// `then` and closes without a checkpoint (as a crash would leave it).
+    func deleteAfterCheckpoint(_ dir: TemporaryDirectory, then: (SegmentStore) async throws -> Void) async throws {
+        let first = try openStore(dir)
+        try await first.createStream(name, segments: 2)
+        for i in 0..<20 {
+            _ = try await first.append(segment0, frames: try frames([String(repeating: "\(i % 10)", count: 100)]).0)
         }
+        first.close()
+        var config = configuration(dir)
+        config.checkpointOnClose = false
+        let store = try SegmentStore(configuration: config)
+        try await store.deleteStream(name)
+        try await then(store)
         store.close()
     }
 
@@ -120,12 +127,7 @@ struct CheckpointTests {
     func deletedThenCrash() async throws {
         let dir = TemporaryDirectory()
         defer { dir.cleanup() }
-        try await checkpointedStream(dir, events: 20)
-        var config = configuration(dir)
-        config.checkpointOnClose = false
-        let store = try SegmentStore(configuration: config)
-        try await store.deleteStream(name)
-        store.close()
+        try await deleteAfterCheckpoint(dir) { _ in }
         #expect(!FileManager.default.fileExists(atPath: SegmentFile.path(data: dir.path, segment: segment0)))
         let reopened = try openStore(dir)
         defer { reopened.close() }
@@ -137,14 +139,10 @@ struct CheckpointTests {
     func recreatedShorterThenCrash() async throws {
         let dir = TemporaryDirectory()
         defer { dir.cleanup() }
-        try await checkpointedStream(dir, events: 20)
-        var config = configuration(dir)
-        config.checkpointOnClose = false
-        let store = try SegmentStore(configuration: config)
-        try await store.deleteStream(name)
-        try await store.createStream(name, segments: 1)
-        _ = try await store.append(segment0, frames: try frames(["short"]).0)
-        store.close()
+        try await deleteAfterCheckpoint(dir) { store in
+            try await store.createStream(name, segments: 1)
+            _ = try await store.append(segment0, frames: try frames(["short"]).0)
+        }
         let reopened = try openStore(dir)
         defer { reopened.close() }
         #expect(try reopened.info(name).segments.count == 1)
