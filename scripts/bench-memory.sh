@@ -37,8 +37,15 @@ for _ in $(seq 100); do "$eddy" list --server 127.0.0.1:19090 >/dev/null 2>&1 &&
 budget=$(python3 -c "s='$cache'.upper(); m={'K':1<<10,'M':1<<20,'G':1<<30}; print(int(s[:-1])*m[s[-1]] if s[-1] in m else int(s))")
 fill=$(( budget * 2 / 1048576 ))
 peak=0
+# MEMTRACE=file: each sample also appends the node's RSS, its anonymous and file-backed parts (smaps_rollup) and
+# its memory counters (admin API: memory_bytes, bytes_in_flight, connections) to `file`, for where the memory is.
 sample() { while kill -0 "$node" 2>/dev/null; do
   rss=$(awk '/VmRSS/ { print $2 * 1024 }' /proc/$node/status); [ "$rss" -gt "$peak" ] && peak=$rss && echo "$peak" > "$work/peak"
+  if [ -n "${MEMTRACE:-}" ]; then
+    echo "rss_mib $((rss >> 20)) $(grep -E '^(Anonymous|Rss):' /proc/$node/smaps_rollup | tr -s ' ' | tr '\n' ' ')" \
+      "$(curl -s http://127.0.0.1:19190/stats | python3 -c 'import json,sys; d=json.load(sys.stdin);
+print({k: d[k] for k in ("memory_bytes", "bytes_in_flight", "connections") if k in d})' 2>/dev/null)" >> "$MEMTRACE"
+  fi
   sleep 0.5; done; }
 sample &
 sampler=$!

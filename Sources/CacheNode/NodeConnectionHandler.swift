@@ -61,9 +61,9 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         var following: Following?
         /// What wakes it while it follows, made once: it delivers what arrived (``NodeConnectionHandler/deliver(_:_:_:)``).
         var respond: (@Sendable (ParkedRead.Outcome) -> Void)?
-        /// When the subscriber was last sent something (uptime nanoseconds): a heartbeat is due after
-        /// `heartbeatMilliseconds` of silence.
-        var lastSent: UInt64 = 0
+        /// When the subscriber was last sent something, or subscribed (uptime nanoseconds): a heartbeat is due
+        /// after `heartbeatMilliseconds` of silence.
+        var lastSent = NIODeadline.now().uptimeNanoseconds
         /// Whether the heartbeat timer of a following subscription is set.
         var heartbeatSet = false
 
@@ -152,8 +152,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         case .unsubscribe(let id):
             guard let sub = subscriptions[id] else { return }
             if case .tail(let seg, let waiter) = sub.following, seg.unpark(waiter) {
-                sub.following = nil
-                parked -= 1
+                stopFollowing(sub)
                 endSubscription(id)
             } else if sub.reading {
                 // Gone for the subscriber now; the read that is out drops its answer when it ends.
@@ -229,7 +228,6 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         {
             sub.following = .tail(seg, waiter: waiter)
             core.followed(seg)
-            if sub.lastSent == 0 { sub.lastSent = NIODeadline.now().uptimeNanoseconds }
             if !sub.heartbeatSet { scheduleHeartbeat(context, id, sub) }
         } else if core.parkRead(
             sub.segment, offset: sub.offset, maxBytes: Int(min(1 << 20, sub.window)),
@@ -248,9 +246,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
     /// not bytes at its offset).
     private func deliver(_ context: ChannelHandlerContext, _ id: UInt32, _ outcome: ParkedRead.Outcome) {
         guard let sub = subscriptions[id], let following = sub.following else { return }
-        sub.following = nil
-        parked -= 1
-        sub.reading = false
+        stopFollowing(sub)
         if sub.ended {
             subscriptions[id] = nil
             return
@@ -279,6 +275,13 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
         }
         advance(context, id)
         resumeReadingIfAllowed(context)
+    }
+
+    /// Ends the wait of a following subscription whose waiter was woken or taken back: no read of it is out.
+    private func stopFollowing(_ sub: Subscription) {
+        sub.following = nil
+        parked -= 1
+        sub.reading = false
     }
 
     /// Sends `answer` to subscription `id` as a push and moves it on; returns true when that ended it (the end of
@@ -317,9 +320,7 @@ final class NodeConnectionHandler: ChannelDuplexHandler {
             // subscription follows the tail again.
             guard case .tail(let seg, let waiter) = sub.following else { return }
             if NIODeadline.now().uptimeNanoseconds >= sub.lastSent + interval, let info = seg.info, seg.unpark(waiter) {
-                sub.following = nil
-                handler.parked -= 1
-                sub.reading = false
+                handler.stopFollowing(sub)
                 if handler.push(context, id, sub, ReadAnswer(info: info, offset: sub.offset, slices: [])) { return }
                 handler.advance(context, id)
             }

@@ -76,16 +76,26 @@ extension NodeCore {
             segment, owner: owner, offset: offset, maxBytes: maxBytes, wait: wait, on: eventLoop, respond)
     }
 
-    /// The segment a subscription at `offset` can follow without a read: one this node owns, with `offset` at its
-    /// known end (nothing to answer yet) and not sealed. Nil: the subscription reads through ``parkRead``.
+    /// The segment a subscription at `offset` can follow without a read: one this node owns and knows the state
+    /// of, with `offset` not truncated away. Whether `offset` is at its end (nothing to answer yet) is the
+    /// segment's to say when the waiter is filed (``OwnedSegment/park(at:_:)``). Nil: read through ``parkRead``.
     func followableTail(_ segment: SegmentID, at offset: UInt64) -> OwnedSegment? {
-        guard knownOwner(of: segment) == me, let seg = segments.withLock({ $0[segment] }), let info = seg.info,
-            offset >= info.startOffset, info.length <= offset, !info.sealed
-        else { return nil }
-        return seg
+        guard knownOwner(of: segment) == me else { return nil }
+        return ownedSegment(segment, readableAt: offset)?.segment
     }
 
-    /// Counts a subscription waiting at the tail of `seg` as a tail read, and keeps the store watch running.
+    /// An owned segment whose known state has `offset` at or past its start, with that state.
+    private func ownedSegment(_ segment: SegmentID, readableAt offset: UInt64) -> (
+        segment: OwnedSegment, info: SegmentInfo
+    )? {
+        guard let seg = segments.withLock({ $0[segment] }), let info = seg.info, offset >= info.startOffset else {
+            return nil
+        }
+        return (seg, info)
+    }
+
+    /// Counts a read waiting at the tail of `seg` (a parked read or a following subscription), and keeps the
+    /// store's length wait running: it hears of writes that bypass the ring, and of seals.
     func followed(_ seg: OwnedSegment) {
         counters.reads.add(1, ordering: .relaxed)
         counters.tailWaits.add(1, ordering: .relaxed)
@@ -93,12 +103,17 @@ extension NodeCore {
         watch(seg)
     }
 
-    /// Books a delivery of `answer` (tail bytes at `offset`) to a subscription: a hit on the tail block.
-    func deliveredTail(_ answer: ReadAnswer, reader: ReaderState?) {
+    /// Books an answer out of the tail block for `reader`: a hit on that block.
+    private func tailHit(_ answer: ReadAnswer, reader: ReaderState?) {
         noteLookup(
             answer.info.segment, block: geometry.index(containing: answer.offset), info: answer.info, reader: reader,
             tail: true, first: true)
         countLookup(hit: true)
+    }
+
+    /// Books a delivery of `answer` (tail bytes) pushed to a following subscription.
+    func deliveredTail(_ answer: ReadAnswer, reader: ReaderState?) {
+        tailHit(answer, reader: reader)
         counters.bytesServed.add(answer.count, ordering: .relaxed)
         counters.tailPushes.add(1, ordering: .relaxed)
     }
@@ -107,27 +122,18 @@ extension NodeCore {
         _ segment: SegmentID, offset: UInt64, maxBytes: Int, wait: Duration, reader: ReaderState?,
         on eventLoop: any EventLoop, _ respond: @escaping @Sendable (ParkedRead.Outcome) -> Void
     ) -> Bool {
-        guard let seg = segments.withLock({ $0[segment] }), let info = seg.info, offset >= info.startOffset else {
-            return false
-        }
+        guard let (seg, info) = ownedSegment(segment, readableAt: offset) else { return false }
         // Parking runs on the connection's event loop, and so do the wake and the deadline.
         let timers = NIOLoopBound(LoopTimers.current(on: eventLoop), eventLoop: eventLoop)
         let timer = NIOLoopBoundBox<LoopTimers.Token?>(nil, eventLoop: eventLoop)
         let parked = ParkedRead(eventLoop: eventLoop) { _ in
             if let t = timer.value { timers.value.cancel(t) }
             guard let a = seg.tailSlices(from: offset, maxBytes: maxBytes) else { return respond(.changed) }
-            self.noteLookup(
-                segment, block: self.geometry.index(containing: offset), info: a.info, reader: reader, tail: true,
-                first: true)
-            self.countLookup(hit: true)
+            self.tailHit(a, reader: reader)
             respond(.answer(a))
         }
         guard let id = seg.park(at: offset, parked) else { return false }
-        counters.reads.add(1, ordering: .relaxed)
-        counters.tailWaits.add(1, ordering: .relaxed)
-        counters.parkedReads.add(1, ordering: .relaxed)
-        // The length wait against the store hears of writes that bypass the ring, and of seals.
-        watch(seg)
+        followed(seg)
         timer.value = timers.value.schedule(in: TimeAmount(wait)) {
             guard seg.unpark(id) else { return }
             respond(.answer(ReadAnswer(info: seg.info ?? info, offset: offset, slices: [])))

@@ -21,7 +21,6 @@ final class CheckpointWriter: Sendable {
         var files: [SegmentFile]
         var directories: [String]
         var checkpoint: Checkpoint
-        var dataDirectory: String
     }
 
     private struct State {
@@ -29,6 +28,8 @@ final class CheckpointWriter: Sendable {
         var failure: EddyError?
     }
 
+    /// The store's data directory (the checkpoint file, the journal files).
+    private let data: String
     private let queue = DispatchQueue(label: "eddy-checkpoint")
     private let state = Mutex(State())
     /// Called when a checkpoint is written (the store counts them).
@@ -36,7 +37,8 @@ final class CheckpointWriter: Sendable {
     /// Called before a background checkpoint starts; returning false abandons it as a crash would (tests).
     private let hook: (@Sendable () -> Bool)?
 
-    init(hook: (@Sendable () -> Bool)?, written: @escaping @Sendable () -> Void) {
+    init(data: String, hook: (@Sendable () -> Bool)?, written: @escaping @Sendable () -> Void) {
+        self.data = data
         self.hook = hook
         self.written = written
     }
@@ -78,10 +80,8 @@ final class CheckpointWriter: Sendable {
         for file in job.files { try file.sync() }
         // Deepest first, so a new directory is durable before the entry that names it in its parent.
         for directory in job.directories.sorted(by: { $0.count > $1.count }) {
-            // A directory removed since (its stream deleted) has nothing to make durable.
-            try FileSystem.syncDirectoryIfPresent(directory)
+            try FileSystem.syncDirectory(directory, missingIsFine: true)
         }
-        let data = job.dataDirectory
         try FileSystem.writeAtomically(job.checkpoint.encode(), to: Recovery.checkpointPath(data), directory: data)
         let journals = data + "/journal"
         for old in JournalFiles.sequences(directory: journals) where old < job.checkpoint.journalSequence {

@@ -35,18 +35,11 @@ enum FileSystem {
         return fd
     }
 
-    /// fsyncs a directory so that the entries created in it survive a crash.
-    static func syncDirectory(_ path: String) throws(EddyError) {
+    /// fsyncs a directory so that the entries created in it survive a crash. With `missingIsFine`, a directory
+    /// that does not exist (any more: its stream was deleted meanwhile) has nothing to make durable.
+    static func syncDirectory(_ path: String, missingIsFine: Bool = false) throws(EddyError) {
         let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw ioError("cannot open directory", path) }
-        defer { close(fd) }
-        guard fsync(fd) == 0 else { throw ioError("cannot fsync directory", path) }
-    }
-
-    /// Like ``syncDirectory(_:)``, but a directory that does not exist (any more) is no error.
-    static func syncDirectoryIfPresent(_ path: String) throws(EddyError) {
-        let fd = Glibc.open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if fd < 0 && errno == ENOENT { return }
+        if fd < 0 && missingIsFine && errno == ENOENT { return }
         guard fd >= 0 else { throw ioError("cannot open directory", path) }
         defer { close(fd) }
         guard fsync(fd) == 0 else { throw ioError("cannot fsync directory", path) }
@@ -126,11 +119,11 @@ enum FileSystem {
         return names.sorted()
     }
 
-    /// Removes a file or an empty directory; missing is fine.
     /// Removes a large file a piece at a time: drops its cached pages, then cuts it down by `step` bytes with a
-    /// pause between cuts, so that freeing its blocks does not hold the filesystem's journal for long in one go
-    /// (unlinking a 64 MiB journal file at once stalled the store's journal syncs for 10-20 ms). Missing is fine.
-    static func removeGradually(_ path: String, step: Int = 4 << 20, pause: Duration = .milliseconds(1)) {
+    /// pause of `pauseMicroseconds` between cuts, so that freeing its blocks does not hold the filesystem's
+    /// journal for long in one go (unlinking a 64 MiB journal file at once stalled the store's journal syncs for
+    /// 10-20 ms). Missing is fine.
+    static func removeGradually(_ path: String, step: Int = 4 << 20, pauseMicroseconds: UInt32 = 1000) {
         let fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
         if fd >= 0 {
             defer { close(fd) }
@@ -140,13 +133,13 @@ enum FileSystem {
             while size > step {
                 size -= step
                 guard ftruncate(fd, off_t(size)) == 0 else { break }
-                let (s, a) = pause.components
-                usleep(useconds_t(s * 1_000_000 + a / 1_000_000_000_000))
+                usleep(pauseMicroseconds)
             }
         }
         remove(path)
     }
 
+    /// Removes a file or an empty directory; missing is fine.
     static func remove(_ path: String) {
         if unlink(path) != 0 && errno == EISDIR { rmdir(path) }
     }

@@ -33,7 +33,7 @@ final class JournalThread: @unchecked Sendable {
         self.staged = catalog
         self.files = files
         self.nextLSN = nextLSN
-        checkpoints = CheckpointWriter(hook: configuration.checkpointHook) {
+        checkpoints = CheckpointWriter(data: configuration.dataDirectory, hook: configuration.checkpointHook) {
             core.shared.withLock { $0.stats.checkpoints += 1 }
         }
         syncTimer = configuration.metricsFactory.map {
@@ -214,8 +214,7 @@ final class JournalThread: @unchecked Sendable {
         try journal.roll()
         return CheckpointWriter.Job(
             files: unsynced.files, directories: unsynced.directories,
-            checkpoint: Checkpoint(journalSequence: journal.sequence, nextLSN: nextLSN, catalog: staged),
-            dataDirectory: configuration.dataDirectory)
+            checkpoint: Checkpoint(journalSequence: journal.sequence, nextLSN: nextLSN, catalog: staged))
     }
 
     /// Takes a checkpoint on the calling thread (at open and at close, with the journal thread stopped): waits

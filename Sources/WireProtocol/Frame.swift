@@ -116,18 +116,32 @@ public struct OutboundFrame: Sendable {
     /// into a new buffer.
     public init(type: UInt8, requestID: UInt32, head: ByteBuffer, slices: [ByteBuffer], allocator: ByteBufferAllocator)
     {
-        let bodyLength = head.readableBytes + slices.reduce(0) { $0 + $1.readableBytes }
-        var first = allocator.buffer(capacity: Frame.lengthSize + Frame.headerSize + head.readableBytes)
-        first.writeInteger(UInt32(Frame.headerSize + bodyLength))
-        first.writeInteger(type)
-        first.writeInteger(requestID)
         var head = head
-        first.writeBuffer(&head)
-        parts = [first] + slices.filter { $0.readableBytes > 0 }
+        self.init(
+            type: type, requestID: requestID, headCapacity: head.readableBytes, slices: slices, allocator: allocator
+        ) { $0.writeBuffer(&head) }
     }
 
-    /// A frame already laid out in `parts`.
-    init(parts: [ByteBuffer]) { self.parts = parts }
+    /// A frame whose body is what `writeHead` writes followed by `slices`. The frame header and the head go into
+    /// one new buffer of about `headCapacity` bytes, and so do the slices when they hold `inlineUpTo` bytes or
+    /// fewer: for a small body one buffer and one write through the pipeline cost less than the copy.
+    public init(
+        type: UInt8, requestID: UInt32, headCapacity: Int, slices: [ByteBuffer], allocator: ByteBufferAllocator,
+        inlineUpTo: Int = 0, writeHead: (inout ByteBuffer) -> Void
+    ) {
+        let sliced = slices.reduce(0) { $0 + $1.readableBytes }
+        let inline = sliced <= inlineUpTo
+        var first = allocator.buffer(
+            capacity: Frame.lengthSize + Frame.headerSize + headCapacity + (inline ? sliced : 0))
+        first.writeInteger(UInt32(0))  // the length, set once the head is written
+        first.writeInteger(type)
+        first.writeInteger(requestID)
+        writeHead(&first)
+        if inline { for s in slices { first.writeImmutableBuffer(s) } }
+        first.setInteger(
+            UInt32(first.readableBytes - Frame.lengthSize + (inline ? 0 : sliced)), at: first.readerIndex)
+        parts = inline ? [first] : [first] + slices.filter { $0.readableBytes > 0 }
+    }
 
     /// A plain frame: a header buffer and the body as it is.
     public init(_ frame: Frame, allocator: ByteBufferAllocator) {

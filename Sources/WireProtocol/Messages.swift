@@ -503,22 +503,16 @@ public enum MessageCodec {
     public static func readResultFrame(
         id: UInt32, offset: UInt64, info: SegmentInfo, slices: [ByteBuffer], allocator: ByteBufferAllocator
     ) -> OutboundFrame {
-        let payload = slices.reduce(0) { $0 + $1.readableBytes }
-        // A small payload (a tail delivery of a few events) is copied behind the header: one buffer and one
-        // write through the pipeline instead of two, which costs less than the copy. Larger ones go as slices.
-        let inline = payload <= inlinePayloadLimit
-        var first = allocator.buffer(capacity: 96 + (inline ? payload : 0))
-        first.writeInteger(UInt32(0))  // the length, set below
-        first.writeInteger(MessageType.readResult.rawValue)
-        first.writeInteger(id)
-        first.writeSegment(info.segment)
-        first.writeSegmentState(info)
-        first.writeInteger(offset)
-        first.writeInteger(UInt32(payload))
-        if inline { for s in slices { first.writeImmutableBuffer(s) } }
-        let length = first.readableBytes - Frame.lengthSize + (inline ? 0 : payload)
-        first.setInteger(UInt32(length), at: first.readerIndex)
-        return OutboundFrame(parts: inline ? [first] : [first] + slices.filter { $0.readableBytes > 0 })
+        // A small payload (a tail delivery of a few events) is copied behind the header; larger ones go as slices.
+        OutboundFrame(
+            type: MessageType.readResult.rawValue, requestID: id, headCapacity: 80, slices: slices,
+            allocator: allocator, inlineUpTo: inlinePayloadLimit
+        ) { head in
+            head.writeSegment(info.segment)
+            head.writeSegmentState(info)
+            head.writeInteger(offset)
+            head.writeInteger(UInt32(slices.reduce(0) { $0 + $1.readableBytes }))
+        }
     }
 
     /// Read answers of at most this many bytes are copied into their frame's first buffer.

@@ -450,17 +450,19 @@ struct BenchFanout: AsyncParsableCommand {
             "bytes_per_s": Double(figures.bytes) / elapsed, "p50_ms": figures.ms(50), "p99_ms": figures.ms(99),
             "p999_ms": figures.ms(99.9),
         ]
+        // The bench's own readers decode every delivery: their CPU time is the client library's cost, and when
+        // it takes what the servers leave, the client rather than the server was the limit.
+        let perClientSecond = cpu.map { Double(figures.events) / max($0.clientSeconds, 1e-9) } ?? 0
+        let perServerSecond = cpu?.serverSeconds.map { Double(figures.events) / max($0, 1e-9) }
         if let cpu {
-            // The bench's own readers decode every delivery: their CPU time is the client library's cost, and
-            // when it nears all the cores, the client rather than the server was the limit.
             result["client_cpu_s"] = cpu.clientSeconds
-            result["client_events_per_cpu_s"] = Double(figures.events) / max(cpu.clientSeconds, 1e-9)
+            result["client_events_per_cpu_s"] = perClientSecond
             result["client_cpu_share"] = cpu.clientShare
             result["client_cpu_share_of_rest"] = cpu.clientShareOfRest
             result["client_saturated"] = cpu.clientSaturated
-            if let server = cpu.serverSeconds {
+            if let server = cpu.serverSeconds, let perServerSecond {
                 result["server_cpu_s"] = server
-                result["deliveries_per_server_cpu_s"] = Double(figures.events) / max(server, 1e-9)
+                result["deliveries_per_server_cpu_s"] = perServerSecond
                 if !cpu.vanished.isEmpty { result["server_pids_gone"] = cpu.vanished.map(Int.init) }
             }
         }
@@ -476,18 +478,15 @@ struct BenchFanout: AsyncParsableCommand {
                 format: "  append-to-delivery: p50 %.3f ms, p99 %.3f ms, p999 %.3f ms", figures.ms(50),
                 figures.ms(99), figures.ms(99.9)))
         guard let cpu else { return }
-        if let server = cpu.serverSeconds {
-            print(
-                String(
-                    format: "  server CPU: %.2f s, %.0f deliveries per CPU second", server,
-                    Double(figures.events) / max(server, 1e-9)))
+        if let server = cpu.serverSeconds, let perServerSecond {
+            print(String(format: "  server CPU: %.2f s, %.0f deliveries per CPU second", server, perServerSecond))
         }
         let verdict = cpu.clientSaturated ? ": the readers were the bottleneck, not the server" : ""
         print(
             String(
                 format:
                     "  client CPU: %.2f s, %.0f events decoded per CPU second, %.0f %% of %d cores, %.0f %% of what the servers left",
-                cpu.clientSeconds, Double(figures.events) / max(cpu.clientSeconds, 1e-9), cpu.clientShare * 100,
+                cpu.clientSeconds, perClientSecond, cpu.clientShare * 100,
                 cpu.cores, cpu.clientShareOfRest * 100) + verdict)
     }
 }

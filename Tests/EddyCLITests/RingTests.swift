@@ -130,10 +130,12 @@ struct RingTests {
         let perServer = d["deliveries_per_server_cpu_s"] as? Double ?? 0
         #expect(abs(perServer - Double(deliveries) / server) <= perServer * 1e-6, "\(d)")
         #expect((d["client_events_per_cpu_s"] as? Double ?? 0) > 0 && d["client_saturated"] is Bool, "\(d)")
-        // The share of what the servers left is of less CPU time than all the cores': never below the other.
+        // The share of what the servers left: the client's time over all the cores' time (client / share) less
+        // the servers'.
         let share = d["client_cpu_share"] as? Double ?? -1
         let ofRest = d["client_cpu_share_of_rest"] as? Double ?? -1
-        #expect(share > 0 && ofRest >= share, "\(d)")
+        let expected = client / (client / share - server)
+        #expect(share > 0 && abs(ofRest - expected) <= expected * 1e-6 && ofRest > share, "\(d)")
         // Readers sharing one client: they get their pushes over the one client's connections.
         let shared = try await eddyAsync([
             "bench", "fanout", "--servers", ring.nodeAddresses.joined(separator: ","), "--stream", "ring/cpu",
