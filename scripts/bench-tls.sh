@@ -38,6 +38,18 @@ start_up() {  # start_up NAME [options...]
 }
 median() { python3 -c "import statistics,sys; print('%.0f' % statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 
+# Kernel TLS (the kernel encrypting, so sendfile would keep working under TLS) needs the kernel's tls module;
+# swift-nio-ssl encrypts in user space either way. Say whether this kernel could offer it at all.
+python3 - <<'PY'
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen()
+c = socket.create_connection(s.getsockname()); a, _ = s.accept()
+try:
+    c.setsockopt(socket.SOL_TCP, 31, b"tls")  # TCP_ULP
+    print("kernel TLS: available (TCP_ULP tls accepted)")
+except OSError as e:
+    print(f"kernel TLS: not available here (TCP_ULP tls: {e.strerror}); encryption runs in user space")
+PY
 declare -A appends fanout
 for round in $(seq "$rounds"); do
   for mode in off on; do
