@@ -59,7 +59,7 @@ for _ in $(seq 200); do grep -q '^eddy up:' "$work/up.log" 2>/dev/null && break;
 # This machine's speed swings between runs (nginx alone moved 3.2-4.2 GB/s between two runs), so the three run
 # in turn for ROUNDS rounds and the ratios are of the medians. The servers idle while another is measured.
 rounds=${ROUNDS:-3}
-nginx_all=(); nio_all=(); eddy_all=()
+nginx_all=(); nio_all=(); eddy_all=(); bytes_all=()
 for round in $(seq "$rounds"); do
   wrk_out=$(wrk -t2 -c64 -d"${seconds}s" http://127.0.0.1:18080/block.bin)
   nginx_bps=$(echo "$wrk_out" | awk '/Transfer\/sec/ { v=$2; u=substr(v, length(v)-1); n=substr(v, 1, length(v)-2);
@@ -69,16 +69,24 @@ for round in $(seq "$rounds"); do
   eddy_json=$("$eddy" bench read --stream bench/hot --readers 64 --mode hot --hot-blocks 1 --duration "$seconds" \
     --json 2>/dev/null)
   eddy_bps=$(echo "$eddy_json" | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["bytes_per_s"]))')
+  # The same readers counting bytes only, as wrk does with the bodies it gets (no walk over the events).
+  bytes_bps=$("$eddy" bench read --stream bench/hot --readers 64 --mode hot --hot-blocks 1 --duration "$seconds" \
+    --bytes-only --json 2>/dev/null | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["bytes_per_s"]))')
   echo "round $round: nginx $(python3 -c "print(f'{$nginx_bps/1e9:.2f}')") GB/s, raw SwiftNIO" \
-    "$(python3 -c "print(f'{$nio_bps/1e9:.2f}')") GB/s, eddy $(python3 -c "print(f'{$eddy_bps/1e9:.2f}')") GB/s"
-  nginx_all+=("$nginx_bps"); nio_all+=("$nio_bps"); eddy_all+=("$eddy_bps")
+    "$(python3 -c "print(f'{$nio_bps/1e9:.2f}')") GB/s, eddy $(python3 -c "print(f'{$eddy_bps/1e9:.2f}')") GB/s," \
+    "eddy counting bytes only $(python3 -c "print(f'{$bytes_bps/1e9:.2f}')") GB/s"
+  nginx_all+=("$nginx_bps"); nio_all+=("$nio_bps"); eddy_all+=("$eddy_bps"); bytes_all+=("$bytes_bps")
 done
 median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 nginx_bps=$(median "${nginx_all[@]}"); nio_bps=$(median "${nio_all[@]}"); eddy_bps=$(median "${eddy_all[@]}")
+bytes_bps=$(median "${bytes_all[@]}")
 echo "medians of $rounds rounds:"
 echo "nginx (sendfile, wrk -t2 -c64, 1 MiB file): $(python3 -c "print(f'{$nginx_bps/1e9:.2f}')") GB/s"
 echo "raw SwiftNIO (streaming, 64 readers): $(python3 -c "print(f'{$nio_bps/1e9:.2f}')") GB/s"
 echo "eddy  (3 nodes, 64 readers, hot 1 MiB blocks): $(python3 -c "print(f'{$eddy_bps/1e9:.2f}')") GB/s"
 echo "ratio eddy/nginx: $(python3 -c "print(f'{$eddy_bps/$nginx_bps:.2f}')")"
 echo "ratio eddy/raw SwiftNIO: $(python3 -c "print(f'{$eddy_bps/$nio_bps:.2f}')")"
+echo "eddy, readers counting bytes only (--bytes-only): $(python3 -c "print(f'{$bytes_bps/1e9:.2f}')") GB/s:" \
+  "ratio to nginx $(python3 -c "print(f'{$bytes_bps/$nginx_bps:.2f}')")," \
+  "to raw SwiftNIO $(python3 -c "print(f'{$bytes_bps/$nio_bps:.2f}')")"
 echo "eddy bench read --json (last round): $eddy_json"

@@ -25,6 +25,10 @@ struct BenchNIO: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds to read.") var duration: Double = 10
     @Option(name: .long, help: "Bytes of each write of the server (default 1 MiB).") var blockSize: Int = 1 << 20
     @Flag(name: .long, help: "Print one JSON object.") var json = false
+    @Flag(
+        name: .long,
+        help: "With --serve: keep the block in shared memory (tmpfs) and send it with sendfile instead of writev.")
+    var sendfile = false
 
     func validate() throws {
         guard readers > 0 else { throw ValidationError("--readers must be at least 1") }
@@ -42,18 +46,38 @@ struct BenchNIO: AsyncParsableCommand {
         var block = ByteBufferAllocator().buffer(capacity: blockSize)
         block.writeRepeatingByte(0x5A, count: blockSize)
         let shared = block
+        let file = sendfile ? try sharedMemoryFile(block) : nil
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(StreamingHandler(block: shared))
+                    try channel.pipeline.syncOperations.addHandler(StreamingHandler(block: shared, file: file))
                 }
             }
             .bind(host: address.host, port: address.port).get()
-        FileHandle.standardError.write(Data("eddy bench nio: streaming \(blockSize) B blocks on \(address)\n".utf8))
+        let how = file == nil ? "writev" : "sendfile"
+        FileHandle.standardError.write(
+            Data("eddy bench nio: streaming \(blockSize) B blocks on \(address) (\(how))\n".utf8))
         _ = await waitForSignal()
         try? await channel.close()
+        try? file?.close()
+    }
+
+    /// The block in an unlinked file of /dev/shm (memory, as a memfd is), for `sendfile`.
+    private func sharedMemoryFile(_ block: ByteBuffer) throws -> NIOFileHandle {
+        let path = "/dev/shm/eddy-bench-nio-\(getpid())"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0o600)
+        guard fd >= 0 else {
+            throw EddyError(.internalError, "cannot create \(path): \(String(cString: strerror(errno)))")
+        }
+        unlink(path)
+        let written = block.withUnsafeReadableBytes { write(fd, $0.baseAddress, $0.count) }
+        guard written == block.readableBytes else {
+            close(fd)
+            throw EddyError(.internalError, "cannot write the block to \(path)")
+        }
+        return NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
     }
 
     private func runReaders() async throws {
@@ -106,9 +130,12 @@ final class StreamingHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
     let block: ByteBuffer
+    /// The same bytes in a file: written as a `FileRegion` (sendfile) when set.
+    let file: NIOFileHandle?
 
-    init(block: ByteBuffer) {
+    init(block: ByteBuffer, file: NIOFileHandle? = nil) {
         self.block = block
+        self.file = file
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -126,7 +153,12 @@ final class StreamingHandler: ChannelInboundHandler {
     private func pump(_ context: ChannelHandlerContext) {
         guard context.channel.isActive else { return }
         while context.channel.isWritable {
-            context.write(wrapOutboundOut(block), promise: nil)
+            if let file {
+                let region = FileRegion(fileHandle: file, readerIndex: 0, endIndex: block.readableBytes)
+                context.write(NIOAny(IOData.fileRegion(region)), promise: nil)
+            } else {
+                context.write(wrapOutboundOut(block), promise: nil)
+            }
             context.flush()
         }
     }

@@ -157,6 +157,39 @@ struct RingTests {
         #expect(bad.status != 0 && bad.stderr.contains("--server-pids: no process \(Int32.max)"), "\(bad.stderr)")
     }
 
+    @Test("eddy bench read --bytes-only counts the bytes and no events; eddy bench nio --sendfile streams the block")
+    func benchBytesOnlyAndSendfile() async throws {
+        let ring = try Ring(nodes: 2)
+        defer { ring.stopAll() }
+        func hot(_ extra: [String]) async throws -> [String: Any] {
+            let r = try await eddyAsync(
+                [
+                    "bench", "read", "--servers", ring.nodeAddresses.joined(separator: ","), "--stream", "ring/hot",
+                    "--readers", "2", "--mode", "hot", "--hot-blocks", "1", "--duration", "1", "--fill-mib", "2",
+                    "--json",
+                ] + extra)
+            #expect(r.status == 0, "\(r.stderr)")
+            return try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
+        }
+        let counted = try await hot([])
+        #expect((counted["events"] as? Int ?? 0) > 0 && counted["bytes_only"] as? Bool == false, "\(counted)")
+        let bytes = try await hot(["--bytes-only"])
+        #expect(bytes["events"] as? Int == 0 && bytes["bytes_only"] as? Bool == true, "\(bytes)")
+        #expect((bytes["bytes_per_s"] as? Double ?? 0) > 0, "\(bytes)")
+        // The bare NIO server sending its block from shared memory with sendfile: the readers get bytes.
+        let port = try freePort()
+        let server = try ServerProcess(
+            ["bench", "nio", "--serve", "127.0.0.1:\(port)", "--sendfile", "--block-size", "65536"],
+            log: ring.folder + "/nio.log", marker: "(sendfile)")
+        defer { server.stop() }
+        let r = try await eddyAsync([
+            "bench", "nio", "--server", "127.0.0.1:\(port)", "--readers", "2", "--duration", "0.5", "--json",
+        ])
+        #expect(r.status == 0, "\(r.stderr)")
+        let d = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
+        #expect((d["bytes_per_s"] as? Double ?? 0) > 0, "\(d)")
+    }
+
     @Test("SIGKILL a node under tail readers: they fail over within a second, with no gap and no duplicate")
     func killNode() async throws {
         let ring = try Ring(nodeArguments: ["--block-size", "64K"])
