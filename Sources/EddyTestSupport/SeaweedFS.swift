@@ -20,6 +20,8 @@ public final class SeaweedFS: @unchecked Sendable {
     public let directory: String
     /// The first of SeaweedFS's ports; the S3 port is ``s3Port``.
     let basePort: Int
+    /// The lock held on the range of ports from ``basePort`` (``freePortRange()``), for the instance's life.
+    private let portRangeLock: Int32
     let server: TiedProcess
 
     /// The S3 API's port.
@@ -56,7 +58,7 @@ public final class SeaweedFS: @unchecked Sendable {
             "actions":["Admin","Read","Write","List","Tagging"]}]}
             """
         try config.write(toFile: directory + "/s3.json", atomically: true, encoding: .utf8)
-        basePort = try Self.freePortRange()
+        (basePort, portRangeLock) = try Self.freePortRange()
         let p = basePort
         server = TiedProcess(
             [
@@ -72,7 +74,10 @@ public final class SeaweedFS: @unchecked Sendable {
         try start()
     }
 
-    deinit { stop() }
+    deinit {
+        stop()
+        close(portRangeLock)
+    }
 
     /// Starts `weed mini` (again, after ``stop()``) on the same ports and folder.
     public func start() throws { try server.start() }
@@ -151,14 +156,21 @@ public final class SeaweedFS: @unchecked Sendable {
         return scripts.map { $0 + "/weed" } ?? "weed"
     }()
 
-    /// A base port P with P...P+7 and their gRPC twins P+10000...P+10007 free: P in 3000..<7900, so all sixteen
-    /// stay below 20000, clear of `freeLoopbackPort()`'s range (20000-32000, where other tests' servers bind
-    /// ports they checked earlier) and of the ephemeral range.
-    static func freePortRange() throws -> Int {
-        for _ in 0..<100 {
-            let base = Int.random(in: 3000..<7900)
+    /// A base port P with P...P+8 and their gRPC twins P+10000...P+10008 free, and an exclusive lock on P's range
+    /// (`flock` on a file named by P in the temporary folder: held until the instance ends, released by the kernel
+    /// when the process dies), so that two SeaweedFS instances, of this process or of another test process beside
+    /// it, never share a port: a port only checked free could be taken by the other before weed binds it. P is a
+    /// multiple of 10 in 3000..<7900, so ranges do not overlap and all eighteen ports stay below 20000, clear of
+    /// `freeLoopbackPort()`'s range (20000-32000) and of the ephemeral range.
+    static func freePortRange() throws -> (base: Int, lock: Int32) {
+        for _ in 0..<200 {
+            let base = 3000 + 10 * Int.random(in: 0..<490)
+            let path = NSTemporaryDirectory() + "eddy-seaweedfs-ports-\(base).lock"
+            let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { continue }
             let ports = (0..<9).flatMap { [base + $0, base + 10000 + $0] }
-            if ports.allSatisfy(portIsFree) { return base }
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 && ports.allSatisfy(portIsFree) { return (base, fd) }
+            close(fd)
         }
         throw TestServerError("no free range of ports for SeaweedFS")
     }

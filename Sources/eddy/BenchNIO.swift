@@ -16,7 +16,8 @@ struct BenchNIO: AsyncParsableCommand {
         abstract: "Raw SwiftNIO loopback streaming, the yardstick for hot reads.",
         discussion: """
             With --serve HOST:PORT it runs the server until Ctrl-C or SIGTERM; with --server HOST:PORT it runs \
-            the readers for --duration seconds and prints bytes/s (--json: bytes_per_s, readers, duration_s).
+            the readers for --duration seconds and prints bytes/s (--json: bytes_per_s, readers, duration_s). \
+            --sendfile makes the server send its block from shared memory with sendfile.
             """)
 
     @Option(name: .long, help: "Run the streaming server on HOST:PORT.") var serve: String?
@@ -34,6 +35,9 @@ struct BenchNIO: AsyncParsableCommand {
         guard readers > 0 else { throw ValidationError("--readers must be at least 1") }
         guard duration > 0 else { throw ValidationError("--duration must be positive") }
         guard blockSize > 0 && blockSize <= 64 << 20 else { throw ValidationError("--block-size must be 1 B-64 MiB") }
+        guard !sendfile || serve != nil else {
+            throw ValidationError("--sendfile goes with --serve (the server sends)")
+        }
     }
 
     func run() async throws {
@@ -72,7 +76,12 @@ struct BenchNIO: AsyncParsableCommand {
             throw EddyError(.internalError, "cannot create \(path): \(String(cString: strerror(errno)))")
         }
         unlink(path)
-        let written = block.withUnsafeReadableBytes { write(fd, $0.baseAddress, $0.count) }
+        var written = 0
+        while written < block.readableBytes {
+            let n = block.withUnsafeReadableBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
+            if n <= 0 { break }
+            written += n
+        }
         guard written == block.readableBytes else {
             close(fd)
             throw EddyError(.internalError, "cannot write the block to \(path)")

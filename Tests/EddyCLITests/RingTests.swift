@@ -188,6 +188,9 @@ struct RingTests {
         #expect(r.status == 0, "\(r.stderr)")
         let d = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any] ?? [:]
         #expect((d["bytes_per_s"] as? Double ?? 0) > 0, "\(d)")
+        let misplaced = try await eddyAsync(["bench", "nio", "--server", "127.0.0.1:\(port)", "--sendfile"])
+        #expect(
+            misplaced.status != 0 && misplaced.stderr.contains("--sendfile goes with --serve"), "\(misplaced.stderr)")
     }
 
     @Test("SIGKILL a node under tail readers: they fail over within a second, with no gap and no duplicate")
