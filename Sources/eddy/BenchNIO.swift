@@ -76,15 +76,11 @@ struct BenchNIO: AsyncParsableCommand {
             throw EddyError(.internalError, "cannot create \(path): \(String(cString: strerror(errno)))")
         }
         unlink(path)
-        var written = 0
-        while written < block.readableBytes {
-            let n = block.withUnsafeReadableBytes { write(fd, $0.baseAddress! + written, $0.count - written) }
-            if n <= 0 { break }
-            written += n
-        }
-        guard written == block.readableBytes else {
+        do {
+            try FileHandle(fileDescriptor: fd, closeOnDealloc: false).write(contentsOf: Data(block.readableBytesView))
+        } catch {
             close(fd)
-            throw EddyError(.internalError, "cannot write the block to \(path)")
+            throw EddyError(.internalError, "cannot write the block to \(path): \(error)")
         }
         return NIOFileHandle(_deprecatedTakingOwnershipOfDescriptor: fd)
     }
