@@ -48,6 +48,7 @@ let package = Package(
         .library(name: "WriteBackQueue", targets: ["WriteBackQueue"]),
         .library(name: "EddyConfig", targets: ["EddyConfig"]),
         .library(name: "EddyAdmin", targets: ["EddyAdmin"]),
+        .library(name: "EddyGateway", targets: ["EddyGateway"]),
         .library(name: "EtcdGateway", targets: ["EtcdGateway"]),
         .library(name: "EddyAuth", targets: ["EddyAuth"]),
         .library(name: "EddyTLS", targets: ["EddyTLS"]),
@@ -253,9 +254,22 @@ let package = Package(
             ],
             swiftSettings: own
         ),
+        // The HTTP and Server-Sent Events gateway of a node (`--http-listen`): a client of its own node.
+        .target(
+            name: "EddyGateway",
+            dependencies: [
+                "EddyAdmin", "EddyAuth", "EddyClient", "EddyTLS", "StreamModel", "WireProtocol",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: own
+        ),
         .executableTarget(
             name: "eddy",
             dependencies: [
+                "EddyGateway",
                 "Membership", "WriteBack", "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CacheCore", "Workloads",
                 "HashRing", "CacheNode", "EddyClient", "CNUMA", "CZstd", "ObjectStorage", "WriteBackQueue", "EddyConfig",
                 "EddyAdmin", "EddyAuth", "EddyTLS",
@@ -358,6 +372,8 @@ let package = Package(
         .testTarget(
             name: "EddyAdminTests",
             dependencies: [
+                "EddyGateway", "EddyClient", "EddyTLS",
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 "WriteBack", "EddyAdmin", "CacheNode", "EddyTestSupport", "StoreServer", "StoreClient", "SegmentStore", "ObjectStorage",
                 "WireProtocol", "StreamModel",
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),

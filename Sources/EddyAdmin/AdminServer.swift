@@ -29,11 +29,12 @@ public final class AdminServer: Service, Sendable, CustomStringConvertible {
     /// Binds `address` and serves the routes `install` adds to the router. With `access` enabled, every route
     /// but the probes (`/health`, `/ready`) and the dashboard page (`/`) needs `Authorization: Bearer TOKEN` of a
     /// principal with `admin` on `*` (the pages's own requests send the token given in its URL fragment).
-    /// With `tls`, it serves HTTPS with the server's certificate (reloaded with it).
+    /// With `tls`, it serves HTTPS with the server's certificate (reloaded with it). `purpose` names the server in
+    /// its errors and its `Server` header (`eddy-admin`); the HTTP gateway is served this way too (`http`).
     /// - Throws: ``EddyError/Code/ioError`` when the address cannot be bound.
     public static func start(
         address: ServerAddress, logger: Logger, access: AccessControl = .off, audit: AuditLog = AuditLog(),
-        tls: ServerTLS? = nil, install: (Router<BasicRequestContext>) -> Void
+        tls: ServerTLS? = nil, purpose: String = "admin", install: (Router<BasicRequestContext>) -> Void
     ) async throws(EddyError) -> AdminServer {
         let router = Router()
         if access.enabled { router.add(middleware: BearerTokens(access: access, audit: audit)) }
@@ -44,7 +45,7 @@ public final class AdminServer: Service, Sendable, CustomStringConvertible {
             router: router,
             server: tls.map { HTTPServerBuilder.http1(behind: $0) } ?? .http1(),
             configuration: ApplicationConfiguration(
-                address: .hostname(address.host, port: address.port), serverName: "eddy-admin"),
+                address: .hostname(address.host, port: address.port), serverName: "eddy-\(purpose)"),
             onServerRunning: { channel in started.yield(.success(channel.localAddress?.port ?? address.port)) },
             logger: logger)
         // The application runs in a group of its own, so closing it is a graceful HTTP shutdown (requests in
@@ -54,14 +55,15 @@ public final class AdminServer: Service, Sendable, CustomStringConvertible {
         let task = Task {
             do {
                 try await group.run()
-                started.yield(.failure(EddyError(.ioError, "admin server on \(address) stopped before it started")))
+                started.yield(
+                    .failure(EddyError(.ioError, "\(purpose) server on \(address) stopped before it started")))
             } catch {
-                started.yield(.failure(EddyError(.ioError, "cannot listen on \(address) (admin): \(error)")))
+                started.yield(.failure(EddyError(.ioError, "cannot listen on \(address) (\(purpose)): \(error)")))
             }
             started.finish()
         }
         var first = outcomes.makeAsyncIterator()
-        switch await first.next() ?? .failure(EddyError(.ioError, "admin server on \(address) did not start")) {
+        switch await first.next() ?? .failure(EddyError(.ioError, "\(purpose) server on \(address) did not start")) {
         case .success(let port):
             return AdminServer(address: ServerAddress(host: address.host, port: port), task: task, group: group)
         case .failure(let error):

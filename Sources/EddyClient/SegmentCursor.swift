@@ -7,6 +7,12 @@ public struct PointedEvent: Sendable {
     public var event: Event
     /// Where it is.
     public var pointer: EventPointer
+
+    /// An event and its pointer.
+    public init(event: Event, pointer: EventPointer) {
+        self.event = event
+        self.pointer = pointer
+    }
 }
 
 /// SegmentCursor follows one segment: it fetches bytes, cuts them into whole events and hands them out in order.
@@ -149,5 +155,51 @@ extension EddyClient {
             }
             continuation.onTermination = { _ in task.cancel() }
         }
+    }
+}
+
+extension EddyClient {
+    /// One cursor per segment of `info`'s stream: each at its segment's start when `positions` is empty, else one
+    /// per position, for the segments they name only. A position is an event pointer (the cursor starts right
+    /// after that event; a pointer without its `+LENGTH` has the event's size read from the segment), or a
+    /// pointer ending in `+0`: the cursor starts at that offset. A pointer's event is read (its length field),
+    /// so a pointer whose size disagrees with the event there is refused.
+    /// - Throws: ``EddyError/Code/invalidArgument`` for a position that is not a pointer of this stream, names a
+    ///   segment twice, or points where no such event is; ``EddyError/Code/offsetOutOfRange`` past the end.
+    public func cursors(_ info: StreamInfo, at positions: [String]) async throws(EddyError) -> [SegmentCursor] {
+        if positions.isEmpty {
+            return info.segments.map { SegmentCursor(segment: $0.segment, offset: $0.startOffset) }
+        }
+        var cursors: [SegmentCursor] = []
+        for text in positions {
+            let pointer = try EventPointer(parsing: text)
+            guard pointer.segment.stream == info.name, Int(pointer.segment.number) < info.segments.count else {
+                throw EddyError(.invalidArgument, "pointer \(text) does not name a segment of \(info.name)")
+            }
+            guard !cursors.contains(where: { $0.segment == pointer.segment }) else {
+                throw EddyError(.invalidArgument, "two positions name segment \(pointer.segment)")
+            }
+            if text.hasSuffix("+0") {
+                let segment = info.segments[Int(pointer.segment.number)]
+                guard pointer.offset <= segment.length else {
+                    throw EddyError(
+                        .offsetOutOfRange, "position \(text) is past the end of \(pointer.segment) (\(segment.length))")
+                }
+                cursors.append(SegmentCursor(segment: pointer.segment, offset: pointer.offset))
+                continue
+            }
+            // The event's frame length field: its size, and a check that an event starts there.
+            let (_, head) = try await read(pointer.segment, from: pointer.offset, maxBytes: 4)
+            guard let bodyLength = head.getInteger(at: head.readerIndex, as: UInt32.self) else {
+                throw EddyError(.invalidArgument, "no event at \(text)")
+            }
+            let length = 4 + UInt64(bodyLength)
+            guard pointer.length == 0 || UInt64(pointer.length) == length else {
+                throw EddyError(
+                    .invalidArgument, "no event of \(pointer.length) bytes at \(text) (the one there has \(length))")
+            }
+            cursors.append(SegmentCursor(segment: pointer.segment, offset: pointer.offset + length))
+        }
+        return cursors
     }
 }

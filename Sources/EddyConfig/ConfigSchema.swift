@@ -111,6 +111,13 @@ public enum ConfigSchema {
             "node", "admin-listen", .adminAddress, "auto",
             "The node's admin HTTP address (health, metrics, dashboard): HOST:PORT, auto (protocol port + 100) or none.",
             commands: node),
+        ConfigKey(
+            "node", "http-listen", .adminAddress, "none",
+            "The node's HTTP and Server-Sent Events gateway (docs/http.md): HOST:PORT, auto (protocol port + 200) or none.",
+            commands: node),
+        ConfigKey(
+            "node", "http-cors-origins", .text, "",
+            "Origins (comma-separated, or *) whose browser pages may call the HTTP gateway.", commands: nodeAndUp),
         ConfigKey("node", "store", .address, "127.0.0.1:9099", "The store the node reads from.", commands: node),
         ConfigKey(
             "node", "membership", .choice(["static", "etcd"]), "static",
@@ -214,6 +221,9 @@ public enum ConfigSchema {
             "up", "admin-listen", .choice(["auto", "none"]), "auto",
             "`eddy up`'s admin HTTP servers: auto (each at its server's port + 100: 9199, 9190-9192) or none.",
             commands: ["up"]),
+        ConfigKey(
+            "up", "http-listen", .choice(["auto", "none"]), "auto",
+            "`eddy up`'s HTTP gateways: auto (each node's port + 200: 9290-9292) or none.", commands: ["up"]),
 
         ConfigKey(
             "security", "auth", .text, "off",
@@ -324,15 +334,19 @@ public enum AdminListen: Sendable, Hashable {
     /// The admin address of a server listening on `listen`; nil for `none`. A protocol port of 0 (chosen by the
     /// system) gives 0 too.
     /// - Throws: ``EddyError/Code/invalidArgument`` when `auto` would pass port 65535.
-    public func address(beside listen: ServerAddress) throws(EddyError) -> ServerAddress? {
+    /// The HTTP gateway's `--http-listen` takes the same words with `auto` at the protocol port + 200 (`offset`).
+    public func address(beside listen: ServerAddress, offset: Int = 100, what: String = "admin")
+        throws(EddyError) -> ServerAddress?
+    {
         switch self {
         case .none: return nil
         case .address(let address): return address
         case .auto:
-            guard listen.port + 100 <= 65535 else {
-                throw EddyError(.invalidArgument, "admin address auto: port \(listen.port) + 100 is past 65535")
+            guard listen.port + offset <= 65535 else {
+                throw EddyError(
+                    .invalidArgument, "\(what) address auto: port \(listen.port) + \(offset) is past 65535")
             }
-            return ServerAddress(host: listen.host, port: listen.port == 0 ? 0 : listen.port + 100)
+            return ServerAddress(host: listen.host, port: listen.port == 0 ? 0 : listen.port + offset)
         }
     }
 }

@@ -137,6 +137,21 @@ public struct RawConnection: Sendable {
 
     public func response() throws -> Response? { try receive().map { try MessageCodec.response($0) } }
 
+    /// Reads every byte that arrives until the server closes (`closed`), nothing arrives for the receive timeout
+    /// (5 s), or `limit` has passed.
+    public func readAll(limit: Duration) -> (bytes: [UInt8], closed: Bool) {
+        var out: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 1 << 16)
+        let deadline = ContinuousClock.now + limit
+        while ContinuousClock.now < deadline {
+            let r = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
+            if r == 0 || (r < 0 && errno == ECONNRESET) { return (out, true) }
+            if r < 0 { break }
+            out += chunk[..<r]
+        }
+        return (out, false)
+    }
+
     public func close() { Glibc.close(fd) }
 }
 

@@ -12,6 +12,11 @@ struct WriterWindow: Hashable {
     /// How many recent batches are remembered per (writer, segment).
     static let capacity = 64
 
+    /// Whether `writerID` names a sequenced writer (it starts with `~`): one whose event numbers may jump ahead
+    /// between batches, such as the HTTP gateway's writers, which number each request's batch from its
+    /// `Eddy-Sequence` (docs/protocol.md, "Exactly-once appends").
+    static func isSequenced(_ writerID: String) -> Bool { writerID.utf8.first == UInt8(ascii: "~") }
+
     var lastEventNumber: Int64
     var batches: [Batch]
 
@@ -186,8 +191,11 @@ struct Catalog: Hashable {
         // batch of the writer (sent again on another connection after a failover, while the earlier one waits for
         // its own retry). Written now, it would make that earlier batch a conflict; refused, it is sent again once
         // the earlier one landed.
+        // A sequenced writer (its ID starts with `~`) numbers its batches itself, with gaps between them: only
+        // the order is checked (a number at or below its last is a retry or a conflict, above).
         let next = (s.writers[append.writerID]?.lastEventNumber ?? -1) + 1
-        guard append.writerID.isEmpty || append.firstEventNumber == next else {
+        guard append.writerID.isEmpty || append.firstEventNumber == next || WriterWindow.isSequenced(append.writerID)
+        else {
             throw EddyError(
                 .eventNumberGap,
                 "writer '\(append.writerID)' continues at event number \(next) in \(append.segment), not at "

@@ -132,7 +132,7 @@ extension NodeOptions {
         [
             "node.cache-bytes": cacheBytes, "node.policy": policy, "node.block-size": blockSize,
             "node.near-cache-share": "\(nearCacheShare)", "node.cache-shards": "\(cacheShards)", "node.zone": zone,
-            "node.reader-hints": "\(readerHints)",
+            "node.reader-hints": "\(readerHints)", "node.http-cors-origins": httpCorsOrigins,
             "node.trace-out": traceOut ?? "", "node.whatif": "\(whatIf)", "node.whatif-rate": whatIfRate,
             "node.whatif-cpu-budget": "\(whatIfCPUBudget)",
             "node.whatif-sizes": whatIfSizes ?? "", "node.whatif-policies": whatIfPolicies ?? "",
@@ -195,11 +195,13 @@ extension Node: ConfigurableServer {
         all["node.listen"] = listen
         all["node.store"] = store
         all["node.admin-listen"] = process.adminListen
+        all["node.http-listen"] = httpListen
         return all
     }
     func check() throws {
         var c = try ring.configuration(listen: listen, store: store)
         try options.apply(to: &c)
+        _ = try httpAddress(listen: c.listen)
     }
 }
 
@@ -212,6 +214,7 @@ extension Up: ConfigurableServer {
         all["up.store"] = store
         all["up.nodes"] = nodes
         all["up.admin-listen"] = process.adminListen
+        all["up.http-listen"] = httpListen
         return all
     }
     func check() throws {

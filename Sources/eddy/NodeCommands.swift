@@ -4,6 +4,7 @@ import CacheNode
 import EddyAdmin
 import EddyAuth
 import EddyConfig
+import EddyGateway
 import EddyTLS
 import Foundation
 import Logging
@@ -46,6 +47,11 @@ struct NodeOptions: ParsableArguments {
 
     @Option(name: .long, help: "The node's zone label (clients prefer their own zone).")
     var zone: String = ""
+
+    @Option(
+        name: .long,
+        help: "Origins (comma-separated, or *) whose browser pages may call the HTTP gateway (CORS).")
+    var httpCorsOrigins: String = ""
 
     @Flag(
         name: .long, inversion: .prefixedNo,
@@ -281,6 +287,12 @@ struct Node: AsyncParsableCommand {
 
     @Option(name: .long, help: "HOST:PORT to listen on; also the node's name in the ring.") var listen: String
     @Option(name: .long, help: "The store, HOST:PORT.") var store: String = "127.0.0.1:9099"
+    @Option(
+        name: .long,
+        help:
+            "The HTTP and Server-Sent Events gateway (docs/http.md): HOST:PORT, auto (the protocol port + 200) or none."
+    )
+    var httpListen: String = "none"
     @OptionGroup var ring: MembershipOptions
     @OptionGroup var options: NodeOptions
     @OptionGroup var writeBack: WriteBackOptions
@@ -313,17 +325,56 @@ struct Node: AsyncParsableCommand {
                     throw error
                 }
             }
+            if let http = try httpAddress(listen: c.listen) {
+                do {
+                    let gateway = try await startGateway(
+                        http, node: ServerAddress(host: c.listen.host, port: node.port), access: c.access, tls: c.tls,
+                        cors: options.httpCorsOrigins)
+                    services.append(ClosingService.node(node, grace: process.drainGrace))
+                    services.append(gateway)
+                } catch {
+                    for case let s as AdminServer in services { await s.close() }
+                    await node.close()
+                    throw error
+                }
+            } else {
+                services.append(ClosingService.node(node, grace: process.drainGrace))
+            }
             let logger = Logger(label: "eddy")
             if c.etcd != nil, ring.members != nil {
                 logger.notice("--members is ignored: with --membership etcd the members are those registered in etcd")
             }
             logger.info("eddy node ready", metadata: ["listen": "\(c.listen)", "store": "\(c.store)"])
-            services.append(ClosingService.node(node, grace: process.drainGrace))
             let hangup = reloadOnHangup(tls: c.tls, access: c.access, logger: logger)
             defer { hangup.cancel() }
             try await process.serve(services, logger: logger)
         }
     }
+}
+
+extension Node {
+    /// The gateway's address (`--http-listen`), nil for none.
+    func httpAddress(listen: ServerAddress) throws -> ServerAddress? {
+        do {
+            return try AdminListen(parsing: httpListen).address(beside: listen, offset: 200, what: "http")
+        } catch {
+            throw ValidationError("--http-listen: \(error.message)")
+        }
+    }
+}
+
+/// Starts a node's HTTP gateway on `address`, in front of the node at `node`, and logs where.
+func startGateway(_ address: ServerAddress, node: ServerAddress, access: AccessControl, tls: ServerTLS?, cors: String)
+    async throws -> HTTPGateway
+{
+    var g = GatewayConfiguration(listen: address, node: node)
+    g.access = access
+    g.tls = tls
+    g.corsOrigins = cors.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    let gateway = try await HTTPGateway.start(g)
+    Logger(label: "eddy").info(
+        "http gateway ready", metadata: ["listen": "\(gateway.address)", "node": "\(node)", "tls": "\(tls != nil)"])
+    return gateway
 }
 
 struct Admin: AsyncParsableCommand {

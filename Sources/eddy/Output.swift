@@ -1,3 +1,4 @@
+import EddyClient
 import Foundation
 import StreamModel
 import Synchronization
@@ -50,20 +51,7 @@ enum EventFormat: String, CaseIterable, Sendable {
         case .text:
             return event.payload
         case .json:
-            var object: [String: Any] = [
-                "pointer": pointer.description,
-                "timestamp": event.timestamp,
-                "key": event.routingKey.map { $0 as Any } ?? NSNull(),
-            ]
-            if let text = String(validating: event.payload, as: UTF8.self) {
-                object["payload"] = text
-            } else {
-                object["payload_base64"] = Data(event.payload).base64EncodedString()
-            }
-            let data =
-                (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
-                ?? Data()
-            return Array(data)
+            return PointedEvent(event: event, pointer: pointer).json()
         }
     }
 }

@@ -28,31 +28,9 @@ struct ReadOptions: ParsableArguments {
 }
 
 /// One cursor per segment of `stream`: from its start, or just after each pointer of `from` (then only the
-/// segments those name).
+/// segments those name; ``EddyClient/cursors(_:at:)``).
 func readCursors(_ client: EddyClient, stream: String, from: [String]) async throws -> [SegmentCursor] {
-    let name = try parseStream(stream)
-    let info = try await client.info(name)
-    if from.isEmpty {
-        return info.segments.map { SegmentCursor(segment: $0.segment, offset: $0.startOffset) }
-    }
-    var cursors: [SegmentCursor] = []
-    for text in from {
-        let pointer = try EventPointer(parsing: text)
-        guard pointer.segment.stream == name, Int(pointer.segment.number) < info.segments.count else {
-            throw EddyError(.invalidArgument, "pointer \(text) does not name a segment of \(name)")
-        }
-        var length = UInt64(pointer.length)
-        if length == 0 {
-            // A pointer without its size: read the frame's length field.
-            let (_, head) = try await client.read(pointer.segment, from: pointer.offset, maxBytes: 4)
-            guard let bodyLength = head.getInteger(at: head.readerIndex, as: UInt32.self) else {
-                throw EddyError(.invalidArgument, "no event at \(text)")
-            }
-            length = 4 + UInt64(bodyLength)
-        }
-        cursors.append(SegmentCursor(segment: pointer.segment, offset: pointer.offset + length))
-    }
-    return cursors
+    try await client.cursors(try await client.info(try parseStream(stream)), at: from)
 }
 
 /// Prints the events of `cursors` until each segment's current end (or, with `follow`, until all are sealed).

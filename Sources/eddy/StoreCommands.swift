@@ -5,6 +5,7 @@ import CacheNode
 import EddyAdmin
 import EddyAuth
 import EddyConfig
+import EddyGateway
 import EddyTLS
 import Foundation
 import Logging
@@ -155,6 +156,9 @@ struct Up: AsyncParsableCommand {
     @Option(name: .long, help: "The nodes' addresses, HOST:PORT,HOST:PORT,...")
     var nodes: String = "127.0.0.1:9090,127.0.0.1:9091,127.0.0.1:9092"
 
+    @Option(name: .long, help: "The nodes' HTTP gateways: auto (each node's port + 200: 9290-9292) or none.")
+    var httpListen: String = "auto"
+
     @Flag(
         name: .long,
         help: """
@@ -169,6 +173,9 @@ struct Up: AsyncParsableCommand {
     @OptionGroup var process: ServerProcessOptions
 
     func validate() throws {
+        guard httpListen == "auto" || httpListen == "none" else {
+            throw ValidationError("eddy up takes --http-listen auto or none (each node's port + 200)")
+        }
         if secure, security.auth != "off" || security.tlsCert != nil {
             throw ValidationError("--secure makes its own --auth and --tls-* settings: give either, not both")
         }
@@ -201,6 +208,7 @@ struct Up: AsyncParsableCommand {
                 security: security, tls: tls, metrics: storeAdmin?.metrics)
             Output.shared.line("store  listening on \(server.address), data in \(data)/store")
             var admins: [AdminServer] = []
+            var gateways: [HTTPGateway] = []
             var started: [CacheNode] = []
             do {
                 if let storeAdmin {
@@ -234,8 +242,19 @@ struct Up: AsyncParsableCommand {
                         Output.shared.line(
                             "node   admin and dashboard on \(AdminSetup.url(admins.last!.address, tls: tls))")
                     }
+                    if httpListen == "auto" {
+                        let address = try AdminListen.auto.address(beside: m, offset: 200, what: "http")!
+                        gateways.append(
+                            try await startGateway(
+                                address, node: ServerAddress(host: m.host, port: node.port), access: access, tls: tls,
+                                cors: nodeOptions.httpCorsOrigins))
+                        Output.shared.line(
+                            "node   http gateway on \(tls == nil ? "http" : "https")://\(gateways.last!.address)/v1/streams"
+                        )
+                    }
                 }
             } catch {
+                for g in gateways { await g.close() }
                 for n in started { await n.close() }
                 for a in admins { await a.close() }
                 await ClosingService.store(server).close()
@@ -252,7 +271,7 @@ struct Up: AsyncParsableCommand {
             // Shut down in reverse: the nodes drain first, then the store checkpoints, the admin servers go last.
             let services: [any Service] =
                 admins + [ClosingService.store(server)]
-                + started.map { ClosingService.node($0, grace: process.drainGrace) }
+                + started.map { ClosingService.node($0, grace: process.drainGrace) } + gateways
             let hangup = reloadOnHangup(tls: tls, access: access, logger: logger)
             defer { hangup.cancel() }
             try await process.serve(services, logger: logger)

@@ -74,14 +74,7 @@ func http(_ server: AdminServer, _ path: String) async throws -> Answer {
 }
 
 func http(_ method: HTTPMethod, _ server: AdminServer, _ path: String, body: String? = nil) async throws -> Answer {
-    var request = HTTPClientRequest(url: "http://\(server.address)\(path)")
-    request.method = method
-    if let body { request.body = .bytes(ByteBuffer(string: body)) }
-    let response = try await HTTPClient.shared.execute(request, timeout: .seconds(30))
-    let bytes = try await response.body.collect(upTo: 64 << 20)
-    return Answer(
-        status: Int(response.status.code), body: String(buffer: bytes),
-        contentType: response.headers.first(name: "content-type") ?? "")
+    try await gatewayCall(method, "http://\(server.address)\(path)", body: body)
 }
 
 /// Parses exposition text with Prometheus's own Python parser (`prometheus_client`); a parse error fails the

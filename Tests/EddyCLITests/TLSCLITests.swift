@@ -134,7 +134,7 @@ struct TLSCLITests {
         let up = try ServerProcess(
             [
                 "up", "--data", folder, "--secure", "--store", store, "--nodes", nodes.joined(separator: ","),
-                "--admin-listen", "none",
+                "--admin-listen", "none", "--http-listen", "none",
             ],
             log: folder + ".log", marker: "eddy up: try", output: folder + ".out")
         defer {

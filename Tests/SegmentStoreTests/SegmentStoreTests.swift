@@ -112,6 +112,34 @@ struct SegmentStoreContractTests {
         #expect(try payloads(store.read(segment0, from: 0, maxBytes: 1000).data) == ["e0", "e1", "e2"])
     }
 
+    @Test("a sequenced writer (~ID) may jump ahead between batches; retries and conflicts are told apart as ever")
+    func sequencedWriter() async throws {
+        let dir = TemporaryDirectory()
+        defer { dir.cleanup() }
+        let store = try openStore(dir)
+        defer { store.close() }
+        try await store.createStream(name, segments: 1)
+        let (b0, _) = try frames(["a0", "a1"])
+        let (b1, _) = try frames(["b0"])
+        let first = try await store.append(segment0, frames: b0, writerID: "~w", firstEventNumber: 5 << 20)
+        let second = try await store.append(segment0, frames: b1, writerID: "~w", firstEventNumber: 9 << 20)
+        #expect(!first.duplicate && !second.duplicate && second.firstOffset == UInt64(b0.count))
+        let retry = try await store.append(segment0, frames: b0, writerID: "~w", firstEventNumber: 5 << 20)
+        #expect(retry.duplicate && retry.firstOffset == 0)
+        // Below the last number and no recent batch's start: a conflict, not a write.
+        let conflict = await #expect(throws: EddyError.self) {
+            try await store.append(segment0, frames: b1, writerID: "~w", firstEventNumber: 7 << 20)
+        }
+        #expect(conflict?.code == .eventNumberConflict, "\(String(describing: conflict))")
+        // The same jump from an ordinary writer is a gap.
+        _ = try await store.append(segment0, frames: b1, writerID: "w", firstEventNumber: 0)
+        let gap = await #expect(throws: EddyError.self) {
+            try await store.append(segment0, frames: b1, writerID: "w", firstEventNumber: 4)
+        }
+        #expect(gap?.code == .eventNumberGap, "\(String(describing: gap))")
+        #expect(try payloads(store.read(segment0, from: 0, maxBytes: 1000).data) == ["a0", "a1", "b0", "b0"])
+    }
+
     @Test("a retried batch is answered with its original position, not written twice")
     func exactlyOnce() async throws {
         let dir = TemporaryDirectory()

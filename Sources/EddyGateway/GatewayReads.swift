@@ -1,0 +1,234 @@
+import EddyClient
+import Hummingbird
+import Logging
+import NIOCore
+import StreamModel
+import Synchronization
+
+/// The reads of the gateway: NDJSON up to the tail, and Server-Sent Events that follow it.
+enum GatewayReads {
+    /// Where a read starts: `start` (each segment's first byte), `tail` (each segment's end now), or positions
+    /// (``EddyClient/cursors(_:at:)``: event pointers, comma-separated, the segments they name only).
+    static func cursors(_ from: String?, info: StreamInfo, client: EddyClient) async throws(EddyError)
+        -> [SegmentCursor]
+    {
+        // A `+` left unescaped in a query string arrives as a space; pointers never hold one.
+        let text = (from ?? "start").replacingOccurrences(of: " ", with: "+")
+        switch text {
+        case "", "start": return try await client.cursors(info, at: [])
+        case "tail": return info.segments.map { SegmentCursor(segment: $0.segment, offset: $0.length) }
+        default:
+            return try await client.cursors(
+                info, at: text.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
+        }
+    }
+
+    /// The NDJSON body: every event of `cursors`' segments (segment by segment, in order) up to each segment's
+    /// length in `info`, at most `limit` in all, written as it is read. A failure after the first line ends the
+    /// body with an error line (`{"error", "message"}`).
+    static func ndjson(_ cursors: [SegmentCursor], info: StreamInfo, limit: Int, lease: Lease, logger: Logger)
+        -> ResponseBody
+    {
+        ResponseBody { writer in
+            let client = lease.client
+            var left = limit
+            do {
+                for var cursor in cursors where left > 0 {
+                    guard let end = info.segments.first(where: { $0.segment == cursor.segment })?.length else {
+                        continue
+                    }
+                    while cursor.pendingOffset < end && left > 0 {
+                        let (segmentInfo, events) = try await cursor.step(client, wait: .zero)
+                        var out = ByteBuffer()
+                        for e in events.prefix(left) where e.pointer.offset < end {
+                            out.writeBytes(e.json())
+                            out.writeInteger(UInt8(ascii: "\n"))
+                            left -= 1
+                        }
+                        if out.readableBytes > 0 { try await writer.write(out) }
+                        if events.isEmpty && cursor.offset >= segmentInfo.length { break }
+                    }
+                }
+            } catch let error as EddyError {
+                logger.info("http read ended early", metadata: ["stream": "\(info.name)", "error": "\(error)"])
+                try await writer.write(ByteBuffer(string: GatewayResponse.errorLine(error) + "\n"))
+            }
+            try await writer.finish(nil)
+        }
+    }
+
+    /// What the readers of a Server-Sent Events response hand to its writer.
+    enum Item: Sendable {
+        case events(Int, [PointedEvent], bytes: Int)
+        case ended(Int)
+        case failed(EddyError)
+        case overflow
+        case keepAlive
+        /// The gateway is closing: the response ends (the client reconnects elsewhere with `Last-Event-ID`).
+        case closing
+    }
+
+    /// Stopper ends a response whose writer may be stuck on a client that does not read: it cancels the task that
+    /// writes the body (its pending write then fails and the connection closes), but only while that body runs.
+    final class Stopper: @unchecked Sendable {
+        // The task is only touched under the lock, and only until the body that owns it has returned.
+        private let task: Mutex<UnsafeCurrentTask?>
+
+        /// A stopper of the task running now.
+        init() { task = Mutex(withUnsafeCurrentTask { $0 }) }
+
+        /// Cancels the body's task after `grace` unless it has returned by then.
+        func stop(after grace: Duration) {
+            Task {
+                try? await Task.sleep(for: grace)
+                self.task.withLock { $0?.cancel() }
+            }
+        }
+
+        /// The body has returned: nothing is cancelled from now on.
+        func finished() { task.withLock { $0 = nil } }
+    }
+
+    /// The Server-Sent Events responses in progress, so that closing the gateway ends them instead of waiting for
+    /// clients that never leave.
+    final class LiveResponses: Sendable {
+        private struct State {
+            var feeds: [Int: (AsyncStream<Item>.Continuation, Stopper)] = [:]
+            var next = 0
+            var closed = false
+        }
+        private let state = Mutex(State())
+
+        /// Registers a response's feed; nil once closing (the response ends at once).
+        func add(_ feed: AsyncStream<Item>.Continuation, _ stopper: Stopper) -> Int? {
+            state.withLock { s in
+                if s.closed { return nil }
+                s.next += 1
+                s.feeds[s.next] = (feed, stopper)
+                return s.next
+            }
+        }
+
+        func remove(_ id: Int) { _ = state.withLock { $0.feeds.removeValue(forKey: id) } }
+
+        /// Ends every response, and those that start from now on.
+        func close() {
+            let feeds = state.withLock { s in
+                s.closed = true
+                return Array(s.feeds.values)
+            }
+            for (feed, stopper) in feeds {
+                feed.yield(.closing)
+                stopper.stop(after: .milliseconds(500))
+            }
+        }
+    }
+
+    /// A count of the bytes read but not yet written to the HTTP client.
+    private final class Backlog: Sendable {
+        let bytes = Atomic<Int>(0)
+    }
+
+    /// The Server-Sent Events body: every event of `cursors`' segments from there on, as they arrive, each
+    /// `id: POSITION` and `data: {JSON}`; it ends when every segment is sealed and read, after `limit` events,
+    /// or when the client leaves. POSITION is the event's pointer when one segment is read; with several, the
+    /// event's pointer and then the position of every other segment read (comma-separated), so that
+    /// `Last-Event-ID` resumes each of them right where it was. A comment every `keepAlive` keeps proxies
+    /// open. When more than `backlogLimit` bytes wait for a client that reads too slowly, the response ends with
+    /// an `event: error` (`overloaded`), or, when even that cannot be written within 2 s, the connection is
+    /// closed: the node's memory does not grow for it.
+    static func events(
+        _ cursors: [SegmentCursor], name: StreamName, limit: Int, keepAlive: Duration, backlogLimit: Int,
+        lease: Lease, live: LiveResponses, logger: Logger
+    ) -> ResponseBody {
+        ResponseBody { writer in
+            let client = lease.client
+            var positions = cursors.map { EventPointer(segment: $0.segment, offset: $0.offset, length: 0).description }
+            try await writer.write(ByteBuffer(string: "retry: 1000\n: eddy \(name)\n\n"))
+            let (items, feed) = AsyncStream<Item>.makeStream()
+            let stopper = Stopper()
+            defer { stopper.finished() }
+            guard let registration = live.add(feed, stopper) else { return try await writer.finish(nil) }
+            defer { live.remove(registration) }
+            let backlog = Backlog()
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (i, cursor) in cursors.enumerated() {
+                    group.addTask {
+                        do {
+                            _ = try await client.follow(cursor) { _, events in
+                                guard !events.isEmpty else { return true }
+                                let bytes = events.reduce(0) { $0 + $1.event.payload.count + 160 }
+                                if backlog.bytes.add(bytes, ordering: .relaxed).newValue > backlogLimit {
+                                    // The writer says so if it can; stuck on the client, it is stopped.
+                                    feed.yield(.overflow)
+                                    stopper.stop(after: .seconds(2))
+                                    return false
+                                }
+                                feed.yield(.events(i, events, bytes: bytes))
+                                return true
+                            }
+                            feed.yield(.ended(i))
+                        } catch is CancellationError {
+                        } catch let error as EddyError {
+                            feed.yield(.failed(error))
+                        } catch {
+                            feed.yield(.failed(EddyError(.internalError, "\(error)")))
+                        }
+                    }
+                }
+                group.addTask {
+                    while true {
+                        try await Task.sleep(for: keepAlive)
+                        feed.yield(.keepAlive)
+                    }
+                }
+                var ended = 0
+                var left = limit
+                loop: for await item in items {
+                    switch item {
+                    case .events(let i, let events, let bytes):
+                        var out = ByteBuffer()
+                        for e in events.prefix(left) {
+                            positions[i] = e.pointer.description
+                            let id =
+                                positions.count == 1
+                                ? positions[i]
+                                : ([positions[i]] + positions.indices.filter { $0 != i }.map { positions[$0] })
+                                    .joined(separator: ",")
+                            out.writeString("id: \(id)\ndata: ")
+                            out.writeBytes(e.json())
+                            out.writeString("\n\n")
+                            left -= 1
+                        }
+                        try await writer.write(out)
+                        backlog.bytes.subtract(bytes, ordering: .relaxed)
+                        if left == 0 { break loop }
+                    case .ended:
+                        ended += 1
+                        if ended == cursors.count { break loop }
+                    case .failed(let error):
+                        try await writer.write(
+                            ByteBuffer(string: "event: error\ndata: \(GatewayResponse.errorLine(error))\n\n"))
+                        break loop
+                    case .overflow:
+                        logger.notice(
+                            "http reader of \(name) closed: it reads too slowly",
+                            metadata: ["backlog_bytes": "\(backlog.bytes.load(ordering: .relaxed))"])
+                        let error = EddyError(
+                            .overloaded, "more than \(backlogLimit) bytes waited for this reader: it reads too slowly")
+                        try await writer.write(
+                            ByteBuffer(string: "event: error\ndata: \(GatewayResponse.errorLine(error))\n\n"))
+                        break loop
+                    case .keepAlive:
+                        try await writer.write(ByteBuffer(string: ": keep-alive\n\n"))
+                    case .closing:
+                        break loop
+                    }
+                }
+                group.cancelAll()
+                feed.finish()
+            }
+            try await writer.finish(nil)
+        }
+    }
+}
