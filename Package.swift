@@ -115,6 +115,7 @@ let package = Package(
                 "StreamModel", "WireProtocol",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "Yams", package: "Yams"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
@@ -309,6 +310,8 @@ let package = Package(
             dependencies: [
                 "SegmentStore", "ObjectStorage", "StoreServer", "StoreClient", "WireProtocol", "StreamModel", "EddyAuth",
                 "EddyTLS",
+                .product(name: "JWTKit", package: "jwt-kit"),
+                .product(name: "CryptoExtras", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

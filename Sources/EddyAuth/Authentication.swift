@@ -10,7 +10,7 @@ public protocol Authenticator: Sendable {
     func principal(for token: String) async throws(EddyError) -> Principal
 }
 
-/// How a server authenticates its clients: `--auth off|tokens:FILE|jwt:KEYFILE`.
+/// How a server authenticates its clients: `--auth off|tokens:FILE|jwt:KEYFILE|k8s:FILE`.
 public enum AuthSetting: Sendable, Equatable, CustomStringConvertible {
     /// No authentication: every connection is ``Principal/unrestricted`` (the embedded default; servers say so
     /// loudly in their log).
@@ -19,8 +19,10 @@ public enum AuthSetting: Sendable, Equatable, CustomStringConvertible {
     case tokens(path: String)
     /// Signed JWTs, checked with the keys of a JSON key file.
     case jwt(path: String)
+    /// Kubernetes service-account tokens, checked with the cluster's keys (``KubernetesAuthenticator``).
+    case kubernetes(path: String)
 
-    /// Parses `off`, `tokens:FILE` or `jwt:KEYFILE`.
+    /// Parses `off`, `tokens:FILE`, `jwt:KEYFILE` or `k8s:FILE`.
     /// - Throws: ``EddyError/Code/invalidArgument`` for anything else.
     public init(parsing text: String) throws(EddyError) {
         if text == "off" {
@@ -29,8 +31,10 @@ public enum AuthSetting: Sendable, Equatable, CustomStringConvertible {
             self = .tokens(path: String(text.dropFirst(7)))
         } else if text.hasPrefix("jwt:"), text.count > 4 {
             self = .jwt(path: String(text.dropFirst(4)))
+        } else if text.hasPrefix("k8s:"), text.count > 4 {
+            self = .kubernetes(path: String(text.dropFirst(4)))
         } else {
-            throw EddyError(.invalidArgument, "--auth '\(text)' is not off, tokens:FILE or jwt:KEYFILE")
+            throw EddyError(.invalidArgument, "--auth '\(text)' is not off, tokens:FILE, jwt:KEYFILE or k8s:FILE")
         }
     }
 
@@ -39,6 +43,7 @@ public enum AuthSetting: Sendable, Equatable, CustomStringConvertible {
         case .off: "off"
         case .tokens(let path): "tokens:" + path
         case .jwt(let path): "jwt:" + path
+        case .kubernetes(let path): "k8s:" + path
         }
     }
 }
@@ -64,6 +69,7 @@ public struct AccessControl: Sendable {
         case .off: nil
         case .tokens(let path): try TokensFile(path: path)
         case .jwt(let path): try await JWTAuthenticator.load(path: path)
+        case .kubernetes(let path): try await KubernetesAuthenticator.load(path: path)
         }
     }
 
@@ -119,7 +125,7 @@ public struct AccessControl: Sendable {
 /// depend on how much of it matches a real one.
 public struct TokensFile: Authenticator {
     struct Document: Decodable {
-        struct Entry: Decodable {
+        struct Entry: Codable {
             var token: String
             var principal: String
             var grants: [Grant]

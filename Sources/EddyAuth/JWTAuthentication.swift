@@ -54,7 +54,7 @@ public struct JWTAuthenticator: Authenticator {
 
     /// Each key alone in a collection of its own, so a token is checked with the key it names or not at all (a
     /// collection would fall back to its default key for an unknown `kid`).
-    let keys: [String: (alg: String, collection: JWTKeyCollection)]
+    let keys: [String: VerificationKey]
     let issuer: String?
     let audience: String?
 
@@ -80,7 +80,7 @@ public struct JWTAuthenticator: Authenticator {
             throw EddyError(.invalidArgument, "the JWT key file \(source) is not valid: \(TokensFile.describe(error))")
         }
         guard !file.keys.isEmpty else { throw EddyError(.invalidArgument, "the JWT key file \(source) has no keys") }
-        var keys: [String: (alg: String, collection: JWTKeyCollection)] = [:]
+        var keys: [String: VerificationKey] = [:]
         for key in file.keys {
             guard keys[key.kid] == nil else {
                 throw EddyError(.invalidArgument, "the JWT key file \(source): kid '\(key.kid)' repeats")
@@ -111,27 +111,13 @@ public struct JWTAuthenticator: Authenticator {
                     .invalidArgument,
                     "the JWT key file \(source): key '\(key.kid)' has algorithm '\(key.alg)'; use HS256 or ES256")
             }
-            keys[key.kid] = (key.alg, collection)
+            keys[key.kid] = VerificationKey(alg: key.alg, collection: collection)
         }
         return JWTAuthenticator(keys: keys, issuer: file.issuer, audience: file.audience)
     }
 
     public func principal(for token: String) async throws(EddyError) -> Principal {
-        let header = try Self.header(of: token)
-        guard let kid = header.kid, let key = keys[kid] else {
-            throw EddyError(.unauthorized, "the token's key (kid) is not one this server knows")
-        }
-        guard header.alg == key.alg else {
-            throw EddyError(.unauthorized, "the token's algorithm is not its key's (\(key.alg))")
-        }
-        let claims: Claims
-        do {
-            claims = try await key.collection.verify(token, as: Claims.self)
-        } catch let error as JWTError {
-            throw EddyError(.unauthorized, "the token is not valid: \(error.reason ?? "\(error.errorType)")")
-        } catch {
-            throw EddyError(.unauthorized, "the token is not valid")
-        }
+        let claims = try await VerificationKey.verify(token, keys: keys, as: Claims.self)
         if let issuer, claims.iss?.value != issuer {
             throw EddyError(.unauthorized, "the token's issuer is not \(issuer)")
         }
@@ -142,11 +128,74 @@ public struct JWTAuthenticator: Authenticator {
         return Principal(name: claims.sub.value, grants: claims.grants)
     }
 
+}
+
+/// A key that checks tokens: its algorithm (a token must name the same one) and a collection holding it alone.
+struct VerificationKey: Sendable {
+    let alg: String
+    let collection: JWTKeyCollection
+
+    /// Checks `token` with the key its header names (`kid`), which must use the algorithm its header says
+    /// (`alg`), and returns its claims, verified (`Claims.verify`: expiry and the like).
+    /// - Throws: ``EddyError/Code/unauthorized`` saying what is wrong with the token.
+    static func verify<Claims: JWTPayload>(_ token: String, keys: [String: VerificationKey], as: Claims.Type)
+        async throws(EddyError) -> Claims
+    {
+        let header = try header(of: token)
+        guard let kid = header.kid, let key = keys[kid] else {
+            throw EddyError(.unauthorized, "the token's key (kid) is not one this server knows")
+        }
+        guard header.alg == key.alg else {
+            throw EddyError(.unauthorized, "the token's algorithm is not its key's (\(key.alg))")
+        }
+        do {
+            return try await key.collection.verify(token, as: Claims.self)
+        } catch let error as JWTError {
+            throw EddyError(.unauthorized, "the token is not valid: \(error.reason ?? "\(error.errorType)")")
+        } catch {
+            throw EddyError(.unauthorized, "the token is not valid")
+        }
+    }
+
+    /// The keys of a JSON Web Key Set (what a Kubernetes cluster publishes at `/openid/v1/jwks`): RSA keys
+    /// (RS256) and P-256 keys (ES256), each by its `kid`; a key without `alg` gets its type's.
+    /// - Throws: ``EddyError/Code/invalidArgument`` naming `source` and the key that cannot be used.
+    static func keys(of jwks: JWKS, source: String) async throws(EddyError) -> [String: VerificationKey] {
+        guard !jwks.keys.isEmpty else { throw EddyError(.invalidArgument, "\(source): the key set has no keys") }
+        var keys: [String: VerificationKey] = [:]
+        for jwk in jwks.keys {
+            guard let kid = jwk.keyIdentifier?.string, !kid.isEmpty else {
+                throw EddyError(.invalidArgument, "\(source): a key of the set has no kid")
+            }
+            guard keys[kid] == nil else { throw EddyError(.invalidArgument, "\(source): kid '\(kid)' repeats") }
+            let alg: String
+            switch (jwk.keyType, jwk.algorithm) {
+            case (.rsa, nil), (.rsa, .rs256?): alg = "RS256"
+            case (.ecdsa, nil), (.ecdsa, .es256?): alg = "ES256"
+            default:
+                throw EddyError(
+                    .invalidArgument,
+                    "\(source): key '\(kid)' is \(jwk.keyType.rawValue) \(jwk.algorithm?.rawValue ?? ""); use RS256 or ES256"
+                )
+            }
+            let collection = JWTKeyCollection()
+            do {
+                var key = jwk
+                key.algorithm = alg == "RS256" ? .rs256 : .es256
+                try await collection.add(jwk: key)
+            } catch {
+                throw EddyError(.invalidArgument, "\(source): key '\(kid)' cannot be used: \(error)")
+            }
+            keys[kid] = VerificationKey(alg: alg, collection: collection)
+        }
+        return keys
+    }
+
     /// The token's header, read without checking anything (to pick the key).
-    static func header(of token: String) throws(EddyError) -> Header {
+    static func header(of token: String) throws(EddyError) -> JWTAuthenticator.Header {
         let parts = token.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 3, let data = base64URLDecoded(parts[0]),
-            let header = try? JSONDecoder().decode(Header.self, from: data)
+            let header = try? JSONDecoder().decode(JWTAuthenticator.Header.self, from: data)
         else {
             throw EddyError(.unauthorized, "the token is not a JWT (header.payload.signature)")
         }

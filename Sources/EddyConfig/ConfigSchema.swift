@@ -227,7 +227,7 @@ public enum ConfigSchema {
 
         ConfigKey(
             "security", "auth", .text, "off",
-            "Client authentication: off, tokens:FILE (a JSON tokens file) or jwt:KEYFILE (docs/security.md).",
+            "Client authentication: off, tokens:FILE (a JSON tokens file), jwt:KEYFILE or k8s:FILE (docs/security.md).",
             commands: servers),
         ConfigKey(
             "security", "service-token", .text, "",

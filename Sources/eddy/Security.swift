@@ -9,7 +9,11 @@ import WireProtocol
 /// The security flags of the servers (`eddy store`, `eddy node`, `eddy up`): how clients authenticate, and the
 /// service identity nodes present to the store and to each other (docs/security.md).
 struct SecurityOptions: ParsableArguments {
-    @Option(name: .long, help: "Client authentication: off, tokens:FILE (a JSON tokens file) or jwt:KEYFILE.")
+    @Option(
+        name: .long,
+        help:
+            "Client authentication: off, tokens:FILE (a JSON tokens file), jwt:KEYFILE or k8s:FILE (Kubernetes service-account tokens)."
+    )
     var auth: String = "off"
 
     @Option(

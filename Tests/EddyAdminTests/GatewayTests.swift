@@ -463,6 +463,33 @@ struct GatewayTests {
         await rig.shutdown()
     }
 
+    @Test("with --auth k8s: a pod's projected token in the Authorization header is its service account")
+    func kubernetesTokens() async throws {
+        let cluster = try KubernetesTokenIssuer()
+        let file = """
+            {"issuer": "\(KubernetesTokenIssuer.issuer)", "audience": "eddy", "jwks": \(try cluster.jwks),
+             "grants": {"default": [{"scope": "{namespace}/*", "roles": ["read", "write", "admin"]}]}}
+            """
+        let access = AccessControl(
+            setting: .kubernetes(path: "(test)"),
+            authenticator: try await KubernetesAuthenticator.load(text: file, source: "(test)", folder: "/"))
+        let rig = try await GatewayRig(access: access)
+        let pod = [("Authorization", "Bearer \(try await cluster.token(namespace: "shop", account: "web"))")]
+        #expect(try await gatewayCall(.PUT, "\(rig.base)/v1/streams/shop/orders", headers: pod).status == 201)
+        let posted = try await gatewayCall(
+            .POST, "\(rig.base)/v1/streams/shop/orders/events", body: "paid",
+            headers: pod + [("Content-Type", "text/plain")])
+        #expect(posted.status == 200, "\(posted.body)")
+        let other = try await gatewayCall(.PUT, "\(rig.base)/v1/streams/billing/x", headers: pod)
+        #expect(other.status == 403, "\(other.body)")
+        let expired = [
+            ("Authorization", "Bearer \(try await cluster.token(namespace: "shop", account: "web", expires: -120))")
+        ]
+        let refused = try await gatewayCall(.GET, "\(rig.base)/v1/streams", headers: expired)
+        #expect(try refused.status == 401 && (refused.json()["error"] as? String) == "unauthorized", "\(refused.body)")
+        await rig.shutdown()
+    }
+
     @Test("with the node's TLS certificate the gateway serves HTTPS (and reaches its node over TLS)")
     func https() async throws {
         let files = try CertificateFiles()

@@ -85,14 +85,7 @@ struct JWTTests {
             .replacingOccurrences(of: "=", with: "").replacingOccurrences(of: "+", with: "-")
             .replacingOccurrences(of: "/", with: "_")
         refused.append(("algorithm not the key's", "\(header).\(parts[1]).\(parts[2])"))
-        for (what, token) in refused {
-            do {
-                let p = try await auth.principal(for: token)
-                Issue.record("\(what): accepted as \(p.name)")
-            } catch {
-                #expect(error.code == .unauthorized, "\(what): \(error)")
-            }
-        }
+        await expectUnauthorized(auth, refused)
     }
 
     @Test("bad key files are refused at start with the file named and the problem")
@@ -157,5 +150,17 @@ struct JWTTests {
             #expect((error as? EddyError)?.code == .unauthorized, "\(error)")
         }
         await h.shutdown()
+    }
+}
+
+/// Checks that `auth` refuses each (what, token) as unauthorized.
+func expectUnauthorized(_ auth: some Authenticator, _ refused: [(String, String)]) async {
+    for (what, token) in refused {
+        do {
+            let p = try await auth.principal(for: token)
+            Issue.record("\(what): accepted as \(p.name)")
+        } catch {
+            #expect(error.code == .unauthorized, "\(what): \(error)")
+        }
     }
 }
