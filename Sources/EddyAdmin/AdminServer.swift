@@ -43,7 +43,7 @@ public final class AdminServer: Service, Sendable, CustomStringConvertible {
         let (outcomes, started) = AsyncStream<Result<Int, EddyError>>.makeStream()
         let application = Application(
             router: router,
-            server: tls.map { HTTPServerBuilder.http1(behind: $0) } ?? .http1(),
+            server: HTTPServerBuilder.http1(behind: tls),
             configuration: ApplicationConfiguration(
                 address: .hostname(address.host, port: address.port), serverName: "eddy-\(purpose)"),
             onServerRunning: { channel in started.yield(.success(channel.localAddress?.port ?? address.port)) },

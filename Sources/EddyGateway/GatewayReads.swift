@@ -5,8 +5,61 @@ import NIOCore
 import StreamModel
 import Synchronization
 
+/// The JSON lines of recent events, by pointer: readers of the same events (a thousand Server-Sent Events
+/// clients of one tail) encode each once. The key is the pointer and the event's timestamp, so a stream deleted
+/// and created again, whose new events sit at the old pointers, is not served the old lines.
+final class RenderedEvents: Sendable {
+    private struct Key: Hashable {
+        var segment: SegmentID
+        var offset: UInt64
+        var length: UInt32
+        var timestamp: Int64
+    }
+    /// An event's JSON line and its pointer as text.
+    struct Line: Sendable {
+        var json: [UInt8]
+        var pointer: String
+    }
+    private struct State {
+        var lines: [Key: Line] = [:]
+        var order: [Key] = []
+        var next = 0
+    }
+    private let state = Mutex(State())
+    /// How many events are kept.
+    let capacity: Int
+
+    init(capacity: Int = 4096) { self.capacity = capacity }
+
+    /// The JSON line of `e` (``PointedEvent/json()``) and its pointer's text, made once for all its readers.
+    func line(_ e: PointedEvent) -> Line {
+        let key = Key(
+            segment: e.pointer.segment, offset: e.pointer.offset, length: e.pointer.length, timestamp: e.event.timestamp
+        )
+        if let line = state.withLock({ $0.lines[key] }) { return line }
+        let line = Line(json: e.json(), pointer: e.pointer.description)
+        state.withLock { s in
+            if s.order.count < capacity {
+                s.order.append(key)
+            } else {
+                s.lines[s.order[s.next]] = nil
+                s.order[s.next] = key
+                s.next = (s.next + 1) % capacity
+            }
+            s.lines[key] = line
+        }
+        return line
+    }
+
+    /// The JSON line of `e`.
+    func json(_ e: PointedEvent) -> [UInt8] { line(e).json }
+}
+
 /// The reads of the gateway: NDJSON up to the tail, and Server-Sent Events that follow it.
 enum GatewayReads {
+    /// The event lines every response of the process shares.
+    static let rendered = RenderedEvents()
+
     /// Where a read starts: `start` (each segment's first byte), `tail` (each segment's end now), or positions
     /// (``EddyClient/cursors(_:at:)``: event pointers, comma-separated, the segments they name only).
     static func cursors(_ from: String?, info: StreamInfo, client: EddyClient) async throws(EddyError)
@@ -41,7 +94,7 @@ enum GatewayReads {
                         let (segmentInfo, events) = try await cursor.step(client, wait: .zero)
                         var out = ByteBuffer()
                         for e in events.prefix(left) where e.pointer.offset < end {
-                            out.writeBytes(e.json())
+                            out.writeBytes(rendered.json(e))
                             out.writeInteger(UInt8(ascii: "\n"))
                             left -= 1
                         }
@@ -189,14 +242,17 @@ enum GatewayReads {
                     case .events(let i, let events, let bytes):
                         var out = ByteBuffer()
                         for e in events.prefix(left) {
-                            positions[i] = e.pointer.description
+                            let line = rendered.line(e)
+                            positions[i] = line.pointer
                             let id =
                                 positions.count == 1
                                 ? positions[i]
                                 : ([positions[i]] + positions.indices.filter { $0 != i }.map { positions[$0] })
                                     .joined(separator: ",")
-                            out.writeString("id: \(id)\ndata: ")
-                            out.writeBytes(e.json())
+                            out.writeString("id: ")
+                            out.writeString(id)
+                            out.writeString("\ndata: ")
+                            out.writeBytes(line.json)
                             out.writeString("\n\n")
                             left -= 1
                         }

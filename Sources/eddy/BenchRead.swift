@@ -360,6 +360,14 @@ struct BenchFanout: AsyncParsableCommand {
                 "Their subscriptions share the connection: a node writes the pushes of one append to all of them together."
         ))
     var readersPerConnection: Int = 1
+    @Flag(
+        name: .long,
+        help: ArgumentHelp(
+            "Read through the nodes' HTTP gateways instead: each reader a Server-Sent Events response (docs/http.md).",
+            discussion: "The gateways are --http-servers, or each --servers address's port + 200 (eddy up's)."))
+    var http = false
+    @Option(name: .long, help: "The HTTP gateways for --http, HOST:PORT,... (readers are spread over them).")
+    var httpServers: String?
 
     func run() async throws {
         ClientMemory.reuseAnswerBuffers()
@@ -394,6 +402,14 @@ struct BenchFanout: AsyncParsableCommand {
                 var all: [Int: EddyClient] = [:]
                 for try await (g, c) in connecting { all[g] = c }
                 return (0..<groups).map { all[$0]! }
+            }
+            if http {
+                for c in clients { await c.close() }
+                let figures = try await httpReaders(admin, info, progress: progress, meter: meter, end: end)
+                let elapsed = (ContinuousClock.now - start).inSeconds
+                await admin.close()
+                report(figures, elapsed: elapsed, peer: "eddy-http", cpu: meter.read())
+                return
             }
             let perConnection = readersPerConnection
             let figures = try await withThrowingTaskGroup(of: BenchFigures.self) { group in
@@ -447,6 +463,36 @@ struct BenchFanout: AsyncParsableCommand {
             await admin.close()
             report(figures, elapsed: elapsed, peer: "eddy", cpu: cpu)
         }
+    }
+
+    /// `--http`: the readers are Server-Sent Events responses of the gateways; the writer starts once all are open.
+    func httpReaders(
+        _ admin: EddyClient, _ info: StreamInfo, progress: Progress, meter: CPUMeterBox, end: ContinuousClock.Instant
+    ) async throws -> BenchFigures {
+        let gateways =
+            try httpServers.map { try $0.split(separator: ",").map { try ServerAddress(parsing: String($0)) } }
+            ?? HTTPFanout.gateways(
+                try target.servers.split(separator: ",").map { try ServerAddress(parsing: String($0)) })
+        let token = target.credentials.bearer
+        let stream = target.stream
+        let readers = try await withThrowingTaskGroup(of: SSEReader.self) { group in
+            for r in 0..<target.readers {
+                group.addTask {
+                    try await HTTPFanout.open(
+                        gateways[r % gateways.count], stream: stream, token: token, progress: progress)
+                }
+            }
+            return try await group.reduce(into: []) { $0.append($1) }
+        }
+        let reporter = progress.report(start: ContinuousClock.now)
+        meter.start()
+        let writer = appendAtRate(admin, info, rate: rate, until: end, size: target.size)
+        try? await Task.sleep(until: end + .milliseconds(300))
+        writer.cancel()
+        reporter.cancel()
+        var all = BenchFigures()
+        for r in readers { all.add(await r.finish()) }
+        return all
     }
 
     func report(_ figures: BenchFigures, elapsed: Double, peer: String, cpu: CPUMeter.Reading?) {

@@ -71,6 +71,20 @@ struct GatewayCLITests {
 
         let missing = try await Self.exchange(port: http, "GET", "/v1/streams/cli/nothing/events")
         #expect(missing.status == 404 && missing.body.contains("\"streamNotFound\""), "\(missing.body)")
+
+        // eddy bench fanout --http: Server-Sent Events readers through the gateway get every event.
+        let bench = try await eddyAsync([
+            "bench", "fanout", "--servers", node, "--http", "--http-servers", "127.0.0.1:\(http)", "--stream",
+            "cli/sse",
+            "--segments", "2", "--readers", "4", "--rate", "200", "--duration", "2", "--size", "100", "--json",
+        ])
+        #expect(bench.status == 0, "\(bench.stderr)")
+        let figures = try #require(
+            try JSONSerialization.jsonObject(with: Data(bench.stdout.utf8)) as? [String: Any], "\(bench.stdout)")
+        #expect(figures["system"] as? String == "eddy-http")
+        let deliveries = figures["deliveries"] as? Int ?? 0
+        #expect(deliveries >= 4 * 300, "\(figures)")
+        #expect((figures["p99_ms"] as? Double ?? 0) > 0, "\(figures)")
     }
 
     @Test("a bad --http-listen is refused with what it takes")
