@@ -145,6 +145,6 @@ struct SecurityCLITests {
             #expect(missing.status != 0 && missing.stderr.contains("/nonexistent.json"), "\(missing.stderr)")
         }
         let bad = try eddy(["store", "--data", temporaryPath("nostore"), "--auth", "ldap:x"])
-        #expect(bad.status != 0 && bad.stderr.contains("off, tokens:FILE or jwt:KEYFILE"), "\(bad.stderr)")
+        #expect(bad.status != 0 && bad.stderr.contains("off, tokens:FILE, jwt:KEYFILE or k8s:FILE"), "\(bad.stderr)")
     }
 }
