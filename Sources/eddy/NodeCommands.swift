@@ -312,6 +312,7 @@ struct Node: AsyncParsableCommand {
             c.tls = try security.serverTLS(logger: Logger(label: "eddy"), server: "node \(c.listen)")
             let admin = try process.admin(beside: c.listen)
             c.metricsFactory = admin?.metrics.factory
+            let http = try httpAddress(listen: c.listen)
             let node = try await CacheNode.start(configuration: c)
             var services: [any Service] = []
             if let admin {
@@ -325,7 +326,7 @@ struct Node: AsyncParsableCommand {
                     throw error
                 }
             }
-            if let http = try httpAddress(listen: c.listen) {
+            if let http {
                 do {
                     let gateway = try await startGateway(
                         http, node: ServerAddress(host: c.listen.host, port: node.port), access: c.access, tls: c.tls,
