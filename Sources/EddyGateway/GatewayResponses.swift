@@ -113,12 +113,7 @@ struct ErrorDocuments: RouterMiddleware {
         } catch let error as EddyError {
             return GatewayResponse.error(error)
         } catch let error as HTTPError {
-            let code: EddyError.Code =
-                switch error.status {
-                case .contentTooLarge: .frameTooLarge
-                case .notFound: .invalidArgument
-                default: .invalidArgument
-                }
+            let code: EddyError.Code = error.status == .contentTooLarge ? .frameTooLarge : .invalidArgument
             let message =
                 error.status == .notFound
                 ? "no such endpoint: \(request.method) \(request.uri.path) (docs/http.md lists them)"
