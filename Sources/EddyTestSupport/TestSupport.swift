@@ -137,9 +137,11 @@ public struct RawConnection: Sendable {
 
     public func response() throws -> Response? { try receive().map { try MessageCodec.response($0) } }
 
-    /// Reads every byte that arrives until the server closes (`closed`), nothing arrives for the receive timeout
-    /// (5 s), or `limit` has passed.
-    public func readAll(limit: Duration) -> (bytes: [UInt8], closed: Bool) {
+    /// Reads every byte that arrives until the server closes (`closed`), nothing arrives for `idle`, or `limit`
+    /// has passed.
+    public func readAll(limit: Duration, idle: Duration = .seconds(5)) -> (bytes: [UInt8], closed: Bool) {
+        var timeout = timeval(tv_sec: Int(idle.components.seconds), tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var out: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 1 << 16)
         let deadline = ContinuousClock.now + limit
