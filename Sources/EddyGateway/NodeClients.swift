@@ -22,6 +22,8 @@ final class NodeClients: Sendable {
     private struct State {
         var entries: [String: Entry] = [:]
         var closed = false
+        /// When idle clients were last looked for: at most every few seconds, not on every request.
+        var swept = ContinuousClock.now
     }
     private let state = Mutex(State())
     private let base: EddyClient.Configuration
@@ -69,6 +71,8 @@ final class NodeClients: Sendable {
                 s.entries[token] = e
             }
             let now = ContinuousClock.now
+            guard s.entries.count > Self.capacity || now - s.swept > .seconds(10) else { return [] }
+            s.swept = now
             var idle = s.entries.filter { $0.value.users == 0 }.sorted { $0.value.lastUsed < $1.value.lastUsed }
             var dropped: [Task<EddyClient, any Error>] = []
             while let oldest = idle.first,
