@@ -50,6 +50,8 @@ public struct EtcdMembershipConfiguration: Sendable, Hashable {
 ///   watcher sees the DELETE. A node that finds its own lease gone (a keep-alive answered without a TTL, or the
 ///   DELETE of its own key) registers again.
 /// - A watch cancelled because its start revision was compacted reads the range again and watches from there.
+/// - A read of the members answered at a revision older than a change the watch has applied (it crossed that
+///   change on its way) is not installed, so it cannot bring back a member that has gone.
 /// - While etcd is unreachable the node keeps the last ring it knew and tries again (with backoff).
 /// - The ring's epoch is the etcd revision at which its member list was seen (kept increasing should etcd's
 ///   history restart).
@@ -65,6 +67,10 @@ package final class EtcdMembership: RingMembership {
     package struct State {
         /// Registered members by name.
         package var members: Set<String> = []
+        /// The etcd revision `members` reflects: a range answered at an older revision (it was on its way while
+        /// the watch applied a newer change) is stale and left out, and a watched change at or below it is
+        /// already counted.
+        package var revision: Int64 = 0
         package var lease: Int64?
         /// Set when the registration is known to be gone: the keeper registers again at once.
         package var lost = false
@@ -225,8 +231,13 @@ package final class EtcdMembership: RingMembership {
         do {
             return try await ranging.run(0) {
                 let (values, revision) = try await client.range(prefix: prefix)
-                self.install(values.map(\.key), revision: revision)
-                return revision
+                if self.install(values.map(\.key), revision: revision, restarted: false) { return revision }
+                // Answered below a change the watch applied: either it was on its way meanwhile, or etcd's history
+                // restarted (its data was lost). A second read begun now answers at least `mark` unless the latter.
+                let mark = self.state.withLock { $0.revision }
+                let (again, now) = try await client.range(prefix: prefix)
+                self.install(again.map(\.key), revision: now, restarted: now < mark)
+                return now
             }.0
         } catch let error as EddyError {
             throw error
@@ -286,25 +297,36 @@ package final class EtcdMembership: RingMembership {
     /// The member list after one watched change.
     private func apply(name key: String, revision: Int64, present: Bool) {
         guard let name = member(key) else { return }
-        let (members, ownKeyLost) = state.withLock { s -> (Set<String>, Bool) in
+        let applied = state.withLock { s -> (members: Set<String>, ownKeyLost: Bool)? in
+            guard revision > s.revision else { return nil }
+            s.revision = revision
             if present { s.members.insert(name) } else { s.members.remove(name) }
             let lost = !present && name == me && !s.leaving
             if lost { s.lost = true }
             return (s.members, lost)
         }
-        if ownKeyLost { logger.warning("this node's etcd registration was deleted; registering again") }
-        installRing(members, revision: revision)
+        guard let applied else { return }
+        if applied.ownKeyLost { logger.warning("this node's etcd registration was deleted; registering again") }
+        installRing(applied.members, revision: revision)
     }
 
     /// Installs the member list read at `revision`.
-    private func install(_ keys: [String], revision: Int64) {
+    /// Installs the member list read at `revision`, unless the watch has already applied a later change (the
+    /// range was answered before it, so installing it would bring back a member that has since gone) and etcd's
+    /// history did not `restart`. Returns whether it was installed.
+    @discardableResult
+    package func install(_ keys: [String], revision: Int64, restarted: Bool) -> Bool {
         let members = Set(keys.compactMap(member))
-        state.withLock { s in
+        let current = state.withLock { s -> Bool in
+            guard revision >= s.revision || restarted else { return false }
+            s.revision = revision
             s.members = members
             if !members.contains(me), !s.leaving, s.lease != nil { s.lost = true }
+            return true
         }
         noteRecovered()
-        installRing(members, revision: revision)
+        if current { installRing(members, revision: revision) }
+        return current
     }
 
     private func installRing(_ names: Set<String>, revision: Int64) {

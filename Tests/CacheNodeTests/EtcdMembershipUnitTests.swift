@@ -66,4 +66,37 @@ struct EtcdMembershipUnitTests {
         try await waitUntil(30, "the next change") { reread.all.last == [c, d] }
         #expect(m2.ring.epoch >= UInt64(r4), "the epoch is the revision of the change")
     }
+
+    @Test(
+        "a read of the members answered before a change the watch has applied is not installed: it cannot bring back a member that left"
+    )
+    func staleRead() async throws {
+        let etcd = try EtcdServer()
+        try await etcd.waitUntilReady()
+        let client = EtcdClient(endpoint: etcd.endpoint)
+        let (b, c) = ("127.0.0.1:7002", "127.0.0.1:7003")
+        let rings = Rings()
+        let m = try Self.membership(etcd, prefix: "/stale", rings: rings)
+        try await client.put("/stale/members/\(b)", [])
+        try await client.put("/stale/members/\(c)", [])
+        // A read taken here, while both are registered...
+        let (before, readAt) = try await client.range(prefix: "/stale/members/")
+        let t = Task { await m.follow() }
+        defer { t.cancel() }
+        try await waitUntil(30, "the first read") { rings.all.last == [b, c] }
+        // ...and b leaves; the watch applies the DELETE.
+        let gone = try await client.delete("/stale/members/\(b)")
+        try await waitUntil(30, "the delete") { rings.all.last == [c] }
+
+        // The read answered at the older revision arrives late: it is left out, and b stays gone.
+        #expect(!m.install(before.map(\.key), revision: readAt, restarted: false))
+        #expect(m.ring.members == [c] && m.knownMembers == [c])
+        #expect(m.ring.epoch >= UInt64(gone))
+        // A probe (a fresh read) agrees with the watch.
+        await m.probe()
+        #expect(m.ring.members == [c])
+        // Only a restart of etcd's history (its data lost, revisions from 1 again) lets an older revision in.
+        #expect(m.install(before.map(\.key), revision: readAt, restarted: true))
+        #expect(m.ring.members == [b, c])
+    }
 }
