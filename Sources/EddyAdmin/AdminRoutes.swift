@@ -4,14 +4,18 @@ import Hummingbird
 import SegmentStore
 import StoreServer
 import StreamModel
+import Synchronization
 
 /// The admin API's routes for a node and for the store (docs/operations.md, "Admin API").
 public enum AdminRoutes {
     static let prometheusContentType = "text/plain; version=0.0.4; charset=utf-8"
 
-    /// The node's routes: `/` (the dashboard), `/health`, `/ready`, `/cluster`, `/ring`, `/stats`, `/whatif`, `/streams`, `/queues`, `/queues/journal`,
-    /// `/dlq`, `/dlq/{id}`, `POST /dlq/redrive`, `POST /dlq/purge`, `/metrics`.
-    public static func node(_ node: CacheNode, metrics: MetricsExporter) -> (Router<BasicRequestContext>) -> Void {
+    /// The node's routes: `/` (the dashboard), `/health`, `/ready`, `/cluster`, `/ring`, `/stats`, `/whatif`,
+    /// `/streams`, `/queues`, `/queues/journal`, `/dlq`, `/dlq/{id}`, `POST /dlq/redrive`, `POST /dlq/purge`,
+    /// `/metrics`, and `/gateway` (where the node's HTTP gateway is, for the dashboard's stream viewer).
+    public static func node(
+        _ node: CacheNode, metrics: MetricsExporter, gateway: GatewayLink = GatewayLink()
+    ) -> (Router<BasicRequestContext>) -> Void {
         let core = node.core
         let name = core.configuration.name
         return { router in
@@ -27,6 +31,7 @@ public enum AdminRoutes {
             router.get("/") { _, _ in
                 AdminResponse.text(Array(Dashboard.html.utf8), contentType: "text/html; charset=utf-8")
             }
+            router.get("gateway") { _, _ in AdminResponse.json(gateway.json) }
             router.get("cluster") { _, _ in AdminResponse.json(await core.clusterJSON()) }
             router.get("ring") { _, _ in AdminResponse.json(core.ringJSON()) }
             router.get("stats") { _, _ in AdminResponse.json(core.statsJSON()) }
@@ -117,5 +122,30 @@ public enum AdminRoutes {
             (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
             ?? Data("{}".utf8)
         return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// Where the node's HTTP gateway serves, as its admin port's `/gateway` tells the dashboard's stream viewer:
+/// `{"enabled": false}` until ``set(host:port:tls:)`` (a node without `--http-listen`), then `{"enabled": true,
+/// "host", "port", "scheme"}`. `host` is null when the gateway listens on every address: the page then uses the
+/// host name it was itself reached by.
+public final class GatewayLink: Sendable {
+    private let place = Mutex<(host: String?, port: Int, tls: Bool)?>(nil)
+
+    /// No gateway yet.
+    public init() {}
+
+    /// The gateway serves on `host`:`port`, over HTTPS with `tls`.
+    public func set(host: String, port: Int, tls: Bool) {
+        let wildcard = host == "0.0.0.0" || host == "::" || host.isEmpty
+        place.withLock { $0 = (wildcard ? nil : host, port, tls) }
+    }
+
+    var json: [String: Any] {
+        guard let at = place.withLock({ $0 }) else { return ["enabled": false] }
+        return [
+            "enabled": true, "host": at.host.map { $0 as Any } ?? NSNull(), "port": at.port,
+            "scheme": at.tls ? "https" : "http",
+        ]
     }
 }

@@ -1,7 +1,9 @@
 /// The dashboard a node's admin port serves at `/`: one self-contained page (no CDN, no external file: clusters
 /// without internet access show it as well) that polls the node's own admin API once a second (`/ring`,
 /// `/cluster`, `/whatif`, `/queues`) and draws the ring, every member's figures and their history, and the
-/// what-if miss-ratio curves. docs/operations.md, "Dashboard", says what each panel shows.
+/// what-if miss-ratio curves; its stream viewer follows a stream through the node's HTTP gateway (`/gateway`
+/// says where) with an EventSource and resumes after a reload from the last event it showed (kept in the
+/// browser's localStorage). docs/operations.md, "Dashboard", says what each panel shows.
 enum Dashboard {
     static let html = #"""
         <!doctype html>
@@ -31,7 +33,10 @@ enum Dashboard {
           .legend { display: flex; flex-wrap: wrap; gap: 4px 14px; margin-top: 6px; color: var(--muted); font-size: 12px; }
           .legend i { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 4px; vertical-align: -1px; }
           .note { color: var(--muted); font-size: 12px; margin-top: 6px; }
-          #status.error { color: #c62828; }
+          #status.error, #viewer-status.error { color: #c62828; }
+          .controls { display: flex; gap: 10px; align-items: center; margin-bottom: 8px; }
+          #viewer-events td { text-align: left; white-space: normal; word-break: break-all; }
+          #viewer-events td.pointer { white-space: nowrap; font-family: ui-monospace, monospace; font-size: 12px; }
         </style>
         </head>
         <body data-samples="0">
@@ -79,6 +84,18 @@ enum Dashboard {
             </table>
             <div class="note" id="queue-note"></div>
           </section>
+          <section class="wide">
+            <h2>Stream viewer</h2>
+            <div class="controls">
+              <select id="viewer-stream"><option value="">choose a stream…</option></select>
+              <button id="viewer-from-start" type="button">from the start</button>
+              <span class="note" id="viewer-status">…</span>
+            </div>
+            <table id="viewer-events">
+              <thead><tr><th>pointer</th><th>time</th><th>key</th><th>payload</th></tr></thead>
+              <tbody></tbody>
+            </table>
+          </section>
         </main>
         <script>
         "use strict";
@@ -91,8 +108,9 @@ enum Dashboard {
         const $ = (id) => document.getElementById(id);
 
         // With authentication on, open the page as http://HOST:PORT/#token=TOKEN: the fragment never leaves the
-        // browser, and the page sends the token with each of its requests.
-        const token = new URLSearchParams(location.hash.slice(1)).get("token");
+        // browser, and the page sends the token with each of its requests (the stream viewer's too).
+        const fragment = new URLSearchParams(location.hash.slice(1));
+        const token = fragment.get("token");
         async function get(path) {
           const headers = token ? { "Authorization": "Bearer " + token } : {};
           const r = await fetch(path, { cache: "no-store", headers });
@@ -297,6 +315,90 @@ enum Dashboard {
           samples++;
           document.body.dataset.samples = samples;
         }
+        // The stream viewer: the node's HTTP gateway (the admin port's /gateway says where) sends the chosen
+        // stream's events as Server-Sent Events. The id of the last event shown is kept in localStorage per
+        // stream, so after a reload the viewer resumes right after it. `#stream=SCOPE/NAME` in the address picks
+        // a stream; `#viewer-close-after=N` closes the viewer after N events (tests).
+        const viewer = { base: null, source: null, shown: 0, stream: null };
+        const showAtMost = 200;
+        const closeAfter = Number(fragment.get("viewer-close-after") || 0);
+        function viewerStatus(text, error) {
+          $("viewer-status").textContent = text;
+          $("viewer-status").className = error ? "note error" : "note";
+        }
+        async function startViewer() {
+          const select = $("viewer-stream");
+          let g;
+          try { g = await get("gateway"); } catch (e) { viewerStatus(e.message, true); return; }
+          if (!g.enabled) {
+            select.disabled = true; $("viewer-from-start").disabled = true;
+            viewerStatus("this node has no HTTP gateway (eddy node --http-listen)");
+            return;
+          }
+          const host = g.host === null ? location.hostname : (g.host.includes(":") ? "[" + g.host + "]" : g.host);
+          viewer.base = g.scheme + "://" + host + ":" + g.port;
+          let names;
+          try {
+            const r = await fetch(viewer.base + "/v1/streams",
+              { cache: "no-store", headers: token ? { "Authorization": "Bearer " + token } : {} });
+            const body = await r.json();
+            if (!r.ok) throw new Error(body.message || "the gateway answered " + r.status);
+            names = body.streams;
+          } catch (e) { viewerStatus("gateway " + viewer.base + ": " + e.message, true); return; }
+          select.append(...names.map((n) => { const o = document.createElement("option"); o.value = n; o.textContent = n; return o; }));
+          select.onchange = () => { if (select.value) follow(select.value); };
+          $("viewer-from-start").onclick = () => { if (viewer.stream) follow(viewer.stream, "start"); };
+          const chosen = fragment.get("stream") || localStorage.getItem("eddy.viewer.stream");
+          if (chosen && names.includes(chosen)) { select.value = chosen; follow(chosen); }
+          else viewerStatus(names.length ? "choose a stream" : "no streams you may read");
+        }
+        function follow(stream, from) {
+          if (viewer.source) viewer.source.close();
+          viewer.stream = stream;
+          viewer.shown = 0;
+          $("viewer-events").tBodies[0].replaceChildren();
+          localStorage.setItem("eddy.viewer.stream", stream);
+          const start = from || localStorage.getItem("eddy.viewer.last:" + stream) || "tail";
+          const query = new URLSearchParams({ from: start });
+          if (token) query.set("access_token", token);
+          const path = stream.split("/").map(encodeURIComponent).join("/");
+          const source = new EventSource(viewer.base + "/v1/streams/" + path + "/events?" + query);
+          viewer.source = source;
+          document.body.dataset.viewerFrom = start;
+          const label = start === "tail" ? "following the tail of " + stream : start === "start" ?
+            stream + " from the start" : stream + ": resumed after " + start.split(",")[0];
+          viewerStatus(label);
+          source.onmessage = (e) => {
+            const event = JSON.parse(e.data);
+            localStorage.setItem("eddy.viewer.last:" + stream, e.lastEventId);
+            const tr = document.createElement("tr");
+            tr.dataset.pointer = event.pointer;
+            tr.append(cell(event.pointer, "pointer"), cell(new Date(event.timestamp / 1000).toISOString()),
+              cell(event.key ?? "–"), cell(event.payload ?? "base64: " + event.payload_base64));
+            const rows = $("viewer-events").tBodies[0];
+            rows.prepend(tr);
+            while (rows.rows.length > showAtMost) rows.deleteRow(-1);
+            viewer.shown++;
+            document.body.dataset.viewerEvents = viewer.shown;
+            if (closeAfter && viewer.shown >= closeAfter) {
+              source.close();
+              viewerStatus("closed after " + viewer.shown + " events");
+            }
+          };
+          // A Server-Sent "error" event carries the gateway's error document; without data it is the connection.
+          source.addEventListener("error", (e) => {
+            if (e.data) {
+              try { const d = JSON.parse(e.data); viewerStatus(d.error + ": " + d.message, true); }
+              catch (_) { viewerStatus(e.data, true); }
+            } else if (source.readyState === EventSource.CLOSED) {
+              viewerStatus("the gateway refused " + stream + " (a wrong token, or the stream is gone)", true);
+            } else {
+              viewerStatus("reconnecting to " + stream + "…", true);
+            }
+          });
+          source.onopen = () => viewerStatus(label);
+        }
+        startViewer();
         tick();
         setInterval(tick, 1000);
         </script>

@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 import NIOCore
 import StreamModel
+import Synchronization
 
 /// The gateway's answers: JSON documents, and errors as `{"error": "<code name>", "message": "..."}` with the
 /// status docs/http.md gives each code.
@@ -69,22 +70,57 @@ enum GatewayResponse {
     }
 }
 
-/// Cross-origin requests (`--http-cors-origins`): a request whose `Origin` is one of the allowed origins (or any,
-/// with `*`) gets `Access-Control-Allow-Origin`; its preflight (`OPTIONS` with `Access-Control-Request-Method`)
-/// is answered here with the methods and headers the API takes.
+/// The origins whose browser pages may call the gateway: those of `--http-cors-origins` (or any, with `*`), and
+/// pages served on the node's admin port (the dashboard's stream viewer), whatever host name the browser used
+/// to reach it.
+final class AllowedOrigins: Sendable {
+    let listed: Set<String>
+    private let dashboards = Mutex<Set<String>>([])
+
+    init(_ listed: [String]) { self.listed = Set(listed) }
+
+    /// Allows pages served on `port` over `scheme` (`http` or `https`).
+    func allowPages(onPort port: Int, scheme: String) {
+        _ = dashboards.withLock { $0.insert("\(scheme):\(port)") }
+    }
+
+    func allows(_ origin: String) -> Bool {
+        if listed.contains("*") || listed.contains(origin) { return true }
+        guard let place = Self.schemeAndPort(origin) else { return false }
+        return dashboards.withLock { $0.contains(place) }
+    }
+
+    /// `scheme:port` of an origin (`http://host:port`; the scheme's default port when it names none).
+    static func schemeAndPort(_ origin: String) -> String? {
+        guard let split = origin.range(of: "://") else { return nil }
+        let scheme = origin[..<split.lowerBound].lowercased()
+        guard scheme == "http" || scheme == "https" else { return nil }
+        let host = origin[split.upperBound...]
+        if let colon = host.lastIndex(of: ":"), !host[colon...].contains("]"),
+            let port = Int(host[host.index(after: colon)...])
+        {
+            return "\(scheme):\(port)"
+        }
+        return "\(scheme):\(scheme == "https" ? 443 : 80)"
+    }
+}
+
+/// Cross-origin requests: a request whose `Origin` is allowed (``AllowedOrigins``) gets
+/// `Access-Control-Allow-Origin`; its preflight (`OPTIONS` with `Access-Control-Request-Method`) is answered here
+/// with the methods and headers the API takes.
 struct CrossOrigin: RouterMiddleware {
     typealias Context = BasicRequestContext
-    let origins: Set<String>
+    let origins: AllowedOrigins
 
     static let methods = "GET, PUT, POST, DELETE, OPTIONS"
     static let headers = "Authorization, Content-Type, Accept, Eddy-Writer, Eddy-Sequence, Last-Event-ID"
 
-    func allows(_ origin: String) -> Bool { origins.contains("*") || origins.contains(origin) }
-
     func handle(
         _ request: Request, context: Context, next: (Request, Context) async throws -> Response
     ) async throws -> Response {
-        guard let origin = request.headers[.origin], allows(origin) else { return try await next(request, context) }
+        guard let origin = request.headers[.origin], origins.allows(origin) else {
+            return try await next(request, context)
+        }
         if request.method == .options, request.headers[.accessControlRequestMethod] != nil {
             return Response(
                 status: .noContent,

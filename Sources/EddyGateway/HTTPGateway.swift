@@ -53,12 +53,16 @@ public final class HTTPGateway: Service, Sendable, CustomStringConvertible {
     private let server: AdminServer
     private let clients: NodeClients
     private let live: GatewayReads.LiveResponses
+    private let origins: AllowedOrigins
 
-    private init(server: AdminServer, clients: NodeClients, live: GatewayReads.LiveResponses, tls: Bool) {
+    private init(
+        server: AdminServer, clients: NodeClients, live: GatewayReads.LiveResponses, origins: AllowedOrigins, tls: Bool
+    ) {
         self.tls = tls
         self.server = server
         self.clients = clients
         self.live = live
+        self.origins = origins
     }
 
     /// Binds the gateway's address and serves until ``close()``.
@@ -75,7 +79,22 @@ public final class HTTPGateway: Service, Sendable, CustomStringConvertible {
         let server = try await AdminServer.start(
             address: configuration.listen, logger: configuration.logger, tls: configuration.tls, purpose: "http"
         ) { router in routes.install(router) }
-        return HTTPGateway(server: server, clients: clients, live: live, tls: configuration.tls != nil)
+        return HTTPGateway(
+            server: server, clients: clients, live: live, origins: routes.origins, tls: configuration.tls != nil)
+    }
+
+    /// Lets browser pages served on `port` (the node's admin port: the dashboard's stream viewer) call the
+    /// gateway, whatever host name the browser reached them by; `tls`: they are served over HTTPS.
+    public func allowPages(onPort port: Int, tls: Bool) {
+        origins.allowPages(onPort: port, scheme: tls ? "https" : "http")
+    }
+
+    /// Tells the node's dashboard (its admin port's `/gateway`) where this gateway is, and lets the pages of the
+    /// admin port at `dashboardPort` call it (the stream viewer; the admin port serves over HTTPS when the
+    /// gateway does: both take the node's TLS).
+    public func link(_ link: GatewayLink, dashboardPort: Int?) {
+        link.set(host: address.host, port: address.port, tls: tls)
+        if let dashboardPort { allowPages(onPort: dashboardPort, tls: tls) }
     }
 
     /// Whether it serves HTTPS.
@@ -106,6 +125,7 @@ final class GatewayRoutes: Sendable {
     let configuration: GatewayConfiguration
     let clients: NodeClients
     let live: GatewayReads.LiveResponses
+    let origins: AllowedOrigins
     private let roundRobin = Atomic<UInt32>(0)
     private static let writerHeader = HTTPFields.Element.Name("Eddy-Writer")!
     private static let sequenceHeader = HTTPFields.Element.Name("Eddy-Sequence")!
@@ -115,13 +135,12 @@ final class GatewayRoutes: Sendable {
         self.configuration = configuration
         self.clients = clients
         self.live = live
+        origins = AllowedOrigins(configuration.corsOrigins)
     }
 
     func install(_ router: Router<BasicRequestContext>) {
         router.add(middleware: ErrorDocuments())
-        if !configuration.corsOrigins.isEmpty {
-            router.add(middleware: CrossOrigin(origins: Set(configuration.corsOrigins)))
-        }
+        router.add(middleware: CrossOrigin(origins: origins))
         router.get("/v1/streams") { request, _ in
             try await self.answering(request) { (lease, _) throws(EddyError) in
                 let names = try await lease.client.listStreams().map(\.name.description)

@@ -315,12 +315,14 @@ struct Node: AsyncParsableCommand {
             let http = try httpAddress(listen: c.listen)
             let node = try await CacheNode.start(configuration: c)
             var services: [any Service] = []
+            let link = GatewayLink()
+            var adminServer: AdminServer?
             if let admin {
                 do {
-                    services.append(
-                        try await admin.start(for: "node", access: c.access, tls: c.tls) {
-                            AdminRoutes.node(node, metrics: $0)
-                        })
+                    adminServer = try await admin.start(for: "node", access: c.access, tls: c.tls) {
+                        AdminRoutes.node(node, metrics: $0, gateway: link)
+                    }
+                    services.append(adminServer!)
                 } catch {
                     await node.close()
                     throw error
@@ -331,6 +333,7 @@ struct Node: AsyncParsableCommand {
                     let gateway = try await startGateway(
                         http, node: ServerAddress(host: c.listen.host, port: node.port), access: c.access, tls: c.tls,
                         cors: options.httpCorsOrigins)
+                    gateway.link(link, dashboardPort: adminServer?.address.port)
                     services.append(ClosingService.node(node, grace: process.drainGrace))
                     services.append(gateway)
                 } catch {

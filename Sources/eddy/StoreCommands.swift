@@ -234,11 +234,13 @@ struct Up: AsyncParsableCommand {
                     let node = try await CacheNode.start(configuration: c)
                     started.append(node)
                     Output.shared.line("node   listening on \(m), policy \(c.policy), cache \(c.cacheBytes) bytes")
+                    let link = GatewayLink()
+                    var dashboard: AdminServer?
                     if let admin {
-                        admins.append(
-                            try await admin.start(for: "node \(m)", access: access, tls: tls) {
-                                AdminRoutes.node(node, metrics: $0)
-                            })
+                        dashboard = try await admin.start(for: "node \(m)", access: access, tls: tls) {
+                            AdminRoutes.node(node, metrics: $0, gateway: link)
+                        }
+                        admins.append(dashboard!)
                         Output.shared.line(
                             "node   admin and dashboard on \(AdminSetup.url(admins.last!.address, tls: tls))")
                     }
@@ -248,6 +250,7 @@ struct Up: AsyncParsableCommand {
                             try await startGateway(
                                 address, node: ServerAddress(host: m.host, port: node.port), access: access, tls: tls,
                                 cors: nodeOptions.httpCorsOrigins))
+                        gateways.last!.link(link, dashboardPort: dashboard?.address.port)
                         Output.shared.line(
                             "node   http gateway on \(tls == nil ? "http" : "https")://\(gateways.last!.address)/v1/streams"
                         )

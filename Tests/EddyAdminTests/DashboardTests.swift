@@ -1,4 +1,5 @@
 import CacheNode
+import EddyGateway
 import EddyTestSupport
 import Foundation
 import NIOCore
@@ -12,9 +13,10 @@ import WireProtocol
 
 /// Opens `url` in headless Chromium (Debian's `chromium`), lets the page run for `budget` milliseconds of
 /// virtual time (its timers fire, its fetches go to the real server) and returns the DOM it ends with.
-func chromiumDOM(_ url: String, budget: Int) throws -> String {
-    let profile = NSTemporaryDirectory() + "eddy-chromium-" + UUID().uuidString
-    defer { try? FileManager.default.removeItem(atPath: profile) }
+/// `profile`: the browser's profile directory (its localStorage), kept for the caller; nil for a fresh one.
+func chromiumDOM(_ url: String, budget: Int, profile kept: String? = nil) throws -> String {
+    let profile = kept ?? NSTemporaryDirectory() + "eddy-chromium-" + UUID().uuidString
+    defer { if kept == nil { try? FileManager.default.removeItem(atPath: profile) } }
     let result = try runProgram(
         "/usr/bin/chromium",
         [
@@ -27,8 +29,8 @@ func chromiumDOM(_ url: String, budget: Int) throws -> String {
 
 /// ``chromiumDOM(_:budget:)`` waiting on a thread of its own: Chromium runs for seconds, and on Swift's
 /// cooperative pool the wait would hold up the in-process servers of other tests.
-func chromiumDOMAsync(_ url: String, budget: Int) async throws -> String {
-    try await offPool { try chromiumDOM(url, budget: budget) }
+func chromiumDOMAsync(_ url: String, budget: Int, profile: String? = nil) async throws -> String {
+    try await offPool { try chromiumDOM(url, budget: budget, profile: profile) }
 }
 
 /// The text of the element with `id` in `dom` (the dashboard's cells hold plain text).
@@ -176,5 +178,90 @@ struct DashboardTests {
         // and then counts from zero at the new rate: the page shows the lower rate.
         let restarted = try #require(rate(note2)) < (try #require(rate(note1)))
         #expect(r2 > r1 || restarted, "the what-if saw \(r1) then \(r2) requests: \(note1) / \(note2)")
+    }
+
+    @Test(
+        "the stream viewer follows a stream live through the node's gateway and, after a reload, resumes right after the last event it showed"
+    )
+    func streamViewer() async throws {
+        try #require(
+            FileManager.default.isExecutableFile(atPath: "/usr/bin/chromium"),
+            "Debian's chromium is needed (scripts/install-deps.sh installs it)")
+        let rig = try await GatewayRig()
+        var logger = rig.node.core.configuration.logger
+        logger.logLevel = .warning
+        let link = GatewayLink()
+        let admin = try await AdminServer.start(
+            address: ServerAddress(host: "127.0.0.1", port: 0), logger: logger,
+            install: AdminRoutes.node(rig.node, metrics: MetricsExporter(), gateway: link))
+        let profile = NSTemporaryDirectory() + "eddy-viewer-" + UUID().uuidString
+        let appending = Load()
+        var appender: Task<Void, any Error>?
+        do {
+            // Before the gateway is linked, the viewer says there is none.
+            let none = try await http(admin, "/gateway").json()
+            #expect(none["enabled"] as? Bool == false)
+            rig.gateway.link(link, dashboardPort: admin.address.port)
+            let linked = try await http(admin, "/gateway").json()
+            #expect(linked["port"] as? Int == rig.gateway.address.port && linked["scheme"] as? String == "http")
+
+            let base = rig.base
+            #expect(try await gatewayCall(.PUT, "\(base)/v1/streams/view/live?segments=1").status == 201)
+            func append(_ n: Int) async throws {
+                let answer = try await gatewayCall(
+                    .POST, "\(base)/v1/streams/view/live/events?key=k", body: "n=\(n)\n",
+                    headers: [("Content-Type", "text/plain")])
+                try #require(answer.status == 200, "\(answer.body)")
+            }
+            // Events from before the page opens: the viewer starts at the tail, so it never shows these.
+            for n in 0..<5 { try await append(n) }
+            appender = Task {
+                var n = 5
+                while !appending.stop.load(ordering: .relaxed) {
+                    try await append(n)
+                    n += 1
+                    try await Task.sleep(for: .milliseconds(40))
+                }
+            }
+            /// The payload numbers the viewer shows, oldest first, and the body's data-viewer-from.
+            func shown(_ dom: String) throws -> (numbers: [Int], from: String?, pointers: [String]) {
+                let table = try #require(dom.range(of: "id=\"viewer-events\""), "no viewer in the page")
+                let rows = String(dom[table.lowerBound...])
+                let numbers = rows.matches(of: #/<td>n=(\d+)</td>/#).map { Int($0.output.1)! }
+                let pointers = rows.matches(of: #/data-pointer="([^"]+)"/#).map { String($0.output.1) }
+                let from = dom.firstMatch(of: #/data-viewer-from="([^"]+)"/#).map { String($0.output.1) }
+                return (numbers.reversed(), from, pointers.reversed())
+            }
+            let url = "http://\(admin.address)/#stream=view/live&viewer-close-after=5"
+
+            let first = try await chromiumDOMAsync(url, budget: 3000, profile: profile)
+            let one = try shown(first)
+            #expect(one.from == "tail", "a first visit follows the tail: \(one.from ?? "none")")
+            #expect(one.numbers.count == 5, "\(one.numbers); status \(text(ofID: "viewer-status", in: first) ?? "")")
+            #expect(one.numbers.first.map { $0 >= 5 } == true, "the events from before the page are not shown")
+            #expect(one.numbers == Array((one.numbers.first ?? 0)..<((one.numbers.first ?? 0) + 5)), "\(one.numbers)")
+            #expect(text(ofID: "viewer-status", in: first) == "closed after 5 events")
+
+            // More events arrive while the page is closed; the reload resumes right after the last one shown.
+            try await Task.sleep(for: .milliseconds(300))
+            let second = try await chromiumDOMAsync(url, budget: 3000, profile: profile)
+            let two = try shown(second)
+            #expect(two.from == one.pointers.last, "resumed from \(two.from ?? "none"), last shown \(one.pointers)")
+            #expect(
+                two.numbers == Array(((one.numbers.last ?? 0) + 1)...((one.numbers.last ?? 0) + 5)),
+                "no gap and no duplicate across the reload: \(one.numbers) then \(two.numbers)")
+        } catch {
+            appending.stop.store(true, ordering: .relaxed)
+            _ = try? await appender?.value
+            await admin.close()
+            await rig.shutdown()
+            try? FileManager.default.removeItem(atPath: profile)
+            throw error
+        }
+        appending.stop.store(true, ordering: .relaxed)
+        _ = try? await appender?.value
+        await admin.close()
+        await rig.shutdown()
+        try? FileManager.default.removeItem(atPath: profile)
     }
 }

@@ -1,5 +1,6 @@
 import AsyncHTTPClient
 import CacheNode
+import EddyAdmin
 import EddyAuth
 import EddyClient
 import EddyGateway
@@ -540,6 +541,21 @@ struct GatewayTests {
         request.headers.replaceOrAdd(name: "Origin", value: "https://evil.example")
         let other = try await HTTPClient.shared.execute(request, timeout: .seconds(10))
         #expect(other.headers.first(name: "access-control-allow-origin") == nil)
+
+        // Linked to a dashboard on port 9190: pages served there (by any host name) may call, others not.
+        func allowOrigin(_ origin: String) async throws -> String? {
+            request.headers.replaceOrAdd(name: "Origin", value: origin)
+            return try await HTTPClient.shared.execute(request, timeout: .seconds(10)).headers.first(
+                name: "access-control-allow-origin")
+        }
+        #expect(try await allowOrigin("http://localhost:9190") == nil)
+        rig.gateway.link(GatewayLink(), dashboardPort: 9190)
+        for origin in ["http://localhost:9190", "http://127.0.0.1:9190", "http://[::1]:9190", "http://node-a:9190"] {
+            #expect(try await allowOrigin(origin) == origin)
+        }
+        for origin in ["http://localhost:9191", "https://localhost:9190", "http://localhost", "9190", "ftp://x:9190"] {
+            #expect(try await allowOrigin(origin) == nil, "\(origin)")
+        }
         await rig.shutdown()
     }
 }
