@@ -5,7 +5,8 @@
 #     ratio of the p99s (target: SSE at most 1.5x binary);
 #  2. catch-up: a stream of M MiB (appended straight to the store, so the nodes read it from there) read whole by
 #     `eddy read --format json` and by the gateway's NDJSON (`curl`), bytes per second of each and their ratio,
-#     and the store's own count of bytes read for the stream against its length (read amplification).
+#     and the store's own count of bytes read for the stream against its length (read amplification; write-back is
+#     off, since its flushes of blocks appended straight to the store read them from the store too).
 # Usage: [ROUNDS=3] [EDDY=binary] scripts/bench-sse.sh [seconds] [rate] [mib] [readers...]   (defaults: 8 100 64 100 1000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,7 +20,7 @@ if [ -z "${EDDY:-}" ]; then
 fi
 eddy=${EDDY:-$PWD/.build/release/eddy}
 work=$(mktemp -d /tmp/eddy-sse-XXXXXX)
-"$eddy" up --data "$work/eddy" --log-level warning > "$work/up.log" 2>&1 &
+"$eddy" up --data "$work/eddy" --object-store none --log-level warning > "$work/up.log" 2>&1 &
 up_pid=$!
 trap 'kill $up_pid 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"' EXIT
 ulimit -n 65536 2>/dev/null || true

@@ -15,10 +15,24 @@ final class RenderedEvents: Sendable {
         var length: UInt32
         var timestamp: Int64
     }
-    /// An event's JSON line and its pointer as text.
+    /// An event's JSON line, its pointer as text, and its Server-Sent Event when the pointer is its id (a stream
+    /// of one segment): `id: POINTER`, `data: JSON`, a blank line; one buffer every response writes as it is.
     struct Line: Sendable {
         var json: [UInt8]
         var pointer: String
+        var frame: ByteBuffer
+
+        init(json: [UInt8], pointer: String) {
+            self.json = json
+            self.pointer = pointer
+            frame = ByteBuffer()
+            frame.reserveCapacity(json.count + pointer.utf8.count + 14)
+            frame.writeString("id: ")
+            frame.writeString(pointer)
+            frame.writeString("\ndata: ")
+            frame.writeBytes(json)
+            frame.writeString("\n\n")
+        }
     }
     private struct State {
         var lines: [Key: Line] = [:]
@@ -177,6 +191,13 @@ enum GatewayReads {
         }
     }
 
+    /// The shared tails a response has joined, left when it ends.
+    private final class Memberships: Sendable {
+        private let list = Mutex<[SharedTails.Membership]>([])
+        func add(_ m: SharedTails.Membership) { list.withLock { $0.append(m) } }
+        func leaveAll() { for m in list.withLock({ $0 }) { m.leave() } }
+    }
+
     /// A count of the bytes read but not yet written to the HTTP client.
     private final class Backlog: Sendable {
         let bytes = Atomic<Int>(0)
@@ -192,7 +213,7 @@ enum GatewayReads {
     /// closed: the node's memory does not grow for it.
     static func events(
         _ cursors: [SegmentCursor], name: StreamName, limit: Int, keepAlive: Duration, backlogLimit: Int,
-        lease: Lease, live: LiveResponses, logger: Logger
+        lease: Lease, live: LiveResponses, tails: SharedTails, logger: Logger
     ) -> ResponseBody {
         ResponseBody { writer in
             let client = lease.client
@@ -204,23 +225,53 @@ enum GatewayReads {
             guard let registration = live.add(feed, stopper) else { return try await writer.finish(nil) }
             defer { live.remove(registration) }
             let backlog = Backlog()
+            let memberships = Memberships()
+            defer { memberships.leaveAll() }
+            // Hands events of segment `i` to the writer; false when the client reads too slowly (the response ends).
+            let push: @Sendable (Int, [PointedEvent]) -> Bool = { i, events in
+                let bytes = events.reduce(0) { $0 + $1.event.payload.count + 160 }
+                if backlog.bytes.add(bytes, ordering: .relaxed).newValue > backlogLimit {
+                    // The writer says so if it can; stuck on the client, it is stopped.
+                    feed.yield(.overflow)
+                    stopper.stop(after: .seconds(2))
+                    return false
+                }
+                feed.yield(.events(i, events, bytes: bytes))
+                return true
+            }
             try await withThrowingTaskGroup(of: Void.self) { group in
-                for (i, cursor) in cursors.enumerated() {
+                for (i, start) in cursors.enumerated() {
                     group.addTask {
-                        do {
-                            _ = try await client.follow(cursor) { _, events in
-                                guard !events.isEmpty else { return true }
-                                let bytes = events.reduce(0) { $0 + $1.event.payload.count + 160 }
-                                if backlog.bytes.add(bytes, ordering: .relaxed).newValue > backlogLimit {
-                                    // The writer says so if it can; stuck on the client, it is stopped.
-                                    feed.yield(.overflow)
-                                    stopper.stop(after: .seconds(2))
-                                    return false
-                                }
-                                feed.yield(.events(i, events, bytes: bytes))
-                                return true
+                        // Reads on its own while behind the segment's shared tail, then joins it.
+                        var cursor = start
+                        let receive: SharedTails.Receiver = { delivery in
+                            switch delivery {
+                            case .events(let events): return push(i, events)
+                            case .ended: feed.yield(.ended(i))
+                            case .failed(let error): feed.yield(.failed(error))
                             }
-                            feed.yield(.ended(i))
+                            return false
+                        }
+                        do {
+                            while true {
+                                switch tails.join(client, cursor.segment, at: cursor.pendingOffset, receive) {
+                                case .joined(let membership):
+                                    memberships.add(membership)
+                                    return
+                                case .refused:
+                                    return
+                                case .behind:
+                                    let (info, events) = try await cursor.step(client, wait: .zero)
+                                    if !events.isEmpty {
+                                        guard push(i, events) else { return }
+                                    } else if info.sealed && cursor.pendingOffset >= info.length {
+                                        feed.yield(.ended(i))
+                                        return
+                                    } else {
+                                        try await Task.sleep(for: .milliseconds(20))
+                                    }
+                                }
+                            }
                         } catch is CancellationError {
                         } catch let error as EddyError {
                             feed.yield(.failed(error))
@@ -239,22 +290,31 @@ enum GatewayReads {
                 var left = limit
                 loop: for await item in items {
                     switch item {
+                    case .events(_, let events, let bytes) where positions.count == 1 && events.count == 1:
+                        // One event of a one-segment stream: its shared frame, written as it is.
+                        let line = rendered.line(events[0])
+                        positions[0] = line.pointer
+                        left -= 1
+                        try await writer.write(line.frame)
+                        backlog.bytes.subtract(bytes, ordering: .relaxed)
+                        if left == 0 { break loop }
                     case .events(let i, let events, let bytes):
                         var out = ByteBuffer()
                         for e in events.prefix(left) {
                             let line = rendered.line(e)
                             positions[i] = line.pointer
-                            let id =
-                                positions.count == 1
-                                ? positions[i]
-                                : ([positions[i]] + positions.indices.filter { $0 != i }.map { positions[$0] })
-                                    .joined(separator: ",")
+                            left -= 1
+                            if positions.count == 1 {
+                                out.writeImmutableBuffer(line.frame)
+                                continue
+                            }
+                            let id = ([positions[i]] + positions.indices.filter { $0 != i }.map { positions[$0] })
+                                .joined(separator: ",")
                             out.writeString("id: ")
                             out.writeString(id)
                             out.writeString("\ndata: ")
                             out.writeBytes(line.json)
                             out.writeString("\n\n")
-                            left -= 1
                         }
                         try await writer.write(out)
                         backlog.bytes.subtract(bytes, ordering: .relaxed)

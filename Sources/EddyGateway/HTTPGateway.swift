@@ -29,6 +29,10 @@ public struct GatewayConfiguration: Sendable {
     /// The most bytes read for one Server-Sent Events client but not yet sent to it; past it the client is
     /// closed (it reads too slowly).
     public var eventBacklogBytes = 8 << 20
+    /// The most payload bytes of recent events kept per followed segment: Server-Sent Events responses of one
+    /// segment (and one token) share one follower of it, and one that starts within these bytes of its tail
+    /// joins at once; one further behind reads on its own up to them.
+    public var sharedTailBytes = 4 << 20
     /// How often a Server-Sent Events response without events gets a comment line.
     public var keepAlive: Duration = .seconds(15)
     /// The gateway's logger.
@@ -54,15 +58,18 @@ public final class HTTPGateway: Service, Sendable, CustomStringConvertible {
     private let clients: NodeClients
     private let live: GatewayReads.LiveResponses
     private let origins: AllowedOrigins
+    private let tails: SharedTails
 
     private init(
-        server: AdminServer, clients: NodeClients, live: GatewayReads.LiveResponses, origins: AllowedOrigins, tls: Bool
+        server: AdminServer, clients: NodeClients, live: GatewayReads.LiveResponses, origins: AllowedOrigins,
+        tails: SharedTails, tls: Bool
     ) {
         self.tls = tls
         self.server = server
         self.clients = clients
         self.live = live
         self.origins = origins
+        self.tails = tails
     }
 
     /// Binds the gateway's address and serves until ``close()``.
@@ -80,7 +87,8 @@ public final class HTTPGateway: Service, Sendable, CustomStringConvertible {
             address: configuration.listen, logger: configuration.logger, tls: configuration.tls, purpose: "http"
         ) { router in routes.install(router) }
         return HTTPGateway(
-            server: server, clients: clients, live: live, origins: routes.origins, tls: configuration.tls != nil)
+            server: server, clients: clients, live: live, origins: routes.origins, tails: routes.tails,
+            tls: configuration.tls != nil)
     }
 
     /// Lets browser pages served on `port` (the node's admin port: the dashboard's stream viewer) call the
@@ -102,6 +110,10 @@ public final class HTTPGateway: Service, Sendable, CustomStringConvertible {
 
     /// How many connections to the node the gateway holds (one per bearer token in use).
     public var nodeConnections: Int { clients.count }
+
+    /// How many segments the gateway follows for its Server-Sent Events responses (each once per token,
+    /// however many responses follow it).
+    public var followedSegments: Int { tails.count }
 
     /// Stops serving (requests in progress finish; Server-Sent Events responses end), then closes the gateway's
     /// connections to the node.
@@ -126,6 +138,8 @@ final class GatewayRoutes: Sendable {
     let clients: NodeClients
     let live: GatewayReads.LiveResponses
     let origins: AllowedOrigins
+    /// The segments followed for Server-Sent Events responses, each once per node client.
+    let tails: SharedTails
     private let roundRobin = Atomic<UInt32>(0)
     private static let writerHeader = HTTPFields.Element.Name("Eddy-Writer")!
     private static let sequenceHeader = HTTPFields.Element.Name("Eddy-Sequence")!
@@ -136,6 +150,7 @@ final class GatewayRoutes: Sendable {
         self.clients = clients
         self.live = live
         origins = AllowedOrigins(configuration.corsOrigins)
+        tails = SharedTails(keepBytes: configuration.sharedTailBytes)
     }
 
     func install(_ router: Router<BasicRequestContext>) {
@@ -275,7 +290,7 @@ final class GatewayRoutes: Sendable {
                 ],
                 body: GatewayReads.events(
                     cursors, name: name, limit: limit, keepAlive: configuration.keepAlive,
-                    backlogLimit: configuration.eventBacklogBytes, lease: lease, live: live,
+                    backlogLimit: configuration.eventBacklogBytes, lease: lease, live: live, tails: tails,
                     logger: configuration.logger))
         }
         return Response(

@@ -50,6 +50,12 @@ final class GatewayRig {
         await harness.shutdown()
     }
 
+    /// The subscriptions open on the node (its stats).
+    func nodeSubscriptions() throws -> Int? {
+        let stats = try JSONSerialization.jsonObject(with: Data(node.core.statsJSON().utf8)) as? [String: Any]
+        return stats?["subscriptions"] as? Int
+    }
+
     /// The bytes the store read for `stream` (its own counters).
     func storeReadBytes(_ stream: StreamName) async throws -> Int {
         let client = try await harness.client()
@@ -356,6 +362,56 @@ struct GatewayTests {
         await rig.shutdown()
     }
 
+    @Test(
+        "an SSE reader far behind the segment's shared tail reads on its own, then joins it: no gap, no duplicate; the tail stops with its last reader"
+    )
+    func sharedTailCatchUp() async throws {
+        // A window of 8 KB: a reader from the start of 100 KB is far behind a tail already followed.
+        let rig = try await GatewayRig { $0.sharedTailBytes = 8 << 10 }
+        let url = "\(rig.base)/v1/streams/web/behind/events"
+        _ = try await gatewayCall(.PUT, "\(rig.base)/v1/streams/web/behind?segments=1")
+        func post(_ range: Range<Int>) async throws {
+            let body = range.map { "e\($0)-" + String(repeating: "z", count: 1000) }.joined(separator: "\n")
+            let answer = try await gatewayCall(.POST, url, body: body, headers: [("Content-Type", "text/plain")])
+            try #require(answer.status == 200, "\(answer.body)")
+        }
+        func numbers(_ events: [ServerSentEvent]) -> [Int] {
+            events.compactMap { $0.data.firstMatch(of: #/"payload":"e(\d+)-/#).map { Int($0.output.1)! } }
+        }
+        try await post(0..<100)
+        let ahead = try await EventSourceReader(url + "?from=tail")
+        try await post(100..<110)
+        #expect(numbers(try await ahead.take(10)) == Array(100..<110))
+        #expect(rig.gateway.followedSegments == 1)
+        // From the start: 110 events behind a window of ~8 events; it catches up, then follows with the other.
+        let behind = try await EventSourceReader(url)
+        #expect(numbers(try await behind.take(110)) == Array(0..<110))
+        try await post(110..<120)
+        let got = try await behind.take(10)
+        #expect(numbers(got) == Array(110..<120))
+        #expect(numbers(try await ahead.take(10)) == Array(110..<120))
+        #expect(rig.gateway.followedSegments == 1)
+        #expect(try rig.nodeSubscriptions() == 1, "one follower for both")
+        // A reader that starts a little behind the tail (inside the window) is handed the held events at once;
+        // with a limit, its response ends and it leaves the tail, which the others keep.
+        let near = try await EventSourceReader(url + "?from=\(try #require(got[6].id))&limit=3")
+        #expect(numbers(try await near.take(4, within: .seconds(5))) == [117, 118, 119] && near.ended)
+        try await waitUntil(10, "the limited reader to leave") { rig.gateway.followedSegments == 1 }
+        try await post(120..<121)
+        #expect(numbers(try await behind.take(1)) == [120])
+        #expect(numbers(try await ahead.take(1)) == [120])
+
+        // The last reader of a tail leaving stops its follower.
+        _ = try await gatewayCall(.PUT, "\(rig.base)/v1/streams/web/once?segments=1")
+        let once = try await EventSourceReader("\(rig.base)/v1/streams/web/once/events?limit=1")
+        try await waitUntil(10, "a second tail") { rig.gateway.followedSegments == 2 }
+        _ = try await gatewayCall(
+            .POST, "\(rig.base)/v1/streams/web/once/events", body: "only", headers: [("Content-Type", "text/plain")])
+        #expect(try await once.take(2, within: .seconds(5)).count == 1 && once.ended)
+        try await waitUntil(10, "the tail of web/once to stop") { rig.gateway.followedSegments == 1 }
+        await rig.shutdown()
+    }
+
     @Test("SSE over several segments: each id carries every segment's position, so Last-Event-ID resumes them all")
     func serverSentEventsManySegments() async throws {
         let rig = try await GatewayRig()
@@ -412,6 +468,9 @@ struct GatewayTests {
         read = try await rig.storeReadBytes(name)
         #expect(read == Int(length), "the tail made the store read \(read - Int(length)) bytes")
         #expect(rig.gateway.nodeConnections == 1)
+        // The 20 responses share one follower: one subscription on the node, not 20.
+        #expect(rig.gateway.followedSegments == 1)
+        #expect(try rig.nodeSubscriptions() == 1, "one subscription on the node for 20 responses")
 
         // A client that sends its request and never reads: past the backlog limit the gateway ends its response.
         // (On a stream of its own: the 20 readers above are left out of it, which keeps the suite's load down.)
