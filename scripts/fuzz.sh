@@ -3,7 +3,7 @@
 # the folders of Fuzz/corpus). Builds the EddyFuzz executable with `-sanitize=fuzzer,address` in the normal build
 # folder (see below), then runs each target for a fixed number of
 # executions, starting from the committed corpus (read only: new inputs go to a temporary folder). A crash, a trap,
-# a leak, a timeout or an out-of-memory stops that target: its input is kept under Fuzz/crashes/ and the script
+# a leak (but those of packages listed in Fuzz/lsan.supp), a timeout or an out-of-memory stops that target: its input is kept under Fuzz/crashes/ and the script
 # fails. Prints the executions run per target.
 # Usage: scripts/fuzz.sh [executions per target] [target...]   (default 20000, every target)
 #        MERGE=1 scripts/fuzz.sh N T   adds the new inputs that reach new code to Fuzz/corpus/T.
@@ -28,7 +28,7 @@ total=0
 for t in "${targets[@]}"; do
   [ -d "Fuzz/corpus/$t" ] || { echo "fuzz.sh: no target $t (Fuzz/corpus/$t)"; status=1; continue; }
   mkdir -p "$work/$t"
-  EDDY_FUZZ_TARGET="$t" "$bin" -runs="$runs" -max_len=65536 -timeout=20 -rss_limit_mb=3072 \
+  LSAN_OPTIONS="suppressions=$PWD/Fuzz/lsan.supp:print_suppressions=0" EDDY_FUZZ_TARGET="$t" "$bin" -runs="$runs" -max_len=65536 -timeout=20 -rss_limit_mb=3072 \
     -artifact_prefix="$work/$t-" -print_final_stats=1 "$work/$t" "Fuzz/corpus/$t" > "$work/$t.log" 2>&1
   rc=$?
   executed=$(sed -n 's/^stat::number_of_executed_units: *//p' "$work/$t.log" | tail -1)

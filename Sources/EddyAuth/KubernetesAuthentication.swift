@@ -89,6 +89,9 @@ public struct KubernetesAuthenticator: Authenticator {
     /// The file's static tokens (`tokens`), checked before a token is taken for a service account's.
     let staticTokens: TokensFile?
 
+    /// The largest `jwks_file` read (a cluster's key set is a few KiB).
+    static let maxKeySetBytes = 1 << 20
+
     /// Reads FILE (and the key set it names).
     /// - Throws: ``EddyError/Code/invalidArgument`` naming the file and what is wrong with it.
     public static func load(path: String) async throws(EddyError) -> KubernetesAuthenticator {
@@ -110,7 +113,7 @@ public struct KubernetesAuthenticator: Authenticator {
         var staticTokens: TokensFile?
         do {
             // YAML is a superset of JSON: one parser for both, then the document as JSON for the decoder.
-            guard let document = try Yams.load(yaml: text) as? [String: Any],
+            guard let root = try Yams.compose(yaml: text), let document = try Self.plain(root) as? [String: Any],
                 JSONSerialization.isValidJSONObject(document)
             else {
                 throw EddyError(.invalidArgument, "it is not a mapping")
@@ -136,6 +139,15 @@ public struct KubernetesAuthenticator: Authenticator {
             jwks = inline
         case (nil, let name?):
             let path = name.hasPrefix("/") ? name : folder + "/" + name
+            // A key set is a small regular file: a device, a pipe or a huge file is refused rather than read.
+            let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+            if let attributes, attributes[.type] as? FileAttributeType != .typeRegular
+                || (attributes[.size] as? Int ?? 0) > Self.maxKeySetBytes
+            {
+                throw EddyError(
+                    .invalidArgument,
+                    "the key set \(path) of \(source) is not a regular file of at most \(Self.maxKeySetBytes) bytes")
+            }
             do {
                 jwks = try JSONDecoder().decode(JWKS.self, from: Data(contentsOf: URL(fileURLWithPath: path)))
             } catch {
@@ -158,6 +170,28 @@ public struct KubernetesAuthenticator: Authenticator {
         return KubernetesAuthenticator(
             keys: keys, issuer: file.issuer, audience: file.audience, defaultGrants: defaults, accounts: accounts,
             staticTokens: staticTokens)
+    }
+
+    /// A YAML node as plain values (dictionaries with string keys, arrays, scalars as YAML types them). Yams's
+    /// own `load` traps on a mapping key that is not a scalar (`{[a]: b}`); here it is refused.
+    static func plain(_ node: Node) throws(EddyError) -> Any {
+        switch node {
+        case .scalar:
+            return Constructor.default.any(from: node)
+        case .mapping(let mapping):
+            var out: [String: Any] = [:]
+            for (key, value) in mapping {
+                guard case .scalar(let name) = key else {
+                    throw EddyError(.invalidArgument, "a mapping key is not a plain string (line \(key.mark?.line ?? 0))")
+                }
+                out[name.string] = try plain(value)
+            }
+            return out
+        case .sequence(let sequence):
+            return try sequence.map { (item) throws(EddyError) in try plain(item) }
+        case .alias:
+            throw EddyError(.invalidArgument, "YAML aliases are not taken")
+        }
     }
 
     /// The namespace and name of `system:serviceaccount:NAMESPACE:NAME`, or nil.

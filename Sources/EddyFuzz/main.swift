@@ -24,6 +24,9 @@ import EddyFuzzing
     ) -> CInt {
         var count = argc
         var arguments = argv
+        // Keys and files the target makes once, made before the first input (so what the libraries allocate for
+        // them for good is not taken for that input's leak).
+        Selected.target.prepare()
         return LLVMFuzzerRunDriver(&count, &arguments, fuzzOneInput)
     }
 #endif

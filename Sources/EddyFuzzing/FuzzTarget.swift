@@ -50,6 +50,11 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case jwtKeys = "jwt-keys"
     /// A bearer token checked as a JWT.
     case jwt
+    /// A Kubernetes auth file (`--auth k8s:FILE`, JSON or YAML); its `jwks_file` is looked for in a folder that
+    /// holds `cluster-jwks.json`.
+    case kubernetesAuth = "k8s-auth"
+    /// A bearer token checked as a projected service-account token (the fuzzing cluster's key set).
+    case kubernetesToken = "k8s-token"
     /// The names and addresses users type: stream names, pointers, addresses, policies, `--auth`.
     case text
 
@@ -62,6 +67,16 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             exit(2)
         }
         return target
+    }
+
+    /// Makes what the target builds once (keys, key sets, its folder), before any input runs.
+    public func prepare() {
+        switch self {
+        case .jwt: _ = Self.keys
+        case .kubernetesAuth: _ = Self.clusterFolder
+        case .kubernetesToken: _ = Self.cluster
+        default: break
+        }
     }
 
     /// Decodes `bytes`; true when they were accepted (a valid input), false when refused with a typed error.
@@ -85,6 +100,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .jwtKeys:
             return blocking { (try? await JWTAuthenticator.load(json: Data(bytes), source: "fuzz.json")) != nil }
         case .jwt: return Self.jwt(bytes)
+        case .kubernetesAuth: return Self.kubernetesAuth(bytes)
+        case .kubernetesToken: return Self.kubernetesToken(bytes)
         case .text: return Self.text(bytes)
         }
     }
@@ -217,6 +234,66 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         let keys = Self.keys
         let token = String(decoding: bytes, as: UTF8.self)
         return blocking { (try? await keys.principal(for: token)) != nil }
+    }
+
+    /// The fuzzing cluster's ES256 signing key (fixed, so that the corpus's valid tokens stay valid; it signs
+    /// nothing but them).
+    public static let clusterKey = try! P256.Signing.PrivateKey(
+        rawRepresentation: Array(repeating: 0, count: 31) + [7])
+
+    /// The fuzzing cluster's issuer.
+    public static let clusterIssuer = "https://kubernetes.default.svc"
+
+    /// The fuzzing cluster's key set, as `/openid/v1/jwks` publishes it (key `fuzz-ec`).
+    public static var clusterJWKS: String {
+        let raw = Array(clusterKey.publicKey.rawRepresentation)
+        func base64URL(_ bytes: ArraySlice<UInt8>) -> String {
+            Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+                .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+        }
+        return """
+            {"keys": [{"kty": "EC", "crv": "P-256", "use": "sig", "kid": "fuzz-ec", "x": "\(base64URL(raw[0..<32]))", "y": "\(base64URL(raw[32..<64]))"}]}
+            """
+    }
+
+    /// The folder the `k8s-auth` target's relative `jwks_file` names are looked for in.
+    static let clusterFolder: String = {
+        let folder = NSTemporaryDirectory() + "eddy-fuzz-k8s"
+        try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        try? clusterJWKS.write(toFile: folder + "/cluster-jwks.json", atomically: true, encoding: .utf8)
+        return folder
+    }()
+
+    static func kubernetesAuth(_ bytes: [UInt8]) -> Bool {
+        let text = String(decoding: bytes, as: UTF8.self)
+        let folder = clusterFolder
+        return blocking {
+            guard let auth = try? await KubernetesAuthenticator.load(text: text, source: "fuzz.yaml", folder: folder)
+            else { return false }
+            _ = try? await auth.principal(for: "not a token")
+            return true
+        }
+    }
+
+    /// The `k8s-token` target's cluster: issuer ``clusterIssuer``, audience `eddy`, the fixed key, a default
+    /// grant of the token's namespace and one account of its own.
+    static let cluster: KubernetesAuthenticator = blocking {
+        let file = """
+            {"issuer": "\(clusterIssuer)", "audience": "eddy", "jwks": \(clusterJWKS),
+             "grants": {"default": [{"scope": "{namespace}/*", "roles": ["read"]}],
+                        "accounts": {"system:serviceaccount:ops:backup": [{"scope": "*", "roles": ["read"]}]}}}
+            """
+        do {
+            return try await KubernetesAuthenticator.load(text: file, source: "fuzz cluster", folder: "/nonexistent")
+        } catch {
+            preconditionFailure("the fuzzing cluster's auth file does not load: \(error)")
+        }
+    }
+
+    static func kubernetesToken(_ bytes: [UInt8]) -> Bool {
+        let cluster = Self.cluster
+        let token = String(decoding: bytes, as: UTF8.self)
+        return blocking { (try? await cluster.principal(for: token)) != nil }
     }
 
     static func text(_ bytes: [UInt8]) -> Bool {

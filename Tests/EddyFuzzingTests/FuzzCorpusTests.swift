@@ -158,6 +158,21 @@ struct FuzzCorpusTests {
             (.jwtKeys, [("keys", Array(keyFile.utf8))]),
             (.jwt, [("hs256", Array(try await token().utf8))]),
             (
+                .kubernetesAuth,
+                [
+                    ("yaml", Array(Self.kubernetesFile.utf8)),
+                    (
+                        "json-inline",
+                        Array(
+                            """
+                            {"issuer": "\(FuzzTarget.clusterIssuer)", "audience": "eddy", "jwks": \(FuzzTarget.clusterJWKS),
+                             "tokens": [{"token": "t-node", "principal": "node", "grants": [{"scope": "*", "roles": ["admin"]}]}]}
+                            """.utf8)
+                    ),
+                ]
+            ),
+            (.kubernetesToken, [("es256", Array(try await Self.serviceAccountToken().utf8))]),
+            (
                 .text,
                 [
                     ("name", Array("fuzz/stream".utf8)),
@@ -192,6 +207,61 @@ struct FuzzCorpusTests {
         var aud: AudienceClaim
         var grants: [Grant]
         func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    static let kubernetesFile = """
+        issuer: \(FuzzTarget.clusterIssuer)
+        audience: eddy
+        jwks_file: cluster-jwks.json
+        grants:
+          default:
+            - scope: "{namespace}/*"
+              roles: [read, write]
+          accounts:
+            "system:serviceaccount:ops:backup":
+              - scope: "*"
+                roles: [read]
+        """
+
+    struct ServiceAccountClaims: JWTPayload {
+        struct Kubernetes: Codable {
+            struct Named: Codable {
+                var name: String
+                var uid: String
+            }
+            var namespace: String
+            var serviceaccount: Named
+            var pod: Named
+        }
+        var iss: IssuerClaim
+        var aud: AudienceClaim
+        var sub: SubjectClaim
+        var exp: ExpirationClaim
+        var nbf: NotBeforeClaim
+        var iat: IssuedAtClaim
+        var kubernetes: Kubernetes
+
+        enum CodingKeys: String, CodingKey {
+            case iss, aud, sub, exp, nbf, iat
+            case kubernetes = "kubernetes.io"
+        }
+
+        func verify(using algorithm: some JWTAlgorithm) async throws {}
+    }
+
+    /// A projected token of `system:serviceaccount:shop:web` from the fuzzing cluster, valid until 2100.
+    static func serviceAccountToken() async throws -> String {
+        let keys = JWTKeyCollection()
+        await keys.add(ecdsa: try ES256PrivateKey(pem: FuzzTarget.clusterKey.pemRepresentation), kid: "fuzz-ec")
+        let claims = ServiceAccountClaims(
+            iss: IssuerClaim(value: FuzzTarget.clusterIssuer), aud: AudienceClaim(value: ["eddy"]),
+            sub: SubjectClaim(value: "system:serviceaccount:shop:web"),
+            exp: ExpirationClaim(value: Date(timeIntervalSince1970: 4_102_444_800)),
+            nbf: NotBeforeClaim(value: Date(timeIntervalSince1970: 1_600_000_000)),
+            iat: IssuedAtClaim(value: Date(timeIntervalSince1970: 1_600_000_000)),
+            kubernetes: .init(
+                namespace: "shop", serviceaccount: .init(name: "web", uid: "5f0c"), pod: .init(name: "web-0", uid: "9a1d")))
+        return try await keys.sign(claims, kid: "fuzz-ec")
     }
 
     /// An HS256 token for the `jwt` target's key, valid until 2100.

@@ -102,6 +102,10 @@ struct KubernetesAuthTests {
                 "system:serviceaccount:NAMESPACE:NAME"
             ),
             ("- just\n- a list", "not valid"),
+            // A key that is not a plain string (Yams's own loader traps on it; found by the k8s-auth fuzzer).
+            ("issuer: x\naudience: eddy\n[admin]: y", "not a plain string"),
+            // A key set that is a device, not a file: refused, not read forever.
+            ("issuer: x\naudience: eddy\njwks_file: /dev/zero", "not a regular file"),
         ] {
             do {
                 _ = try await KubernetesAuthenticator.load(text: text, source: "k8s.yaml", folder: "/nonexistent")
