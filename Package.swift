@@ -335,7 +335,7 @@ let package = Package(
             name: "EddyFuzzingTests",
             dependencies: [
                 "WriteBack", "EddyFuzzing", "StreamModel", "SegmentStore", "WireProtocol", "WriteBackQueue", "CacheNode", "EddyAuth",
-                "EddyConfig",
+                "EddyConfig", "EddyTestSupport",
                 .product(name: "JWTKit", package: "jwt-kit"),
                 .product(name: "NIOCore", package: "swift-nio"),
             ],

@@ -141,8 +141,9 @@ public struct KubernetesAuthenticator: Authenticator {
             let path = name.hasPrefix("/") ? name : folder + "/" + name
             // A key set is a small regular file: a device, a pipe or a huge file is refused rather than read.
             let attributes = try? FileManager.default.attributesOfItem(atPath: path)
-            if let attributes, attributes[.type] as? FileAttributeType != .typeRegular
-                || (attributes[.size] as? Int ?? 0) > Self.maxKeySetBytes
+            if let attributes,
+                attributes[.type] as? FileAttributeType != .typeRegular
+                    || (attributes[.size] as? Int ?? 0) > Self.maxKeySetBytes
             {
                 throw EddyError(
                     .invalidArgument,
@@ -182,7 +183,8 @@ public struct KubernetesAuthenticator: Authenticator {
             var out: [String: Any] = [:]
             for (key, value) in mapping {
                 guard case .scalar(let name) = key else {
-                    throw EddyError(.invalidArgument, "a mapping key is not a plain string (line \(key.mark?.line ?? 0))")
+                    throw EddyError(
+                        .invalidArgument, "a mapping key is not a plain string (line \(key.mark?.line ?? 0))")
                 }
                 out[name.string] = try plain(value)
             }

@@ -72,12 +72,23 @@ public struct KubernetesTokenIssuer: Sendable {
             await keys.add(rsa: rsa, digestAlgorithm: .sha256, kid: JWKIdentifier(string: kid))
         }
         let now = Date()
+        return try await Self.sign(
+            with: keys, kid: kid, namespace: namespace, account: account, audience: audience, issuer: issuer,
+            from: now.addingTimeInterval(-60), until: now.addingTimeInterval(expires),
+            claimedNamespace: claimedNamespace, subject: subject)
+    }
+
+    /// A projected token of `system:serviceaccount:NAMESPACE:ACCOUNT` signed with `kid` of `keys`, valid from
+    /// `from` until `until` (the fuzz corpus signs one with a fixed key, valid for decades).
+    public static func sign(
+        with keys: JWTKeyCollection, kid: String, namespace: String, account: String, audience: String = "eddy",
+        issuer: String = KubernetesTokenIssuer.issuer, from: Date, until: Date, claimedNamespace: String? = nil,
+        subject: String? = nil
+    ) async throws -> String {
         let claims = Claims(
             iss: IssuerClaim(value: issuer), aud: AudienceClaim(value: [audience]),
             sub: SubjectClaim(value: subject ?? "system:serviceaccount:\(namespace):\(account)"),
-            exp: ExpirationClaim(value: now.addingTimeInterval(expires)),
-            nbf: NotBeforeClaim(value: now.addingTimeInterval(-60)),
-            iat: IssuedAtClaim(value: now.addingTimeInterval(-60)),
+            exp: ExpirationClaim(value: until), nbf: NotBeforeClaim(value: from), iat: IssuedAtClaim(value: from),
             kubernetes: Claims.Kubernetes(
                 namespace: claimedNamespace ?? namespace,
                 serviceaccount: .init(name: account, uid: UUID().uuidString),

@@ -2,6 +2,7 @@ import CacheNode
 import EddyAuth
 import EddyConfig
 import EddyFuzzing
+import EddyTestSupport
 import Foundation
 import JWTKit
 import NIOCore
@@ -223,45 +224,13 @@ struct FuzzCorpusTests {
                 roles: [read]
         """
 
-    struct ServiceAccountClaims: JWTPayload {
-        struct Kubernetes: Codable {
-            struct Named: Codable {
-                var name: String
-                var uid: String
-            }
-            var namespace: String
-            var serviceaccount: Named
-            var pod: Named
-        }
-        var iss: IssuerClaim
-        var aud: AudienceClaim
-        var sub: SubjectClaim
-        var exp: ExpirationClaim
-        var nbf: NotBeforeClaim
-        var iat: IssuedAtClaim
-        var kubernetes: Kubernetes
-
-        enum CodingKeys: String, CodingKey {
-            case iss, aud, sub, exp, nbf, iat
-            case kubernetes = "kubernetes.io"
-        }
-
-        func verify(using algorithm: some JWTAlgorithm) async throws {}
-    }
-
     /// A projected token of `system:serviceaccount:shop:web` from the fuzzing cluster, valid until 2100.
     static func serviceAccountToken() async throws -> String {
         let keys = JWTKeyCollection()
         await keys.add(ecdsa: try ES256PrivateKey(pem: FuzzTarget.clusterKey.pemRepresentation), kid: "fuzz-ec")
-        let claims = ServiceAccountClaims(
-            iss: IssuerClaim(value: FuzzTarget.clusterIssuer), aud: AudienceClaim(value: ["eddy"]),
-            sub: SubjectClaim(value: "system:serviceaccount:shop:web"),
-            exp: ExpirationClaim(value: Date(timeIntervalSince1970: 4_102_444_800)),
-            nbf: NotBeforeClaim(value: Date(timeIntervalSince1970: 1_600_000_000)),
-            iat: IssuedAtClaim(value: Date(timeIntervalSince1970: 1_600_000_000)),
-            kubernetes: .init(
-                namespace: "shop", serviceaccount: .init(name: "web", uid: "5f0c"), pod: .init(name: "web-0", uid: "9a1d")))
-        return try await keys.sign(claims, kid: "fuzz-ec")
+        return try await KubernetesTokenIssuer.sign(
+            with: keys, kid: "fuzz-ec", namespace: "shop", account: "web", issuer: FuzzTarget.clusterIssuer,
+            from: Date(timeIntervalSince1970: 1_600_000_000), until: Date(timeIntervalSince1970: 4_102_444_800))
     }
 
     /// An HS256 token for the `jwt` target's key, valid until 2100.
