@@ -90,7 +90,8 @@ public final class CacheNode: Sendable {
         configuration.logger.info(
             "cache node listening",
             metadata: [
-                "listen": "\(configuration.listen)", "store": "\(configuration.store)",
+                "listen": "\(configuration.listen)",
+                "store": "\(configuration.upstream.map(\.description).joined(separator: ","))",
                 "members": "\(core.membership.ring.members.joined(separator: ","))",
                 "membership": "\(core.membership.summary["membership"] ?? "")",
                 "policy": "\(configuration.policy)", "cache-bytes": "\(configuration.cacheBytes)",

@@ -15,6 +15,17 @@ public struct NodeConfiguration: Sendable {
     public var listen: ServerAddress
     /// The segment store.
     public var store: ServerAddress
+    /// A regional ring's upstream (`--upstream-ring`): the home ring's nodes, read from in place of ``store``
+    /// (they answer the store's requests: owners read through them, appends and admin requests are forwarded to
+    /// them). Empty: the node reads ``store``.
+    public var upstreamRing: [ServerAddress] = []
+    /// The zone of the home ring preferred among ``upstreamRing`` (`--upstream-zone`); nil: the first that answers.
+    public var upstreamZone: String?
+
+    /// What the node reads from: the home ring's nodes, or the store.
+    public var upstream: [ServerAddress] { upstreamRing.isEmpty ? [store] : upstreamRing }
+    /// Whether this is a regional ring's node (it reads a home ring, not a store).
+    public var isRegional: Bool { !upstreamRing.isEmpty }
     /// Every member of the ring, this node included (the static list; heartbeats decide who is alive). Not used
     /// with ``etcd``.
     public var members: [ServerAddress]
@@ -124,6 +135,15 @@ public struct NodeConfiguration: Sendable {
     /// - Throws: ``EddyError/Code/invalidArgument`` naming the first bad setting.
     public func validate() throws(EddyError) {
         try limits.validate()
+        if isRegional, writeBack != nil {
+            throw EddyError(
+                .invalidArgument,
+                "a regional ring (--upstream-ring) does not write back: its home ring does; leave --object-store out")
+        }
+        if let own = upstreamRing.first(where: { $0 == listen || members.contains($0) }) {
+            throw EddyError(
+                .invalidArgument, "--upstream-ring names \(own), a member of this ring, not of the home ring")
+        }
         if let etcd {
             try etcd.validate()
         } else {

@@ -110,8 +110,9 @@ public final class NodeCore: Sendable {
             configuration.whatIf
             ? try WhatIf(configuration.whatIfConfiguration(ownerCacheBytes: configuration.ownerCacheBytes)) : nil
         store = Upstream(
-            address: configuration.store, group: group, connectTimeout: configuration.requestTimeout,
-            token: configuration.serviceToken, tls: configuration.tls?.outgoing)
+            addresses: configuration.upstream, zone: configuration.upstreamZone, group: group,
+            connectTimeout: configuration.requestTimeout, token: configuration.serviceToken,
+            tls: configuration.tls?.outgoing)
         let peers = PeerSet(
             group: group, connectTimeout: configuration.requestTimeout, token: configuration.serviceToken,
             tls: configuration.tls?.outgoing)

@@ -57,6 +57,13 @@ extension NodeCore {
             "ring_changes": c.ringChanges.load(ordering: .relaxed),
             "members": ring.members,
         ]
+        if configuration.isRegional {
+            // A regional ring's node reads the home ring: what it read from there is what crossed the WAN.
+            document["upstream"] = store.address.description
+            document["upstream_ring"] = configuration.upstreamRing.map(\.description)
+            document["upstream_read_bytes"] = Int(ledger.bytes)
+            document["upstream_failovers"] = store.failovers.load(ordering: .relaxed)
+        }
         if let writeBack {
             let queue = writeBack.metrics()
             document["flushed_bytes"] = writeBack.flushedBytes.load(ordering: .relaxed)
@@ -181,6 +188,9 @@ extension NodeCore {
         return Self.json(["node": me, "streams": list])
     }
 
+    /// What the node reads from, in messages: `store`, or `upstream ring` for a regional ring's node.
+    var upstreamName: String { configuration.isRegional ? "upstream ring" : "store" }
+
     /// Why the node is not ready to serve (empty when it is): draining, not in its own ring, or the store not
     /// answering within `timeout` (`/ready`).
     public func notReadyReasons(timeout: Duration = .seconds(2)) async -> [String] {
@@ -189,9 +199,9 @@ extension NodeCore {
         if let reason = membership.notReadyReason { reasons.append(reason) }
         do {
             let response = try await store.send(.listStreams, timeout: timeout)
-            if case .error(let error) = response { reasons.append("store \(configuration.store): \(error)") }
+            if case .error(let error) = response { reasons.append("\(upstreamName) \(store.address): \(error)") }
         } catch {
-            reasons.append("store \(configuration.store) unreachable: \(error.message)")
+            reasons.append("\(upstreamName) \(store.address) unreachable: \(error.message)")
         }
         return reasons
     }
@@ -245,6 +255,10 @@ extension NodeCore {
                 ("eddy_served_bytes_total", .counter, load(c.bytesServed), "Event bytes sent to readers."),
                 ("eddy_store_reads_total", .counter, Double(ledger.requests), "Reads the node sent to the store."),
                 ("eddy_store_read_bytes_total", .counter, Double(ledger.bytes), "Bytes the node read from the store."),
+                (
+                    "eddy_upstream_read_bytes_total", .counter, configuration.isRegional ? Double(ledger.bytes) : 0,
+                    "Bytes a regional ring's node read from its home ring (0 for a node of a store)."
+                ),
                 (
                     "eddy_store_read_distinct_bytes_total", .counter, Double(ledger.distinctBytes),
                     "Distinct bytes read from the store."

@@ -120,6 +120,12 @@ public enum ConfigSchema {
             "Origins (comma-separated, or *) whose browser pages may call the HTTP gateway.", commands: nodeAndUp),
         ConfigKey("node", "store", .address, "127.0.0.1:9099", "The store the node reads from.", commands: node),
         ConfigKey(
+            "node", "upstream-ring", .addresses, "",
+            "A regional ring: the home ring's nodes, read from in place of the store (docs/regions.md).",
+            commands: node),
+        ConfigKey(
+            "node", "upstream-zone", .text, "", "The zone preferred among the upstream ring's nodes.", commands: node),
+        ConfigKey(
             "node", "membership", .choice(["static", "etcd"]), "static",
             "How the node learns the ring: the static `members` list with heartbeats, or registrations in etcd.",
             commands: node),
@@ -224,6 +230,12 @@ public enum ConfigSchema {
         ConfigKey(
             "up", "http-listen", .choice(["auto", "none"]), "auto",
             "`eddy up`'s HTTP gateways: auto (each node's port + 200: 9290-9292) or none.", commands: ["up"]),
+        ConfigKey(
+            "up", "upstream-ring", .addresses, "",
+            "A regional `eddy up` (docs/regions.md): no store; its nodes read these home ring nodes.",
+            commands: ["up"]),
+        ConfigKey(
+            "up", "upstream-zone", .text, "", "The zone preferred among the upstream ring's nodes.", commands: ["up"]),
 
         ConfigKey(
             "security", "auth", .text, "off",

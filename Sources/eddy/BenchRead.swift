@@ -394,7 +394,10 @@ struct BenchFanout: AsyncParsableCommand {
             let info = try await admin.info(name)
             let progress = Progress()
             let start = ContinuousClock.now
-            let end = start + .milliseconds(Int64(target.duration * 1000))
+            // The --duration of appending counts from when every reader is ready (connecting a thousand readers on
+            // a loaded machine takes a good part of a short run).
+            let duration = Duration.milliseconds(Int64(target.duration * 1000))
+            let deadline = Deadline()
             // One client per group of --readers-per-connection readers, connected side by side.
             let groups = (target.readers + readersPerConnection - 1) / readersPerConnection
             let clients = try await withThrowingTaskGroup(of: (Int, EddyClient).self) { connecting in
@@ -405,7 +408,7 @@ struct BenchFanout: AsyncParsableCommand {
             }
             if http {
                 for c in clients { await c.close() }
-                let figures = try await httpReaders(admin, info, progress: progress, meter: meter, end: end)
+                let figures = try await httpReaders(admin, info, progress: progress, meter: meter, duration: duration)
                 let elapsed = (ContinuousClock.now - start).inSeconds
                 await admin.close()
                 report(figures, elapsed: elapsed, peer: "eddy-http", cpu: meter.read())
@@ -434,7 +437,7 @@ struct BenchFanout: AsyncParsableCommand {
                                             f.bytes += Int(e.pointer.length)
                                         }
                                         progress.events.add(events.count, ordering: .relaxed)
-                                        return ContinuousClock.now < end
+                                        return !deadline.passed
                                     }
                                     return f
                                 }
@@ -450,7 +453,8 @@ struct BenchFanout: AsyncParsableCommand {
                 }
                 let reporter = progress.report(start: ContinuousClock.now)
                 meter.start()
-                let writer = appendAtRate(admin, info, rate: rate, until: end, size: target.size)
+                let writer = appendAtRate(
+                    admin, info, rate: rate, until: deadline.start(in: duration), size: target.size)
                 var all = BenchFigures()
                 for try await f in group { all.add(f) }
                 reporter.cancel()
@@ -467,7 +471,7 @@ struct BenchFanout: AsyncParsableCommand {
 
     /// `--http`: the readers are Server-Sent Events responses of the gateways; the writer starts once all are open.
     func httpReaders(
-        _ admin: EddyClient, _ info: StreamInfo, progress: Progress, meter: CPUMeterBox, end: ContinuousClock.Instant
+        _ admin: EddyClient, _ info: StreamInfo, progress: Progress, meter: CPUMeterBox, duration: Duration
     ) async throws -> BenchFigures {
         let gateways =
             try httpServers.map { try $0.split(separator: ",").map { try ServerAddress(parsing: String($0)) } }
@@ -486,6 +490,7 @@ struct BenchFanout: AsyncParsableCommand {
         }
         let reporter = progress.report(start: ContinuousClock.now)
         meter.start()
+        let end = ContinuousClock.now + duration
         let writer = appendAtRate(admin, info, rate: rate, until: end, size: target.size)
         try? await Task.sleep(until: end + .milliseconds(300))
         writer.cancel()
@@ -541,4 +546,19 @@ struct BenchFanout: AsyncParsableCommand {
                 cpu.clientSeconds, perClientSecond, cpu.clientShare * 100,
                 cpu.cores, cpu.clientShareOfRest * 100) + verdict)
     }
+}
+
+/// When a bench's appending ends: not before ``start(in:)``, so that its readers' setup does not count.
+final class Deadline: Sendable {
+    private let end = Mutex<ContinuousClock.Instant?>(nil)
+
+    /// Starts the clock: the deadline is `duration` from now, which it returns.
+    func start(in duration: Duration) -> ContinuousClock.Instant {
+        let at = ContinuousClock.now + duration
+        end.withLock { $0 = at }
+        return at
+    }
+
+    /// Whether the deadline has started and passed.
+    var passed: Bool { end.withLock { $0 }.map { ContinuousClock.now >= $0 } ?? false }
 }

@@ -290,6 +290,13 @@ struct Node: AsyncParsableCommand {
     @Option(
         name: .long,
         help:
+            "A regional ring (docs/regions.md): the home ring's nodes, HOST:PORT,..., read from in place of --store.")
+    var upstreamRing: String?
+    @Option(name: .long, help: "The zone preferred among the --upstream-ring nodes (the first that answers without).")
+    var upstreamZone: String?
+    @Option(
+        name: .long,
+        help:
             "The HTTP and Server-Sent Events gateway (docs/http.md): HOST:PORT, auto (the protocol port + 200) or none."
     )
     var httpListen: String = "none"
@@ -303,6 +310,7 @@ struct Node: AsyncParsableCommand {
         try await reportingErrors {
             try process.bootstrapLogging()
             var c = try ring.configuration(listen: listen, store: store)
+            try applyUpstream(to: &c)
             try options.apply(to: &c)
             try writeBack.apply(to: &c, fallback: nil)
             c.access = try await security.access(logger: Logger(label: "eddy"), server: "node \(c.listen)")
@@ -348,7 +356,14 @@ struct Node: AsyncParsableCommand {
             if c.etcd != nil, ring.members != nil {
                 logger.notice("--members is ignored: with --membership etcd the members are those registered in etcd")
             }
-            logger.info("eddy node ready", metadata: ["listen": "\(c.listen)", "store": "\(c.store)"])
+            logger.info(
+                "eddy node ready",
+                metadata: c.isRegional
+                    ? [
+                        "listen": "\(c.listen)",
+                        "upstream_ring": "\(c.upstreamRing.map(\.description).joined(separator: ","))",
+                    ]
+                    : ["listen": "\(c.listen)", "store": "\(c.store)"])
             let hangup = reloadOnHangup(tls: c.tls, access: c.access, logger: logger)
             defer { hangup.cancel() }
             try await process.serve(services, logger: logger)
@@ -357,6 +372,12 @@ struct Node: AsyncParsableCommand {
 }
 
 extension Node {
+    /// `--upstream-ring` and `--upstream-zone`: a regional ring's node reads the home ring's nodes.
+    func applyUpstream(to c: inout NodeConfiguration) throws {
+        c.upstreamRing = try upstreamRingAddresses(upstreamRing, zone: upstreamZone)
+        c.upstreamZone = c.upstreamRing.isEmpty ? nil : upstreamZone.flatMap { $0.isEmpty ? nil : $0 }
+    }
+
     /// The gateway's address (`--http-listen`), nil for none.
     func httpAddress(listen: ServerAddress) throws -> ServerAddress? {
         do {
@@ -364,6 +385,21 @@ extension Node {
         } catch {
             throw ValidationError("--http-listen: \(error.message)")
         }
+    }
+}
+
+/// The addresses of `--upstream-ring` (empty without it); `--upstream-zone` needs it.
+func upstreamRingAddresses(_ text: String?, zone: String?) throws -> [ServerAddress] {
+    guard let text, !text.isEmpty else {
+        if let zone, !zone.isEmpty { throw ValidationError("--upstream-zone needs --upstream-ring") }
+        return []
+    }
+    do {
+        return try text.split(separator: ",").map {
+            try ServerAddress(parsing: $0.trimmingCharacters(in: .whitespaces))
+        }
+    } catch {
+        throw ValidationError("--upstream-ring: \((error as? EddyError)?.message ?? "\(error)")")
     }
 }
 

@@ -159,6 +159,15 @@ struct Up: AsyncParsableCommand {
     @Option(name: .long, help: "The nodes' HTTP gateways: auto (each node's port + 200: 9290-9292) or none.")
     var httpListen: String = "auto"
 
+    @Option(
+        name: .long,
+        help:
+            "A regional ring (docs/regions.md): no store; the nodes read the home ring's nodes HOST:PORT,... instead.")
+    var upstreamRing: String?
+
+    @Option(name: .long, help: "The zone preferred among the --upstream-ring nodes.")
+    var upstreamZone: String?
+
     @Flag(
         name: .long,
         help: """
@@ -181,6 +190,11 @@ struct Up: AsyncParsableCommand {
         }
     }
 
+    /// `--upstream-ring`: the home ring's nodes (empty: this `eddy up` has its own store).
+    func upstreamAddresses() throws -> [ServerAddress] {
+        try upstreamRingAddresses(upstreamRing, zone: upstreamZone)
+    }
+
     func run() async throws {
         try await reportingErrors {
             try process.bootstrapLogging()
@@ -196,22 +210,32 @@ struct Up: AsyncParsableCommand {
                 throw ValidationError("eddy up takes --admin-listen auto or none (each server's port + 100)")
             }
             let logger = Logger(label: "eddy")
-            let objects = try writeBack.objects.location(fallback: "file://\(data)/objects")
+            let upstream = try upstreamAddresses()
+            // A regional ring writes nothing back (its home ring does) unless asked to, which it refuses.
+            let objects = try writeBack.objects.location(fallback: upstream.isEmpty ? "file://\(data)/objects" : "none")
             let storeAddress = try ServerAddress(parsing: store)
             let members = try nodes.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
-            let storeAdmin = try process.admin(beside: storeAddress)
+            let storeAdmin = upstream.isEmpty ? try process.admin(beside: storeAddress) : nil
             let access = try await security.access(logger: logger, server: "eddy up")
             let serviceToken = try await security.nodeServiceToken(access)
             let tls = try security.serverTLS(logger: logger, server: "eddy up")
-            let server = try await startStore(
-                data: data + "/store", address: storeAddress, options: options, access: access,
-                security: security, tls: tls, metrics: storeAdmin?.metrics)
-            Output.shared.line("store  listening on \(server.address), data in \(data)/store")
+            var server: StoreServer?
+            if upstream.isEmpty {
+                let started = try await startStore(
+                    data: data + "/store", address: storeAddress, options: options, access: access,
+                    security: security, tls: tls, metrics: storeAdmin?.metrics)
+                Output.shared.line("store  listening on \(started.address), data in \(data)/store")
+                server = started
+            } else {
+                Output.shared.line(
+                    "regional ring: no store; reading the home ring \(upstream.map(\.description).joined(separator: ","))"
+                        + (upstreamZone.map { " (zone \($0) first)" } ?? ""))
+            }
             var admins: [AdminServer] = []
             var gateways: [HTTPGateway] = []
             var started: [CacheNode] = []
             do {
-                if let storeAdmin {
+                if let storeAdmin, let server {
                     admins.append(
                         try await storeAdmin.start(for: "store", access: access, tls: tls) {
                             AdminRoutes.store(server, metrics: $0)
@@ -220,9 +244,11 @@ struct Up: AsyncParsableCommand {
                 }
                 for m in members {
                     let admin = try process.admin(beside: m)
-                    var c = NodeConfiguration(listen: m, store: server.address, members: members)
+                    var c = NodeConfiguration(listen: m, store: server?.address ?? storeAddress, members: members)
+                    c.upstreamRing = upstream
+                    c.upstreamZone = upstreamZone
                     try nodeOptions.apply(to: &c)
-                    try writeBack.apply(to: &c, fallback: "file://\(data)/objects")
+                    try writeBack.apply(to: &c, fallback: upstream.isEmpty ? "file://\(data)/objects" : "none")
                     c.access = access
                     c.serviceToken = serviceToken
                     c.limits = security.limits
@@ -260,7 +286,7 @@ struct Up: AsyncParsableCommand {
                 for g in gateways { await g.close() }
                 for n in started { await n.close() }
                 for a in admins { await a.close() }
-                await ClosingService.store(server).close()
+                if let server { await ClosingService.store(server).close() }
                 throw error
             }
             Output.shared.line("write-back to \(objects.map(\.description) ?? "nothing (--object-store none)")")
@@ -273,7 +299,7 @@ struct Up: AsyncParsableCommand {
             Output.shared.flush()
             // Shut down in reverse: the nodes drain first, then the store checkpoints, the admin servers go last.
             let services: [any Service] =
-                admins + [ClosingService.store(server)]
+                admins + (server.map { [ClosingService.store($0)] } ?? [])
                 + started.map { ClosingService.node($0, grace: process.drainGrace) } + gateways
             let hangup = reloadOnHangup(tls: tls, access: access, logger: logger)
             defer { hangup.cancel() }

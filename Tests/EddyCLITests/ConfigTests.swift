@@ -22,6 +22,8 @@ struct ConfigTests {
             return ("\(value)", "\(value)")
         case .boolean: return ("true", "true")
         case .address: return ("127.0.0.1:7777", "127.0.0.1:7777")
+        case .addresses where key.name == "upstream-ring":  // the home ring's nodes: not this ring's members
+            return ("[127.0.0.1:8777, 127.0.0.1:8778]", "127.0.0.1:8777,127.0.0.1:8778")
         case .addresses: return ("[127.0.0.1:7777, 127.0.0.1:7778]", "127.0.0.1:7777,127.0.0.1:7778")
         case .choice(let words):
             let other = words.first { $0 != key.defaultValue }!
