@@ -3,7 +3,7 @@
 # the in-process suites and, beside them in a test process of their own, the tests that drive eddy processes
 # (EddyCLITests; in one process, their waits for those processes would take Swift's cooperative threads from the
 # servers other tests run in-process), then a short run of every fuzzer (scripts/fuzz.sh with EDDY_FUZZ_RUNS
-# executions each, 2000 by default; 0 skips it). Every part runs when one fails; the failures are repeated at the
+# executions each, 1000 by default; 0 skips it). Every part runs when one fails; the failures are repeated at the
 # end, so the last lines of a long log name what failed and where.
 #
 # Every process the tests start inherits EDDY_TEST_RUN (a fresh ID per run): at the end the script lists any
@@ -67,8 +67,8 @@ phase "in-process and process tests, side by side" both
 # buffer: swift-corelibs-foundation PR 5472); the harness spawns with posix_spawn now, but 10,000 sockets are still
 # best held by a test process of their own.
 phase "10,000 connections" "$tests" --testing-library swift-testing --filter ManyConnectionsTests
-if [ "${EDDY_FUZZ_RUNS:-2000}" != 0 ]; then
-  phase "fuzzers (build and ${EDDY_FUZZ_RUNS:-2000} runs each)" scripts/fuzz.sh "${EDDY_FUZZ_RUNS:-2000}"
+if [ "${EDDY_FUZZ_RUNS:-1000}" != 0 ]; then
+  phase "fuzzers (build and ${EDDY_FUZZ_RUNS:-1000} runs each)" scripts/fuzz.sh "${EDDY_FUZZ_RUNS:-1000}"
 fi
 
 left=$(leftovers)
