@@ -298,7 +298,9 @@ package final class EtcdMembership: RingMembership {
     private func apply(name key: String, revision: Int64, present: Bool) {
         guard let name = member(key) else { return }
         let applied = state.withLock { s -> (members: Set<String>, ownKeyLost: Bool)? in
-            guard revision > s.revision else { return nil }
+            // At the revision already reflected, a change is applied again (one transaction may change several
+            // keys at one revision; applying a change twice leaves the same set).
+            guard revision >= s.revision else { return nil }
             s.revision = revision
             if present { s.members.insert(name) } else { s.members.remove(name) }
             let lost = !present && name == me && !s.leaving
@@ -310,7 +312,6 @@ package final class EtcdMembership: RingMembership {
         installRing(applied.members, revision: revision)
     }
 
-    /// Installs the member list read at `revision`.
     /// Installs the member list read at `revision`, unless the watch has already applied a later change (the
     /// range was answered before it, so installing it would bring back a member that has since gone) and etcd's
     /// history did not `restart`. Returns whether it was installed.
