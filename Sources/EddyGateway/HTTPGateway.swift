@@ -93,7 +93,7 @@ public final class HTTPGateway: Service, Sendable, CustomStringConvertible {
 
     /// Lets browser pages served on `port` (the node's admin port: the dashboard's stream viewer) call the
     /// gateway, whatever host name the browser reached them by; `tls`: they are served over HTTPS.
-    public func allowPages(onPort port: Int, tls: Bool) {
+    func allowPages(onPort port: Int, tls: Bool) {
         origins.allowPages(onPort: port, scheme: tls ? "https" : "http")
     }
 

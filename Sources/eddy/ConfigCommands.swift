@@ -194,15 +194,14 @@ extension Node: ConfigurableServer {
             .merging(ring.settings) { a, _ in a }.merging(security.settings) { a, _ in a }
         all["node.listen"] = listen
         all["node.store"] = store
-        all["node.upstream-ring"] = upstreamRing ?? ""
-        all["node.upstream-zone"] = upstreamZone ?? ""
+        all.merge(upstream.settings("node")) { a, _ in a }
         all["node.admin-listen"] = process.adminListen
         all["node.http-listen"] = httpListen
         return all
     }
     func check() throws {
         var c = try ring.configuration(listen: listen, store: store)
-        try applyUpstream(to: &c)
+        try upstream.apply(to: &c)
         try options.apply(to: &c)
         _ = try httpAddress(listen: c.listen)
     }
@@ -218,15 +217,14 @@ extension Up: ConfigurableServer {
         all["up.nodes"] = nodes
         all["up.admin-listen"] = process.adminListen
         all["up.http-listen"] = httpListen
-        all["up.upstream-ring"] = upstreamRing ?? ""
-        all["up.upstream-zone"] = upstreamZone ?? ""
+        all.merge(upstream.settings("up")) { a, _ in a }
         return all
     }
     func check() throws {
         try options.check()
         let members = try nodes.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
         var c = NodeConfiguration(listen: members[0], store: try ServerAddress(parsing: store), members: members)
-        c.upstreamRing = try upstreamAddresses()
+        try upstream.apply(to: &c)
         try nodeOptions.apply(to: &c)
     }
 }

@@ -287,13 +287,7 @@ struct Node: AsyncParsableCommand {
 
     @Option(name: .long, help: "HOST:PORT to listen on; also the node's name in the ring.") var listen: String
     @Option(name: .long, help: "The store, HOST:PORT.") var store: String = "127.0.0.1:9099"
-    @Option(
-        name: .long,
-        help:
-            "A regional ring (docs/regions.md): the home ring's nodes, HOST:PORT,..., read from in place of --store.")
-    var upstreamRing: String?
-    @Option(name: .long, help: "The zone preferred among the --upstream-ring nodes (the first that answers without).")
-    var upstreamZone: String?
+    @OptionGroup var upstream: UpstreamOptions
     @Option(
         name: .long,
         help:
@@ -310,7 +304,7 @@ struct Node: AsyncParsableCommand {
         try await reportingErrors {
             try process.bootstrapLogging()
             var c = try ring.configuration(listen: listen, store: store)
-            try applyUpstream(to: &c)
+            try upstream.apply(to: &c)
             try options.apply(to: &c)
             try writeBack.apply(to: &c, fallback: nil)
             c.access = try await security.access(logger: Logger(label: "eddy"), server: "node \(c.listen)")
@@ -372,12 +366,6 @@ struct Node: AsyncParsableCommand {
 }
 
 extension Node {
-    /// `--upstream-ring` and `--upstream-zone`: a regional ring's node reads the home ring's nodes.
-    func applyUpstream(to c: inout NodeConfiguration) throws {
-        c.upstreamRing = try upstreamRingAddresses(upstreamRing, zone: upstreamZone)
-        c.upstreamZone = c.upstreamRing.isEmpty ? nil : upstreamZone.flatMap { $0.isEmpty ? nil : $0 }
-    }
-
     /// The gateway's address (`--http-listen`), nil for none.
     func httpAddress(listen: ServerAddress) throws -> ServerAddress? {
         do {
@@ -388,18 +376,45 @@ extension Node {
     }
 }
 
-/// The addresses of `--upstream-ring` (empty without it); `--upstream-zone` needs it.
-func upstreamRingAddresses(_ text: String?, zone: String?) throws -> [ServerAddress] {
-    guard let text, !text.isEmpty else {
-        if let zone, !zone.isEmpty { throw ValidationError("--upstream-zone needs --upstream-ring") }
-        return []
-    }
-    do {
-        return try text.split(separator: ",").map {
-            try ServerAddress(parsing: $0.trimmingCharacters(in: .whitespaces))
+/// `--upstream-ring` and `--upstream-zone` of `eddy node` and `eddy up`: a regional ring reads the home ring's
+/// nodes in place of a store (docs/regions.md).
+struct UpstreamOptions: ParsableArguments {
+    @Option(
+        name: .long,
+        help: "A regional ring (docs/regions.md): the home ring's nodes, HOST:PORT,..., read from in place of a store.")
+    var upstreamRing: String?
+
+    @Option(name: .long, help: "The zone preferred among the --upstream-ring nodes (the first that answers without).")
+    var upstreamZone: String?
+
+    /// The home ring's nodes (empty: not a regional ring).
+    /// - Throws: a `ValidationError` for a bad address, or a zone without a ring.
+    func addresses() throws -> [ServerAddress] {
+        guard let upstreamRing, !upstreamRing.isEmpty else {
+            if zone != nil { throw ValidationError("--upstream-zone needs --upstream-ring") }
+            return []
         }
-    } catch {
-        throw ValidationError("--upstream-ring: \((error as? EddyError)?.message ?? "\(error)")")
+        do {
+            return try upstreamRing.split(separator: ",").map {
+                try ServerAddress(parsing: $0.trimmingCharacters(in: .whitespaces))
+            }
+        } catch {
+            throw ValidationError("--upstream-ring: \((error as? EddyError)?.message ?? "\(error)")")
+        }
+    }
+
+    /// The zone given (nil for none or empty).
+    var zone: String? { upstreamZone.flatMap { $0.isEmpty ? nil : $0 } }
+
+    /// Makes `c` a regional ring's node when a ring is given.
+    func apply(to c: inout NodeConfiguration) throws {
+        c.upstreamRing = try addresses()
+        c.upstreamZone = zone
+    }
+
+    /// The settings under `section` (`node` or `up`), for `eddy config show`.
+    func settings(_ section: String) -> [String: String] {
+        ["\(section).upstream-ring": upstreamRing ?? "", "\(section).upstream-zone": upstreamZone ?? ""]
     }
 }
 

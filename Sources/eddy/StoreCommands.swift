@@ -159,14 +159,7 @@ struct Up: AsyncParsableCommand {
     @Option(name: .long, help: "The nodes' HTTP gateways: auto (each node's port + 200: 9290-9292) or none.")
     var httpListen: String = "auto"
 
-    @Option(
-        name: .long,
-        help:
-            "A regional ring (docs/regions.md): no store; the nodes read the home ring's nodes HOST:PORT,... instead.")
-    var upstreamRing: String?
-
-    @Option(name: .long, help: "The zone preferred among the --upstream-ring nodes.")
-    var upstreamZone: String?
+    @OptionGroup var upstream: UpstreamOptions
 
     @Flag(
         name: .long,
@@ -190,11 +183,6 @@ struct Up: AsyncParsableCommand {
         }
     }
 
-    /// `--upstream-ring`: the home ring's nodes (empty: this `eddy up` has its own store).
-    func upstreamAddresses() throws -> [ServerAddress] {
-        try upstreamRingAddresses(upstreamRing, zone: upstreamZone)
-    }
-
     func run() async throws {
         try await reportingErrors {
             try process.bootstrapLogging()
@@ -210,17 +198,17 @@ struct Up: AsyncParsableCommand {
                 throw ValidationError("eddy up takes --admin-listen auto or none (each server's port + 100)")
             }
             let logger = Logger(label: "eddy")
-            let upstream = try upstreamAddresses()
+            let home = try upstream.addresses()  // empty: this eddy up has its own store
             // A regional ring writes nothing back (its home ring does) unless asked to, which it refuses.
-            let objects = try writeBack.objects.location(fallback: upstream.isEmpty ? "file://\(data)/objects" : "none")
+            let objects = try writeBack.objects.location(fallback: home.isEmpty ? "file://\(data)/objects" : "none")
             let storeAddress = try ServerAddress(parsing: store)
             let members = try nodes.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
-            let storeAdmin = upstream.isEmpty ? try process.admin(beside: storeAddress) : nil
+            let storeAdmin = home.isEmpty ? try process.admin(beside: storeAddress) : nil
             let access = try await security.access(logger: logger, server: "eddy up")
             let serviceToken = try await security.nodeServiceToken(access)
             let tls = try security.serverTLS(logger: logger, server: "eddy up")
             var server: StoreServer?
-            if upstream.isEmpty {
+            if home.isEmpty {
                 let started = try await startStore(
                     data: data + "/store", address: storeAddress, options: options, access: access,
                     security: security, tls: tls, metrics: storeAdmin?.metrics)
@@ -228,8 +216,8 @@ struct Up: AsyncParsableCommand {
                 server = started
             } else {
                 Output.shared.line(
-                    "regional ring: no store; reading the home ring \(upstream.map(\.description).joined(separator: ","))"
-                        + (upstreamZone.map { " (zone \($0) first)" } ?? ""))
+                    "regional ring: no store; reading the home ring \(home.map(\.description).joined(separator: ","))"
+                        + (upstream.zone.map { " (zone \($0) first)" } ?? ""))
             }
             var admins: [AdminServer] = []
             var gateways: [HTTPGateway] = []
@@ -245,10 +233,9 @@ struct Up: AsyncParsableCommand {
                 for m in members {
                     let admin = try process.admin(beside: m)
                     var c = NodeConfiguration(listen: m, store: server?.address ?? storeAddress, members: members)
-                    c.upstreamRing = upstream
-                    c.upstreamZone = upstreamZone
+                    try upstream.apply(to: &c)
                     try nodeOptions.apply(to: &c)
-                    try writeBack.apply(to: &c, fallback: upstream.isEmpty ? "file://\(data)/objects" : "none")
+                    try writeBack.apply(to: &c, fallback: home.isEmpty ? "file://\(data)/objects" : "none")
                     c.access = access
                     c.serviceToken = serviceToken
                     c.limits = security.limits
