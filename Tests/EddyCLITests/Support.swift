@@ -89,7 +89,8 @@ final class ServerProcess {
             eddyBinary, arguments,
             environment: testAdminEnvironment.filter { inherited[$0.key] == nil }.merging(environment) { $1 },
             output: output.map { .file($0) } ?? .null, error: .file(log))
-        let deadline = Date().addingTimeInterval(30)
+        // 60 s: a debug build's start on 2 cores busy with two test processes has once taken over 30 s.
+        let deadline = Date().addingTimeInterval(60)
         while Date() < deadline {
             if self.log.contains(marker) || self.output.contains(marker) { return }
             if !process.isRunning { break }
