@@ -52,6 +52,7 @@ let package = Package(
         .library(name: "EtcdGateway", targets: ["EtcdGateway"]),
         .library(name: "EddyAuth", targets: ["EddyAuth"]),
         .library(name: "EddyTLS", targets: ["EddyTLS"]),
+        .library(name: "Mirror", targets: ["Mirror"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.3"),
@@ -267,10 +268,20 @@ let package = Package(
             ],
             swiftSettings: own
         ),
+        // `eddy mirror`: streams copied to another cluster with identical event pointers (issue 29).
+        .target(
+            name: "Mirror",
+            dependencies: [
+                "EddyAuth", "EddyClient", "StoreClient", "StreamModel", "WireProtocol",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: own
+        ),
         .executableTarget(
             name: "eddy",
             dependencies: [
-                "EddyGateway",
+                "EddyGateway", "Mirror",
                 "Membership", "WriteBack", "StreamModel", "SegmentStore", "WireProtocol", "StoreServer", "StoreClient", "CacheCore", "Workloads",
                 "HashRing", "CacheNode", "EddyClient", "CNUMA", "CZstd", "ObjectStorage", "WriteBackQueue", "EddyConfig",
                 "EddyAdmin", "EddyAuth", "EddyTLS",
@@ -366,7 +377,7 @@ let package = Package(
             dependencies: [
                 "Membership", "WriteBack", "Coalescing", "CacheNode", "EddyClient", "EddyTestSupport", "StoreServer", "StoreClient", "SegmentStore",
                 "WireProtocol", "StreamModel", "Workloads", "CacheCore", "ObjectStorage", "EtcdGateway", "HashRing",
-                "EddyAuth",
+                "EddyAuth", "Mirror",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

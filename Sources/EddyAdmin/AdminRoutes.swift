@@ -83,6 +83,21 @@ public enum AdminRoutes {
         }
     }
 
+    /// The routes of a process that is neither a store nor a node (`eddy mirror`): `/health`, `/status` (the JSON
+    /// document `status` makes) and `/metrics` (the series `samples` gives).
+    public static func process(
+        role: String, status: @escaping @Sendable () -> String, samples: @escaping @Sendable () -> [MetricSample],
+        metrics: MetricsExporter
+    ) -> (Router<BasicRequestContext>) -> Void {
+        { router in
+            router.get("health") { _, _ in AdminResponse.json(["status": "ok", "role": role]) }
+            router.get("status") { _, _ in AdminResponse.json(status()) }
+            router.get("metrics") { _, _ in
+                AdminResponse.text(metrics.render(samples()), contentType: prometheusContentType)
+            }
+        }
+    }
+
     /// The store's routes: `/health`, `/ready`, `/stats`, `/streams`, `/metrics`; the node-only paths answer 404
     /// with a JSON error that says to ask a node.
     public static func store(_ server: StoreServer, metrics: MetricsExporter) -> (Router<BasicRequestContext>) -> Void {

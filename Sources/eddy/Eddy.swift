@@ -31,7 +31,7 @@ struct Eddy: AsyncParsableCommand {
         subcommands: [
             Up.self, Store.self, Create.self, Delete.self, List.self, Info.self, Append.self, Read.self, Tail.self,
             Seal.self, Truncate.self, Node.self, Admin.self, Export.self, Backup.self, Restore.self, Bench.self,
-            Sim.self, Config.self, CrashWriter.self, CrashQueue.self,
+            Sim.self, Config.self, MirrorCommand.self, CrashWriter.self, CrashQueue.self,
         ]
     )
 
