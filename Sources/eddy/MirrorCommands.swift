@@ -47,7 +47,7 @@ struct MirrorRun: AsyncParsableCommand {
     var checkpoint: String?
 
     @Option(name: .long, help: "The mirror's admin HTTP address (/health, /status, /metrics): HOST:PORT or none.")
-    var adminListen: String = "127.0.0.1:9490"
+    var adminListen: String = "127.0.0.1:9499"
 
     @Option(name: .long, help: "Seconds between listings of the source's streams (new ones, deletions, lag).")
     var scanInterval: Double = 1
@@ -125,7 +125,7 @@ struct MirrorRun: AsyncParsableCommand {
         configuration.scanInterval = .milliseconds(Int64(scanInterval * 1000))
         configuration.logger = logger
         try await reportingErrors {
-            let mirror = try await Mirror.start(configuration)
+            let mirror = try await Self.start(configuration, logger: logger)
             var admin: AdminServer?
             if adminListen != "none" {
                 let metrics = MetricsExporter()
@@ -158,6 +158,22 @@ struct MirrorRun: AsyncParsableCommand {
         }
     }
 
+    /// Starts the mirror; while a cluster cannot be reached (a link down, a cluster restarting) it tries again
+    /// every 2 s, as a daemon should, until it can or the process is stopped. Other errors end the command.
+    static func start(_ configuration: MirrorConfiguration, logger: Logger) async throws -> Mirror {
+        // SIGTERM and SIGINT keep their default (the process ends) until the mirror runs: nothing to clean up yet.
+        while true {
+            do {
+                return try await Mirror.start(configuration)
+            } catch {
+                // (Not `catch where`: Swift 6.3.1's SILGen crashes on it here, a typed throw in an untyped function.)
+                guard error.code == .connectionFailed else { throw error }
+                logger.warning("cannot start yet; trying again in 2 s", metadata: ["error": "\(error.message)"])
+                try await Task.sleep(for: .seconds(2))
+            }
+        }
+    }
+
     /// The status as JSON, keys sorted.
     static func json(_ status: MirrorStatus) -> String {
         let encoder = JSONEncoder()
@@ -172,7 +188,7 @@ struct MirrorStatusCommand: AsyncParsableCommand {
         commandName: "status", abstract: "Show a running mirror's streams and their lag (its admin port's /status).")
 
     @Option(name: .long, help: "The mirror's admin HTTP address, HOST:PORT.")
-    var admin: String = "127.0.0.1:9490"
+    var admin: String = "127.0.0.1:9499"
 
     @OptionGroup var format: FormatOption
 

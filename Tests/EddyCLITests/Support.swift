@@ -77,7 +77,7 @@ final class ServerProcess {
     /// until either says `marker`.
     init(
         _ arguments: [String], log: String, marker: String, environment: [String: String] = [:],
-        output: String? = nil
+        output: String? = nil, prefix: [String] = []
     ) throws {
         self.arguments = arguments
         logPath = log
@@ -85,8 +85,10 @@ final class ServerProcess {
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         if let output { _ = FileManager.default.createFile(atPath: output, contents: nil) }
         let inherited = ProcessInfo.processInfo.environment
+        // `prefix` runs eddy through another program (`ip netns exec NS`), which execs it in its place.
         process = try ChildProcess(
-            eddyBinary, arguments,
+            prefix.first ?? eddyBinary,
+            prefix.isEmpty ? arguments : Array(prefix.dropFirst()) + [eddyBinary] + arguments,
             environment: testAdminEnvironment.filter { inherited[$0.key] == nil }.merging(environment) { $1 },
             output: output.map { .file($0) } ?? .null, error: .file(log))
         // 60 s: a debug build's start on 2 cores busy with two test processes has once taken over 30 s.
