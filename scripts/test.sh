@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: what the build and tests need (scripts/install-deps.sh), the format check, the debug build, then
 # the in-process suites and, beside them in a test process of their own, the tests that drive eddy processes
-# (EddyCLITests; in one process, their waits for those processes would take Swift's cooperative threads from the
+# (EddyCLITests but the WAN tests, which come after; in one process, their waits for those processes would take Swift's cooperative threads from the
 # servers other tests run in-process), then a short run of every fuzzer (scripts/fuzz.sh with EDDY_FUZZ_RUNS
 # executions each, 1000 by default; 0 skips it). Every part runs when one fails; the failures are repeated at the
 # end, so the last lines of a long log name what failed and where.
@@ -52,7 +52,7 @@ both() {
   dir=$(mktemp -d -t eddy-test-logs.XXXXXX)
   "$tests" --testing-library swift-testing --skip EddyCLITests > "$dir/in-process.log" 2>&1 &
   local p1=$!
-  "$tests" --testing-library swift-testing --filter EddyCLITests --skip ManyConnectionsTests \
+  "$tests" --testing-library swift-testing --filter EddyCLITests --skip 'ManyConnectionsTests|WANTests' \
     > "$dir/processes.log" 2>&1 &
   local p2=$!
   wait $p1; rc1=$?
@@ -67,6 +67,9 @@ phase "in-process and process tests, side by side" both
 # buffer: swift-corelibs-foundation PR 5472); the harness spawns with posix_spawn now, but 10,000 sockets are still
 # best held by a test process of their own.
 phase "10,000 connections" "$tests" --testing-library swift-testing --filter ManyConnectionsTests
+# The WAN tests (docs/regions.md) run two clusters, a mirror or a regional ring and 50 readers in network
+# namespaces: a load that would slow the timing-sensitive process tests beside them, so they run on their own.
+phase "WAN in network namespaces" "$tests" --testing-library swift-testing --filter WANTests
 if [ "${EDDY_FUZZ_RUNS:-1000}" != 0 ]; then
   phase "fuzzers (build and ${EDDY_FUZZ_RUNS:-1000} runs each)" scripts/fuzz.sh "${EDDY_FUZZ_RUNS:-1000}"
 fi
