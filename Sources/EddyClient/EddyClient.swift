@@ -79,17 +79,25 @@ public final class EddyClient: RequestSender {
             }
             throw EddyError(.connectionFailed, "cannot connect to any server: \(failures.joined(separator: "; "))")
         }
-        let probes = await withTaskGroup(of: (ServerAddress, StoreClient?, Duration).self) { group2 in
+        let probes = await withTaskGroup(of: (ServerAddress, StoreClient?, Duration, EddyError?).self) { group2 in
             for server in configuration.servers {
                 group2.addTask {
                     let start = ContinuousClock.now
-                    let c = try? await StoreClient.connect(
-                        to: server, group: group, timeout: configuration.connectTimeout, token: configuration.token,
-                        tls: configuration.tls, silenceLimit: configuration.silenceLimit)
-                    return (server, c, ContinuousClock.now - start)
+                    do {
+                        let c = try await StoreClient.connect(
+                            to: server, group: group, timeout: configuration.connectTimeout,
+                            token: configuration.token, tls: configuration.tls, silenceLimit: configuration.silenceLimit
+                        )
+                        return (server, c, ContinuousClock.now - start, nil)
+                    } catch {
+                        return (
+                            server, nil, ContinuousClock.now - start,
+                            (error as? EddyError) ?? EddyError(.connectionFailed, "\(server): \(error)")
+                        )
+                    }
                 }
             }
-            var all: [(ServerAddress, StoreClient?, Duration)] = []
+            var all: [(ServerAddress, StoreClient?, Duration, EddyError?)] = []
             for await p in group2 { all.append(p) }
             return all
         }
@@ -103,6 +111,13 @@ public final class EddyClient: RequestSender {
         let best = ranked.first?.1
         for p in ranked.dropFirst() { if let c = p.1 { await c.close() } }
         guard let best else {
+            // Servers that answered and refused (a token they do not take, a version they do not speak) say why;
+            // that is not a path to try again.
+            if let refusal = probes.compactMap({ $0.3 }).first(where: {
+                !$0.isRetriable && $0.code != .connectionFailed
+            }) {
+                throw refusal
+            }
             throw EddyError(
                 .connectionFailed,
                 "cannot connect to any of \(configuration.servers.map(\.description).joined(separator: ", "))")

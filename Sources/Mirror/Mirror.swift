@@ -184,7 +184,8 @@ public final class Mirror: Sendable {
     }
 
     /// Connects to both clusters and reads the checkpoint stream (created with one segment when missing).
-    /// - Throws: ``EddyError/Code/connectionFailed`` when a cluster cannot be reached, ``EddyError/Code/invalidArgument``
+    /// - Throws: ``EddyError/Code/connectionFailed`` when a cluster cannot be reached (the error of a cluster that
+    ///   refuses the mirror's credentials as it is, `unauthorized`), ``EddyError/Code/invalidArgument``
     ///   for a pattern that names nothing or a checkpoint stream the pattern names.
     public static func start(_ configuration: MirrorConfiguration) async throws(EddyError) -> Mirror {
         guard !configuration.pattern.isEmpty else { throw EddyError(.invalidArgument, "--streams names no stream") }
@@ -198,14 +199,14 @@ public final class Mirror: Sendable {
         do {
             source = try await EddyClient.connect(configuration.source)
         } catch {
-            throw EddyError(.connectionFailed, "the source cluster (--from): \(error.message)")
+            throw EddyError(error.code, "the source cluster (--from): \(error.message)")
         }
         let target: EddyClient
         do {
             target = try await EddyClient.connect(configuration.target)
         } catch {
             await source.close()
-            throw EddyError(.connectionFailed, "the target cluster (--to): \(error.message)")
+            throw EddyError(error.code, "the target cluster (--to): \(error.message)")
         }
         let mirror = Mirror(configuration: configuration, source: source, target: target)
         do {

@@ -54,7 +54,9 @@ public final class ConnectionGuard: ChannelDuplexHandler {
     /// Whether the handlers after this one heard of the connection (a refused one never reaches them).
     private var activated = false
     /// Set for a connection over the limit: the refusal answers its first bytes (the client's hello), so the
-    /// client reads it as the answer to what it sent; a client that sends nothing is closed after a second.
+    /// client reads it as the answer to what it sent; a client that sends nothing is closed after 5 s (a busy client
+    /// may take over a second between its connect and its hello: closed before, it would see a closed connection
+    /// instead of the reason).
     private var overLimit: EddyError?
 
     /// A guard with `limits`; `open` counts the server's connections (this one included), `onRefusal` hears of
@@ -74,7 +76,7 @@ public final class ConnectionGuard: ChannelDuplexHandler {
             overLimit = EddyError(
                 .overloaded,
                 "this server has \(count - 1) connections, the most it takes (--max-connections): try another or later")
-            schedule(context, in: .seconds(1))
+            schedule(context, in: .seconds(5))
             return
         }
         schedule(context, in: min(limits.frameTimeout, limits.idleTimeout))

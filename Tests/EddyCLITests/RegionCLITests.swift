@@ -62,6 +62,81 @@ struct RegionCLITests {
         #expect(document["upstream_read_bytes"] is Int)
     }
 
+    /// `eddy up --secure` in `folder`: its nodes and the environment (token, CA) its output says to use.
+    static func secureUp(_ folder: String) throws -> (ServerProcess, [String], [String: String]) {
+        let store = "127.0.0.1:\(try freePort())"
+        let nodes = try (0..<2).map { _ in "127.0.0.1:\(try freePort())" }
+        let up = try ServerProcess(
+            [
+                "up", "--data", folder, "--secure", "--store", store, "--nodes", nodes.joined(separator: ","),
+                "--admin-listen", "none", "--http-listen", "none", "--object-store", "none",
+            ],
+            log: folder + ".log", marker: "eddy up: try", output: folder + ".out")
+        let exports = up.output.split(separator: "\n").first { $0.contains("export EDDY_TOKEN=") } ?? ""
+        var environment: [String: String] = [:]
+        for assignment in exports.split(separator: " ").dropFirst() {
+            let parts = assignment.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { environment[parts[0]] = parts[1] }
+        }
+        return (up, nodes, environment)
+    }
+
+    @Test(
+        "eddy mirror between two clusters with tokens and TLS, each side its own: the target reads as the source; a missing token is refused at once"
+    )
+    func mirrorWithCredentials() async throws {
+        let folder = temporaryPath("mirror-secure")
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let (home, homeNodes, homeEnv) = try Self.secureUp(folder + "/home")
+        defer { home.stop() }
+        let (other, otherNodes, otherEnv) = try Self.secureUp(folder + "/other")
+        defer {
+            other.stop()
+            try? FileManager.default.removeItem(atPath: folder)
+        }
+        let homeToken = try #require(homeEnv["EDDY_TOKEN"], "\(home.output)")
+        let otherToken = try #require(otherEnv["EDDY_TOKEN"], "\(other.output)")
+        #expect(homeToken != otherToken)
+        let created = try await eddyAsync(
+            ["create", "geo/secure", "--segments", "2", "--server", homeNodes[0]], environment: homeEnv)
+        #expect(created.status == 0, "\(created.stderr)")
+        let lines = (0..<30).map { "secure-\($0)" }
+        let appended = try await eddyAsync(
+            ["append", "geo/secure", "--server", homeNodes[1]], input: lines.joined(separator: "\n") + "\n",
+            environment: homeEnv)
+        #expect(appended.status == 0, "\(appended.stderr)")
+        let admin = "127.0.0.1:\(try freePort())"
+        let arguments = [
+            "mirror", "--from", homeNodes.joined(separator: ","), "--to", otherNodes.joined(separator: ","),
+            "--streams", "geo/*", "--admin-listen", admin, "--from-token", homeToken,
+            "--from-tls-ca", homeEnv["EDDY_TLS_CA"] ?? "", "--to-tls-ca", otherEnv["EDDY_TLS_CA"] ?? "",
+        ]
+        // Without the target's token: refused, with the reason, not retried for ever.
+        let refused = try await eddyAsync(arguments)
+        #expect(refused.status != 0 && refused.stderr.contains("the target cluster (--to)"), "\(refused.stderr)")
+        let mirror = try ServerProcess(
+            arguments + ["--to-token", otherToken], log: folder + "-mirror.log", marker: "eddy mirror running")
+        defer {
+            mirror.stop()
+            try? FileManager.default.removeItem(atPath: folder + "-mirror.log")
+        }
+        var same = false
+        var there = ""
+        for _ in 0..<60 where !same {
+            let here = try await eddyAsync(
+                ["read", "geo/secure", "--server", homeNodes[0], "--format", "json"], environment: homeEnv)
+            there = try await eddyAsync(
+                ["read", "geo/secure", "--server", otherNodes[0], "--format", "json"], environment: otherEnv
+            ).stdout
+            same = here.status == 0 && here.stdout.split(separator: "\n").count == 30 && here.stdout == there
+            if !same { try await Task.sleep(for: .milliseconds(500)) }
+        }
+        #expect(same, "target: \(there)\n\(mirror.log.suffix(2000))")
+        let status = try await eddyAsync(["mirror", "status", "--admin", admin])
+        #expect(status.status == 0 && status.stdout.contains("geo/secure"), "\(status.stdout)\(status.stderr)")
+        #expect(status.stdout.contains("copied: 30 events"), "\(status.stdout)")
+    }
+
     @Test("a regional node refuses write-back and a zone without a ring, with the reason")
     func badSettings() async throws {
         let me = "127.0.0.1:\(try freePort())"
