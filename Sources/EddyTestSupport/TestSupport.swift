@@ -123,6 +123,8 @@ public struct RawConnection: Sendable {
             var got = 0
             while got < n {
                 let r = bytes.withUnsafeMutableBytes { recv(fd, $0.baseAddress! + got, n - got, 0) }
+                // A signal (SIGCHLD of a process another test started) interrupts the wait: not an end.
+                if r < 0 && errno == EINTR { continue }
                 if r <= 0 { return nil }
                 got += r
             }
@@ -148,6 +150,7 @@ public struct RawConnection: Sendable {
         while ContinuousClock.now < deadline {
             let r = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress!, $0.count, 0) }
             if r == 0 || (r < 0 && errno == ECONNRESET) { return (out, true) }
+            if r < 0 && errno == EINTR { continue }
             if r < 0 { break }
             out += chunk[..<r]
         }
