@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A fault-injecting HTTP proxy for tests: it forwards requests to an upstream S3 server and fails a share of
 them the ways object storage fails: 503 SlowDown, 500 InternalError, a connection reset, or a hang (no answer
-until the client gives up).
+until the client gives up). Which requests fail is random; the kinds of fault take turns.
 
 Usage:
   scripts/fault-proxy.py --listen 127.0.0.1:PORT --upstream 127.0.0.1:8333 [--rate 0.3] [--hang 30]
@@ -24,7 +24,8 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOCK = threading.Lock()
-STATE = {"rate": 0.0, "poison": "", "hang": 30.0, "upstream": ("127.0.0.1", 8333)}
+STATE = {"rate": 0.0, "poison": "", "hang": 30.0, "upstream": ("127.0.0.1", 8333), "turn": 0}
+FAULTS = ["503", "500", "reset", "hang"]
 COUNTS = {"forwarded": 0, "503": 0, "500": 0, "reset": 0, "hang": 0, "poison": 0, "upstream_down": 0}
 
 
@@ -81,7 +82,10 @@ class Handler(BaseHTTPRequestHandler):
             count("poison")
             return self.error_answer(500, "InternalError", "poisoned by the fault proxy")
         if random.random() < rate:
-            fault = random.choice(["503", "500", "reset", "hang"])
+            # The kinds take turns, so that every kind is injected once a few requests failed.
+            with LOCK:
+                fault = FAULTS[STATE["turn"] % len(FAULTS)]
+                STATE["turn"] += 1
             count(fault)
             if fault == "503":
                 return self.error_answer(503, "SlowDown", "Please reduce your request rate.")
