@@ -72,13 +72,7 @@ struct RegionCLITests {
                 "--admin-listen", "none", "--http-listen", "none", "--object-store", "none",
             ],
             log: folder + ".log", marker: "eddy up: try", output: folder + ".out")
-        let exports = up.output.split(separator: "\n").first { $0.contains("export EDDY_TOKEN=") } ?? ""
-        var environment: [String: String] = [:]
-        for assignment in exports.split(separator: " ").dropFirst() {
-            let parts = assignment.split(separator: "=", maxSplits: 1).map(String.init)
-            if parts.count == 2 { environment[parts[0]] = parts[1] }
-        }
-        return (up, nodes, environment)
+        return (up, nodes, secureEnvironment(up.output))
     }
 
     @Test(

@@ -189,3 +189,15 @@ final class Ring: @unchecked Sendable {
         }
     }
 }
+
+/// The variables the `export EDDY_TOKEN=... EDDY_TLS_CA=...` line of `eddy up --secure`'s output sets (empty when
+/// there is no such line).
+func secureEnvironment(_ output: String) -> [String: String] {
+    let exports = output.split(separator: "\n").first { $0.contains("export EDDY_TOKEN=") } ?? ""
+    var environment: [String: String] = [:]
+    for assignment in exports.split(separator: " ").dropFirst() {
+        let parts = assignment.split(separator: "=", maxSplits: 1).map(String.init)
+        if parts.count == 2 { environment[parts[0]] = parts[1] }
+    }
+    return environment
+}

@@ -143,15 +143,9 @@ struct TLSCLITests {
             try? FileManager.default.removeItem(atPath: folder + ".log")
             try? FileManager.default.removeItem(atPath: folder + ".out")
         }
-        let exports = try #require(
-            up.output.split(separator: "\n").first { $0.contains("export EDDY_TOKEN=") }, "\(up.output)")
-        var environment: [String: String] = [:]
-        for assignment in exports.split(separator: " ").dropFirst() {
-            let parts = assignment.split(separator: "=", maxSplits: 1).map(String.init)
-            environment[parts[0]] = parts[1]
-        }
-        #expect(environment["EDDY_TLS_CA"]?.hasSuffix("/secure/ca.pem") == true, "\(exports)")
-        #expect((environment["EDDY_TOKEN"]?.count ?? 0) >= 32, "\(exports)")
+        let environment = secureEnvironment(up.output)
+        #expect(environment["EDDY_TLS_CA"]?.hasSuffix("/secure/ca.pem") == true, "\(up.output)")
+        #expect((environment["EDDY_TOKEN"]?.count ?? 0) >= 32, "\(up.output)")
         let created = try await eddyAsync(
             ["create", "demo/secure", "--segments", "2", "--server", nodes[0]], environment: environment)
         #expect(created.status == 0, "\(created.stderr)")
