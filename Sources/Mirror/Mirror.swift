@@ -157,6 +157,14 @@ public final class Mirror: Sendable {
         var behindSince: Date?
         var worker: Task<Void, Never>?
         var workerID = 0
+
+        /// Takes in the lengths a listing showed (they only grow here); the target falling behind starts the lag
+        /// clock.
+        mutating func saw(source: UInt64, target: UInt64) {
+            sourceLength = max(sourceLength, source)
+            targetLength = max(targetLength, target)
+            if sourceLength > targetLength, behindSince == nil, refused == nil { behindSince = Date() }
+        }
     }
 
     private struct StreamProgress {
@@ -376,12 +384,7 @@ public final class Mirror: Sendable {
             for info in listed {
                 guard let p = s.streams[info.name], p.segments.count == info.segments.count else { continue }
                 for (i, segment) in info.segments.enumerated() {
-                    var g = p.segments[i]
-                    g.sourceLength = max(g.sourceLength, segment.length)
-                    if g.sourceLength > g.targetLength, g.behindSince == nil, g.refused == nil {
-                        g.behindSince = Date()
-                    }
-                    s.streams[info.name]!.segments[i] = g
+                    s.streams[info.name]!.segments[i].saw(source: segment.length, target: 0)
                 }
             }
         }
@@ -478,9 +481,7 @@ public final class Mirror: Sendable {
             s.streams[name]!.targetIncarnation = targetIncarnation
             for (i, segment) in info.segments.enumerated() {
                 var g = s.streams[name]!.segments[i]
-                g.sourceLength = max(g.sourceLength, segment.length)
-                g.targetLength = max(g.targetLength, t.segments[i].length)
-                if g.sourceLength > g.targetLength, g.behindSince == nil, g.refused == nil { g.behindSince = Date() }
+                g.saw(source: segment.length, target: t.segments[i].length)
                 if g.worker == nil, !g.done, g.refused == nil, !s.closed { start.append(i) }
                 s.streams[name]!.segments[i] = g
             }
