@@ -452,6 +452,7 @@ extension NodeCore {
     /// bytes written past the ring (and of seals) and reads them once for all readers.
     func watch(_ seg: OwnedSegment) {
         guard seg.startWatching() else { return }
+        if configuration.isRegional { return subscribeUpstream(seg) }
         let wait: UInt32 = 5000
         Task {
             var idle = false
@@ -474,6 +475,93 @@ extension NodeCore {
                     try? await Task.sleep(for: .milliseconds(200))
                 }
             }
+        }
+    }
+
+    /// A regional node's watch: one subscription per segment at the home ring's node in use, which pushes the
+    /// segment's bytes as they arrive there (one WAN crossing per delivery, no request). Pushed bytes go into
+    /// the tail assembly (bytes it holds already are skipped) and wake the tail readers. The subscription starts
+    /// at the node's known length and starts again there after a failure (the home node gone: the upstream fails
+    /// over) or once the upstream moved back to its zone; it ends when no reader has waited for a heartbeat
+    /// interval, or at the end of a sealed segment.
+    func subscribeUpstream(_ seg: OwnedSegment) {
+        Task {
+            var lastWaiter = ContinuousClock.now
+            while true {
+                guard let info = seg.info else { return seg.stopWatching() }
+                let idle = ContinuousClock.now - lastWaiter >= Self.upstreamHeartbeat
+                if info.sealed || idle, seg.stopWatchingIfIdle() { return }
+                let started: (subscription: Subscription, client: StoreClient)
+                do {
+                    started = try await store.subscribe(
+                        seg.id, from: info.length, window: 4 << 20, heartbeat: Self.upstreamHeartbeat,
+                        timeout: configuration.requestTimeout)
+                } catch {
+                    seg.wakeAll()
+                    try? await Task.sleep(for: .milliseconds(200))
+                    continue
+                }
+                counters.upstreamSubscriptions.add(1, ordering: .relaxed)
+                let ended = await follow(seg, started, lastWaiter: &lastWaiter)
+                counters.upstreamSubscriptions.subtract(1, ordering: .relaxed)
+                switch ended {
+                case .idle: return
+                case .moved: continue
+                case .failed(let error):
+                    if error.code == .connectionFailed || error.code == .timedOut { store.abandon(started.client) }
+                    // Waiters get empty answers at their deadlines meanwhile; try again shortly.
+                    seg.wakeAll()
+                    try? await Task.sleep(for: .milliseconds(200))
+                }
+            }
+        }
+    }
+
+    /// How often a home node says it is alive to a regional node's subscription with nothing to push; also how
+    /// long such a subscription outlives the last tail reader.
+    static let upstreamHeartbeat = Duration.seconds(5)
+
+    /// Why an upstream subscription ended.
+    enum UpstreamEnd {
+        /// No reader waited for a heartbeat interval (or the sealed segment's end came): the watch is over.
+        case idle
+        /// The upstream's connection changed (failover, or back to its zone), the segment was re-created, or
+        /// its sealed end came: the watch's next round decides.
+        case moved
+        /// The subscription failed (the home node gone or silent, or its error answer).
+        case failed(EddyError)
+    }
+
+    /// Takes in what `started`'s subscription pushes until it ends.
+    private func follow(
+        _ seg: OwnedSegment, _ started: (subscription: Subscription, client: StoreClient),
+        lastWaiter: inout ContinuousClock.Instant
+    ) async -> UpstreamEnd {
+        let incarnation = seg.info?.incarnation
+        do {
+            for try await chunk in started.subscription {
+                counters.upstreamPushes.add(1, ordering: .relaxed)
+                if seg.waiterCount > 0 { lastWaiter = .now }
+                let wake = seg.learn(chunk.info)
+                if chunk.data.readableBytes > 0 {
+                    ledger.record(
+                        seg.id, from: chunk.offset, count: chunk.data.readableBytes, geometry: geometry, request: false)
+                    absorb(seg.extend(at: chunk.offset, chunk.data), seg.id)
+                }
+                wake.fire()
+                let over = ContinuousClock.now - lastWaiter >= Self.upstreamHeartbeat || chunk.info.sealed
+                if over, seg.stopWatchingIfIdle() {
+                    started.subscription.cancel()
+                    return .idle
+                }
+                if chunk.info.incarnation != incarnation || !store.isCurrent(started.client) {
+                    started.subscription.cancel()
+                    return .moved
+                }
+            }
+            return .moved
+        } catch {
+            return .failed(error as? EddyError ?? EddyError(.connectionFailed, "\(error)"))
         }
     }
 

@@ -18,6 +18,10 @@ final class NodeCounters: Sendable {
     let subscriptions = Atomic<Int>(0)
     /// Pushes written straight from an owned segment's tail to a following subscription (no read).
     let tailPushes = Atomic<Int>(0)
+    /// A regional node's subscriptions at its home ring (one per segment it follows there).
+    let upstreamSubscriptions = Atomic<Int>(0)
+    /// Chunks a regional node's upstream subscriptions pushed to it (bytes and heartbeats).
+    let upstreamPushes = Atomic<Int>(0)
     let appends = Atomic<Int>(0)
     let staleForwards = Atomic<Int>(0)
     let ringChanges = Atomic<Int>(0)

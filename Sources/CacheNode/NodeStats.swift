@@ -63,6 +63,9 @@ extension NodeCore {
             document["upstream_ring"] = configuration.upstreamRing.map(\.description)
             document["upstream_read_bytes"] = Int(ledger.bytes)
             document["upstream_failovers"] = store.failovers.load(ordering: .relaxed)
+            document["upstream_zone_returns"] = store.zoneReturns.load(ordering: .relaxed)
+            document["upstream_subscriptions"] = c.upstreamSubscriptions.load(ordering: .relaxed)
+            document["upstream_pushes"] = c.upstreamPushes.load(ordering: .relaxed)
         }
         if let writeBack {
             let queue = writeBack.metrics()
@@ -270,6 +273,10 @@ extension NodeCore {
                 ),
                 ("eddy_tail_waiters", .gauge, Double(tailWaiters), "Readers waiting at a segment's tail."),
                 ("eddy_subscriptions", .gauge, load(c.subscriptions), "Open subscriptions."),
+                (
+                    "eddy_upstream_subscriptions", .gauge, load(c.upstreamSubscriptions),
+                    "A regional ring's node's subscriptions at its home ring (one per followed segment)."
+                ),
                 ("eddy_connections", .gauge, load(c.connections), "Open client and peer connections."),
                 ("eddy_requests_in_flight", .gauge, load(c.inFlight), "Requests being answered."),
                 ("eddy_bytes_in_flight", .gauge, Double(budget.used), "Bytes of answers and loads in flight."),

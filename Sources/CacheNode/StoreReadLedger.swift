@@ -27,9 +27,13 @@ final class StoreReadLedger: Sendable {
 
     init(limit: Int = 1 << 20) { self.limit = limit }
 
-    func record(_ segment: SegmentID, from offset: UInt64, count: Int, geometry: BlockGeometry) {
+    /// Records `count` bytes of `segment` read from `offset`; `request` says they answered a read request (false:
+    /// a regional node's upstream subscription pushed them).
+    func record(
+        _ segment: SegmentID, from offset: UInt64, count: Int, geometry: BlockGeometry, request: Bool = true
+    ) {
         state.withLock { s in
-            s.requests += 1
+            if request { s.requests += 1 }
             s.bytes += Int64(count)
             guard count > 0 else { return }
             let range = offset..<(offset + UInt64(count))

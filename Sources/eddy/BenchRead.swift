@@ -368,6 +368,14 @@ struct BenchFanout: AsyncParsableCommand {
     var http = false
     @Option(name: .long, help: "The HTTP gateways for --http, HOST:PORT,... (readers are spread over them).")
     var httpServers: String?
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "The writer appends through these servers instead of --servers, HOST:PORT,...",
+            discussion:
+                "For example a home ring's nodes while the readers follow a regional ring: delivery then includes the home ring's push to the regional ring."
+        ))
+    var writeServers: String?
 
     func run() async throws {
         ClientMemory.reuseAnswerBuffers()
@@ -392,6 +400,11 @@ struct BenchFanout: AsyncParsableCommand {
             let name = try StreamName(parsing: target.stream)
             if (try? await admin.info(name)) == nil { try await admin.createStream(name, segments: target.segments) }
             let info = try await admin.info(name)
+            var writing: EddyClient?
+            if let list = writeServers {
+                let servers = try list.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
+                writing = try await EddyClient.connect(target.configuration(servers))
+            }
             let progress = Progress()
             let start = ContinuousClock.now
             // The --duration of appending counts from when every reader is ready (connecting a thousand readers on
@@ -408,8 +421,10 @@ struct BenchFanout: AsyncParsableCommand {
             }
             if http {
                 for c in clients { await c.close() }
-                let figures = try await httpReaders(admin, info, progress: progress, meter: meter, duration: duration)
+                let figures = try await httpReaders(
+                    writing ?? admin, info, progress: progress, meter: meter, duration: duration)
                 let elapsed = (ContinuousClock.now - start).inSeconds
+                await writing?.close()
                 await admin.close()
                 report(figures, elapsed: elapsed, peer: "eddy-http", cpu: meter.read())
                 return
@@ -454,7 +469,7 @@ struct BenchFanout: AsyncParsableCommand {
                 let reporter = progress.report(start: ContinuousClock.now)
                 meter.start()
                 let writer = appendAtRate(
-                    admin, info, rate: rate, until: deadline.start(in: duration), size: target.size)
+                    writing ?? admin, info, rate: rate, until: deadline.start(in: duration), size: target.size)
                 var all = BenchFigures()
                 for try await f in group { all.add(f) }
                 reporter.cancel()
@@ -464,6 +479,7 @@ struct BenchFanout: AsyncParsableCommand {
             let elapsed = (ContinuousClock.now - start).inSeconds
             let cpu = meter.read()
             for c in clients { await c.close() }
+            await writing?.close()
             await admin.close()
             report(figures, elapsed: elapsed, peer: "eddy", cpu: cpu)
         }
@@ -471,7 +487,7 @@ struct BenchFanout: AsyncParsableCommand {
 
     /// `--http`: the readers are Server-Sent Events responses of the gateways; the writer starts once all are open.
     func httpReaders(
-        _ admin: EddyClient, _ info: StreamInfo, progress: Progress, meter: CPUMeterBox, duration: Duration
+        _ writer: EddyClient, _ info: StreamInfo, progress: Progress, meter: CPUMeterBox, duration: Duration
     ) async throws -> BenchFigures {
         let gateways =
             try httpServers.map { try $0.split(separator: ",").map { try ServerAddress(parsing: String($0)) } }
@@ -491,9 +507,9 @@ struct BenchFanout: AsyncParsableCommand {
         let reporter = progress.report(start: ContinuousClock.now)
         meter.start()
         let end = ContinuousClock.now + duration
-        let writer = appendAtRate(admin, info, rate: rate, until: end, size: target.size)
+        let appending = appendAtRate(writer, info, rate: rate, until: end, size: target.size)
         try? await Task.sleep(until: end + .milliseconds(300))
-        writer.cancel()
+        appending.cancel()
         reporter.cancel()
         var all = BenchFigures()
         for r in readers { all.add(await r.finish()) }

@@ -5,6 +5,7 @@ import NIOCore
 import ObjectStorage
 import StoreClient
 import StreamModel
+import Synchronization
 import Testing
 import WireProtocol
 import WriteBack
@@ -120,6 +121,202 @@ struct RegionalRingTests {
         }
         await client.close()
         for n in regional { await n.close() }
+        await home.shutdown()
+    }
+
+    /// A regional ring of `count` nodes reading through `home`'s nodes (preferring `zone`'s).
+    static func regionalRing(_ home: NodeRing, count: Int, zone: String? = nil) async throws -> (
+        nodes: [CacheNode], addresses: [ServerAddress]
+    ) {
+        let addresses = try (0..<count).map { _ in ServerAddress(host: "127.0.0.1", port: try freeLoopbackPort()) }
+        var nodes: [CacheNode] = []
+        for a in addresses {
+            var c = NodeConfiguration(listen: a, store: home.harness.address, members: addresses)
+            c.upstreamRing = home.addresses
+            c.upstreamZone = zone
+            c.blockSize = 64 << 10
+            c.cacheBytes = 64 << 20
+            c.whatIf = false
+            c.logger.logLevel = .warning
+            nodes.append(try await CacheNode.start(configuration: c))
+        }
+        return (nodes, addresses)
+    }
+
+    /// Follows `segment` from its start through `client` until `count` events came (tail reads that wait).
+    static func follow(_ client: EddyClient, _ segment: SegmentID, count: Int, seen: Counter? = nil) async throws
+        -> [String]
+    {
+        var cursor = SegmentCursor(segment: segment, offset: 0)
+        var got: [String] = []
+        while got.count < count {
+            let (_, events) = try await cursor.step(client, wait: .seconds(2))
+            got += events.map { String(decoding: $0.event.payload, as: UTF8.self) }
+            seen?.add(events.count)
+        }
+        return got
+    }
+
+    /// A count shared by concurrent readers.
+    final class Counter: Sendable {
+        private let value = Mutex(0)
+        func add(_ n: Int) { value.withLock { $0 += n } }
+        var count: Int { value.withLock { $0 } }
+    }
+
+    static func sum(_ nodes: [CacheNode], _ key: String) throws -> Int {
+        try nodes.map { try stats($0)[key] as? Int ?? -1 }.reduce(0, +)
+    }
+
+    @Test(
+        "a regional ring follows each tail with one subscription per segment at the home ring, whatever the number of tail readers"
+    )
+    func tailsBySubscription() async throws {
+        let home = try await NodeRing(count: 2)
+        let regional = try await Self.regionalRing(home, count: 2)
+        let store = try await home.harness.client()
+        let name = try StreamName(parsing: "geo/tails")
+        try await store.createStream(name, segments: 4)
+        let segments = (0..<4).map { SegmentID(stream: name, number: UInt32($0)) }
+        let rounds = 40
+        let expected = segments.map { s in (0..<rounds).map { "\(s.number)-\($0)" } }
+        let seen = Counter()
+        do {
+            // 20 tail readers, 5 per segment, waiting at the start before anything is appended.
+            let readers = Task {
+                try await withThrowingTaskGroup(of: (Int, [String]).self) { group in
+                    for r in 0..<20 {
+                        group.addTask {
+                            let reader = try await EddyClient.connect(.init(servers: regional.addresses))
+                            defer { Task { await reader.close() } }
+                            return (
+                                r, try await Self.follow(reader, segments[r % 4], count: rounds, seen: seen)
+                            )
+                        }
+                    }
+                    var all: [(Int, [String])] = []
+                    for try await result in group { all.append(result) }
+                    return all
+                }
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            // Appended at home, one event per segment per round: each delivery has to come from upstream.
+            for round in 0..<rounds {
+                for s in segments {
+                    _ = try await store.append(s, frames: try frames(["\(s.number)-\(round)"]))
+                }
+                if round == rounds / 2 {
+                    // Half way (every reader has had the first half): one subscription per segment, no more.
+                    let deadline = ContinuousClock.now + .seconds(30)
+                    while seen.count < 20 * (round + 1), ContinuousClock.now < deadline {
+                        try await Task.sleep(for: .milliseconds(20))
+                    }
+                    #expect(try Self.sum(regional.nodes, "upstream_subscriptions") == 4)
+                    #expect(try Self.sum(home.nodes, "subscriptions") == 4, "the home ring's subscriptions")
+                }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            for (r, got) in try await readers.value { #expect(got == expected[r % 4], "reader \(r)") }
+            // Deliveries were pushed: the regional ring sent the home ring a few reads (each owner's first look
+            // at a segment), not one or two per delivery.
+            let requests = try Self.sum(regional.nodes, "store_read_requests")
+            #expect(requests < rounds, "\(requests) upstream reads for \(rounds * 4) deliveries")
+            #expect(try Self.sum(regional.nodes, "upstream_pushes") >= rounds)
+            let total = try await store.info(name).segments.reduce(UInt64(0)) { $0 + $1.length }
+            #expect(try Self.sum(regional.nodes, "upstream_read_bytes") == Int(total))
+            // No reader waits any more: the subscriptions end after a heartbeat interval.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while try Self.sum(home.nodes, "subscriptions") > 0, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(try Self.sum(home.nodes, "subscriptions") == 0)
+            #expect(try Self.sum(regional.nodes, "upstream_subscriptions") == 0)
+        } catch {
+            await store.close()
+            for n in regional.nodes { await n.close() }
+            await home.shutdown()
+            throw error
+        }
+        await store.close()
+        for n in regional.nodes { await n.close() }
+        await home.shutdown()
+    }
+
+    @Test(
+        "a regional ring that failed over out of its --upstream-zone moves back once a node of that zone answers, its tail subscription with it"
+    )
+    func backToTheZone() async throws {
+        var zones = ["a", "b"].makeIterator()
+        var homeConfigurations: [NodeConfiguration] = []
+        let home = try await NodeRing(count: 2) { c in
+            c.zone = zones.next()!
+            homeConfigurations.append(c)
+        }
+        let regional = try await Self.regionalRing(home, count: 1, zone: "a")
+        let store = try await home.harness.client()
+        let name = try StreamName(parsing: "geo/zone")
+        try await store.createStream(name, segments: 1)
+        let segment = SegmentID(stream: name, number: 0)
+        var restarted: CacheNode?
+        do {
+            let client = try await EddyClient.connect(.init(servers: regional.addresses))
+            defer { Task { await client.close() } }
+            _ = try await store.append(segment, frames: try frames(["e-0"]))
+            #expect(try await Self.follow(client, segment, count: 1) == ["e-0"])
+            #expect(try Self.stats(regional.nodes[0])["upstream"] as? String == home.addresses[0].description)
+
+            // Zone a's node goes: the regional node fails over to zone b's.
+            await home.nodes[0].close()
+            _ = try await store.append(segment, frames: try frames(["e-1"]))
+            // A tail reader follows throughout; it waits for one event more than the test appends at first.
+            let follower = Task { try await Self.follow(client, segment, count: 41) }
+            var deadline = ContinuousClock.now + .seconds(30)
+            while try Self.stats(regional.nodes[0])["upstream"] as? String != home.addresses[1].description,
+                ContinuousClock.now < deadline
+            {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            #expect(try Self.stats(regional.nodes[0])["upstream"] as? String == home.addresses[1].description)
+
+            // Zone a's node is back at its address: the regional node returns to it, the tail with it.
+            let back = try await CacheNode.start(configuration: homeConfigurations[0])
+            restarted = back
+            deadline = ContinuousClock.now + .seconds(40)
+            var round = 2
+            while try Self.stats(regional.nodes[0])["upstream"] as? String != home.addresses[0].description,
+                ContinuousClock.now < deadline
+            {
+                if round < 38 {
+                    _ = try await store.append(segment, frames: try frames(["e-\(round)"]))
+                    round += 1
+                }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+            let regionalStats = try Self.stats(regional.nodes[0])
+            #expect(regionalStats["upstream"] as? String == home.addresses[0].description)
+            #expect(regionalStats["upstream_zone_returns"] as? Int == 1)
+            for r in round..<40 { _ = try await store.append(segment, frames: try frames(["e-\(r)"])) }
+            // The tail's subscription moved with it: zone a's node serves it, zone b's no longer does.
+            deadline = ContinuousClock.now + .seconds(30)
+            while try Self.stats(back)["subscriptions"] as? Int != 1
+                || Self.stats(home.nodes[1])["subscriptions"] as? Int != 0, ContinuousClock.now < deadline
+            {
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            #expect(try Self.stats(back)["subscriptions"] as? Int == 1)
+            #expect(try Self.stats(home.nodes[1])["subscriptions"] as? Int == 0)
+            _ = try await store.append(segment, frames: try frames(["e-40"]))
+            #expect(try await follower.value == (0..<41).map { "e-\($0)" })
+        } catch {
+            await store.close()
+            for n in regional.nodes { await n.close() }
+            await restarted?.close()
+            await home.shutdown()
+            throw error
+        }
+        await store.close()
+        for n in regional.nodes { await n.close() }
+        await restarted?.close()
         await home.shutdown()
     }
 
