@@ -498,6 +498,7 @@ extension NodeCore {
                         timeout: configuration.requestTimeout)
                 } catch {
                     seg.wakeAll()
+                    if (error as? EddyError)?.code == .shuttingDown { return seg.stopWatching() }
                     try? await Task.sleep(for: .milliseconds(200))
                     continue
                 }

@@ -635,11 +635,36 @@ public final class Mirror: Sendable {
             g.failure = nil
         }
         if !(theirs.sealed && position == theirs.length) {
-            var next = position
-            _ = try await source.follow(SegmentCursor(segment: segment, offset: position)) { info, events in
-                if info.incarnation != incarnation, incarnation != 0, info.incarnation != 0 { throw SourceChanged() }
-                next = try await self.copy(events, of: segment, at: next, info: info, worker: worker)
-                return true
+            // The follow puts each push in the backlog; the appender appends all that waits there as one batch,
+            // one batch in flight at a time.
+            let backlog = Backlog(limit: 4 << 20)
+            let start = position
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    var next = start
+                    do {
+                        while let (info, events) = await backlog.take(maxBytes: 1 << 20) {
+                            next = try await self.copy(events, of: segment, at: next, info: info, worker: worker)
+                        }
+                    } catch {
+                        backlog.fail(error)
+                        throw error
+                    }
+                }
+                group.addTask {
+                    // Ended however (the sealed end, a failure, a cancellation): the appender appends what
+                    // came before it, then ends too.
+                    defer { backlog.close() }
+                    _ = try await self.source.follow(SegmentCursor(segment: segment, offset: start)) {
+                        info, events in
+                        if info.incarnation != incarnation, incarnation != 0, info.incarnation != 0 {
+                            throw SourceChanged()
+                        }
+                        try await backlog.put(events, info: info)
+                        return true
+                    }
+                }
+                try await group.waitForAll()
             }
         }
         try await sealTarget(segment)

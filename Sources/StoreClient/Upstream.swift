@@ -41,6 +41,8 @@ package final class Upstream: Sendable {
     /// When the zone was last probed for, while on a node of another zone (nil: not yet).
     private let lastProbe = Mutex<ContinuousClock.Instant?>(nil)
     private let probing = Atomic<Bool>(false)
+    /// Set by ``close()``: no connection is made after it.
+    private let closed = Atomic<Bool>(false)
     /// The zone each address said in its hello, by index (a probe for `zone` skips those of another).
     private let zones = Mutex<[Int: String]>([:])
     /// Connections left for one in `zone`, open until their grace ends (or ``close()``).
@@ -139,6 +141,10 @@ package final class Upstream: Sendable {
     }
 
     private func connection(within timeout: Duration) async throws(EddyError) -> StoreClient {
+        guard !closed.load(ordering: .relaxed) else {
+            throw EddyError(
+                .shuttingDown, "the connection to \(address) was closed (shutting down, or it left the ring)")
+        }
         if let c = current.withLock({ $0 }), c.isActive {
             if let zone, c.zone != zone { probeZone(zone, leaving: c) }
             return c
@@ -261,8 +267,10 @@ package final class Upstream: Sendable {
         if let gone { Task { await gone.close() } }
     }
 
-    /// Closes the connection (and any it left for one in its zone).
+    /// Closes the connection (and any it left for one in its zone); requests after it fail with
+    /// ``EddyError/Code/shuttingDown``.
     package func close() async {
+        closed.store(true, ordering: .relaxed)
         let c = current.withLock { c in
             defer { c = nil }
             return c

@@ -140,6 +140,20 @@ final class WAN: @unchecked Sendable {  // used by one test at a time; its write
             "the WAN relay did not start: \((try? String(contentsOfFile: out + ".err", encoding: .utf8)) ?? "")")
     }
 
+    /// A home cluster and a remote one (each a store and 2 nodes, at `homeBase` and `remoteBase`), with `stream`
+    /// created at home. Returns the home nodes, the remote nodes, and the home nodes' addresses across the link.
+    func mirrorPair(homeBase: Int, remoteBase: Int, creating stream: String, segments: Int) async throws -> (
+        home: [String], remote: [String], across: [String]
+    ) {
+        print("WAN: \(kind)")
+        let home = try cluster(self.home, base: homeBase, count: 2, name: "home")
+        let remote = try cluster(self.remote, base: remoteBase, count: 2, name: "remote")
+        let across = try relay(home)
+        let created = try await eddy(self.home, ["create", stream, "--segments", "\(segments)", "--server", home[0]])
+        guard created.status == 0 else { throw CLIError("eddy create \(stream): \(created.stderr)") }
+        return (home, remote, across)
+    }
+
     /// A home cluster (store + 2 nodes at `homeBase`) and a regional ring of 2 nodes in the remote namespace (at
     /// `regionalBase`) reading it through the link. Returns the home nodes, their addresses across the link, and
     /// the regional nodes.
@@ -196,12 +210,8 @@ struct WANTests {
     func mirrorSurvivesKillsAndCuts() async throws {
         let wan = try WAN("mirror")
         defer { wan.close() }
-        print("WAN: \(wan.kind)")
-        let home = try wan.cluster(wan.home, base: 7100, count: 2, name: "home")
-        let remote = try wan.cluster(wan.remote, base: 7200, count: 2, name: "remote")
-        let across = try wan.relay(home)
-        let created = try await wan.eddy(wan.home, ["create", "wan/orders", "--segments", "4", "--server", home[0]])
-        #expect(created.status == 0, "\(created.stderr)")
+        let (home, remote, across) = try await wan.mirrorPair(
+            homeBase: 7100, remoteBase: 7200, creating: "wan/orders", segments: 4)
         let mirrorArguments = [
             "mirror", "--from", across.joined(separator: ","), "--to", remote.joined(separator: ","), "--streams",
             "wan/*", "--checkpoint", "ops/mirror", "--admin-listen", "127.0.0.1:9490", "--scan-interval", "0.5",
@@ -350,5 +360,76 @@ struct WANTests {
         )
         #expect(deliveries >= 20 * 250, "\(figures)")
         #expect(p50 >= 39 && p50 < 80, "append-to-delivery p50 \(p50) ms: \(figures)")
+    }
+
+    @Test(
+        "eddy mirror's lag at a 40 ms round trip: an event appended at home is read in the other region a crossing and two local appends later, also at 400 appends a second"
+    )
+    func mirrorLag() async throws {
+        let wan = try WAN("mirror-lag")
+        defer { wan.close() }
+        let (home, remote, across) = try await wan.mirrorPair(
+            homeBase: 7900, remoteBase: 8000, creating: "wan/live", segments: 2)
+        _ = try wan.server(
+            wan.remote,
+            [
+                "mirror", "--from", across.joined(separator: ","), "--to", remote.joined(separator: ","), "--streams",
+                "wan/*", "--admin-listen", "127.0.0.1:9491", "--scan-interval", "0.5",
+            ], marker: "eddy mirror running", name: "mirror")
+        let deadline = ContinuousClock.now + .seconds(30)
+        while try await wan.eddy(wan.remote, ["info", "wan/live", "--server", remote[0]]).status != 0,
+            ContinuousClock.now < deadline
+        {
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        // In the remote namespace: the writer appends to the home ring across the link (20 ms), the mirror's
+        // subscription there brings each batch back (20 ms) and appends it to the target, whose readers get it.
+        func measure(rate: Int) async throws -> (deliveries: Int, p50: Double, p99: Double) {
+            let run = try await wan.eddy(
+                wan.remote,
+                [
+                    "bench", "fanout", "--servers", remote.joined(separator: ","), "--write-servers",
+                    across.joined(separator: ","), "--stream", "wan/live", "--readers", "4", "--rate", "\(rate)",
+                    "--size", "200", "--duration", "5", "--json",
+                ])
+            #expect(run.status == 0, "\(run.stderr)")
+            let figures = try #require(
+                try JSONSerialization.jsonObject(with: Data(run.stdout.utf8)) as? [String: Any], "\(run.stdout)")
+            let result = (
+                (figures["deliveries"] as? Int) ?? 0, (figures["p50_ms"] as? Double) ?? 0,
+                (figures["p99_ms"] as? Double) ?? 0
+            )
+            print(
+                "WAN mirror lag at \(rate) events/s: \(result.0) deliveries, append at home to read in the other region p50 \(String(format: "%.1f", result.1)) ms, p99 \(String(format: "%.1f", result.2)) ms (20 ms of it is the writer's own crossing)"
+            )
+            return result
+        }
+        // A quiet stream: the lag is the path's.
+        let quiet = try await measure(rate: 50)
+        #expect(quiet.deliveries >= 4 * 50 * 4)
+        #expect(quiet.p50 >= 39 && quiet.p50 < 120, "append-to-target-delivery p50 \(quiet.p50) ms")
+        // 400 small appends a second (each pushed on its own): the mirror's target appends carry what came
+        // meanwhile, so the lag stays near the path's (appending one push at a time, it fell half a second and
+        // more behind at 200 a second here).
+        let busy = try await measure(rate: 400)
+        #expect(busy.deliveries >= 4 * 400 * 4, "the readers fell behind")
+        #expect(busy.p50 < 300, "append-to-target-delivery p50 \(busy.p50) ms at 400 events/s")
+        let status = try await wan.eddy(
+            wan.remote, ["mirror", "status", "--admin", "127.0.0.1:9491", "--format", "json"])
+        #expect(status.status == 0, "\(status.stderr)")
+        let document = try JSONSerialization.jsonObject(with: Data(status.stdout.utf8)) as? [String: Any]
+        let streams = document?["streams"] as? [[String: Any]] ?? []
+        #expect(streams.map { $0["stream"] as? String } == ["wan/live"], "\(status.stdout)")
+        // And the target holds what the source does.
+        var lengths = ("", "")
+        let until = ContinuousClock.now + .seconds(20)
+        repeat {
+            lengths = (
+                try await wan.eddy(wan.home, ["info", "wan/live", "--server", home[0]]).stdout,
+                try await wan.eddy(wan.remote, ["info", "wan/live", "--server", remote[0]]).stdout
+            )
+            if lengths.0 != lengths.1 { try await Task.sleep(for: .milliseconds(200)) }
+        } while lengths.0 != lengths.1 && ContinuousClock.now < until
+        #expect(!lengths.0.isEmpty && lengths.0 == lengths.1, "source \(lengths.0), target \(lengths.1)")
     }
 }
