@@ -449,31 +449,38 @@ extension NodeCore {
     }
 
     /// Keeps one length wait against the store running for `seg` while tail readers wait there: it learns of
-    /// bytes written past the ring (and of seals) and reads them once for all readers.
+    /// bytes written past the ring (and of seals) and reads them once for all readers. A regional node subscribes
+    /// at its home node instead (``subscribeUpstream(_:)``), and waits for lengths only when the home node
+    /// refuses another subscription on its connection.
     func watch(_ seg: OwnedSegment) {
         guard seg.startWatching() else { return }
-        if configuration.isRegional { return subscribeUpstream(seg) }
-        let wait: UInt32 = 5000
         Task {
-            var idle = false
-            while true {
-                // Readers come back right after a wake-up: the wait ends after a whole round with none waiting
-                // (or once the segment is sealed).
-                if idle || seg.info?.sealed == true, seg.stopWatchingIfIdle() { return }
-                idle = seg.waiterCount == 0
-                guard let info = seg.info else { return seg.stopWatching() }
-                do {
-                    let r = try await store.send(
-                        .read(segment: seg.id, offset: info.length, maxBytes: 0, waitMilliseconds: wait),
-                        timeout: configuration.requestTimeout + .milliseconds(Int64(wait)))
-                    guard case .readResult(_, let now, _) = r else { continue }
-                    if now.length > (seg.info?.length ?? 0) { try await fetchTail(seg, reaching: now.length) }
-                    seg.learn(now).fire()
-                } catch {
-                    // The store is away: waiters get empty answers at their deadlines; try again shortly.
-                    seg.wakeAll()
-                    try? await Task.sleep(for: .milliseconds(200))
-                }
+            if configuration.isRegional, await subscribeUpstream(seg) { return }
+            await waitForLength(seg)
+        }
+    }
+
+    /// The length wait's loop, until a whole round passed with no reader waiting (or the segment is sealed).
+    private func waitForLength(_ seg: OwnedSegment) async {
+        let wait: UInt32 = 5000
+        var idle = false
+        while true {
+            // Readers come back right after a wake-up: the wait ends after a whole round with none waiting
+            // (or once the segment is sealed).
+            if idle || seg.info?.sealed == true, seg.stopWatchingIfIdle() { return }
+            idle = seg.waiterCount == 0
+            guard let info = seg.info else { return seg.stopWatching() }
+            do {
+                let r = try await store.send(
+                    .read(segment: seg.id, offset: info.length, maxBytes: 0, waitMilliseconds: wait),
+                    timeout: configuration.requestTimeout + .milliseconds(Int64(wait)))
+                guard case .readResult(_, let now, _) = r else { continue }
+                if now.length > (seg.info?.length ?? 0) { try await fetchTail(seg, reaching: now.length) }
+                seg.learn(now).fire()
+            } catch {
+                // The store is away: waiters get empty answers at their deadlines; try again shortly.
+                seg.wakeAll()
+                try? await Task.sleep(for: .milliseconds(200))
             }
         }
     }
@@ -484,36 +491,44 @@ extension NodeCore {
     /// at the node's known length and starts again there after a failure (the home node gone: the upstream fails
     /// over) or once the upstream moved back to its zone; it ends when no reader has waited for a heartbeat
     /// interval, or at the end of a sealed segment.
-    func subscribeUpstream(_ seg: OwnedSegment) {
-        Task {
-            var lastWaiter = ContinuousClock.now
-            while true {
-                guard let info = seg.info else { return seg.stopWatching() }
-                let idle = ContinuousClock.now - lastWaiter >= Self.upstreamHeartbeat
-                if info.sealed || idle, seg.stopWatchingIfIdle() { return }
-                let started: (subscription: Subscription, client: StoreClient)
-                do {
-                    started = try await store.subscribe(
-                        seg.id, from: info.length, window: 4 << 20, heartbeat: Self.upstreamHeartbeat,
-                        timeout: configuration.requestTimeout)
-                } catch {
-                    seg.wakeAll()
-                    if (error as? EddyError)?.code == .shuttingDown { return seg.stopWatching() }
-                    try? await Task.sleep(for: .milliseconds(200))
-                    continue
+    /// - Returns: true when the watch is over; false when the home node refused the subscription (its
+    ///   connection holds as many as it takes, or it has none): the caller waits for lengths instead.
+    func subscribeUpstream(_ seg: OwnedSegment) async -> Bool {
+        var lastWaiter = ContinuousClock.now
+        while true {
+            guard let info = seg.info else {
+                seg.stopWatching()
+                return true
+            }
+            let idle = ContinuousClock.now - lastWaiter >= Self.upstreamHeartbeat
+            if info.sealed || idle, seg.stopWatchingIfIdle() { return true }
+            let started: (subscription: Subscription, client: StoreClient)
+            do {
+                started = try await store.subscribe(
+                    seg.id, from: info.length, window: 4 << 20, heartbeat: Self.upstreamHeartbeat,
+                    timeout: configuration.requestTimeout)
+            } catch {
+                seg.wakeAll()
+                if error.code == .shuttingDown {
+                    seg.stopWatching()
+                    return true
                 }
-                counters.upstreamSubscriptions.add(1, ordering: .relaxed)
-                let ended = await follow(seg, started, lastWaiter: &lastWaiter)
-                counters.upstreamSubscriptions.subtract(1, ordering: .relaxed)
-                switch ended {
-                case .idle: return
-                case .moved: continue
-                case .failed(let error):
-                    if error.code == .connectionFailed || error.code == .timedOut { store.abandon(started.client) }
-                    // Waiters get empty answers at their deadlines meanwhile; try again shortly.
-                    seg.wakeAll()
-                    try? await Task.sleep(for: .milliseconds(200))
-                }
+                try? await Task.sleep(for: .milliseconds(200))
+                continue
+            }
+            counters.upstreamSubscriptions.add(1, ordering: .relaxed)
+            let ended = await follow(seg, started, lastWaiter: &lastWaiter)
+            counters.upstreamSubscriptions.subtract(1, ordering: .relaxed)
+            switch ended {
+            case .idle: return true
+            case .moved: continue
+            case .failed(let error) where error.code == .overloaded || error.code == .unknownMessageType:
+                return false
+            case .failed(let error):
+                if error.code == .connectionFailed || error.code == .timedOut { store.abandon(started.client) }
+                // Waiters get empty answers at their deadlines meanwhile; try again shortly.
+                seg.wakeAll()
+                try? await Task.sleep(for: .milliseconds(200))
             }
         }
     }
