@@ -13,6 +13,14 @@ public struct ServerAddress: Hashable, Sendable, CustomStringConvertible {
         self.port = port
     }
 
+    /// Parses a comma-separated list, `HOST:PORT,HOST:PORT,...` (empty text: none).
+    /// - Throws: ``EddyError/Code/invalidArgument`` naming the first item that is not `HOST:PORT`.
+    public static func list(parsing text: String) throws(EddyError) -> [ServerAddress] {
+        var out: [ServerAddress] = []
+        for item in text.split(separator: ",") { out.append(try ServerAddress(parsing: String(item))) }
+        return out
+    }
+
     /// Parses `HOST:PORT`.
     /// - Throws: ``EddyError/Code/invalidArgument`` naming the text when it is not of that form.
     public init(parsing text: String) throws(EddyError) {

@@ -29,7 +29,7 @@ struct BenchTarget: ParsableArguments {
     }
 
     func addresses() throws -> [ServerAddress] {
-        try servers.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
+        try ServerAddress.list(parsing: servers)
     }
 
     /// A client whose first choice is server `i` (round robin), failing over to the others in order.
@@ -402,7 +402,7 @@ struct BenchFanout: AsyncParsableCommand {
             let info = try await admin.info(name)
             var writing: EddyClient?
             if let list = writeServers {
-                let servers = try list.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
+                let servers = try ServerAddress.list(parsing: list)
                 writing = try await EddyClient.connect(target.configuration(servers))
             }
             let progress = Progress()
@@ -490,9 +490,9 @@ struct BenchFanout: AsyncParsableCommand {
         _ writer: EddyClient, _ info: StreamInfo, progress: Progress, meter: CPUMeterBox, duration: Duration
     ) async throws -> BenchFigures {
         let gateways =
-            try httpServers.map { try $0.split(separator: ",").map { try ServerAddress(parsing: String($0)) } }
+            try httpServers.map { try ServerAddress.list(parsing: $0) }
             ?? HTTPFanout.gateways(
-                try target.servers.split(separator: ",").map { try ServerAddress(parsing: String($0)) })
+                try ServerAddress.list(parsing: target.servers))
         let token = target.credentials.bearer
         let stream = target.stream
         let readers = try await withThrowingTaskGroup(of: SSEReader.self) { group in

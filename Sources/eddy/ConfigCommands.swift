@@ -222,7 +222,7 @@ extension Up: ConfigurableServer {
     }
     func check() throws {
         try options.check()
-        let members = try nodes.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
+        let members = try ServerAddress.list(parsing: nodes)
         var c = NodeConfiguration(listen: members[0], store: try ServerAddress(parsing: store), members: members)
         try upstream.apply(to: &c)
         try nodeOptions.apply(to: &c)

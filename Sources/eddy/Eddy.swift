@@ -195,6 +195,6 @@ struct ServerOption: ParsableArguments {
     /// `--servers` when given, else `--server`.
     func addresses() throws -> [ServerAddress] {
         guard let servers else { return [try ServerAddress(parsing: server)] }
-        return try servers.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
+        return try ServerAddress.list(parsing: servers)
     }
 }

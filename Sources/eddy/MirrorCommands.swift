@@ -92,8 +92,8 @@ struct MirrorRun: AsyncParsableCommand {
     ) throws -> EddyClient.Configuration {
         let addresses: [ServerAddress]
         do {
-            addresses = try servers.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
-        } catch let error as EddyError {
+            addresses = try ServerAddress.list(parsing: servers)
+        } catch {
             throw ValidationError("--\(what): \(error.message)")
         }
         guard !addresses.isEmpty else { throw ValidationError("--\(what) names no server") }

@@ -137,7 +137,7 @@ struct MembershipOptions: ParsableArguments {
     /// A node configuration for `listen` and `store` with this membership.
     func configuration(listen: String, store: String) throws -> NodeConfiguration {
         let address = try ServerAddress(parsing: listen)
-        let list = try (members ?? "").split(separator: ",").map { try ServerAddress(parsing: String($0)) }
+        let list = try ServerAddress.list(parsing: members ?? "")
         var c = NodeConfiguration(listen: address, store: try ServerAddress(parsing: store), members: list)
         // The settings of the other kind of membership are ignored (a file can keep both, and one key switches).
         switch membership {

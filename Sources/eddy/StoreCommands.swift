@@ -202,7 +202,7 @@ struct Up: AsyncParsableCommand {
             // A regional ring writes nothing back (its home ring does) unless asked to, which it refuses.
             let objects = try writeBack.objects.location(fallback: home.isEmpty ? "file://\(data)/objects" : "none")
             let storeAddress = try ServerAddress(parsing: store)
-            let members = try nodes.split(separator: ",").map { try ServerAddress(parsing: String($0)) }
+            let members = try ServerAddress.list(parsing: nodes)
             let storeAdmin = home.isEmpty ? try process.admin(beside: storeAddress) : nil
             let access = try await security.access(logger: logger, server: "eddy up")
             let serviceToken = try await security.nodeServiceToken(access)
