@@ -112,7 +112,8 @@ package final class Upstream: Sendable {
     /// bytes as they arrive: see ``StoreClient/subscribe(_:from:window:heartbeat:)``).
     /// - Returns: the subscription and the connection it runs on, to give to ``abandon(_:)`` when the
     ///   subscription failed for want of the server, and to ``isCurrent(_:)`` to learn that the upstream moved.
-    /// - Throws: ``EddyError/Code/unavailable`` when no server can be reached.
+    /// - Throws: ``EddyError/Code/unavailable`` when no server can be reached; ``EddyError/Code/shuttingDown``
+    ///   after ``close()``.
     package func subscribe(
         _ segment: SegmentID, from offset: UInt64, window: Int, heartbeat: Duration, timeout: Duration
     ) async throws(EddyError) -> (subscription: Subscription, client: StoreClient) {

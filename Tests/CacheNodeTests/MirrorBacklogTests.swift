@@ -1,7 +1,6 @@
 import EddyClient
 import Foundation
 import StreamModel
-import Synchronization
 import Testing
 
 @testable import Mirror
@@ -10,12 +9,6 @@ import Testing
 /// the next one, whole; a full backlog holds the follow back; the appender's failure reaches the follow.
 @Suite("mirror backlog")
 struct MirrorBacklogTests {
-    final class Flag: Sendable {
-        private let value = Mutex(false)
-        func set() { value.withLock { $0 = true } }
-        var isSet: Bool { value.withLock { $0 } }
-    }
-
     static let segment = SegmentID(stream: try! StreamName(parsing: "m/b"), number: 0)
 
     /// `count` events of `size` bytes each from `offset`.
@@ -59,16 +52,16 @@ struct MirrorBacklogTests {
     func holdsBack() async throws {
         let backlog = Backlog(limit: 300)
         try await backlog.put(Self.events(from: 0, count: 3), info: Self.info(300))
-        let passed = Flag()
+        let passed = Counter()
         let putter = Task {
             try await backlog.put(Self.events(from: 300, count: 1), info: Self.info(400))
-            passed.set()
+            passed.bump()
         }
         try await Task.sleep(for: .milliseconds(200))
-        #expect(!passed.isSet, "a put past the limit waits")
+        #expect(passed.value == 0, "a put past the limit waits")
         #expect(await backlog.take(maxBytes: 1 << 20)?.events.count == 3)
         try await putter.value
-        #expect(passed.isSet)
+        #expect(passed.value == 1)
         #expect(await backlog.take(maxBytes: 1 << 20)?.events.map(\.pointer.offset) == [300])
         // The appender waits for the next push.
         let taker = Task { await backlog.take(maxBytes: 1 << 20)?.events.count }

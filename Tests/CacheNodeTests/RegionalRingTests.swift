@@ -5,7 +5,6 @@ import NIOCore
 import ObjectStorage
 import StoreClient
 import StreamModel
-import Synchronization
 import Testing
 import WireProtocol
 import WriteBack
@@ -157,13 +156,6 @@ struct RegionalRingTests {
         return got
     }
 
-    /// A count shared by concurrent readers.
-    final class Counter: Sendable {
-        private let value = Mutex(0)
-        func add(_ n: Int) { value.withLock { $0 += n } }
-        var count: Int { value.withLock { $0 } }
-    }
-
     static func sum(_ nodes: [CacheNode], _ key: String) throws -> Int {
         try nodes.map { try stats($0)[key] as? Int ?? -1 }.reduce(0, +)
     }
@@ -208,7 +200,7 @@ struct RegionalRingTests {
                 if round == rounds / 2 {
                     // Half way (every reader has had the first half): one subscription per segment, no more.
                     let deadline = ContinuousClock.now + .seconds(30)
-                    while seen.count < 20 * (round + 1), ContinuousClock.now < deadline {
+                    while seen.value < 20 * (round + 1), ContinuousClock.now < deadline {
                         try await Task.sleep(for: .milliseconds(20))
                     }
                     #expect(try Self.sum(regional.nodes, "upstream_subscriptions") == 4)

@@ -171,9 +171,11 @@ struct SupportTests {
     }
 }
 
+/// A count shared by concurrent tasks of a test.
 final class Counter: Sendable {
     private let n = Mutex(0)
-    func bump() { n.withLock { $0 += 1 } }
+    func bump() { add(1) }
+    func add(_ k: Int) { n.withLock { $0 += k } }
     var value: Int { n.withLock { $0 } }
 }
 
